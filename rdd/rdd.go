@@ -1,0 +1,215 @@
+package rdd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+)
+
+// Node is the untyped vertex of a lineage DAG: what the scheduler sees of an
+// RDD. Typed operators build it; the scheduler cuts stages at its shuffle
+// dependencies.
+type Node struct {
+	ID    int64
+	Op    string // operator kind and, for stateful operators, the user's name
+	Site  string // file:line of the user code that created it
+	Parts int    // number of partitions
+	Deps  []Dep
+
+	// Cached nodes keep their computed partitions in the task context's
+	// BlockStore; a later job reads them instead of recomputing the lineage.
+	Cached bool
+}
+
+// Dep is a dependency of a node on a parent. Narrow dependencies (Shuffle ==
+// nil) are pipelined into the child's task; shuffle dependencies cut a stage.
+type Dep struct {
+	Parent  *Node
+	Shuffle *ShuffleDep
+}
+
+// ShuffleDep is the map side of a shuffle: the parent's partitions are
+// written as one block per reduce partition by WriteMap.
+type ShuffleDep struct {
+	ID        int64
+	Parent    *Node
+	NumReduce int
+	// WriteMap computes map partition mapPart of Parent and stores its blocks
+	// with tc.Shuffle.
+	WriteMap func(tc *TaskContext, mapPart int) error
+}
+
+// String names the node for errors and logs: "map@job.go:12".
+func (n *Node) String() string {
+	if n.Site == "" {
+		return n.Op
+	}
+	return n.Op + "@" + n.Site
+}
+
+var nextID atomic.Int64
+
+func newID() int64 { return nextID.Add(1) }
+
+// RDD is one batch's partitioned dataset of T plus its lineage. It is
+// immutable and deterministic given its inputs: computing a partition twice
+// yields the same multiset of values, so a lost partition is recomputed.
+type RDD[T any] struct {
+	node  *Node
+	codec Codec[T]
+	iter  func(tc *TaskContext, part int, yield func(T) bool) error
+}
+
+// Node returns the RDD's lineage vertex.
+func (r *RDD[T]) Node() *Node { return r.node }
+
+// NumPartitions returns the number of partitions.
+func (r *RDD[T]) NumPartitions() int { return r.node.Parts }
+
+// Codec returns the codec of the RDD's element type.
+func (r *RDD[T]) Codec() Codec[T] { return r.codec }
+
+// Iterate pushes the values of one partition to yield, computing it from its
+// lineage (or reading it from the cache). It is what tasks call.
+func (r *RDD[T]) Iterate(tc *TaskContext, part int, yield func(T) bool) error {
+	if part < 0 || part >= r.node.Parts {
+		return fmt.Errorf("rdd: %s: partition %d out of range [0,%d)", r.node, part, r.node.Parts)
+	}
+	if r.node.Cached && tc.Blocks != nil {
+		return r.iterateCached(tc, part, yield)
+	}
+	return r.iter(tc, part, yield)
+}
+
+// Persist marks the RDD to be kept once computed: later jobs over it, in this
+// batch or later ones (windows, state), read the stored partitions.
+func (r *RDD[T]) Persist() *RDD[T] {
+	r.node.Cached = true
+	return r
+}
+
+func (r *RDD[T]) iterateCached(tc *TaskContext, part int, yield func(T) bool) error {
+	rec, ok := tc.Blocks.Get(r.node.ID, part)
+	if !ok {
+		b := NewBuilder(tc.Alloc, r.codec)
+		err := r.iter(tc, part, func(v T) bool { b.Append(v); return true })
+		if err != nil {
+			b.Release()
+			return err
+		}
+		rec = b.NewRecord()
+		tc.Blocks.Put(r.node.ID, part, rec) // the store keeps its own reference
+	}
+	defer rec.Release()
+	ForEach(r.codec, rec, yield)
+	return nil
+}
+
+// TaskContext is what a running task sees: where to allocate, where shuffle
+// blocks and cached partitions live, and which operator is running (so a
+// panic can be attributed to it).
+type TaskContext struct {
+	Ctx       context.Context
+	Alloc     memory.Allocator
+	Shuffle   ShuffleService
+	Blocks    BlockStore
+	BatchTime time.Time
+	StageID   int
+	Partition int
+	Attempt   int
+
+	RecordsRead int64 // records read from sources, caches and shuffles
+
+	cur *Node
+}
+
+// Current returns the operator whose user function ran last: the one to
+// blame for a panic.
+func (tc *TaskContext) Current() *Node { return tc.cur }
+
+// SetCurrent records that n's user function is about to run.
+func (tc *TaskContext) SetCurrent(n *Node) { tc.cur = n }
+
+// ShuffleService stores and serves shuffle blocks. Locally it is memory; in
+// a cluster, each executor's disk plus a fetch service.
+type ShuffleService interface {
+	// PutMapOutput stores the blocks of one map task, one per reduce
+	// partition (nil for an empty one), replacing any earlier attempt's. It
+	// takes ownership of the records.
+	PutMapOutput(shuffleID int64, mapPart int, blocks []arrow.Record) error
+	// Fetch passes reduce partition reducePart of every map output to yield,
+	// which must not keep the record past its return. A missing map output
+	// is reported as a *FetchFailedError.
+	Fetch(ctx context.Context, shuffleID int64, numMaps, reducePart int, yield func(arrow.Record) error) error
+}
+
+// BlockStore keeps the partitions of cached RDDs.
+type BlockStore interface {
+	// Get returns a retained record, which the caller releases.
+	Get(nodeID int64, part int) (arrow.Record, bool)
+	// Put stores rec, retaining it; a later Put of the same block wins.
+	Put(nodeID int64, part int, rec arrow.Record)
+}
+
+// FetchFailedError reports that a shuffle map output is gone (its executor
+// was lost). The scheduler resubmits the stage that produced it.
+type FetchFailedError struct {
+	ShuffleID int64
+	MapPart   int
+	Reason    string
+}
+
+func (e *FetchFailedError) Error() string {
+	return fmt.Sprintf("rdd: fetch shuffle %d map output %d: %s", e.ShuffleID, e.MapPart, e.Reason)
+}
+
+// IsFetchFailed reports whether err is (or wraps) a FetchFailedError.
+func IsFetchFailed(err error) (*FetchFailedError, bool) {
+	var ff *FetchFailedError
+	ok := errors.As(err, &ff)
+	return ff, ok
+}
+
+// callSite returns the file:line of the first caller outside Sluice's own
+// packages, so that an operator can be found in the user's code.
+func callSite() string {
+	pcs := make([]uintptr, 16)
+	n := runtime.Callers(2, pcs)
+	frames := runtime.CallersFrames(pcs[:n])
+	for {
+		f, more := frames.Next()
+		if !strings.Contains(f.Function, "github.com/sluicehq/sluice/rdd.") &&
+			!strings.Contains(f.Function, "github.com/sluicehq/sluice/dstream.") {
+			file := f.File
+			if i := strings.LastIndexByte(file, '/'); i >= 0 {
+				file = file[i+1:]
+			}
+			return fmt.Sprintf("%s:%d", file, f.Line)
+		}
+		if !more {
+			return ""
+		}
+	}
+}
+
+func newNode(op string, parts int, deps ...Dep) *Node {
+	return &Node{ID: newID(), Op: op, Site: callSite(), Parts: parts, Deps: deps}
+}
+
+// Seq returns the values of one partition as an iterator, for use inside
+// mapPartitions-style functions. Errors end the sequence and are stored in *errp.
+func (r *RDD[T]) Seq(tc *TaskContext, part int, errp *error) iter.Seq[T] {
+	return func(yield func(T) bool) {
+		if err := r.Iterate(tc, part, yield); err != nil && *errp == nil {
+			*errp = err
+		}
+	}
+}

@@ -1,0 +1,257 @@
+package rdd
+
+import (
+	"github.com/apache/arrow/go/v15/arrow"
+)
+
+// Aggregator combines the values of one key: Create starts a combiner from
+// the first value, Merge adds a value to a combiner (map side), Combine merges
+// two combiners (reduce side). Merge and Combine must be associative and
+// commutative, as the order values arrive in is not defined.
+type Aggregator[V, C any] struct {
+	Create  func(V) C
+	Merge   func(C, V) C
+	Combine func(C, C) C
+}
+
+// partitionOf maps a key hash to one of n partitions.
+func partitionOf(h uint64, n int) int { return int(h % uint64(n)) }
+
+// combiner is a hash table from K to C that hashes each key once per
+// record: the map holds indexes into dense key and value slices, which also
+// give a deterministic output order (first-seen order).
+type combiner[K comparable, C any] struct {
+	idx  map[K]int32
+	keys []K
+	vals []C
+}
+
+func newCombiner[K comparable, C any]() *combiner[K, C] {
+	return &combiner[K, C]{idx: make(map[K]int32)}
+}
+
+func (m *combiner[K, C]) add(k K, create func() C, merge func(C) C) {
+	if i, ok := m.idx[k]; ok {
+		m.vals[i] = merge(m.vals[i])
+		return
+	}
+	m.idx[k] = int32(len(m.keys))
+	m.keys = append(m.keys, k)
+	m.vals = append(m.vals, create())
+}
+
+// writeShuffle encodes the values of one map task into numReduce blocks,
+// routing each value with route, and stores them.
+func writeShuffle[X any](tc *TaskContext, dep *ShuffleDep, mapPart int, c Codec[X], fill func(emit func(reducer int, v X)) error) error {
+	builders := make([]*Builder[X], dep.NumReduce)
+	defer func() {
+		for _, b := range builders {
+			if b != nil {
+				b.Release()
+			}
+		}
+	}()
+	err := fill(func(r int, v X) {
+		b := builders[r]
+		if b == nil {
+			b = NewBuilder(tc.Alloc, c)
+			builders[r] = b
+		}
+		b.Append(v)
+	})
+	if err != nil {
+		return err
+	}
+	blocks := make([]arrow.Record, dep.NumReduce)
+	for r, b := range builders {
+		if b != nil && b.Len() > 0 {
+			blocks[r] = b.NewRecord()
+		}
+	}
+	return tc.Shuffle.PutMapOutput(dep.ID, mapPart, blocks)
+}
+
+// fetchAll fetches reduce partition part of a shuffle, retaining every block
+// until release is called, so decoded values may alias them meanwhile.
+func fetchAll(tc *TaskContext, dep *ShuffleDep, part int, each func(arrow.Record)) (release func(), err error) {
+	var held []arrow.Record
+	release = func() {
+		for _, r := range held {
+			r.Release()
+		}
+	}
+	err = tc.Shuffle.Fetch(tc.Ctx, dep.ID, dep.Parent.Parts, part, func(rec arrow.Record) error {
+		rec.Retain()
+		held = append(held, rec)
+		tc.RecordsRead += rec.NumRows()
+		each(rec)
+		return nil
+	})
+	return release, err
+}
+
+// CombineByKey groups the values of each key with agg into numParts
+// partitions, hash-partitioned by key. Values are combined on the map side
+// before the shuffle, so at most one record per key and map task crosses it.
+func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggregator[V, C], cc Codec[C], numParts int) *RDD[KV[K, C]] {
+	kc := r.codec.(KVCodec[K, V]).K
+	outCodec := KVCodec[K, C]{K: kc, V: cc}
+	dep := &ShuffleDep{ID: newID(), Parent: r.node, NumReduce: numParts}
+	n := newNode(op, numParts, Dep{Parent: r.node, Shuffle: dep})
+	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
+		m := newCombiner[K, C]()
+		err := r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+			tc.cur = n
+			m.add(kv.Key, func() C { return agg.Create(kv.Value) }, func(c C) C { return agg.Merge(c, kv.Value) })
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return writeShuffle(tc, dep, mapPart, outCodec, func(emit func(int, KV[K, C])) error {
+			for i, k := range m.keys {
+				emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: m.vals[i]})
+			}
+			return nil
+		})
+	}
+	out := &RDD[KV[K, C]]{node: n, codec: outCodec}
+	out.iter = func(tc *TaskContext, part int, yield func(KV[K, C]) bool) error {
+		m := newCombiner[K, C]()
+		release, err := fetchAll(tc, dep, part, func(rec arrow.Record) {
+			ForEach(outCodec, rec, func(kv KV[K, C]) bool {
+				tc.cur = n
+				m.add(kv.Key, func() C { return kv.Value }, func(c C) C { return agg.Combine(c, kv.Value) })
+				return true
+			})
+		})
+		defer release()
+		if err != nil {
+			return err
+		}
+		for i, k := range m.keys {
+			if !yield(KV[K, C]{Key: k, Value: m.vals[i]}) {
+				break
+			}
+		}
+		return nil
+	}
+	return out
+}
+
+// ReduceByKey merges the values of each key with the associative and
+// commutative function f.
+func ReduceByKey[K comparable, V any](r *RDD[KV[K, V]], f func(V, V) V, numParts int) *RDD[KV[K, V]] {
+	vc := r.codec.(KVCodec[K, V]).V
+	return CombineByKey(r, "reduceByKey", Aggregator[V, V]{
+		Create:  func(v V) V { return v },
+		Merge:   f,
+		Combine: f,
+	}, vc, numParts)
+}
+
+// GroupByKey collects the values of each key into a slice (in no defined order).
+func GroupByKey[K comparable, V any](r *RDD[KV[K, V]], numParts int) *RDD[KV[K, []V]] {
+	vc := r.codec.(KVCodec[K, V]).V
+	return CombineByKey(r, "groupByKey", Aggregator[V, []V]{
+		Create:  func(v V) []V { return []V{v} },
+		Merge:   func(c []V, v V) []V { return append(c, v) },
+		Combine: func(a, b []V) []V { return append(a, b...) },
+	}, SliceCodec[V]{Elem: vc}, numParts)
+}
+
+// MapValues applies f to the value of every pair, keeping keys (and so the
+// partitioning) unchanged.
+func MapValues[K comparable, V, W any](r *RDD[KV[K, V]], f func(V) W) *RDD[KV[K, W]] {
+	kc := r.codec.(KVCodec[K, V]).K
+	return narrow("mapValues", r, Codec[KV[K, W]](KVCodec[K, W]{K: kc, V: CodecOf[W]()}),
+		func(n *Node) func(*TaskContext, int, func(KV[K, W]) bool) error {
+			return func(tc *TaskContext, part int, yield func(KV[K, W]) bool) error {
+				return r.Iterate(tc, part, func(kv KV[K, V]) bool {
+					tc.cur = n
+					return yield(KV[K, W]{Key: kv.Key, Value: f(kv.Value)})
+				})
+			}
+		})
+}
+
+// Repartition redistributes the values round-robin over numParts partitions.
+// The distribution depends only on each map partition's contents and order,
+// which are deterministic, so a recomputed map task routes every value to the
+// same place as before.
+func Repartition[T any](r *RDD[T], numParts int) *RDD[T] {
+	dep := &ShuffleDep{ID: newID(), Parent: r.node, NumReduce: numParts}
+	n := newNode("repartition", numParts, Dep{Parent: r.node, Shuffle: dep})
+	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
+		return writeShuffle(tc, dep, mapPart, r.codec, func(emit func(int, T)) error {
+			next := mapPart % numParts
+			return r.Iterate(tc, mapPart, func(v T) bool {
+				emit(next, v)
+				if next++; next == numParts {
+					next = 0
+				}
+				return true
+			})
+		})
+	}
+	out := &RDD[T]{node: n, codec: r.codec}
+	out.iter = func(tc *TaskContext, part int, yield func(T) bool) error {
+		stopped := false
+		release, err := fetchAll(tc, dep, part, func(rec arrow.Record) {
+			if !stopped {
+				stopped = !ForEach(r.codec, rec, yield)
+			}
+		})
+		release()
+		return err
+	}
+	return out
+}
+
+// CoGroup groups the values of both RDDs by key into numParts partitions:
+// each output pair holds a key's values from a (First) and from b (Second).
+func CoGroup[K comparable, V, W any](a *RDD[KV[K, V]], b *RDD[KV[K, W]], numParts int) *RDD[KV[K, Pair[[]V, []W]]] {
+	kc := a.codec.(KVCodec[K, V]).K
+	ga := GroupByKey(a, numParts)
+	gb := GroupByKey(b, numParts)
+	depA, depB := ga.node.Deps[0], gb.node.Deps[0]
+	ca, cb := ga.codec, gb.codec
+	outCodec := KVCodec[K, Pair[[]V, []W]]{K: kc, V: PairCodec[[]V, []W]{
+		A: SliceCodec[V]{Elem: a.codec.(KVCodec[K, V]).V},
+		B: SliceCodec[W]{Elem: b.codec.(KVCodec[K, W]).V},
+	}}
+	n := newNode("cogroup", numParts, depA, depB)
+	out := &RDD[KV[K, Pair[[]V, []W]]]{node: n, codec: outCodec}
+	out.iter = func(tc *TaskContext, part int, yield func(KV[K, Pair[[]V, []W]]) bool) error {
+		m := newCombiner[K, Pair[[]V, []W]]()
+		relA, err := fetchAll(tc, depA.Shuffle, part, func(rec arrow.Record) {
+			ForEach(ca, rec, func(kv KV[K, []V]) bool {
+				m.add(kv.Key, func() Pair[[]V, []W] { return Pair[[]V, []W]{First: kv.Value} },
+					func(p Pair[[]V, []W]) Pair[[]V, []W] { p.First = append(p.First, kv.Value...); return p })
+				return true
+			})
+		})
+		defer relA()
+		if err != nil {
+			return err
+		}
+		relB, err := fetchAll(tc, depB.Shuffle, part, func(rec arrow.Record) {
+			ForEach(cb, rec, func(kv KV[K, []W]) bool {
+				m.add(kv.Key, func() Pair[[]V, []W] { return Pair[[]V, []W]{Second: kv.Value} },
+					func(p Pair[[]V, []W]) Pair[[]V, []W] { p.Second = append(p.Second, kv.Value...); return p })
+				return true
+			})
+		})
+		defer relB()
+		if err != nil {
+			return err
+		}
+		for i, k := range m.keys {
+			if !yield(KV[K, Pair[[]V, []W]]{Key: k, Value: m.vals[i]}) {
+				break
+			}
+		}
+		return nil
+	}
+	return out
+}
