@@ -1,0 +1,475 @@
+package dstream
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/sluicehq/sluice/rdd"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// Config configures a streaming Context. Zero values mean defaults.
+type Config struct {
+	// AppName names the job in logs.
+	AppName string
+	// BatchInterval is the length of a micro-batch; required, > 0.
+	BatchInterval time.Duration
+	// Master is where tasks run: "local[N]" (N task slots in this process),
+	// "local[*]" or "local" (one slot per core). The --master flag overrides it.
+	// Default "local[*]".
+	Master string
+	// Parallelism is the default number of partitions of shuffles and of
+	// sources that split their input. Default: the number of task slots.
+	Parallelism int
+	// StopTimeout bounds a graceful stop: the batches already generated
+	// must finish within it. Default 30s.
+	StopTimeout time.Duration
+	// Logger receives the per-batch log line. Default: slog.Default(), or
+	// what the --log-level and --log-format flags select under Main.
+	Logger *slog.Logger
+	// Stdout receives Print output. Default os.Stdout.
+	Stdout io.Writer
+	// Allocator allocates every Arrow buffer. Default memory.DefaultAllocator.
+	Allocator memory.Allocator
+}
+
+func (c *Config) validate() error {
+	if c.BatchInterval <= 0 {
+		return fmt.Errorf("dstream: BatchInterval %v: batch interval must be > 0 (e.g. time.Second)", c.BatchInterval)
+	}
+	if c.Master == "" {
+		c.Master = "local[*]"
+	}
+	if _, err := parseMaster(c.Master); err != nil {
+		return err
+	}
+	if c.Parallelism < 0 {
+		return fmt.Errorf("dstream: Parallelism %d: must be >= 0 (0 means one partition per task slot)", c.Parallelism)
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 30 * time.Second
+	}
+	if c.AppName == "" {
+		c.AppName = "sluice"
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if c.Allocator == nil {
+		c.Allocator = memory.DefaultAllocator
+	}
+	return nil
+}
+
+// parseMaster returns the number of local slots of a master URL.
+func parseMaster(m string) (int, error) {
+	switch {
+	case m == "local" || m == "local[*]":
+		return runtime.NumCPU(), nil
+	case strings.HasPrefix(m, "local[") && strings.HasSuffix(m, "]"):
+		n, err := strconv.Atoi(m[len("local[") : len(m)-1])
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("dstream: master %q: slot count must be a positive integer, as in local[4], or local[*] for one per core", m)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("dstream: master %q: not supported; use local, local[N] or local[*] (a cluster runs jobs submitted with `driver submit`)", m)
+}
+
+type state int
+
+const (
+	created state = iota
+	started
+	stopped
+)
+
+// Context owns a streaming job: its DStream graph, its batch clock and the
+// scheduler that runs each batch's jobs.
+type Context struct {
+	cfg   Config
+	flags *flag.FlagSet
+	std   stdFlags
+
+	mu      sync.Mutex // guards state and graph construction
+	state   state
+	streams []*streamBase
+	inputs  []inputStream
+	outputs []*outputOp
+
+	// Runtime, set by start.
+	log         *slog.Logger
+	sched       *scheduler.Scheduler
+	shuffle     *rdd.MemShuffle
+	blocks      *rdd.MemBlocks
+	slots       int
+	zeroTime    time.Time
+	graphMu     sync.Mutex // guards memo tables and resources during generation and cleanup
+	resources   map[time.Time]*batchResources
+	owned       map[int64]bool // lineage nodes already attributed to a batch
+	maxRemember time.Duration
+}
+
+// New creates a streaming context.
+func New(cfg Config) (*Context, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Context{cfg: cfg, resources: map[time.Time]*batchResources{}, owned: map[int64]bool{}}
+	c.flags, c.std = newFlagSet(cfg.AppName, cfg.Master)
+	return c, nil
+}
+
+// Config returns the context's configuration with defaults filled in.
+func (c *Context) Config() Config { return c.cfg }
+
+// BatchInterval returns the batch interval.
+func (c *Context) BatchInterval() time.Duration { return c.cfg.BatchInterval }
+
+// Parallelism returns the default number of partitions.
+func (c *Context) Parallelism() int {
+	if c.cfg.Parallelism > 0 {
+		return c.cfg.Parallelism
+	}
+	if c.slots > 0 {
+		return c.slots
+	}
+	n, _ := parseMaster(c.cfg.Master)
+	return max(1, n)
+}
+
+// ErrStarted is returned when a context is started twice.
+var ErrStarted = errors.New("dstream: context already started (a Context runs once; build a new one)")
+
+// addStream registers a stream; it panics after Start, because the graph is
+// fixed once batches run.
+func (c *Context) addStream(b *streamBase) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != created {
+		panic(fmt.Sprintf("dstream: cannot add %s after the context started: define every stream and output before Start", b.name))
+	}
+	b.id = len(c.streams)
+	c.streams = append(c.streams, b)
+}
+
+// validateGraph checks the graph before the first batch.
+func (c *Context) validateGraph() error {
+	if len(c.outputs) == 0 {
+		return fmt.Errorf("dstream: the job has no output operation: add Print, SaveAsTextFiles, ForeachPartition or ForeachRDD to a stream")
+	}
+	var errs []error
+	for _, s := range c.streams {
+		if s.validate != nil {
+			if err := s.validate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// start validates the graph and starts the scheduler; the caller decides
+// whether batches come from the timer or by hand (RunBatch).
+func (c *Context) start(zero time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != created {
+		return ErrStarted
+	}
+	if err := c.validateGraph(); err != nil {
+		return err
+	}
+	slots, err := parseMaster(c.cfg.Master)
+	if err != nil {
+		return err
+	}
+	c.slots = slots
+	c.log = c.cfg.Logger
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("job", c.cfg.AppName)
+	c.shuffle = rdd.NewMemShuffle()
+	c.blocks = rdd.NewMemBlocks()
+	sched, err := scheduler.New(scheduler.Config{
+		Backend: scheduler.NewLocalBackend(slots, c.cfg.Allocator, c.shuffle, c.blocks),
+	})
+	if err != nil {
+		return err
+	}
+	c.sched = sched
+	c.zeroTime = zero
+	c.computeRemember()
+	for _, in := range c.inputs {
+		if err := in.start(); err != nil {
+			c.stopRuntime()
+			return fmt.Errorf("dstream: start %s: %w", in.base().name, err)
+		}
+	}
+	c.state = started
+	return nil
+}
+
+// computeRemember sets how long each stream keeps its generated RDDs: at
+// least one batch, and as long as any child's window reaches back.
+func (c *Context) computeRemember() {
+	for i := len(c.streams) - 1; i >= 0; i-- {
+		s := c.streams[i]
+		s.remember = max(s.remember, s.slide)
+		for _, p := range s.parents {
+			p.remember = max(p.remember, s.remember+s.lookback)
+		}
+	}
+	for _, s := range c.streams {
+		c.maxRemember = max(c.maxRemember, s.remember)
+	}
+}
+
+func (c *Context) stopRuntime() {
+	for _, in := range c.inputs {
+		in.stop()
+	}
+	if c.sched != nil {
+		c.sched.Close()
+	}
+	c.graphMu.Lock()
+	for t, r := range c.resources {
+		r.release(c)
+		delete(c.resources, t)
+	}
+	for _, s := range c.streams {
+		s.forget(time.Time{}.Add(1<<63 - 1))
+	}
+	c.graphMu.Unlock()
+	if c.shuffle != nil {
+		c.shuffle.Close()
+		c.blocks.Close()
+	}
+}
+
+// StartManual starts the context without its batch timer: batches run only
+// when RunBatch is called. Tests (see package dstreamtest) and backfills use
+// it. zero is the time before the first batch; batch times are zero plus
+// multiples of the batch interval.
+func (c *Context) StartManual(zero time.Time) error { return c.start(zero) }
+
+// Stop stops a context started with StartManual (Run stops by itself).
+func (c *Context) Stop() {
+	c.mu.Lock()
+	if c.state != started {
+		c.state = stopped
+		c.mu.Unlock()
+		return
+	}
+	c.state = stopped
+	c.mu.Unlock()
+	c.stopRuntime()
+}
+
+// BatchInfo describes one finished batch: Spark's four health figures plus
+// the scheduler's metrics.
+type BatchInfo struct {
+	Time            time.Time
+	InputRecords    int64
+	SchedulingDelay time.Duration // from batch time to the start of processing
+	ProcessingTime  time.Duration // running the batch's jobs
+	TotalDelay      time.Duration // from batch time to the end of processing
+	Jobs            []scheduler.JobMetrics
+}
+
+// batch is one generated batch: its jobs, in output definition order.
+type batch struct {
+	time   time.Time
+	input  int64
+	jobs   []*outputJob
+	genErr error
+}
+
+type outputJob struct {
+	op    *outputOp
+	final *rdd.Node
+	run   func(ctx context.Context) ([]scheduler.JobMetrics, error)
+}
+
+// RunBatch generates and runs the batch at time t (which must be zero time
+// plus a multiple of the batch interval) and returns its figures.
+func (c *Context) RunBatch(ctx context.Context, t time.Time) (BatchInfo, error) {
+	if err := c.checkBatchTime(t); err != nil {
+		return BatchInfo{Time: t}, err
+	}
+	b := c.generate(t)
+	return c.process(ctx, b, t)
+}
+
+func (c *Context) checkBatchTime(t time.Time) error {
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	if st != started {
+		return fmt.Errorf("dstream: RunBatch before Start or after Stop")
+	}
+	d := t.Sub(c.zeroTime)
+	if d <= 0 || d%c.cfg.BatchInterval != 0 {
+		return fmt.Errorf("dstream: batch time %v is not after the start time %v by a multiple of the batch interval %v", t, c.zeroTime, c.cfg.BatchInterval)
+	}
+	return nil
+}
+
+// generate builds the RDDs and jobs of batch t. It runs at the batch time,
+// so input streams cut their input there.
+func (c *Context) generate(t time.Time) *batch {
+	c.graphMu.Lock()
+	defer c.graphMu.Unlock()
+	b := &batch{time: t}
+	for _, in := range c.inputs {
+		n, err := in.inputAt(t)
+		if err != nil {
+			b.genErr = errors.Join(b.genErr, fmt.Errorf("input %s at %s: %w", in.base().name, fmtTime(t), err))
+		}
+		b.input += n
+	}
+	res := &batchResources{}
+	for _, op := range c.outputs {
+		job, err := op.generate(t)
+		if err != nil {
+			b.genErr = errors.Join(b.genErr, fmt.Errorf("%s at %s: %w", op.name, fmtTime(t), err))
+			continue
+		}
+		if job != nil {
+			c.own(res, job.final)
+			b.jobs = append(b.jobs, job)
+		}
+	}
+	c.resources[t] = res
+	return b
+}
+
+// process runs the jobs of a generated batch in order, logs the batch line
+// and cleans up what no later batch needs.
+func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (BatchInfo, error) {
+	start := time.Now()
+	info := BatchInfo{Time: b.time, InputRecords: b.input, SchedulingDelay: max(0, start.Sub(scheduled))}
+	err := b.genErr
+	if err == nil {
+		for _, j := range b.jobs {
+			m, jerr := j.run(ctx)
+			info.Jobs = append(info.Jobs, m...)
+			if jerr != nil {
+				err = fmt.Errorf("dstream: batch %s: output %s: %w", fmtTime(b.time), j.op.name, jerr)
+				break
+			}
+		}
+	}
+	end := time.Now()
+	info.ProcessingTime = end.Sub(start)
+	info.TotalDelay = info.SchedulingDelay + info.ProcessingTime
+	attrs := []any{
+		slog.String("batch", fmtTime(b.time)),
+		slog.Int64("input_records", info.InputRecords),
+		slog.Duration("scheduling_delay", info.SchedulingDelay),
+		slog.Duration("processing_time", info.ProcessingTime),
+		slog.Duration("total_delay", info.TotalDelay),
+		slog.Int("jobs", len(info.Jobs)),
+	}
+	attrs = append(attrs, c.stateAttrs()...)
+	if err != nil {
+		c.log.Error("batch failed", append(attrs, slog.Any("err", err))...)
+	} else {
+		c.log.Info("batch", attrs...)
+	}
+	c.cleanup(b.time)
+	return info, err
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// batchResources are the shuffle outputs and cached partitions created by
+// one batch's lineage, freed once no batch can read them.
+type batchResources struct {
+	shuffles []int64
+	cached   []int64
+	nodes    []int64
+}
+
+func (r *batchResources) release(c *Context) {
+	if len(r.shuffles) > 0 {
+		c.shuffle.Remove(r.shuffles...)
+		c.sched.ForgetShuffles(r.shuffles...)
+	}
+	if len(r.cached) > 0 {
+		c.blocks.Remove(r.cached...)
+	}
+	for _, id := range r.nodes {
+		delete(c.owned, id)
+	}
+}
+
+// own attributes the lineage nodes first seen in this batch to it.
+func (c *Context) own(res *batchResources, n *rdd.Node) {
+	if c.owned[n.ID] {
+		return
+	}
+	c.owned[n.ID] = true
+	res.nodes = append(res.nodes, n.ID)
+	if n.Cached {
+		res.cached = append(res.cached, n.ID)
+	}
+	for _, d := range n.Deps {
+		if d.Shuffle != nil {
+			res.shuffles = append(res.shuffles, d.Shuffle.ID)
+		}
+		c.own(res, d.Parent)
+	}
+}
+
+// cleanup forgets generated RDDs older than each stream's remember duration
+// and frees the resources of batches older than the longest one.
+func (c *Context) cleanup(done time.Time) {
+	c.graphMu.Lock()
+	defer c.graphMu.Unlock()
+	for _, s := range c.streams {
+		s.forget(done.Add(-s.remember))
+	}
+	var old []time.Time
+	for t := range c.resources {
+		if !t.After(done.Add(-c.maxRemember)) {
+			old = append(old, t)
+		}
+	}
+	sort.Slice(old, func(i, j int) bool { return old[i].Before(old[j]) })
+	for _, t := range old {
+		c.resources[t].release(c)
+		delete(c.resources, t)
+	}
+}
+
+// stateAttrs reports the size of stateful operators for the batch log line.
+func (c *Context) stateAttrs() []any {
+	var keys, bytes int64
+	var stateful bool
+	for _, s := range c.streams {
+		if s.stateSize != nil {
+			k, b := s.stateSize()
+			keys += k
+			bytes += b
+			stateful = true
+		}
+	}
+	if !stateful {
+		return nil
+	}
+	return []any{slog.Int64("state_keys", keys), slog.Int64("state_bytes", bytes)}
+}

@@ -1,0 +1,152 @@
+// Package dstreamtest runs streaming jobs in-process for tests, in the spirit
+// of net/http/httptest: feed each batch's input, step the batch clock by
+// hand, and read what every output received per batch.
+//
+//	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second})
+//	lines := dstreamtest.Input(h, []string{"a b"}, []string{"b"})
+//	counts := dstream.CountByValue(dstream.FlatMap(lines, strings.Fields))
+//	out := dstreamtest.Output(counts)
+//	h.Run(2)
+//	out.Batch(0) // the first batch's elements
+//
+// The harness uses a checked Arrow allocator and fails the test if any
+// buffer is still allocated when the test ends.
+package dstreamtest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/rdd"
+)
+
+// Start is the zero time of every harness: batch i (from 0) runs at
+// Start + (i+1) * batch interval.
+var Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Harness drives one streaming context batch by batch.
+type Harness struct {
+	t       testing.TB
+	Ctx     *dstream.Context
+	Stdout  *bytes.Buffer // what Print wrote
+	mem     *memory.CheckedAllocator
+	started bool
+	batches int
+	Infos   []dstream.BatchInfo
+}
+
+// New makes a harness. cfg.Master defaults to local[2]; Stdout, Allocator
+// and Logger are set by the harness.
+func New(t testing.TB, cfg dstream.Config) *Harness {
+	t.Helper()
+	if cfg.Master == "" {
+		cfg.Master = "local[2]"
+	}
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	out := &bytes.Buffer{}
+	cfg.Allocator = mem
+	cfg.Stdout = out
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ctx, err := dstream.New(cfg)
+	if err != nil {
+		t.Fatalf("dstreamtest: %v", err)
+	}
+	h := &Harness{t: t, Ctx: ctx, Stdout: out, mem: mem}
+	t.Cleanup(func() {
+		ctx.Stop()
+		mem.AssertSize(t, 0)
+	})
+	return h
+}
+
+// Input returns a stream whose batch i holds batches[i]; later batches are
+// empty. More input can be pushed on the returned queue with PushInput.
+func Input[T any](h *Harness, batches ...[]T) *dstream.DStream[T] {
+	return InputQueue(h, batches...).Stream()
+}
+
+// InputQueue is Input that also returns the queue, to push more batches.
+func InputQueue[T any](h *Harness, batches ...[]T) *dstream.Queue[T] {
+	q := dstream.NewQueue[T](h.Ctx)
+	for _, b := range batches {
+		q.Push(b...)
+	}
+	return q
+}
+
+// Run runs the next n batches and fails the test on a batch error.
+func (h *Harness) Run(n int) {
+	h.t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := h.Step(); err != nil {
+			h.t.Fatalf("dstreamtest: batch %d: %v", h.batches-1, err)
+		}
+	}
+}
+
+// Step runs the next batch and returns its figures and error.
+func (h *Harness) Step() (dstream.BatchInfo, error) {
+	if !h.started {
+		if err := h.Ctx.StartManual(Start); err != nil {
+			return dstream.BatchInfo{}, err
+		}
+		h.started = true
+	}
+	h.batches++
+	info, err := h.Ctx.RunBatch(context.Background(), h.BatchTime(h.batches-1))
+	h.Infos = append(h.Infos, info)
+	return info, err
+}
+
+// BatchTime returns the time of batch i (from 0).
+func (h *Harness) BatchTime(i int) time.Time {
+	return Start.Add(time.Duration(i+1) * h.Ctx.BatchInterval())
+}
+
+// Collector holds what an output received, per batch time.
+type Collector[T any] struct {
+	h   *Harness
+	mu  sync.Mutex
+	got map[time.Time][]T
+}
+
+// Output registers an output on s that collects every batch's elements.
+func Output[T any](h *Harness, s *dstream.DStream[T]) *Collector[T] {
+	c := &Collector[T]{h: h, got: map[time.Time][]T{}}
+	dstream.ForeachRDD(s, func(b *dstream.Batch, r *rdd.RDD[T]) error {
+		vals, err := dstream.Collect(b, r)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.got[b.Time()] = vals
+		c.mu.Unlock()
+		return nil
+	})
+	return c
+}
+
+// Batch returns the elements of batch i (from 0), nil if the stream
+// produced no RDD then.
+func (c *Collector[T]) Batch(i int) []T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.got[c.h.BatchTime(i)]
+}
+
+// Has reports whether the stream produced an RDD in batch i.
+func (c *Collector[T]) Has(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.got[c.h.BatchTime(i)]
+	return ok
+}

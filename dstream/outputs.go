@@ -1,0 +1,289 @@
+package dstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/sluicehq/sluice/rdd"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// outputOp is an output operation: at every batch it turns its stream's RDD
+// into jobs, which run in the order the outputs were defined.
+type outputOp struct {
+	name     string
+	generate func(t time.Time) (*outputJob, error)
+}
+
+func addOutput[T any](s *DStream[T], op string, run func(b *Batch, r *rdd.RDD[T]) error) {
+	ctx := s.b.ctx
+	o := &outputOp{name: op + "@" + callSite()}
+	o.generate = func(t time.Time) (*outputJob, error) {
+		r, err := s.rddAt(t)
+		if err != nil || r == nil {
+			return nil, err
+		}
+		return &outputJob{op: o, final: r.Node(), run: func(cc context.Context) ([]scheduler.JobMetrics, error) {
+			b := &Batch{ctx: cc, sc: ctx, time: t, op: o.name}
+			err := run(b, r)
+			return b.metrics, err
+		}}, nil
+	}
+	ctx.mu.Lock()
+	defer ctx.mu.Unlock()
+	if ctx.state != created {
+		panic(fmt.Sprintf("dstream: cannot add output %s after the context started: define every output before Start", o.name))
+	}
+	ctx.outputs = append(ctx.outputs, o)
+}
+
+// Batch is handed to ForeachRDD functions: it runs jobs over the batch's RDDs.
+type Batch struct {
+	ctx     context.Context
+	sc      *Context
+	time    time.Time
+	op      string
+	metrics []scheduler.JobMetrics
+}
+
+// Time returns the batch time.
+func (b *Batch) Time() time.Time { return b.time }
+
+// runJob runs one job over r: fn computes each partition on an executor,
+// onResult receives each partition's result on the driver.
+func runJob[T any](b *Batch, r *rdd.RDD[T], fn scheduler.ResultFunc, onResult func(part int, rec arrow.Record) error) error {
+	m, err := b.sc.sched.RunJob(b.ctx, &scheduler.Job{
+		Final:     r.Node(),
+		Desc:      b.op,
+		BatchTime: b.time,
+		Func:      fn,
+		OnResult:  onResult,
+	})
+	b.metrics = append(b.metrics, m)
+	return err
+}
+
+// Collect runs a job that returns every element of r to the driver, in
+// partition order. Use it for small results only.
+func Collect[T any](b *Batch, r *rdd.RDD[T]) ([]T, error) {
+	return take(b, r, -1)
+}
+
+// take returns up to n elements of r (all for n < 0) in partition order.
+func take[T any](b *Batch, r *rdd.RDD[T], n int) ([]T, error) {
+	c := r.Codec()
+	parts := make([][]T, r.NumPartitions())
+	err := runJob(b, r, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+		bl := rdd.NewBuilder(tc.Alloc, c)
+		defer bl.Release()
+		err := r.Iterate(tc, part, func(v T) bool {
+			bl.Append(v)
+			return n < 0 || bl.Len() < n
+		})
+		return bl.NewRecord(), err
+	}, func(part int, rec arrow.Record) error {
+		vals := rdd.Decode(c, rec)
+		for i := range vals {
+			vals[i] = rdd.Clone(vals[i])
+		}
+		parts[part] = vals
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	for _, p := range parts {
+		out = append(out, p...)
+		if n >= 0 && len(out) >= n {
+			return out[:n], nil
+		}
+	}
+	return out, nil
+}
+
+// Print prints the first n elements of every batch to the context's
+// standard output, under a header with the batch time.
+func Print[T any](s *DStream[T], n int) {
+	w := s.b.ctx.cfg.Stdout
+	addOutput(s, "print", func(b *Batch, r *rdd.RDD[T]) error {
+		vals, err := take(b, r, n+1)
+		if err != nil {
+			return err
+		}
+		return writePrint(w, b.time, vals, n)
+	})
+}
+
+func writePrint[T any](w io.Writer, t time.Time, vals []T, n int) error {
+	buf := fmt.Appendf(nil, "-------------------------------------------\nTime: %s\n-------------------------------------------\n", fmtTime(t))
+	for i, v := range vals {
+		if i == n {
+			buf = append(buf, "...\n"...)
+			break
+		}
+		buf = fmt.Appendf(buf, "%v\n", v)
+	}
+	buf = append(buf, '\n')
+	_, err := w.Write(buf)
+	return err
+}
+
+// ForeachRDD runs f on the driver for every batch's RDD. f may run jobs over
+// the RDD with Collect or ForeachPartitionRDD.
+func ForeachRDD[T any](s *DStream[T], f func(b *Batch, r *rdd.RDD[T]) error) {
+	addOutput(s, "foreachRDD", f)
+}
+
+// PartitionInfo tells a Sink which partition of which batch it writes.
+type PartitionInfo struct {
+	BatchTime time.Time
+	Partition int
+	Attempt   int // > 0 when the task is retried: sinks must tolerate rewrites
+}
+
+// Sink writes the elements of each partition of each batch, on the
+// executors. Open (optional) sets up a writer W for one partition; Write is
+// called for every element; Close (optional) tears the writer down and is
+// always called after a successful Open, with the first error of Write (or
+// nil). An error from any of them fails the task, which is retried.
+type Sink[T, W any] struct {
+	Open  func(p PartitionInfo) (W, error)
+	Write func(w W, v T) error
+	Close func(w W, err error) error
+}
+
+// ForeachPartition writes every batch to sink, partition by partition.
+func ForeachPartition[T, W any](s *DStream[T], sink Sink[T, W]) {
+	if sink.Write == nil {
+		panic("dstream: ForeachPartition: Sink.Write is nil")
+	}
+	addOutput(s, "foreachPartition", func(b *Batch, r *rdd.RDD[T]) error {
+		return ForeachPartitionRDD(b, r, sink)
+	})
+}
+
+// ForeachPartitionRDD runs a job that writes every partition of r to sink.
+func ForeachPartitionRDD[T, W any](b *Batch, r *rdd.RDD[T], sink Sink[T, W]) error {
+	return runJob(b, r, func(tc *rdd.TaskContext, part int) (_ arrow.Record, err error) {
+		var w W
+		if sink.Open != nil {
+			if w, err = sink.Open(PartitionInfo{BatchTime: tc.BatchTime, Partition: part, Attempt: tc.Attempt}); err != nil {
+				return nil, fmt.Errorf("sink open: %w", err)
+			}
+		}
+		var werr error
+		ierr := r.Iterate(tc, part, func(v T) bool {
+			werr = sink.Write(w, v)
+			return werr == nil
+		})
+		werr = errors.Join(werr, ierr)
+		if sink.Close != nil {
+			if cerr := sink.Close(w, werr); cerr != nil {
+				werr = errors.Join(werr, fmt.Errorf("sink close: %w", cerr))
+			}
+		}
+		return nil, werr
+	}, nil)
+}
+
+// SaveAsTextFiles writes every batch as a directory of text files, one line
+// per element and one file per partition, named
+// "<prefix>-<batch time in ms>[.<suffix>]". The directory appears atomically
+// once the whole batch is written: partitions are written into a temporary
+// directory that is renamed when every task has finished.
+func SaveAsTextFiles[T any](s *DStream[T], prefix, suffix string) {
+	addOutput(s, "saveAsTextFiles", func(b *Batch, r *rdd.RDD[T]) error {
+		dir := prefix + "-" + strconv.FormatInt(b.time.UnixMilli(), 10)
+		if suffix != "" {
+			dir += "." + suffix
+		}
+		return saveFiles(b, r, dir, "part-%05d", func(buf []byte, v T) []byte {
+			if s, ok := any(v).(string); ok {
+				buf = append(buf, s...)
+			} else {
+				buf = fmt.Append(buf, v)
+			}
+			return append(buf, '\n')
+		})
+	})
+}
+
+// saveFiles writes r into dir atomically, one file per partition.
+func saveFiles[T any](b *Batch, r *rdd.RDD[T], dir, nameFmt string, appendRec func([]byte, T) []byte) error {
+	tmp := dir + "._temporary"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	err := runJob(b, r, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+		name := filepath.Join(tmp, fmt.Sprintf(nameFmt, part))
+		return nil, writeFileAtomic(name, func(w io.Writer) error {
+			var buf []byte
+			err := r.Iterate(tc, part, func(v T) bool {
+				buf = appendRec(buf, v)
+				return true
+			})
+			if err != nil {
+				return err
+			}
+			_, err = w.Write(buf)
+			return err
+		})
+	}, nil)
+	if err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	// A batch re-run after a failure replaces its earlier output.
+	if _, err := os.Stat(dir); err == nil {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("commit output: %w", err)
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+// writeFileAtomic writes a file through a temporary name, synced and renamed.
+func writeFileAtomic(name string, write func(io.Writer) error) error {
+	tmp := name + ".inprogress"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, name)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

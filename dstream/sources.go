@@ -1,0 +1,192 @@
+package dstream
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/sluicehq/sluice/rdd"
+)
+
+// input is the common part of sources that hold their input as Arrow
+// records: cut fixes the records of a batch, which live until the stream
+// forgets the batch.
+type input[T any] struct {
+	s       *DStream[T]
+	startFn func() error
+	stopFn  func()
+	cut     func(t time.Time) ([]arrow.Record, int64, error)
+	mu      sync.Mutex
+	recs    map[time.Time][]arrow.Record
+}
+
+func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Record, int64, error)) *input[T] {
+	in := &input[T]{cut: cut, recs: map[time.Time][]arrow.Record{}}
+	codec := rdd.CodecOf[T]()
+	in.s = newStream(ctx, op, ctx.cfg.BatchInterval, nil, func(t time.Time) (*rdd.RDD[T], error) {
+		in.mu.Lock()
+		recs, ok := in.recs[t]
+		in.mu.Unlock()
+		if !ok {
+			return nil, nil // before the stream started
+		}
+		r := rdd.FromRecords(op, codec, recs)
+		r.Node().Site = in.s.b.name[len(op)+1:]
+		return r, nil
+	})
+	forget := in.s.b.forget
+	in.s.b.forget = func(before time.Time) {
+		forget(before)
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		for t, rs := range in.recs {
+			if !t.After(before) {
+				for _, r := range rs {
+					r.Release()
+				}
+				delete(in.recs, t)
+			}
+		}
+	}
+	ctx.mu.Lock()
+	ctx.inputs = append(ctx.inputs, in)
+	ctx.mu.Unlock()
+	return in
+}
+
+func (in *input[T]) base() *streamBase { return in.s.b }
+
+func (in *input[T]) start() error {
+	if in.startFn != nil {
+		return in.startFn()
+	}
+	return nil
+}
+
+func (in *input[T]) stop() {
+	if in.stopFn != nil {
+		in.stopFn()
+	}
+}
+
+func (in *input[T]) inputAt(t time.Time) (int64, error) {
+	recs, n, err := in.cut(t)
+	if err != nil {
+		return 0, err
+	}
+	in.mu.Lock()
+	in.recs[t] = recs
+	in.mu.Unlock()
+	return n, nil
+}
+
+// split encodes vals into at most parts records of near-equal size.
+func split[T any](ctx *Context, vals []T, parts int) []arrow.Record {
+	if len(vals) == 0 {
+		return nil
+	}
+	parts = max(1, min(parts, len(vals)))
+	codec := rdd.CodecOf[T]()
+	out := make([]arrow.Record, parts)
+	for p := range out {
+		lo, hi := p*len(vals)/parts, (p+1)*len(vals)/parts
+		out[p] = rdd.Encode(ctx.cfg.Allocator, codec, vals[lo:hi])
+	}
+	return out
+}
+
+// Queue is an in-memory source for tests and demos: every batch takes the
+// next pushed slice (or, with TakeAll, everything pushed so far).
+type Queue[T any] struct {
+	in      *input[T]
+	mu      sync.Mutex
+	pending [][]T
+	takeAll bool
+}
+
+// NewQueue makes a queue source.
+func NewQueue[T any](ctx *Context) *Queue[T] {
+	q := &Queue[T]{}
+	q.in = newInput[T](ctx, "queue", func(time.Time) ([]arrow.Record, int64, error) {
+		q.mu.Lock()
+		var vals []T
+		switch {
+		case len(q.pending) == 0:
+		case q.takeAll:
+			for _, p := range q.pending {
+				vals = append(vals, p...)
+			}
+			q.pending = nil
+		default:
+			vals = q.pending[0]
+			q.pending = q.pending[1:]
+		}
+		q.mu.Unlock()
+		return split(ctx, vals, ctx.Parallelism()), int64(len(vals)), nil
+	})
+	return q
+}
+
+// TakeAll makes every batch take everything pushed since the last one.
+func (q *Queue[T]) TakeAll() *Queue[T] { q.takeAll = true; return q }
+
+// Push queues the input of one batch.
+func (q *Queue[T]) Push(vals ...T) {
+	q.mu.Lock()
+	q.pending = append(q.pending, vals)
+	q.mu.Unlock()
+}
+
+// Len returns the number of pushed slices not yet taken by a batch.
+func (q *Queue[T]) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// Stream returns the queue's stream.
+func (q *Queue[T]) Stream() *DStream[T] { return q.in.s }
+
+// Rate is a source of sequential int64 values at a fixed rate, for
+// benchmarks and demos: batch k (k = 1, 2, ...) holds the values
+// [(k-1)*n, k*n) where n = rowsPerSecond * batch interval. Values are
+// generated in the tasks, deterministically, so nothing is stored.
+func Rate(ctx *Context, rowsPerSecond int64) *DStream[int64] {
+	if rowsPerSecond < 0 {
+		panic(fmt.Sprintf("dstream: Rate(%d): rows per second must be >= 0", rowsPerSecond))
+	}
+	interval := ctx.cfg.BatchInterval
+	perBatch := rowsPerSecond * int64(interval) / int64(time.Second)
+	var s *DStream[int64]
+	in := &rateInput{perBatch: perBatch}
+	s = newStream(ctx, "rate", interval, nil, func(t time.Time) (*rdd.RDD[int64], error) {
+		k := int64(t.Sub(ctx.zeroTime) / interval)
+		first := (k - 1) * perBatch
+		parts := ctx.Parallelism()
+		r := rdd.Generate("rate", parts, func(p int, yield func(int64) bool) {
+			lo, hi := first+int64(p)*perBatch/int64(parts), first+int64(p+1)*perBatch/int64(parts)
+			for v := lo; v < hi; v++ {
+				if !yield(v) {
+					return
+				}
+			}
+		})
+		return r, nil
+	})
+	in.s = s.b
+	ctx.mu.Lock()
+	ctx.inputs = append(ctx.inputs, in)
+	ctx.mu.Unlock()
+	return s
+}
+
+type rateInput struct {
+	s        *streamBase
+	perBatch int64
+}
+
+func (r *rateInput) base() *streamBase                { return r.s }
+func (r *rateInput) start() error                     { return nil }
+func (r *rateInput) stop()                            {}
+func (r *rateInput) inputAt(time.Time) (int64, error) { return r.perBatch, nil }
