@@ -206,6 +206,7 @@ func (c *Context) start(zero time.Time) error {
 	c.blocks = rdd.NewMemBlocks()
 	sched, err := scheduler.New(scheduler.Config{
 		Backend: scheduler.NewLocalBackend(slots, c.cfg.Allocator, c.shuffle, c.blocks),
+		Cached:  c.cachedAll,
 	})
 	if err != nil {
 		return err
@@ -251,7 +252,7 @@ func (c *Context) stopRuntime() {
 		delete(c.resources, t)
 	}
 	for _, s := range c.streams {
-		s.forget(time.Time{}.Add(1<<63 - 1))
+		s.forget(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
 	}
 	c.graphMu.Unlock()
 	if c.shuffle != nil {
@@ -397,24 +398,46 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // batchResources are the shuffle outputs and cached partitions created by
-// one batch's lineage, freed once no batch can read them.
+// one batch's lineage. Shuffle outputs are dropped as soon as the batch is
+// done (a later read of the RDD recomputes them from lineage, or reads the
+// cache); cached partitions live as long as the longest remember duration.
 type batchResources struct {
-	shuffles []int64
-	cached   []int64
-	nodes    []int64
+	shuffles     []int64
+	cached       []int64
+	nodes        []int64
+	shufflesDone bool
 }
 
-func (r *batchResources) release(c *Context) {
+func (r *batchResources) releaseShuffles(c *Context) {
 	if len(r.shuffles) > 0 {
 		c.shuffle.Remove(r.shuffles...)
 		c.sched.ForgetShuffles(r.shuffles...)
 	}
+	r.shufflesDone = true
+}
+
+func (r *batchResources) release(c *Context) {
+	// Shuffles again: a later batch may have recomputed them.
+	r.releaseShuffles(c)
 	if len(r.cached) > 0 {
 		c.blocks.Remove(r.cached...)
 	}
 	for _, id := range r.nodes {
 		delete(c.owned, id)
 	}
+}
+
+// cachedAll reports whether every partition of a cached node is stored, so
+// that the planner reads it instead of walking its lineage.
+func (c *Context) cachedAll(n *rdd.Node) bool {
+	for p := 0; p < n.Parts; p++ {
+		rec, ok := c.blocks.Get(n.ID, p)
+		if !ok {
+			return false
+		}
+		rec.Release()
+	}
+	return true
 }
 
 // own attributes the lineage nodes first seen in this batch to it.
@@ -444,7 +467,10 @@ func (c *Context) cleanup(done time.Time) {
 		s.forget(done.Add(-s.remember))
 	}
 	var old []time.Time
-	for t := range c.resources {
+	for t, r := range c.resources {
+		if !t.After(done) && !r.shufflesDone {
+			r.releaseShuffles(c)
+		}
 		if !t.After(done.Add(-c.maxRemember)) {
 			old = append(old, t)
 		}

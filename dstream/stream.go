@@ -22,6 +22,7 @@ type streamBase struct {
 	parents  []*streamBase
 	remember time.Duration // how long generated RDDs are kept
 	lookback time.Duration // how far before a batch this stream reads its parents (windows)
+	persist  bool          // keep generated RDDs' partitions: a window reads each several times
 	validate func() error
 	forget   func(before time.Time)
 	// stateSize, if set, reports the keys and bytes held by a stateful operator.
@@ -95,6 +96,9 @@ func (s *DStream[T]) rddAt(t time.Time) (*rdd.RDD[T], error) {
 	r, err := s.compute(t)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.b.name, err)
+	}
+	if r != nil && s.b.persist {
+		r.Persist()
 	}
 	s.generated[t] = r
 	return r, nil

@@ -106,6 +106,7 @@ func (r *RDD[T]) iterateCached(tc *TaskContext, part int, yield func(T) bool) er
 			return err
 		}
 		rec = b.NewRecord()
+		b.Release()
 		tc.Blocks.Put(r.node.ID, part, rec) // the store keeps its own reference
 	}
 	defer rec.Release()
