@@ -109,6 +109,10 @@ type Context struct {
 	inputs  []inputStream
 	outputs []*outputOp
 
+	stateful      []statefulOp
+	statefulNames map[string]bool
+	graphErrs     []error // found while the graph was built, reported by Start
+
 	// Runtime, set by start.
 	log         *slog.Logger
 	sched       *scheduler.Scheduler
@@ -170,7 +174,7 @@ func (c *Context) validateGraph() error {
 	if len(c.outputs) == 0 {
 		return fmt.Errorf("dstream: the job has no output operation: add Print, SaveAsTextFiles, ForeachPartition or ForeachRDD to a stream")
 	}
-	var errs []error
+	errs := append([]error(nil), c.graphErrs...)
 	for _, s := range c.streams {
 		if s.validate != nil {
 			if err := s.validate(); err != nil {
@@ -214,6 +218,9 @@ func (c *Context) start(zero time.Time) error {
 	c.sched = sched
 	c.zeroTime = zero
 	c.computeRemember()
+	for _, op := range c.stateful {
+		op.begin()
+	}
 	for _, in := range c.inputs {
 		if err := in.start(); err != nil {
 			c.stopRuntime()
@@ -354,6 +361,19 @@ func (c *Context) generate(t time.Time) *batch {
 			b.jobs = append(b.jobs, job)
 		}
 	}
+	// Stateful operators advance every batch, whether or not an output
+	// read them; after the outputs, so that those computed them already.
+	for _, op := range c.stateful {
+		job, err := op.force(t)
+		if err != nil {
+			b.genErr = errors.Join(b.genErr, fmt.Errorf("state at %s: %w", fmtTime(t), err))
+			continue
+		}
+		if job != nil {
+			c.own(res, job.final)
+			b.jobs = append(b.jobs, job)
+		}
+	}
 	c.resources[t] = res
 	return b
 }
@@ -372,6 +392,11 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 				err = fmt.Errorf("dstream: batch %s: output %s: %w", fmtTime(b.time), j.op.name, jerr)
 				break
 			}
+		}
+	}
+	if err == nil {
+		for _, op := range c.stateful {
+			op.commit(b.time)
 		}
 	}
 	end := time.Now()

@@ -1,0 +1,74 @@
+package dstream_test
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/dstream/dstreamtest"
+)
+
+type kvi = dstream.KV[string, int]
+
+func sortKV[V any](kvs []dstream.KV[string, V]) []dstream.KV[string, V] {
+	sort.Slice(kvs, func(i, j int) bool { return kvs[i].Key < kvs[j].Key })
+	return kvs
+}
+
+func TestUpdateStateByKeySmoke(t *testing.T) {
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second, Parallelism: 3})
+	in := dstreamtest.Input(h, []kvi{{Key: "a", Value: 1}, {Key: "b", Value: 2}, {Key: "a", Value: 3}}, []kvi{{Key: "b", Value: 1}}, nil, []kvi{{Key: "c", Value: 5}})
+	st := dstream.UpdateStateByKey(in, "sums", func(vs []int, s int, ok bool) (int, bool) {
+		for _, v := range vs {
+			s += v
+		}
+		return s, s < 10 || len(vs) > 0
+	})
+	out := dstreamtest.Output(h, st)
+	h.Run(4)
+	want := []string{"[{a 4} {b 2}]", "[{a 4} {b 3}]", "[{a 4} {b 3}]", "[{a 4} {b 3} {c 5}]"}
+	for i, w := range want {
+		if got := fmt.Sprint(sortKV(out.Batch(i))); got != w {
+			t.Errorf("batch %d: got %s want %s", i, got, w)
+		}
+	}
+}
+
+func TestMapWithStateTimeoutSmoke(t *testing.T) {
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second, Parallelism: 2})
+	in := dstreamtest.Input(h, []kvi{{Key: "a", Value: 1}, {Key: "b", Value: 1}}, []kvi{{Key: "a", Value: 1}}, nil, []kvi{{Key: "a", Value: 1}}, nil, nil, nil)
+	var timeouts []string
+	ms := dstream.MapWithState(in, dstream.StateSpec[string, int, int, string]{
+		Name:    "counter",
+		Timeout: 2 * time.Second,
+		Initial: []kvi{{Key: "z", Value: 100}},
+		Func: func(k string, v dstream.Option[int], st *dstream.State[int]) (string, bool) {
+			if st.IsTimingOut() {
+				return fmt.Sprintf("timeout %s=%d", k, st.Get()), true
+			}
+			st.Update(st.Get() + v.Value)
+			return fmt.Sprintf("%s=%d", k, st.Get()), true
+		},
+	})
+	out := dstreamtest.Output(h, ms.DStream)
+	snaps := dstreamtest.Output(h, ms.Snapshots())
+	h.Run(7)
+	_ = timeouts
+	for i := 0; i < 7; i++ {
+		got := out.Batch(i)
+		sort.Strings(got)
+		t.Logf("batch %d: %v snapshot %v", i, got, sortKV(snaps.Batch(i)))
+	}
+	// z (initial, touched at start=0s) times out when t - 0 > 2s: batch at 3s (index 2).
+	// b touched at 1s times out at 4s (index 3); a touched at 4s times out at 7s (index 6).
+	want := map[int]string{0: "[a=1 b=1]", 1: "[a=2]", 2: "[timeout z=100]", 3: "[a=3 timeout b=1]", 6: "[timeout a=3]"}
+	for i := 0; i < 7; i++ {
+		got := out.Batch(i)
+		sort.Strings(got)
+		if w := want[i]; fmt.Sprint(got) != w && !(w == "" && len(got) == 0) {
+			t.Errorf("batch %d: got %v want %s", i, got, w)
+		}
+	}
+}
