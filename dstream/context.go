@@ -509,8 +509,8 @@ func (c *Context) cleanup(done time.Time) {
 
 // stateAttrs reports the size of stateful operators for the batch log line.
 func (c *Context) stateAttrs() []any {
-	var keys, bytes int64
-	var stateful bool
+	var keys, bytes, late int64
+	var stateful, eventTime bool
 	for _, s := range c.streams {
 		if s.stateSize != nil {
 			k, b := s.stateSize()
@@ -518,9 +518,17 @@ func (c *Context) stateAttrs() []any {
 			bytes += b
 			stateful = true
 		}
+		if s.lateDropped != nil {
+			late += s.lateDropped()
+			eventTime = true
+		}
 	}
-	if !stateful {
-		return nil
+	var attrs []any
+	if stateful {
+		attrs = append(attrs, slog.Int64("state_keys", keys), slog.Int64("state_bytes", bytes))
 	}
-	return []any{slog.Int64("state_keys", keys), slog.Int64("state_bytes", bytes)}
+	if eventTime {
+		attrs = append(attrs, slog.Int64("late_dropped", late))
+	}
+	return attrs
 }

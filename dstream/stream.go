@@ -27,6 +27,8 @@ type streamBase struct {
 	forget   func(before time.Time)
 	// stateSize, if set, reports the keys and bytes held by a stateful operator.
 	stateSize func() (keys, bytes int64)
+	// lateDropped, if set, reports the records an event-time operator dropped.
+	lateDropped func() int64
 }
 
 // DStream is a discretized stream: a sequence of RDDs, one per batch
