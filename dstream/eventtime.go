@@ -87,7 +87,7 @@ type eventTimeOp struct {
 	maxEvent time.Time
 	dropped  int64
 	pending  map[time.Time]map[int]taskEvents // batch -> partition -> figures
-	wmAt     map[time.Time]time.Time            // the watermark each batch used
+	wmAt     map[time.Time]time.Time          // the watermark each batch used
 }
 
 // watermarkFor returns the watermark of batch t: fixed by the first task of
