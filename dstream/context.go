@@ -422,13 +422,13 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 
 func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
-// batchResources are the shuffle outputs and cached partitions created by
-// one batch's lineage. Shuffle outputs are dropped as soon as the batch is
-// done (a later read of the RDD recomputes them from lineage, or reads the
-// cache); cached partitions live as long as the longest remember duration.
+// batchResources are the shuffle outputs created by one batch's lineage and
+// the lineage nodes first seen in it. Shuffle outputs are dropped as soon as
+// the batch is done: a later read of the RDD (a window) recomputes them from
+// lineage, or reads the partitions its stream persisted, which the stream
+// drops when it forgets the RDD.
 type batchResources struct {
 	shuffles     []int64
-	cached       []int64
 	nodes        []int64
 	shufflesDone bool
 }
@@ -444,9 +444,6 @@ func (r *batchResources) releaseShuffles(c *Context) {
 func (r *batchResources) release(c *Context) {
 	// Shuffles again: a later batch may have recomputed them.
 	r.releaseShuffles(c)
-	if len(r.cached) > 0 {
-		c.blocks.Remove(r.cached...)
-	}
 	for _, id := range r.nodes {
 		delete(c.owned, id)
 	}
@@ -472,9 +469,6 @@ func (c *Context) own(res *batchResources, n *rdd.Node) {
 	}
 	c.owned[n.ID] = true
 	res.nodes = append(res.nodes, n.ID)
-	if n.Cached {
-		res.cached = append(res.cached, n.ID)
-	}
 	for _, d := range n.Deps {
 		if d.Shuffle != nil {
 			res.shuffles = append(res.shuffles, d.Shuffle.ID)

@@ -56,9 +56,13 @@ func newStream[T any](ctx *Context, op string, slide time.Duration, parents []*s
 		generated: map[time.Time]*rdd.RDD[T]{},
 	}
 	s.b.forget = func(before time.Time) {
-		for t := range s.generated {
+		for t, r := range s.generated {
 			if !t.After(before) {
 				delete(s.generated, t)
+				// Partitions this stream persisted go with it.
+				if r != nil && r.Node().Cached && ctx.blocks != nil {
+					ctx.blocks.Remove(r.Node().ID)
+				}
 			}
 		}
 	}
