@@ -32,10 +32,13 @@ func main() {
 }
 
 type config struct {
-	lines   int
-	batches int
-	slots   int
-	empty   int
+	lines       int
+	batches     int
+	slots       int
+	empty       int
+	workloads   string
+	longBatch   int
+	longBatches int
 }
 
 func run(args []string, out io.Writer) error {
@@ -45,8 +48,15 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&cfg.batches, "batches", 8, "batches per measurement")
 	fs.IntVar(&cfg.slots, "slots", runtime.NumCPU(), "local task slots")
 	fs.IntVar(&cfg.empty, "empty-batches", 300, "batches for the empty-batch overhead")
+	fs.StringVar(&cfg.workloads, "workloads", "local,strings,windowed,empty,longwindow", "comma-separated workloads to run")
+	fs.IntVar(&cfg.longBatch, "long-lines", 2000, "longwindow: lines per 1 s batch")
+	fs.IntVar(&cfg.longBatches, "long-batches", 4000, "longwindow: batches to run through the 1 h window")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	want := map[string]bool{}
+	for _, w := range strings.Split(cfg.workloads, ",") {
+		want[strings.TrimSpace(w)] = true
 	}
 	fmt.Fprintf(out, "workload: WordCount, %d lines x %d words per batch, vocabulary %d, %d batches, %d cores, local[%d]\n",
 		cfg.lines, wordgen.WordsPerLine, wordgen.VocabularySize, cfg.batches, runtime.NumCPU(), cfg.slots)
@@ -56,25 +66,44 @@ func run(args []string, out io.Writer) error {
 	base := baseline(lines, cfg.batches)
 	report(out, "baseline: one goroutine, strings.Fields + map[string]int", words, base, nil)
 
-	res, err := sluiceWordCount(cfg, lines, true)
-	if err != nil {
-		return err
+	var local result
+	if want["local"] || want["windowed"] {
+		res, err := sluiceWordCount(cfg, lines, splitFast, 0)
+		if err != nil {
+			return err
+		}
+		local = res
+		report(out, "sluice local, allocation-free splitter", words, res.total, res.batchTimes)
+		fmt.Fprintf(out, "  ratio to baseline: %.2fx (target >= 1.2x, >= 30M words/s)\n", base.Seconds()/res.total.Seconds())
 	}
-	report(out, "sluice local, allocation-free splitter", words, res.total, res.batchTimes)
-	fmt.Fprintf(out, "  ratio to baseline: %.2fx (target >= 1.2x, >= 30M words/s)\n", base.Seconds()/res.total.Seconds())
-
-	res2, err := sluiceWordCount(cfg, lines, false)
-	if err != nil {
-		return err
+	if want["strings"] {
+		res, err := sluiceWordCount(cfg, lines, splitStrings, 0)
+		if err != nil {
+			return err
+		}
+		report(out, "sluice local, strings.Fields", words, res.total, res.batchTimes)
+		fmt.Fprintf(out, "  ratio to baseline: %.2fx\n", base.Seconds()/res.total.Seconds())
 	}
-	report(out, "sluice local, strings.Fields", words, res2.total, res2.batchTimes)
-	fmt.Fprintf(out, "  ratio to baseline: %.2fx\n", base.Seconds()/res2.total.Seconds())
-
-	per, err := emptyBatches(cfg)
-	if err != nil {
-		return err
+	if want["windowed"] {
+		res, err := sluiceWordCount(cfg, lines, splitFast, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		report(out, "sluice local, windowed WordCount (10 s window, 1 s slide)", words, res.total, res.batchTimes)
+		fmt.Fprintf(out, "  ratio to unwindowed: %.2fx (target >= 0.7x)\n", local.total.Seconds()/res.total.Seconds())
 	}
-	fmt.Fprintf(out, "empty-batch overhead (local): %v per batch (target <= 2ms)\n", per)
+	if want["empty"] {
+		per, err := emptyBatches(cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "empty-batch overhead (local): %v per batch (target <= 2ms)\n", per)
+	}
+	if want["longwindow"] {
+		if err := longWindow(cfg, out); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -126,7 +155,14 @@ func newContext(cfg config) (*dstream.Context, error) {
 	})
 }
 
-func sluiceWordCount(cfg config, lines []string, fast bool) (result, error) {
+const (
+	splitFast    = true
+	splitStrings = false
+)
+
+// sluiceWordCount runs WordCount over lines in every batch; with window > 0
+// it counts over a sliding window of that length (1 s slide) instead.
+func sluiceWordCount(cfg config, lines []string, fast bool, window time.Duration) (result, error) {
 	ctx, err := newContext(cfg)
 	if err != nil {
 		return result{}, err
@@ -140,8 +176,14 @@ func sluiceWordCount(cfg config, lines []string, fast bool) (result, error) {
 		words = dstream.FlatMap(q.Stream(), strings.Fields)
 	}
 	pairs := dstream.Map(words, func(w string) dstream.KV[string, int64] { return dstream.KV[string, int64]{Key: w, Value: 1} })
-	counts := dstream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b })
+	sum := func(a, b int64) int64 { return a + b }
+	counts := dstream.ReduceByKey(pairs, sum)
 	want := int64(len(lines) * wordgen.WordsPerLine)
+	if window > 0 {
+		counts = dstream.ReduceByKeyAndWindow(pairs, sum, window, time.Second)
+		want *= int64(window / time.Second)
+	}
+	batchNo := 0
 	var bad error
 	dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
 		all, err := dstream.Collect(b, r)
@@ -152,8 +194,14 @@ func sluiceWordCount(cfg config, lines []string, fast bool) (result, error) {
 		for _, kv := range all {
 			total += kv.Value
 		}
-		if total != want {
-			bad = fmt.Errorf("batch %v counted %d words, want %d", b.Time(), total, want)
+		batchNo++
+		// Until a window is full it holds fewer batches.
+		w := want
+		if window > 0 && int64(batchNo) < int64(window/time.Second) {
+			w = want / int64(window/time.Second) * int64(batchNo)
+		}
+		if total != w {
+			bad = fmt.Errorf("batch %v counted %d words, want %d", b.Time(), total, w)
 		}
 		return nil
 	})
@@ -206,4 +254,73 @@ func emptyBatches(cfg config) (time.Duration, error) {
 		}
 	}
 	return time.Since(start) / time.Duration(cfg.empty), nil
+}
+
+// longWindow runs word counts over a 1-hour window sliding by 1 s with an
+// inverse function, from a generated source, and reports the state size and
+// the process's resident memory as batches accumulate: both must follow the
+// number of keys, not the number of batches.
+func longWindow(cfg config, out io.Writer) error {
+	ctx, err := newContext(cfg)
+	if err != nil {
+		return err
+	}
+	defer ctx.Stop()
+	vocab := wordgen.Vocabulary(wordgen.VocabularySize)
+	lines := dstream.Map(dstream.Rate(ctx, int64(cfg.longBatch)), func(i int64) string { return wordgen.LineAt(vocab, i) })
+	pairs := dstream.Map(dstream.FlatMapEmit(lines, wordgen.Fields), func(w string) dstream.KV[string, int64] {
+		return dstream.KV[string, int64]{Key: w, Value: 1}
+	})
+	counts := dstream.ReduceByKeyAndWindowInv(pairs, "hour", func(a, b int64) int64 { return a + b },
+		func(a, b int64) int64 { return a - b }, time.Hour, time.Second, func(kv dstream.KV[string, int64]) bool { return kv.Value != 0 })
+	var total int64
+	dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
+		all, err := dstream.Collect(b, r)
+		total = 0
+		for _, kv := range all {
+			total += kv.Value
+		}
+		return err
+	})
+	zero := time.Unix(0, 0)
+	if err := ctx.StartManual(zero); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "1 h window, 1 s slide, inverse function, %d lines per batch, vocabulary %d:\n", cfg.longBatch, wordgen.VocabularySize)
+	marks := map[int]bool{60: true, 600: true, 1800: true, 3600: true, cfg.longBatches: true}
+	start := time.Now()
+	for b := 1; b <= cfg.longBatches; b++ {
+		info, err := ctx.RunBatch(context.Background(), zero.Add(time.Duration(b)*time.Second))
+		if err != nil {
+			return err
+		}
+		if marks[b] {
+			keys, bytes := ctx.StateSize()
+			inWindow := int64(min(b, 3600) * cfg.longBatch * wordgen.WordsPerLine)
+			fmt.Fprintf(out, "  after %5d batches: state %d keys, %s bytes; window holds %d words (counted %d); RSS %s; batch %v\n",
+				b, keys, wordgen.Label(float64(bytes)), inWindow, total, wordgen.Label(float64(rss())), info.ProcessingTime.Round(time.Microsecond))
+			if total != inWindow {
+				return fmt.Errorf("1 h window after %d batches counted %d words, want %d", b, total, inWindow)
+			}
+		}
+	}
+	fmt.Fprintf(out, "  %d batches in %v\n", cfg.longBatches, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rss returns the resident set size of this process in bytes (0 if unknown).
+func rss() int64 {
+	runtime.GC()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
+			return kb * 1024
+		}
+	}
+	return 0
 }

@@ -526,3 +526,16 @@ func (c *Context) stateAttrs() []any {
 	}
 	return attrs
 }
+
+// StateSize returns the keys and approximate bytes held by the job's
+// stateful operators (as logged per batch).
+func (c *Context) StateSize() (keys, bytes int64) {
+	for _, s := range c.streams {
+		if s.stateSize != nil {
+			k, b := s.stateSize()
+			keys += k
+			bytes += b
+		}
+	}
+	return keys, bytes
+}
