@@ -389,7 +389,12 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 			m, jerr := j.run(ctx)
 			info.Jobs = append(info.Jobs, m...)
 			if jerr != nil {
-				err = fmt.Errorf("dstream: batch %s: output %s: %w", fmtTime(b.time), j.op.name, jerr)
+				var tf *scheduler.TaskFailedError
+				if errors.As(jerr, &tf) { // names the output and the batch already
+					err = fmt.Errorf("dstream: %w", jerr)
+				} else {
+					err = fmt.Errorf("dstream: batch %s: output %s: %w", fmtTime(b.time), j.op.name, jerr)
+				}
 				break
 			}
 		}
@@ -412,7 +417,8 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 	}
 	attrs = append(attrs, c.stateAttrs()...)
 	if err != nil {
-		c.log.Error("batch failed", append(attrs, slog.Any("err", err))...)
+		// The error itself is returned to the caller, which reports it.
+		c.log.Error("batch failed", attrs...)
 	} else {
 		c.log.Info("batch", attrs...)
 	}

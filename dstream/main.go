@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -41,9 +42,17 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 	if c.flags.Parsed() {
 		return nil
 	}
-	c.flags.SetOutput(stderr)
+	// The flag package would print the error and the whole usage; print
+	// the usage only when asked, and let the caller report the error once.
+	c.flags.SetOutput(io.Discard)
 	if err := c.flags.Parse(args); err != nil {
-		return &usageError{err}
+		if errors.Is(err, flag.ErrHelp) {
+			c.flags.SetOutput(stderr)
+			fmt.Fprintf(stderr, "Usage of %s:\n", c.cfg.AppName)
+			c.flags.PrintDefaults()
+			return ErrHelp
+		}
+		return &usageError{fmt.Errorf("%w (run with --help for the flags)", err)}
 	}
 	if c.flags.NArg() > 0 {
 		return &usageError{fmt.Errorf("unexpected argument %q: flags are written --name=value", c.flags.Arg(0))}
@@ -68,6 +77,10 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 	return nil
 }
 
+// ErrHelp is returned by ParseFlags when --help was given; the usage was
+// printed and the program should exit 0.
+var ErrHelp = flag.ErrHelp
+
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -84,9 +97,10 @@ func Main(c *Context) {
 // MainArgs is Main with explicit arguments; it returns the exit code.
 func MainArgs(c *Context, args []string, stderr io.Writer) int {
 	if err := c.ParseFlags(args, stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "%s: %v\n", c.cfg.AppName, err)
+		if errors.Is(err, ErrHelp) {
+			return 0
 		}
+		fmt.Fprintf(stderr, "%s: %v\n", c.cfg.AppName, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -133,25 +147,33 @@ func (c *Context) Run(ctx context.Context) error {
 	}()
 	defer func() { cancelGen(); <-genDone }()
 
-	var deadline <-chan time.Time
-	for {
-		select {
-		case b, ok := <-batches:
-			if !ok {
-				c.log.Info("stopped")
-				return nil
-			}
-			if _, err := c.process(context.Background(), b, b.time); err != nil {
-				return err
-			}
-		case <-deadline:
-			return fmt.Errorf("dstream: graceful stop timed out after %v with %d batches unprocessed", c.cfg.StopTimeout, len(batches))
+	// The batches are processed under procCtx, which a graceful stop cancels
+	// StopTimeout after the signal: then the batch in flight is abandoned and
+	// Run reports the timeout.
+	procCtx, cancelProc := context.WithCancel(context.Background())
+	defer cancelProc()
+	var timedOut atomic.Bool
+	stopTimer := context.AfterFunc(ctx, func() {
+		c.log.Info("stopping: finishing generated batches", slog.Int("pending", len(batches)))
+		time.AfterFunc(c.cfg.StopTimeout, func() { timedOut.Store(true); cancelProc() })
+	})
+	defer stopTimer()
+	for b := range batches {
+		if timedOut.Load() {
+			break
 		}
-		if deadline == nil && ctx.Err() != nil {
-			c.log.Info("stopping: finishing generated batches", slog.Int("pending", len(batches)))
-			deadline = time.After(c.cfg.StopTimeout)
+		if _, err := c.process(procCtx, b, b.time); err != nil {
+			if timedOut.Load() {
+				break
+			}
+			return err
 		}
 	}
+	if timedOut.Load() {
+		return fmt.Errorf("dstream: graceful stop timed out after %v with %d batches unprocessed", c.cfg.StopTimeout, len(batches)+1)
+	}
+	c.log.Info("stopped")
+	return nil
 }
 
 // timerLoop calls tick at every multiple of the batch interval after zero,

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"sort"
@@ -33,6 +34,9 @@ func main() {
 	out := fl.String("out", "", "also save every batch's counts as text files under this prefix")
 	top := fl.Int("top", 10, "how many of the most frequent words to print per batch")
 	if err := ctx.ParseFlags(osArgs(), osStderr()); err != nil {
+		if errors.Is(err, dstream.ErrHelp) {
+			return
+		}
 		exitUsage(err)
 	}
 
