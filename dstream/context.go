@@ -309,7 +309,8 @@ type batch struct {
 type outputJob struct {
 	op    *outputOp
 	final *rdd.Node
-	run   func(ctx context.Context) ([]scheduler.JobMetrics, error)
+	index int // place in the batch's jobs
+	run   func(b *Batch) error
 }
 
 // RunBatch generates and runs the batch at time t (which must be zero time
@@ -358,6 +359,7 @@ func (c *Context) generate(t time.Time) *batch {
 		}
 		if job != nil {
 			c.own(res, job.final)
+			job.index = len(b.jobs)
 			b.jobs = append(b.jobs, job)
 		}
 	}
@@ -371,6 +373,7 @@ func (c *Context) generate(t time.Time) *batch {
 		}
 		if job != nil {
 			c.own(res, job.final)
+			job.index = len(b.jobs)
 			b.jobs = append(b.jobs, job)
 		}
 	}
@@ -386,8 +389,9 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 	err := b.genErr
 	if err == nil {
 		for _, j := range b.jobs {
-			m, jerr := j.run(ctx)
-			info.Jobs = append(info.Jobs, m...)
+			jb := &Batch{ctx: ctx, sc: c, time: b.time, op: j.op.name, index: j.index}
+			jerr := j.run(jb)
+			info.Jobs = append(info.Jobs, jb.metrics...)
 			if jerr != nil {
 				var tf *scheduler.TaskFailedError
 				if errors.As(jerr, &tf) { // names the output and the batch already

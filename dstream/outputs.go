@@ -30,11 +30,7 @@ func addOutput[T any](s *DStream[T], op string, run func(b *Batch, r *rdd.RDD[T]
 		if err != nil || r == nil {
 			return nil, err
 		}
-		return &outputJob{op: o, final: r.Node(), run: func(cc context.Context) ([]scheduler.JobMetrics, error) {
-			b := &Batch{ctx: cc, sc: ctx, time: t, op: o.name}
-			err := run(b, r)
-			return b.metrics, err
-		}}, nil
+		return &outputJob{op: o, final: r.Node(), run: func(b *Batch) error { return run(b, r) }}, nil
 	}
 	ctx.mu.Lock()
 	defer ctx.mu.Unlock()
@@ -50,8 +46,23 @@ type Batch struct {
 	sc      *Context
 	time    time.Time
 	op      string
+	index   int // the output's job index in the batch
+	jobs    int // jobs run so far
 	metrics []scheduler.JobMetrics
+	capture *capture
 }
+
+// capture makes runJob record the job it would run instead of running it:
+// an executor finds a task's job this way, by running the output's driver
+// function up to the job it wants.
+type capture struct {
+	sub   int
+	final *rdd.Node
+	fn    scheduler.ResultFunc
+}
+
+// errCaptured stops an output function once the wanted job was captured.
+var errCaptured = errors.New("dstream: job captured")
 
 // Time returns the batch time.
 func (b *Batch) Time() time.Time { return b.time }
@@ -59,10 +70,20 @@ func (b *Batch) Time() time.Time { return b.time }
 // runJob runs one job over r: fn computes each partition on an executor,
 // onResult receives each partition's result on the driver.
 func runJob[T any](b *Batch, r *rdd.RDD[T], fn scheduler.ResultFunc, onResult func(part int, rec arrow.Record) error) error {
+	sub := b.jobs
+	b.jobs++
+	if c := b.capture; c != nil {
+		if sub == c.sub {
+			c.final, c.fn = r.Node(), fn
+		}
+		return errCaptured
+	}
 	m, err := b.sc.sched.RunJob(b.ctx, &scheduler.Job{
 		Final:     r.Node(),
 		Desc:      b.op,
 		BatchTime: b.time,
+		Index:     b.index,
+		Sub:       sub,
 		Func:      fn,
 		OnResult:  onResult,
 	})

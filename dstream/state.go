@@ -1,14 +1,12 @@
 package dstream
 
 import (
-	"context"
 	"fmt"
 	"iter"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/sluicehq/sluice/rdd"
-	"github.com/sluicehq/sluice/scheduler"
 )
 
 // statefulOp is an operator that keeps state across batches. Its RDD is
@@ -46,16 +44,11 @@ func (c *Context) registerStateful(name string, b *streamBase, op statefulOp) {
 // forceJob makes a job that computes every partition of r and discards the
 // values (the RDD is persisted, so outputs that read it later do not
 // recompute it).
-func forceJob[T any](c *Context, name string, r *rdd.RDD[T], t time.Time) *outputJob {
-	op := &outputOp{name: name}
-	return &outputJob{op: op, final: r.Node(), run: func(ctx context.Context) ([]scheduler.JobMetrics, error) {
-		m, err := c.sched.RunJob(ctx, &scheduler.Job{
-			Final: r.Node(), Desc: name, BatchTime: t,
-			Func: func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
-				return nil, r.Iterate(tc, part, func(T) bool { return true })
-			},
-		})
-		return []scheduler.JobMetrics{m}, err
+func forceJob[T any](name string, r *rdd.RDD[T]) *outputJob {
+	return &outputJob{op: &outputOp{name: name}, final: r.Node(), run: func(b *Batch) error {
+		return runJob(b, r, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+			return nil, r.Iterate(tc, part, func(T) bool { return true })
+		}, nil)
 	}}
 }
 
@@ -260,7 +253,7 @@ func (f *statefulStream[U]) force(t time.Time) (*outputJob, error) {
 	if err != nil || r == nil {
 		return nil, err
 	}
-	return forceJob(f.s.b.ctx, f.name, r, t), nil
+	return forceJob(f.name, r), nil
 }
 
 func (f *statefulStream[U]) commit(t time.Time) { f.commit_(t) }
