@@ -29,7 +29,11 @@ type Job struct {
 	Final     *rdd.Node
 	Desc      string // what the job is, for logs: "print@wordcount.go:30"
 	BatchTime time.Time
-	Func      ResultFunc
+	// Index is the job's output operation's place among its batch's jobs,
+	// and Sub the job's number within that output operation: executors find
+	// the same job in their copy of the graph by them.
+	Index, Sub int
+	Func       ResultFunc
 	// OnResult receives each partition's result exactly once, in the
 	// scheduler's goroutine; it must not block. The scheduler releases rec
 	// after it returns. An error fails the job.
@@ -48,6 +52,10 @@ type Task struct {
 	Stage     *Stage
 	Partition int
 	Attempt   int // 0 for the first attempt
+	epoch     int // the stage run's epoch at launch; see stageRun.epoch
+	// Inputs gives, for each shuffle the stage reads, the executor holding
+	// each map partition's output.
+	Inputs map[int64][]string
 }
 
 func (t *Task) String() string {
@@ -112,7 +120,7 @@ type TaskFailedError struct {
 func (e *TaskFailedError) Error() string {
 	bt := ""
 	if !e.BatchTime.IsZero() {
-		bt = " of batch " + e.BatchTime.UTC().Format(time.RFC3339Nano)
+		bt = " of batch " + e.BatchTime.UTC().Format("2006-01-02T15:04:05.000Z")
 	}
 	return fmt.Sprintf("job %s%s: %s partition %d failed %d times, last: %v", e.Job, bt, e.Stage, e.Partition, e.Attempts, e.Err)
 }
@@ -164,6 +172,11 @@ type stageRun struct {
 	pending  map[int]bool // partitions still to finish
 	running  map[int]bool // partitions with an attempt in flight
 	failures map[int]int  // failed attempts per partition
+	// epoch counts the times the stage was set back by lost shuffle
+	// output. A fetch failure of a task launched in an earlier epoch is
+	// about output that was lost before the setback (or recomputed since):
+	// it neither sets the stage back again nor forgets that output.
+	epoch int
 }
 
 // NewCore returns a core. cached reports whether every partition of a cached
@@ -262,7 +275,17 @@ func (r *stageRun) active() bool { return r.waiting || len(r.pending) > 0 || len
 
 func (c *Core) launch(js *jobState, run *stageRun, part int, acts []Action) []Action {
 	c.nextTask++
-	t := &Task{ID: c.nextTask, Job: js.job, Stage: run.stage, Partition: part, Attempt: run.failures[part]}
+	t := &Task{ID: c.nextTask, Job: js.job, Stage: run.stage, Partition: part, Attempt: run.failures[part], epoch: run.epoch}
+	for _, p := range run.stage.Parents {
+		if t.Inputs == nil {
+			t.Inputs = map[int64][]string{}
+		}
+		locs := make([]string, p.NumTasks)
+		for mp, e := range c.outputs[p.Shuffle.ID] {
+			locs[mp] = e
+		}
+		t.Inputs[p.Shuffle.ID] = locs
+	}
 	c.tasks[t.ID] = t
 	run.running[part] = true
 	return append(acts, Launch{Task: t})
@@ -367,8 +390,17 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 	}
 	m.Failed++
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok {
+		if t.epoch < run.epoch {
+			// Launched before the stage was last set back: retry the
+			// partition, after the parents again if they are not back yet.
+			if run.waiting {
+				return acts
+			}
+			return c.launch(js, run, t.Partition, acts)
+		}
 		// The parent's map output is gone: forget it, run the parent stage
 		// for what is missing, and retry this stage after it.
+		run.epoch++
 		if outs := c.outputs[ff.ShuffleID]; outs != nil {
 			delete(outs, ff.MapPart)
 		}

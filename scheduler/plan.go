@@ -63,6 +63,9 @@ type planner struct {
 	// cached reports whether every partition of a cached node is stored, in
 	// which case its lineage is not walked.
 	cached func(n *rdd.Node) bool
+	// replanned holds the shuffles whose stages the current resultStage
+	// call has planned.
+	replanned map[int64]bool
 }
 
 func newPlanner(cached func(*rdd.Node) bool) *planner {
@@ -74,6 +77,7 @@ func newPlanner(cached func(*rdd.Node) bool) *planner {
 
 // resultStage cuts the DAG that ends at final.
 func (p *planner) resultStage(final *rdd.Node) *Stage {
+	p.replanned = map[int64]bool{}
 	s := &Stage{ID: p.nextStage, Node: final, NumTasks: final.Parts}
 	p.nextStage++
 	s.Parents = p.parentStages(final)
@@ -108,11 +112,21 @@ func (p *planner) parentStages(n *rdd.Node) []*Stage {
 
 func (p *planner) shuffleStage(dep *rdd.ShuffleDep) *Stage {
 	if s, ok := p.shuffleStages[dep.ID]; ok {
+		// Plan its parents again, once per job: a cached node stored (or
+		// dropped) since the stage was first planned changes them, and a
+		// forgotten parent shuffle has a new stage. Running parents the
+		// cache made unneeded would recompute lineage whose inputs may be
+		// gone.
+		if !p.replanned[dep.ID] {
+			p.replanned[dep.ID] = true
+			s.Parents = p.parentStages(dep.Parent)
+		}
 		return s
 	}
 	s := &Stage{ID: p.nextStage, Node: dep.Parent, Shuffle: dep, NumTasks: dep.Parent.Parts}
 	p.nextStage++
 	p.shuffleStages[dep.ID] = s
+	p.replanned[dep.ID] = true
 	s.Parents = p.parentStages(dep.Parent)
 	return s
 }

@@ -89,6 +89,7 @@ type Scheduler struct {
 	submit  chan submission
 	results chan TaskResult
 	remove  chan []int64
+	lost    chan string
 	stop    chan struct{}
 	done    chan struct{}
 	close   sync.Once
@@ -109,6 +110,7 @@ func New(cfg Config) (*Scheduler, error) {
 		submit:  make(chan submission),
 		results: make(chan TaskResult, 64),
 		remove:  make(chan []int64),
+		lost:    make(chan string),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -151,6 +153,8 @@ func (s *Scheduler) loop() {
 			do(core.Completed(r))
 		case ids := <-s.remove:
 			core.RemoveShuffles(ids...)
+		case id := <-s.lost:
+			do(core.ExecutorLost(id))
 		case <-stopc:
 			stopping = true
 			stopc = nil
@@ -168,16 +172,30 @@ func (s *Scheduler) RunJob(ctx context.Context, job *Job) (JobMetrics, error) {
 	case <-ctx.Done():
 		return JobMetrics{}, ctx.Err()
 	}
-	// A submitted job always finishes: tasks run to completion or failure,
-	// so waiting here is bounded by the job itself.
-	d := <-sub.done
-	return d.Metrics, d.Err
+	select {
+	case d := <-sub.done:
+		return d.Metrics, d.Err
+	case <-ctx.Done():
+		// The job goes on in the background until its tasks end; its
+		// results are dropped.
+		return JobMetrics{}, fmt.Errorf("scheduler: job %s abandoned: %w", job.Desc, ctx.Err())
+	}
 }
 
 // ForgetShuffles tells the scheduler that the given shuffles' outputs were deleted.
 func (s *Scheduler) ForgetShuffles(ids ...int64) {
 	select {
 	case s.remove <- ids:
+	case <-s.done:
+	}
+}
+
+// ExecutorLost tells the scheduler that an executor is gone with the shuffle
+// outputs it held (backends call it; the executor's running tasks are
+// reported separately, failed with ErrExecutorLost).
+func (s *Scheduler) ExecutorLost(id string) {
+	select {
+	case s.lost <- id:
 	case <-s.done:
 	}
 }
@@ -201,7 +219,18 @@ func (s *Scheduler) shutdown() {
 				r.Result.Release()
 			}
 		case <-stopped:
-			return
+			// Reports sent before the slots stopped may still be
+			// buffered: select picks among ready cases at random.
+			for {
+				select {
+				case r := <-s.results:
+					if r.Result != nil {
+						r.Result.Release()
+					}
+				default:
+					return
+				}
+			}
 		}
 	}
 }
