@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -107,20 +108,10 @@ func (ct *coreTest) task(key string) *Task {
 	ct.t.Helper()
 	t := ct.live[key]
 	if t == nil {
-		ct.t.Fatalf("no live task %s (live: %v)", key, slices.Sorted(mapKeys(ct.live)))
+		ct.t.Fatalf("no live task %s (live: %v)", key, slices.Sorted(maps.Keys(ct.live)))
 	}
 	delete(ct.live, key)
 	return t
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // submit submits j and renders the actions.
@@ -258,8 +249,7 @@ func TestCoreSkipsComputedShuffleStages(t *testing.T) {
 	})
 	t.Run("second job over a shared upstream shuffle", func(t *testing.T) {
 		ct := newCoreTest(t, nil)
-		first, second, final := twoShuffles()
-		_ = second
+		first, _, final := twoShuffles()
 		j1 := ct.job(final)
 		ct.expect("submit 1", ct.submit(j1), "launch 2/0#0", "launch 2/1#0")
 		ct.expect("map", ct.ok("2/0", "e1"))
@@ -719,4 +709,34 @@ func TestCoreRemoveShufflesRecomputes(t *testing.T) {
 	ct.expect("submit 2", ct.submit(j2), "launch 3/0#0")
 	ct.expect("map", ct.ok("3/0", "e1"), "launch 2/0#0")
 	ct.expect("job 2", ct.ok("2/0", "e1"), "done 2 ok")
+}
+
+func TestCoreTaskInputsNameTheExecutorsOfMapOutputs(t *testing.T) {
+	ct := newCoreTest(t, nil)
+	r, final := oneShuffle(2)
+	sid := r.Node().Deps[0].Shuffle.ID
+	j := ct.job(final)
+	ct.submit(j)
+	if in := ct.live["1/0"].Inputs; in != nil {
+		t.Fatalf("map task of a stage with no parents has inputs %v", in)
+	}
+	ct.ok("1/0", "e1")
+	ct.ok("1/1", "e2")
+	ct.expect("maps done", ct.ok("1/2", "e3"), "launch 0/0#0", "launch 0/1#0")
+	for _, key := range []string{"0/0", "0/1"} {
+		if got := ct.live[key].Inputs; len(got) != 1 || !slices.Equal(got[sid], []string{"e1", "e2", "e3"}) {
+			t.Fatalf("%s inputs %v", key, got)
+		}
+	}
+	ct.lost("e2")
+	ct.expect("fetch failure", ct.fail("0/0", fetchFailed(r, 1)), "launch 1/1#0")
+	ct.expect("stale fetch failure", ct.fail("0/1", fetchFailed(r, 1)))
+	ct.expect("map 1 again", ct.ok("1/1", "e4"), "launch 0/0#0", "launch 0/1#0")
+	for _, key := range []string{"0/0", "0/1"} {
+		if got := ct.live[key].Inputs[sid]; !slices.Equal(got, []string{"e1", "e4", "e3"}) {
+			t.Fatalf("%s inputs after recovery %v", key, got)
+		}
+	}
+	ct.ok("0/0", "e1")
+	ct.expect("result", ct.ok("0/1", "e1"), "done 1 ok")
 }

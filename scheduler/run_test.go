@@ -33,6 +33,9 @@ type local struct {
 	mem *memory.CheckedAllocator
 	sh  *rdd.MemShuffle
 	bl  *rdd.MemBlocks
+	// inputs are the source records, released after Close: tasks of a
+	// failed or abandoned job may still read them after RunJob returns.
+	inputs []arrow.Record
 }
 
 func newLocal(t *testing.T, slots int, cached func(*rdd.Node) bool) *local {
@@ -49,23 +52,22 @@ func newLocal(t *testing.T, slots int, cached func(*rdd.Node) bool) *local {
 		s.Close()
 		l.sh.Close()
 		l.bl.Close()
+		for _, r := range l.inputs {
+			r.Release()
+		}
 	})
 	return l
 }
 
 // source makes a source RDD of the given partitions from Arrow records,
 // released when the test ends.
-func source[T any](t *testing.T, l *local, op string, parts ...[]T) *rdd.RDD[T] {
+func source[T any](l *local, op string, parts ...[]T) *rdd.RDD[T] {
 	c := rdd.CodecOf[T]()
 	var recs []arrow.Record
 	for _, p := range parts {
 		recs = append(recs, rdd.Encode(l.mem, c, p))
 	}
-	t.Cleanup(func() {
-		for _, r := range recs {
-			r.Release()
-		}
-	})
+	l.inputs = append(l.inputs, recs...)
 	return rdd.FromRecords(op, c, recs)
 }
 
@@ -271,7 +273,7 @@ func TestNewNeedsABackend(t *testing.T) {
 
 func TestSchedulerWordCount(t *testing.T) {
 	l := newLocal(t, 3, nil)
-	r := wordCount(source(t, l, "queue", wordLines...), 2)
+	r := wordCount(source(l, "queue", wordLines...), 2)
 	got, m := counts(t, l, r)
 	if fmt.Sprint(got) != fmt.Sprint(wordCounts) {
 		t.Fatalf("got %v want %v", got, wordCounts)
@@ -284,7 +286,7 @@ func TestSchedulerWordCount(t *testing.T) {
 
 func TestSchedulerPanicFailsTheJob(t *testing.T) {
 	l := newLocal(t, 4, nil)
-	src := source(t, l, "queue", []string{"a", "b"}, []string{"boom"}, []string{"c"})
+	src := source(l, "queue", []string{"a", "b"}, []string{"boom"}, []string{"c"})
 	var booms atomic.Int32
 	f := func(w string) string {
 		if w == "boom" {
@@ -322,7 +324,7 @@ func TestSchedulerPanicFailsTheJob(t *testing.T) {
 		t.Fatalf("function ran %d times on the bad partition", n)
 	}
 	// The scheduler is still usable.
-	got, _ := counts(t, l, wordCount(source(t, l, "queue", wordLines...), 3))
+	got, _ := counts(t, l, wordCount(source(l, "queue", wordLines...), 3))
 	if fmt.Sprint(got) != fmt.Sprint(wordCounts) {
 		t.Fatalf("got %v", got)
 	}
@@ -332,7 +334,7 @@ func TestSchedulerRecoversFromALostMapOutput(t *testing.T) {
 	const reducers = 8
 	l := newLocal(t, reducers, nil)
 	var mapRuns atomic.Int32
-	lines := rdd.Map(source(t, l, "queue", wordLines...), func(s string) string { mapRuns.Add(1); return s })
+	lines := rdd.Map(source(l, "queue", wordLines...), func(s string) string { mapRuns.Add(1); return s })
 	r := wordCount(lines, reducers)
 	first, _ := counts(t, l, r)
 	if fmt.Sprint(first) != fmt.Sprint(wordCounts) {
@@ -366,7 +368,7 @@ func TestSchedulerRecoversFromALostMapOutput(t *testing.T) {
 
 func TestSchedulerForgetShuffles(t *testing.T) {
 	l := newLocal(t, 2, nil)
-	r := wordCount(source(t, l, "queue", wordLines...), 2)
+	r := wordCount(source(l, "queue", wordLines...), 2)
 	counts(t, l, r)
 	shuffleID := r.Node().Deps[0].Shuffle.ID
 	l.sh.Remove(shuffleID)
@@ -378,6 +380,27 @@ func TestSchedulerForgetShuffles(t *testing.T) {
 	if len(m.Stages) != 2 || stage(t, m, "map<-").Tasks != len(wordLines) || stage(t, m, "reduceByKey").Resubmits != 0 {
 		t.Fatalf("shuffle not recomputed up front: %+v", m.Stages)
 	}
+}
+
+func TestSchedulerExecutorLost(t *testing.T) {
+	l := newLocal(t, 2, nil)
+	r := wordCount(source(l, "queue", wordLines...), 2)
+	counts(t, l, r)
+	// The core forgets every map output of the lost executor, so the next
+	// job recomputes the shuffle before its result stage instead of
+	// finding out through fetch failures.
+	l.s.ExecutorLost(LocalID)
+	got, m := counts(t, l, rdd.MapValues(r, double))
+	for k, v := range wordCounts {
+		if got[k] != 2*v {
+			t.Errorf("%s: got %d want %d", k, got[k], 2*v)
+		}
+	}
+	if stage(t, m, "map<-").Tasks != len(wordLines) || stage(t, m, "mapValues").Resubmits != 0 {
+		t.Fatalf("metrics %+v", m.Stages)
+	}
+	l.s.Close()
+	l.s.ExecutorLost(LocalID) // returns at once after Close
 }
 
 func TestSchedulerReadsStoredCachedPartitions(t *testing.T) {
@@ -394,7 +417,7 @@ func TestSchedulerReadsStoredCachedPartitions(t *testing.T) {
 	}
 	l = newLocal(t, 2, stored)
 	var reads atomic.Int32
-	lines := rdd.Map(source(t, l, "queue", wordLines...), func(s string) string { reads.Add(1); return s })
+	lines := rdd.Map(source(l, "queue", wordLines...), func(s string) string { reads.Add(1); return s })
 	cached := rdd.MapValues(wordCount(lines, 2), double).Persist()
 	counts(t, l, cached)
 	// The shuffle under the cached RDD is cleaned up; the cache has what
@@ -416,7 +439,7 @@ func TestSchedulerReadsStoredCachedPartitions(t *testing.T) {
 
 func TestSchedulerManyConcurrentJobs(t *testing.T) {
 	l := newLocal(t, 4, nil)
-	shared := wordCount(source(t, l, "queue", wordLines...), 3)
+	shared := wordCount(source(l, "queue", wordLines...), 3)
 	const jobs = 24
 	type outcome struct {
 		got  map[string]int
@@ -485,7 +508,7 @@ func (b *blocker) wait(w string) {
 func TestSchedulerCloseWaitsForTheRunningJob(t *testing.T) {
 	l := newLocal(t, 2, nil)
 	b := newBlocker()
-	lines := rdd.Map(source(t, l, "queue", wordLines...), func(s string) string {
+	lines := rdd.Map(source(l, "queue", wordLines...), func(s string) string {
 		if s == "b c d" {
 			b.wait(s)
 		}
@@ -527,7 +550,7 @@ func TestSchedulerCloseWithStragglersOfAFailedJob(t *testing.T) {
 			l := newLocal(t, 3, nil)
 			b := newBlocker()
 			gate := make(chan struct{})
-			src := source(t, l, "queue", []string{"slow"}, []string{"bad"}, []string{"slow"})
+			src := source(l, "queue", []string{"slow"}, []string{"bad"}, []string{"slow"})
 			words := rdd.Map(src, func(w string) string {
 				switch w {
 				case "slow":
@@ -569,11 +592,40 @@ func TestSchedulerRunJobCancelledBeforeSubmission(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	// The loop may take the submission or see the cancellation: either
-	// way RunJob returns and the job's outcome is consistent.
-	_, err := l.s.RunJob(ctx, collectJob(source(t, l, "queue", []string{"a"}), func(string) {}))
+	// way RunJob returns.
+	_, err := l.s.RunJob(ctx, collectJob(source(l, "queue", []string{"a"}), func(string) {}))
 	if err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
+}
+
+func TestSchedulerRunJobReturnsWhenItsContextEnds(t *testing.T) {
+	l := newLocal(t, 2, nil)
+	b := newBlocker()
+	lines := rdd.Map(source(l, "queue", wordLines...), func(s string) string {
+		if s == "b c d" {
+			b.wait(s)
+		}
+		return s
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error)
+	go func() {
+		_, err := l.s.RunJob(ctx, collectJob(wordCount(lines, 2), func(kv) {}))
+		ran <- err
+	}()
+	<-b.entered
+	cancel()
+	if err := <-ran; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v", err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		l.s.Close()
+	}()
+	close(b.release)
+	<-closed
 }
 
 func TestLocalBackendDropsTasksOfFinishedJobs(t *testing.T) {
