@@ -113,6 +113,10 @@ type Context struct {
 	statefulNames map[string]bool
 	graphErrs     []error // found while the graph was built, reported by Start
 
+	role     string            // "", "driver" or "executor": see cluster.go
+	backend  scheduler.Backend // the cluster backend in the driver role
+	resolver *resolver         // the executor role's task resolver
+
 	// Runtime, set by start.
 	log         *slog.Logger
 	sched       *scheduler.Scheduler
@@ -196,6 +200,9 @@ func (c *Context) start(zero time.Time) error {
 	if err := c.validateGraph(); err != nil {
 		return err
 	}
+	if err := c.clusterCheck(); err != nil {
+		return err
+	}
 	slots, err := parseMaster(c.cfg.Master)
 	if err != nil {
 		return err
@@ -208,10 +215,11 @@ func (c *Context) start(zero time.Time) error {
 	c.log = c.log.With("job", c.cfg.AppName)
 	c.shuffle = rdd.NewMemShuffle()
 	c.blocks = rdd.NewMemBlocks()
-	sched, err := scheduler.New(scheduler.Config{
-		Backend: scheduler.NewLocalBackend(slots, c.cfg.Allocator, c.shuffle, c.blocks),
-		Cached:  c.cachedAll,
-	})
+	backend := c.backend
+	if backend == nil {
+		backend = scheduler.NewLocalBackend(slots, c.cfg.Allocator, c.shuffle, c.blocks)
+	}
+	sched, err := scheduler.New(scheduler.Config{Backend: backend, Cached: c.cachedAll})
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,9 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 
 func (in *input[T]) base() *streamBase { return in.s.b }
 
+// localOnly: the input lives in the driver process (see clusterCheck).
+func (in *input[T]) localOnly() bool { return true }
+
 func (in *input[T]) start() error {
 	if in.startFn != nil {
 		return in.startFn()
