@@ -92,10 +92,23 @@ func split[T any](ctx *Context, vals []T, parts int) []arrow.Record {
 	parts = max(1, min(parts, len(vals)))
 	codec := rdd.CodecOf[T]()
 	out := make([]arrow.Record, parts)
-	for p := range out {
+	enc := func(p int) {
 		lo, hi := p*len(vals)/parts, (p+1)*len(vals)/parts
 		out[p] = rdd.Encode(ctx.cfg.Allocator, codec, vals[lo:hi])
 	}
+	if len(vals) < 1<<14 {
+		for p := range out {
+			enc(p)
+		}
+		return out
+	}
+	// Large batches: encode the partitions in parallel, one goroutine each
+	// (owned and waited for here).
+	var wg sync.WaitGroup
+	for p := range out {
+		wg.Go(func() { enc(p) })
+	}
+	wg.Wait()
 	return out
 }
 

@@ -64,6 +64,16 @@ func ForEach[T any](c Codec[T], rec arrow.Record, yield func(T) bool) bool {
 func Encode[T any](mem memory.Allocator, c Codec[T], vals []T) arrow.Record {
 	b := NewBuilder(mem, c)
 	defer b.Release()
+	b.b.Reserve(len(vals))
+	if ss, ok := any(vals).([]string); ok {
+		if sb, ok := b.b.(*array.StringBuilder); ok { // size the data buffer once
+			n := 0
+			for _, s := range ss {
+				n += len(s)
+			}
+			sb.ReserveData(n)
+		}
+	}
 	for _, v := range vals {
 		b.Append(v)
 	}
