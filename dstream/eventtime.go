@@ -11,9 +11,15 @@ import (
 	"github.com/sluicehq/sluice/rdd"
 )
 
-// Event time
-//
-// ReduceByKeyAndEventWindow groups records into windows by a timestamp taken
+// EventWindow is one emitted event-time window of one key.
+type EventWindow[K comparable, V any] struct {
+	Key   K
+	Start time.Time
+	End   time.Time
+	Value V
+}
+
+// EventTimeSpec configures ReduceByKeyAndEventWindow, which groups records into windows by a timestamp taken
 // from each record (event time), not by the batch they arrive in. Windows
 // are aligned to multiples of the slide since the Unix epoch: a record with
 // timestamp ts belongs to every window [start, start+Window) with start a
@@ -31,16 +37,6 @@ import (
 //     late_dropped.
 // A window closes one batch after the batch that moved the watermark past
 // its end, since each batch uses the watermark of the batches before it.
-
-// EventWindow is one emitted event-time window of one key.
-type EventWindow[K comparable, V any] struct {
-	Key   K
-	Start time.Time
-	End   time.Time
-	Value V
-}
-
-// EventTimeSpec configures ReduceByKeyAndEventWindow.
 type EventTimeSpec[K comparable, V any] struct {
 	// Name identifies the operator's state; unique and stable.
 	Name string
