@@ -35,6 +35,7 @@ type EventWindow[K comparable, V any] struct {
 //   - a record before the watermark is dropped (all its windows are already
 //     emitted or about to be) and counted: see Dropped and the batch log's
 //     late_dropped.
+//
 // A window closes one batch after the batch that moved the watermark past
 // its end, since each batch uses the watermark of the batches before it.
 type EventTimeSpec[K comparable, V any] struct {
