@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow/memory"
@@ -116,6 +117,8 @@ type Context struct {
 	role     string            // "", "driver" or "executor": see cluster.go
 	backend  scheduler.Backend // the cluster backend in the driver role
 	resolver *resolver         // the executor role's task resolver
+	args     []string          // the command-line arguments Main parsed
+	schedRef atomic.Pointer[scheduler.Scheduler]
 
 	// Runtime, set by start.
 	log         *slog.Logger
@@ -224,6 +227,7 @@ func (c *Context) start(zero time.Time) error {
 		return err
 	}
 	c.sched = sched
+	c.schedRef.Store(sched)
 	c.zeroTime = zero
 	c.computeRemember()
 	for _, op := range c.stateful {

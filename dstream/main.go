@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cluster"
 	"io"
 	"log/slog"
 	"os"
@@ -42,6 +43,7 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 	if c.flags.Parsed() {
 		return nil
 	}
+	c.args = append([]string(nil), args...)
 	// The flag package would print the error and the whole usage; print
 	// the usage only when asked, and let the caller report the error once.
 	c.flags.SetOutput(io.Discard)
@@ -109,7 +111,11 @@ func MainArgs(c *Context, args []string, stderr io.Writer) int {
 		stop() // a second signal kills the process
 	}()
 	defer stop()
-	if err := c.Run(ctx); err != nil {
+	run := c.Run
+	if env := cluster.EnvFromOS(); env.Role != "" {
+		run = func(ctx context.Context) error { return c.runCluster(ctx, env) }
+	}
+	if err := run(ctx); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.cfg.AppName, err)
 		return 1
 	}

@@ -1,0 +1,239 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+	"github.com/sluicehq/sluice/rdd"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// maxBlockBytes bounds one fetched shuffle block.
+const maxBlockBytes = 1 << 30
+
+// ChunkBytes is the size of streamed chunks (binaries, shuffle blocks).
+const ChunkBytes = 1 << 20
+
+// ShuffleStore keeps shuffle map outputs on an executor's disk: one
+// directory per map output, <dir>/<job>/<shuffle>/<map>/, holding one Arrow
+// IPC stream file per non-empty reduce partition, r<reduce>.arrow. A map
+// output is written into a temporary directory and renamed into place, so it
+// appears whole, and a retry replaces it.
+type ShuffleStore struct {
+	dir string
+	mem memory.Allocator
+}
+
+// NewShuffleStore returns a store rooted at dir (created if needed).
+func NewShuffleStore(dir string, mem memory.Allocator) (*ShuffleStore, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("shuffle directory: %w", err)
+	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	return &ShuffleStore{dir: dir, mem: mem}, nil
+}
+
+func (s *ShuffleStore) mapDir(job string, shuffle int64, mapPart int) string {
+	return filepath.Join(s.dir, job, strconv.FormatInt(shuffle, 10), strconv.Itoa(mapPart))
+}
+
+// Write stores the blocks of one map task (taking ownership of them).
+func (s *ShuffleStore) Write(job string, shuffle int64, mapPart int, blocks []arrow.Record) error {
+	defer func() {
+		for _, b := range blocks {
+			if b != nil {
+				b.Release()
+			}
+		}
+	}()
+	final := s.mapDir(job, shuffle, mapPart)
+	tmp, err := os.MkdirTemp(filepath.Dir(final), ".tmp-"+strconv.Itoa(mapPart)+"-")
+	if err != nil {
+		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+			return err
+		}
+		if tmp, err = os.MkdirTemp(filepath.Dir(final), ".tmp-"+strconv.Itoa(mapPart)+"-"); err != nil {
+			return err
+		}
+	}
+	for r, b := range blocks {
+		if b == nil || b.NumRows() == 0 {
+			continue
+		}
+		data, err := EncodeIPC(b, s.mem)
+		if err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "r"+strconv.Itoa(r)+".arrow"), data, 0o644); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	if err := os.RemoveAll(final); err != nil {
+		return err
+	}
+	return os.Rename(tmp, final)
+}
+
+// errNoMapOutput reports a map output this store does not have.
+var errNoMapOutput = errors.New("map output not on this executor")
+
+// Read returns the IPC bytes of one block (nil for an empty block), or
+// errNoMapOutput.
+func (s *ShuffleStore) Read(job string, shuffle int64, mapPart, reducePart int) ([]byte, error) {
+	dir := s.mapDir(job, shuffle, mapPart)
+	b, err := os.ReadFile(filepath.Join(dir, "r"+strconv.Itoa(reducePart)+".arrow"))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, errNoMapOutput
+		}
+		return nil, nil
+	}
+	return b, err
+}
+
+// RemoveJob deletes a job's shuffle data.
+func (s *ShuffleStore) RemoveJob(job string) error {
+	if job == "" || job != filepath.Base(job) {
+		return fmt.Errorf("shuffle: bad job id %q", job)
+	}
+	return os.RemoveAll(filepath.Join(s.dir, job))
+}
+
+// RemoveShuffles deletes the given shuffles of a job.
+func (s *ShuffleStore) RemoveShuffles(job string, ids ...int64) {
+	for _, id := range ids {
+		os.RemoveAll(filepath.Join(s.dir, job, strconv.FormatInt(id, 10)))
+	}
+}
+
+// ShuffleServer serves a store's blocks to other executors.
+type ShuffleServer struct {
+	sluicev1.UnimplementedShuffleServer
+	Store *ShuffleStore
+}
+
+// FetchBlock implements sluicev1.ShuffleServer: the block's IPC bytes in
+// chunks of at most ChunkBytes; NotFound if the map output is not here.
+func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluicev1.Shuffle_FetchBlockServer) error {
+	if req.GetJobId() == "" || req.GetJobId() != filepath.Base(req.GetJobId()) || req.GetMapPartition() < 0 || req.GetReducePartition() < 0 {
+		return status.Error(codes.InvalidArgument, "shuffle: bad block request")
+	}
+	b, err := s.Store.Read(req.GetJobId(), req.GetShuffleId(), int(req.GetMapPartition()), int(req.GetReducePartition()))
+	if errors.Is(err, errNoMapOutput) {
+		return status.Errorf(codes.NotFound, "shuffle %d map output %d is not on this executor", req.GetShuffleId(), req.GetMapPartition())
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "shuffle: read block: %v", err)
+	}
+	for len(b) > 0 {
+		n := min(len(b), ChunkBytes)
+		if err := stream.Send(&sluicev1.Chunk{Data: b[:n]}); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// NewExecutorShuffle returns, for a job's executor process, the function
+// that makes each task's shuffle service.
+func NewExecutorShuffle(env Env, pool *Pool) (func(locations map[int64][]string) rdd.ShuffleService, error) {
+	store, err := NewShuffleStore(env.ShuffleDir, nil)
+	if err != nil {
+		return nil, err
+	}
+	return func(locations map[int64][]string) rdd.ShuffleService {
+		return &taskShuffle{store: store, job: env.JobID, self: env.ExecutorAddr, locations: locations, pool: pool}
+	}, nil
+}
+
+// taskShuffle is one task's view of the cluster's shuffle data: it writes to
+// the local store and reads each map output from the executor holding it.
+type taskShuffle struct {
+	store     *ShuffleStore
+	job       string
+	self      string
+	locations map[int64][]string
+	pool      *Pool
+}
+
+func (t *taskShuffle) PutMapOutput(shuffle int64, mapPart int, blocks []arrow.Record) error {
+	return t.store.Write(t.job, shuffle, mapPart, blocks)
+}
+
+func (t *taskShuffle) Fetch(ctx context.Context, shuffle int64, numMaps, reducePart int, yield func(arrow.Record) error) error {
+	locs := t.locations[shuffle]
+	for m := 0; m < numMaps; m++ {
+		failed := func(reason string) error {
+			return &rdd.FetchFailedError{ShuffleID: shuffle, MapPart: m, Reason: reason}
+		}
+		if m >= len(locs) || locs[m] == "" {
+			return failed("no executor holds it")
+		}
+		var b []byte
+		var err error
+		if locs[m] == t.self {
+			b, err = t.store.Read(t.job, shuffle, m, reducePart)
+		} else {
+			b, err = t.fetchRemote(ctx, locs[m], shuffle, m, reducePart)
+		}
+		if err != nil {
+			return failed(fmt.Sprintf("from %s: %v", locs[m], err))
+		}
+		if len(b) == 0 {
+			continue
+		}
+		rec, err := DecodeIPC(b, t.store.mem)
+		if err != nil {
+			return failed(err.Error())
+		}
+		err = yield(rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *taskShuffle) fetchRemote(ctx context.Context, addr string, shuffle int64, m, r int) ([]byte, error) {
+	conn, err := t.pool.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := sluicev1.NewShuffleClient(conn).FetchBlock(ctx, &sluicev1.FetchBlockRequest{
+		JobId: t.job, ShuffleId: shuffle, MapPartition: int32(m), ReducePartition: int32(r),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			return buf.Bytes(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if buf.Len()+len(c.GetData()) > maxBlockBytes {
+			return nil, fmt.Errorf("shuffle block larger than %d bytes", maxBlockBytes)
+		}
+		buf.Write(c.GetData())
+	}
+}

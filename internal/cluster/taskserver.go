@@ -1,0 +1,235 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/ipc"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+	"github.com/sluicehq/sluice/rdd"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// Fingerprint identifies the shape of a job's lineage; the driver sends it
+// with every task and the executor refuses a task whose job it builds
+// differently (another binary, other flags, a non-deterministic graph).
+func Fingerprint(final *rdd.Node) string {
+	sum := sha256.Sum256([]byte(scheduler.Shape(final)))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Request builds the wire form of a task (without the executor epoch).
+func Request(jobID, binarySHA string, args []string, zero time.Time, t *scheduler.Task) (*sluicev1.TaskRequest, error) {
+	deps := scheduler.ShuffleDeps(t.Job.Final)
+	req := &sluicev1.TaskRequest{
+		JobId:             jobID,
+		BinarySha256:      binarySHA,
+		GraphFingerprint:  Fingerprint(t.Job.Final),
+		TaskId:            t.ID,
+		Attempt:           int32(t.Attempt),
+		BatchTimeUnixNano: t.Job.BatchTime.UnixNano(),
+		ZeroTimeUnixNano:  zero.UnixNano(),
+		JobIndex:          int32(t.Job.Index),
+		JobSub:            int32(t.Job.Sub),
+		ShuffleMap:        t.Stage.IsShuffleMap(),
+		Partition:         int32(t.Partition),
+		Args:              args,
+	}
+	found := !t.Stage.IsShuffleMap()
+	for i, d := range deps {
+		if t.Stage.IsShuffleMap() && d == t.Stage.Shuffle {
+			req.StageNode = int32(i)
+			found = true
+		}
+		req.Shuffles = append(req.Shuffles, &sluicev1.ShuffleInput{Ordinal: int32(i), ShuffleId: d.ID, MapLocations: t.Inputs[d.ID]})
+	}
+	if !found {
+		return nil, fmt.Errorf("cluster: %s: its shuffle is not in the job's lineage", t)
+	}
+	return req, nil
+}
+
+// Resolved is a task's job as an executor's copy of the graph has it.
+type Resolved struct {
+	Final *rdd.Node
+	Func  scheduler.ResultFunc
+}
+
+// Resolver finds the job a task belongs to in the executor's copy of the
+// job's graph.
+type Resolver interface {
+	Resolve(ctx context.Context, zero, batchTime time.Time, jobIndex, jobSub int) (Resolved, error)
+}
+
+// TaskServerConfig configures a TaskServer.
+type TaskServerConfig struct {
+	Resolver Resolver
+	// Shuffle returns the shuffle service of one task: locations gives, by
+	// cluster-wide shuffle id, the executor address of each map output.
+	Shuffle func(locations map[int64][]string) rdd.ShuffleService
+	Blocks  rdd.BlockStore
+	Alloc   memory.Allocator
+}
+
+// TaskServer runs tasks in a job's executor process: the Executor service's
+// RunTask, reached through the executor daemon.
+type TaskServer struct {
+	sluicev1.UnimplementedExecutorServer
+	cfg TaskServerConfig
+}
+
+// NewTaskServer returns a task server.
+func NewTaskServer(cfg TaskServerConfig) *TaskServer { return &TaskServer{cfg: cfg} }
+
+// RunTask implements sluicev1.ExecutorServer. Task failures are reported in
+// the response (they are the job's business); only malformed requests are
+// RPC errors.
+func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluicev1.TaskResponse, error) {
+	resp := &sluicev1.TaskResponse{TaskId: req.GetTaskId(), ExecutorEpoch: req.GetExecutorEpoch()}
+	fail := func(err error) (*sluicev1.TaskResponse, error) {
+		resp.Error = err.Error()
+		if ff, ok := rdd.IsFetchFailed(err); ok {
+			resp.FetchFailed, resp.FetchFailedShuffle, resp.FetchFailedMap = true, ff.ShuffleID, int32(ff.MapPart)
+		}
+		return resp, nil
+	}
+	bt := time.Unix(0, req.GetBatchTimeUnixNano())
+	job, err := s.cfg.Resolver.Resolve(ctx, time.Unix(0, req.GetZeroTimeUnixNano()), bt, int(req.GetJobIndex()), int(req.GetJobSub()))
+	if err != nil {
+		return fail(err)
+	}
+	if fp := Fingerprint(job.Final); fp != req.GetGraphFingerprint() {
+		return fail(fmt.Errorf("graph mismatch: this executor's copy of the job builds a different lineage for job %d of batch %s (fingerprint %s, driver's %s): the executor runs a different binary or other flags, or the job's graph is not deterministic",
+			req.GetJobIndex(), bt.UTC().Format(time.RFC3339Nano), fp, req.GetGraphFingerprint()))
+	}
+	deps := scheduler.ShuffleDeps(job.Final)
+	toGlobal := map[int64]int64{}
+	locations := map[int64][]string{}
+	for _, in := range req.GetShuffles() {
+		o := int(in.GetOrdinal())
+		if o < 0 || o >= len(deps) {
+			return nil, invalidArgument("shuffle ordinal %d out of range [0,%d)", o, len(deps))
+		}
+		toGlobal[deps[o].ID] = in.GetShuffleId()
+		locations[in.GetShuffleId()] = in.GetMapLocations()
+	}
+	stage := &scheduler.Stage{Node: job.Final, NumTasks: job.Final.Parts}
+	if req.GetShuffleMap() {
+		o := int(req.GetStageNode())
+		if o < 0 || o >= len(deps) {
+			return nil, invalidArgument("stage ordinal %d out of range [0,%d)", o, len(deps))
+		}
+		stage = &scheduler.Stage{Node: deps[o].Parent, Shuffle: deps[o], NumTasks: deps[o].Parent.Parts}
+	}
+	if p := int(req.GetPartition()); p < 0 || p >= stage.NumTasks {
+		return nil, invalidArgument("partition %d out of range [0,%d)", p, stage.NumTasks)
+	}
+	tc := &rdd.TaskContext{
+		Ctx:     ctx,
+		Alloc:   s.cfg.Alloc,
+		Shuffle: &translatedShuffle{inner: s.cfg.Shuffle(locations), toGlobal: toGlobal},
+		Blocks:  s.cfg.Blocks,
+	}
+	task := &scheduler.Task{
+		ID:        req.GetTaskId(),
+		Job:       &scheduler.Job{Final: job.Final, BatchTime: bt, Func: job.Func, Index: int(req.GetJobIndex()), Sub: int(req.GetJobSub())},
+		Stage:     stage,
+		Partition: int(req.GetPartition()),
+		Attempt:   int(req.GetAttempt()),
+	}
+	res := scheduler.RunTask(tc, task)
+	resp.DurationNs, resp.RecordsRead = int64(res.Metrics.Duration), res.Metrics.RecordsRead
+	if res.Err != nil {
+		return fail(res.Err)
+	}
+	if res.Result != nil {
+		defer res.Result.Release()
+		b, err := EncodeIPC(res.Result, s.cfg.Alloc)
+		if err != nil {
+			return fail(fmt.Errorf("encode result: %w", err))
+		}
+		resp.ResultIpc = b
+	}
+	return resp, nil
+}
+
+// translatedShuffle maps the executor's process-local shuffle ids to the
+// cluster-wide ones the driver assigned.
+type translatedShuffle struct {
+	inner    rdd.ShuffleService
+	toGlobal map[int64]int64
+}
+
+func (t *translatedShuffle) global(id int64) (int64, error) {
+	g, ok := t.toGlobal[id]
+	if !ok {
+		return 0, fmt.Errorf("cluster: shuffle %d of this executor's lineage has no cluster-wide id in the task", id)
+	}
+	return g, nil
+}
+
+func (t *translatedShuffle) PutMapOutput(id int64, mapPart int, blocks []arrow.Record) error {
+	g, err := t.global(id)
+	if err != nil {
+		for _, b := range blocks {
+			if b != nil {
+				b.Release()
+			}
+		}
+		return err
+	}
+	return t.inner.PutMapOutput(g, mapPart, blocks)
+}
+
+func (t *translatedShuffle) Fetch(ctx context.Context, id int64, numMaps, reducePart int, yield func(arrow.Record) error) error {
+	g, err := t.global(id)
+	if err != nil {
+		return err
+	}
+	return t.inner.Fetch(ctx, g, numMaps, reducePart, yield)
+}
+
+// EncodeIPC writes a record as an Arrow IPC stream.
+func EncodeIPC(rec arrow.Record, mem memory.Allocator) ([]byte, error) {
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(mem))
+	if err := w.Write(rec); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeIPC reads the single record of an Arrow IPC stream; the caller
+// releases it. Malformed input is an error, never a panic.
+func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			rec, err = nil, fmt.Errorf("cluster: malformed Arrow IPC result: %v", v)
+		}
+	}()
+	r, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: malformed Arrow IPC result: %w", err)
+	}
+	defer r.Release()
+	if !r.Next() {
+		if err := r.Err(); err != nil {
+			return nil, fmt.Errorf("cluster: malformed Arrow IPC result: %w", err)
+		}
+		return nil, errors.New("cluster: empty Arrow IPC result")
+	}
+	rec = r.Record()
+	rec.Retain()
+	return rec, nil
+}
