@@ -1,0 +1,452 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// DaemonConfig configures the executor daemon behind `executor`.
+type DaemonConfig struct {
+	ID         string // default: host name and port
+	DriverAddr string
+	Advertise  string // the address other processes reach this executor at
+	WorkDir    string
+	Slots      int
+	Secret     Secret
+	SecretFile string
+	// DrainGrace is how long a stopping executor keeps serving shuffle
+	// blocks after its last task. Default 10s.
+	DrainGrace time.Duration
+	Log        *slog.Logger
+}
+
+// Daemon is an executor: it registers with the coordinator, runs each job's
+// tasks in a process of the job's own binary, and serves shuffle blocks.
+type Daemon struct {
+	sluicev1.UnimplementedExecutorServer
+	cfg    DaemonConfig
+	pool   *Pool
+	store  *ShuffleStore
+	driver sluicev1.DriverClient
+
+	mu       sync.Mutex
+	epoch    int64
+	running  int
+	draining bool
+	jobs     map[string]*jobProc
+	binMu    sync.Mutex // serializes binary downloads
+	idle     *sync.Cond
+}
+
+type jobProc struct {
+	cmd    *exec.Cmd
+	socket string
+	conn   *grpc.ClientConn
+	done   chan struct{}
+	stderr *tailBuffer
+	ready  chan struct{}
+	err    error
+}
+
+// NewDaemon checks cfg and prepares the work directory.
+func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
+	switch {
+	case cfg.DriverAddr == "":
+		return nil, errors.New("cluster: the executor needs the driver's address (--driver HOST:PORT)")
+	case cfg.WorkDir == "":
+		return nil, errors.New("cluster: the executor needs a work directory (--work-dir)")
+	case cfg.Slots <= 0:
+		return nil, fmt.Errorf("cluster: --slots %d: must be > 0", cfg.Slots)
+	case cfg.Advertise == "":
+		return nil, errors.New("cluster: the executor needs the address it is reached at")
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = host + "-" + cfg.Advertise[strings.LastIndexByte(cfg.Advertise, ':')+1:]
+	}
+	if cfg.DrainGrace <= 0 {
+		cfg.DrainGrace = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	cfg.Log = cfg.Log.With(slog.String("executor", cfg.ID))
+	for _, d := range []string{"binaries", "jobs", "shuffle"} {
+		if err := os.MkdirAll(filepath.Join(cfg.WorkDir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("cluster: work directory: %w", err)
+		}
+	}
+	store, err := NewShuffleStore(filepath.Join(cfg.WorkDir, "shuffle"), nil)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}}
+	d.idle = sync.NewCond(&d.mu)
+	return d, nil
+}
+
+// Run serves on lis and keeps the executor registered until ctx is done;
+// then it drains: no new tasks, running ones finish, shuffle blocks stay
+// available for DrainGrace, and the job processes are stopped.
+func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
+	conn, err := d.pool.Conn(d.cfg.DriverAddr)
+	if err != nil {
+		return err
+	}
+	d.driver = sluicev1.NewDriverClient(conn)
+	srv := grpc.NewServer(d.cfg.Secret.ServerOptions(d.cfg.Log)...)
+	sluicev1.RegisterExecutorServer(srv, d)
+	sluicev1.RegisterShuffleServer(srv, &ShuffleServer{Store: d.store})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			d.cfg.Log.Error("executor: serve", slog.Any("err", err))
+		}
+	})
+	hbCtx, stopHB := context.WithCancel(context.Background())
+	wg.Go(func() { d.heartbeats(hbCtx) })
+
+	<-ctx.Done()
+	d.cfg.Log.Info("executor: draining")
+	d.mu.Lock()
+	d.draining = true
+	for d.running > 0 {
+		d.idle.Wait()
+	}
+	d.mu.Unlock()
+	d.heartbeat(context.Background()) // tell the coordinator at once
+	time.Sleep(d.cfg.DrainGrace)
+	stopHB()
+	d.stopJobs()
+	srv.GracefulStop()
+	wg.Wait()
+	d.pool.Close()
+	d.cfg.Log.Info("executor: stopped")
+	return nil
+}
+
+func (d *Daemon) register(ctx context.Context) error {
+	resp, err := d.driver.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{
+		ExecutorId: d.cfg.ID, Address: d.cfg.Advertise, Slots: int32(d.cfg.Slots),
+		Platform: &sluicev1.Platform{Goos: runtime.GOOS, Goarch: runtime.GOARCH},
+	})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.epoch = resp.GetEpoch()
+	d.mu.Unlock()
+	d.cfg.Log.Info("executor: registered", slog.String("driver", d.cfg.DriverAddr), slog.Int64("epoch", resp.GetEpoch()))
+	return nil
+}
+
+// heartbeats registers (retrying with backoff) and heartbeats every second.
+func (d *Daemon) heartbeats(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	registered := false
+	for ctx.Err() == nil {
+		if !registered {
+			if err := d.register(ctx); err != nil {
+				d.cfg.Log.Warn("executor: cannot register; retrying", slog.Any("err", err))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+			registered, backoff = true, 200*time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if rereg := d.heartbeat(ctx); rereg {
+			registered = false
+		}
+	}
+}
+
+func (d *Daemon) heartbeat(ctx context.Context) (reregister bool) {
+	d.mu.Lock()
+	req := &sluicev1.HeartbeatRequest{ExecutorId: d.cfg.ID, Epoch: d.epoch, RunningTasks: int32(d.running), Draining: d.draining}
+	d.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := d.driver.Heartbeat(cctx, req)
+	if err != nil {
+		return false
+	}
+	return resp.GetReregister()
+}
+
+// RunTask implements sluicev1.ExecutorServer: it makes sure the job's
+// binary and process are there and forwards the task to the process.
+func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluicev1.TaskResponse, error) {
+	d.mu.Lock()
+	if d.draining {
+		d.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "executor is draining")
+	}
+	if d.running >= d.cfg.Slots {
+		d.mu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "executor has %d slots, all busy", d.cfg.Slots)
+	}
+	d.running++
+	epoch := d.epoch
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.running--
+		d.idle.Broadcast()
+		d.mu.Unlock()
+	}()
+	if req.GetJobId() == "" || req.GetJobId() != filepath.Base(req.GetJobId()) {
+		return nil, status.Error(codes.InvalidArgument, "bad job id")
+	}
+	bin, err := d.binary(ctx, req.GetBinarySha256())
+	if err != nil {
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
+	}
+	p, err := d.process(req.GetJobId(), bin, req.GetArgs())
+	if err != nil {
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
+	}
+	resp, err := sluicev1.NewExecutorClient(p.conn).RunTask(ctx, req)
+	if err != nil {
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: fmt.Sprintf("job process: %v %s", err, p.stderr.last()), ExecutorEpoch: epoch}, nil
+	}
+	resp.ExecutorEpoch = epoch
+	return resp, nil
+}
+
+// binary returns the path of a job binary, downloading it from the
+// coordinator and checking its SHA-256 before it is ever executed.
+func (d *Daemon) binary(ctx context.Context, sha string) (string, error) {
+	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("binary id %q is not a hex SHA-256", sha)
+	}
+	path := filepath.Join(d.cfg.WorkDir, "binaries", sha)
+	d.binMu.Lock()
+	defer d.binMu.Unlock()
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	stream, err := d.driver.FetchBinary(ctx, &sluicev1.FetchBinaryRequest{Sha256: sha})
+	if err != nil {
+		return "", fmt.Errorf("fetch job binary: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".download-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	sum := sha256.New()
+	var size int64
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			tmp.Close()
+			return "", fmt.Errorf("fetch job binary: %w", err)
+		}
+		if size += int64(len(c.GetData())); size > MaxBinaryBytes {
+			tmp.Close()
+			return "", fmt.Errorf("fetch job binary: larger than %d bytes", MaxBinaryBytes)
+		}
+		sum.Write(c.GetData())
+		tmp.Write(c.GetData())
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != sha {
+		d.cfg.Log.Error("executor: job binary hash mismatch: refusing to run it", slog.String("want", sha), slog.String("got", got))
+		return "", fmt.Errorf("binary hash mismatch: refusing to run it (expected SHA-256 %s, received %s)", sha, got)
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp.Name(), path)
+}
+
+// process returns the job's task process, starting it if needed.
+func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
+	d.mu.Lock()
+	p := d.jobs[job]
+	if p != nil {
+		select {
+		case <-p.done: // it died: start another
+			p = nil
+		default:
+		}
+	}
+	if p == nil {
+		p = &jobProc{ready: make(chan struct{}), done: make(chan struct{}), stderr: &tailBuffer{}}
+		d.jobs[job] = p
+		d.mu.Unlock()
+		p.err = d.start(job, bin, args, p)
+		close(p.ready)
+	} else {
+		d.mu.Unlock()
+	}
+	<-p.ready
+	if p.err != nil {
+		d.mu.Lock()
+		if d.jobs[job] == p {
+			delete(d.jobs, job)
+		}
+		d.mu.Unlock()
+		return nil, p.err
+	}
+	return p, nil
+}
+
+func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
+	dir := filepath.Join(d.cfg.WorkDir, "jobs", job)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	p.socket = filepath.Join(dir, "task.sock")
+	os.Remove(p.socket)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout = io.Discard
+	cmd.Stderr = p.stderr
+	cmd.Env = append(os.Environ(),
+		"SLUICE_ROLE=executor",
+		"SLUICE_JOB_ID="+job,
+		"SLUICE_TASK_SOCKET="+p.socket,
+		"SLUICE_SHUFFLE_DIR="+d.store.dir,
+		"SLUICE_EXECUTOR_ID="+d.cfg.ID,
+		"SLUICE_EXECUTOR_ADDR="+d.cfg.Advertise,
+	)
+	cmd.Env = append(cmd.Env, d.cfg.Secret.Env(d.cfg.SecretFile)...)
+	dieWithParent(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start job process: %w", err)
+	}
+	p.cmd = cmd
+	go func() { // owned by the job process; stopJobs waits on done
+		cmd.Wait()
+		close(p.done)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("unix", p.socket); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("job process exited before serving tasks: %s", p.stderr.last())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return fmt.Errorf("job process did not serve tasks within 30s: %s", p.stderr.last())
+		}
+	}
+	conn, err := grpc.NewClient("unix://"+p.socket, d.cfg.Secret.DialOptions()...)
+	if err != nil {
+		cmd.Process.Kill()
+		return err
+	}
+	p.conn = conn
+	d.cfg.Log.Info("executor: job process started", slog.String("job", job), slog.Int("pid", cmd.Process.Pid))
+	return nil
+}
+
+// EndJob implements sluicev1.ExecutorServer.
+func (d *Daemon) EndJob(_ context.Context, req *sluicev1.EndJobRequest) (*sluicev1.EndJobResponse, error) {
+	job := req.GetJobId()
+	if job == "" || job != filepath.Base(job) {
+		return nil, status.Error(codes.InvalidArgument, "bad job id")
+	}
+	d.mu.Lock()
+	p := d.jobs[job]
+	delete(d.jobs, job)
+	d.mu.Unlock()
+	if p != nil {
+		stopProc(p)
+	}
+	os.RemoveAll(filepath.Join(d.cfg.WorkDir, "jobs", job))
+	d.store.RemoveJob(job)
+	return &sluicev1.EndJobResponse{}, nil
+}
+
+func (d *Daemon) stopJobs() {
+	d.mu.Lock()
+	procs := d.jobs
+	d.jobs = map[string]*jobProc{}
+	d.mu.Unlock()
+	for _, p := range procs {
+		stopProc(p)
+	}
+}
+
+func stopProc(p *jobProc) {
+	<-p.ready
+	if p.conn != nil {
+		p.conn.Close()
+	}
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// tailBuffer keeps the end of a process's stderr for error messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tailBuffer) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, b...)
+	if len(t.buf) > 8<<10 {
+		t.buf = t.buf[len(t.buf)-4<<10:]
+	}
+	return len(b), nil
+}
+
+func (t *tailBuffer) last() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(string(t.buf)), "\n")
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	return strings.Join(lines, " | ")
+}
