@@ -38,6 +38,8 @@ const (
 var (
 	wordcountBin string
 	panicjobBin  string
+	driverBin    string
+	executorBin  string
 )
 
 func TestMain(m *testing.M) {
@@ -66,7 +68,7 @@ func build(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"../examples/wordcount", "./testdata/panicjob")
+		"../examples/wordcount", "./testdata/panicjob", "../cmd/driver", "../cmd/executor")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.WaitDelay = waitDelay
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -74,6 +76,8 @@ func build(dir string) error {
 	}
 	wordcountBin = filepath.Join(dir, "wordcount")
 	panicjobBin = filepath.Join(dir, "panicjob")
+	driverBin = filepath.Join(dir, "driver")
+	executorBin = filepath.Join(dir, "executor")
 	return nil
 }
 

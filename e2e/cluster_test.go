@@ -1,0 +1,294 @@
+//go:build unix
+
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// cluster is a driver and its executors, all real processes on 127.0.0.1.
+type cluster struct {
+	t      *testing.T
+	dir    string
+	secret string
+	driver *proc
+	addr   string
+	execs  []*proc
+}
+
+var listenRE = regexp.MustCompile(`msg="driver serving".* listen=(\S+)`)
+
+func newCluster(t *testing.T, executors int) *cluster {
+	t.Helper()
+	needProcesses(t)
+	c := &cluster{t: t, dir: t.TempDir()}
+	c.secret = filepath.Join(c.dir, "secret")
+	if err := os.WriteFile(c.secret, []byte("e2e-cluster-secret-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.driver = start(t, driverBin, "serve", "--listen", "127.0.0.1:0", "--state-dir", filepath.Join(c.dir, "state"), "--secret-file", c.secret)
+	c.driver.waitFor(t, "the driver's listen line", func() bool { return listenRE.MatchString(c.driver.stderr.String()) })
+	c.addr = listenRE.FindStringSubmatch(c.driver.stderr.String())[1]
+	for i := 0; i < executors; i++ {
+		c.addExecutor(c.secret)
+	}
+	return c
+}
+
+// addExecutor starts an executor authenticating with secretFile and waits
+// until it registered (unless the secret is wrong).
+func (c *cluster) addExecutor(secretFile string) *proc {
+	c.t.Helper()
+	n := len(c.execs)
+	e := start(c.t, executorBin, "--driver", c.addr, "--listen", "127.0.0.1:0", "--work-dir", filepath.Join(c.dir, "exec"+string(rune('0'+n))),
+		"--slots", "2", "--secret-file", secretFile, "--drain-grace", "2s", "--id", "exec"+string(rune('0'+n)))
+	c.execs = append(c.execs, e)
+	if secretFile == c.secret {
+		e.waitFor(c.t, "registration", func() bool { return strings.Contains(e.stderr.String(), "executor: registered") })
+	}
+	return e
+}
+
+// run runs a driver client command and returns its stdout.
+func (c *cluster) run(args ...string) (string, error) {
+	cmd := exec.Command(driverBin, append(args[:1:1], append([]string{"--master", c.addr, "--secret-file", c.secret}, args[1:]...)...)...)
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), &exitError{ee, string(ee.Stderr)}
+	}
+	return string(out), err
+}
+
+type exitError struct {
+	*exec.ExitError
+	stderr string
+}
+
+func (e *exitError) Error() string { return e.ExitError.Error() + ": " + e.stderr }
+
+func (c *cluster) submit(args ...string) string {
+	c.t.Helper()
+	out, err := c.run(append([]string{"submit", wordcountBin, "--"}, args...)...)
+	if err != nil {
+		c.t.Fatalf("submit: %v", err)
+	}
+	return strings.TrimSpace(out)
+}
+
+func (c *cluster) jobStdout(id string) string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "state", "jobs", id, "stdout.log"))
+	return string(b)
+}
+
+func (c *cluster) jobStderr(id string) string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "state", "jobs", id, "stderr.log"))
+	return string(b)
+}
+
+// batches returns the job's printed batch lines without their batch time:
+// the demo source's batch k holds the same lines in every run, so the k-th
+// line of two runs must be equal.
+func batches(stdout string) []string {
+	var out []string
+	for _, l := range strings.Split(stdout, "\n") {
+		if !strings.HasPrefix(l, "batch ") {
+			continue
+		}
+		if i := strings.Index(l, ": "); i > 0 {
+			out = append(out, l[i+2:])
+		}
+	}
+	return out
+}
+
+func batchTimes(stdout string) []time.Time {
+	var out []time.Time
+	for _, l := range strings.Split(stdout, "\n") {
+		if !strings.HasPrefix(l, "batch ") || len(l) < 14 {
+			continue
+		}
+		if t, err := time.Parse(time.TimeOnly, l[6:14]); err == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// waitBatches waits until the job printed at least n batches.
+func (c *cluster) waitBatches(id string, n int) {
+	c.t.Helper()
+	c.driver.waitFor(c.t, "job batches", func() bool {
+		if strings.Contains(c.jobStderr(id), "batch failed") {
+			c.t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
+		}
+		return len(batches(c.jobStdout(id))) >= n
+	})
+}
+
+// localReference runs the same job in local mode for n batches.
+func localReference(t *testing.T, n int, args ...string) []string {
+	t.Helper()
+	p := start(t, wordcountBin, args...)
+	p.waitFor(t, "local batches", func() bool { return len(batches(p.stdout.String())) >= n })
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t, exitBound)
+	return batches(p.stdout.String())
+}
+
+// checkAgainst compares a cluster job's batches with the local run's.
+func checkAgainst(t *testing.T, got, want []string) {
+	t.Helper()
+	n := min(len(got), len(want))
+	if n == 0 {
+		t.Fatal("no batches to compare")
+	}
+	for i := 0; i < n; i++ {
+		if got[i] != want[i] {
+			t.Fatalf("batch %d differs:\ncluster: %s\nlocal:   %s", i+1, got[i], want[i])
+		}
+	}
+}
+
+// checkNoGap fails if two consecutive printed batches are not one batch
+// interval (1s) apart: no batch may be skipped.
+func checkNoGap(t *testing.T, stdout string) {
+	t.Helper()
+	ts := batchTimes(stdout)
+	for i := 1; i < len(ts); i++ {
+		if d := ts[i].Sub(ts[i-1]); d != time.Second && d != time.Second-24*time.Hour {
+			t.Fatalf("batch %d at %s follows %s: a batch is missing", i+1, ts[i].Format(time.TimeOnly), ts[i-1].Format(time.TimeOnly))
+		}
+	}
+}
+
+var jobArgs = []string{"--lines-per-second", "20000", "--top", "8"}
+
+func TestClusterWordCountMatchesLocal(t *testing.T) {
+	c := newCluster(t, 2)
+	id := c.submit(jobArgs...)
+	want := localReference(t, 4, jobArgs...)
+	c.waitBatches(id, 4)
+	checkAgainst(t, batches(c.jobStdout(id)), want)
+	for i, e := range c.execs {
+		if !strings.Contains(e.stderr.String(), "job process started") {
+			t.Errorf("executor %d ran no task:\n%s", i, tail(e.stderr.String()))
+		}
+	}
+	if out, err := c.run("stop", id); err != nil || !strings.Contains(out, "stopping") {
+		t.Fatalf("stop: %q %v", out, err)
+	}
+	c.driver.waitFor(t, "the job to finish", func() bool {
+		out, _ := c.run("status", id)
+		return strings.Contains(out, "finished")
+	})
+	checkNoGap(t, c.jobStdout(id))
+}
+
+func TestClusterSurvivesExecutorKill(t *testing.T) {
+	heavy := []string{"--lines-per-second", "200000", "--top", "8"}
+	c := newCluster(t, 3)
+	id := c.submit(heavy...)
+	want := localReference(t, 12, heavy...)
+	c.waitBatches(id, 2)
+	// Kill one executor in the middle of a batch (batches take a good part
+	// of the interval at this rate, so map and reduce stages are running).
+	c.execs[0].signal(t, syscall.SIGKILL)
+	n := len(batches(c.jobStdout(id)))
+	c.waitBatches(id, n+4)
+	c.execs[1].signal(t, syscall.SIGKILL)
+	n = len(batches(c.jobStdout(id)))
+	c.waitBatches(id, n+3)
+	got := batches(c.jobStdout(id))
+	checkAgainst(t, got, want)
+	checkNoGap(t, c.jobStdout(id))
+	if !strings.Contains(c.jobStderr(id), "executor lost") {
+		t.Errorf("the job driver did not notice the lost executor:\n%s", tail(c.jobStderr(id)))
+	}
+}
+
+func TestClusterMembership(t *testing.T) {
+	c := newCluster(t, 1)
+	id := c.submit(jobArgs...)
+	want := localReference(t, 9, jobArgs...)
+	c.waitBatches(id, 2)
+	late := c.addExecutor(c.secret)
+	late.waitFor(t, "tasks on the executor that joined mid-stream", func() bool {
+		return strings.Contains(late.stderr.String(), "job process started")
+	})
+	// Stop the first executor gracefully: it drains and loses nothing.
+	c.execs[0].signal(t, syscall.SIGTERM)
+	if code := c.execs[0].wait(t, exitBound); code != 0 {
+		t.Fatalf("executor stopped with status %d", code)
+	}
+	n := len(batches(c.jobStdout(id)))
+	c.waitBatches(id, n+2)
+	checkAgainst(t, batches(c.jobStdout(id)), want)
+	checkNoGap(t, c.jobStdout(id))
+}
+
+func TestClusterRejectsWrongSecret(t *testing.T) {
+	c := newCluster(t, 0)
+	bad := filepath.Join(c.dir, "bad-secret")
+	if err := os.WriteFile(bad, []byte("not-the-cluster-secret-at-all\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := c.addExecutor(bad)
+	e.waitFor(t, "a refused registration", func() bool { return strings.Contains(e.stderr.String(), "Unauthenticated") })
+	id := c.submit(jobArgs...)
+	time.Sleep(3 * time.Second)
+	if strings.Contains(e.stderr.String(), "job process started") || strings.Contains(e.stderr.String(), "registered") {
+		t.Fatalf("an executor with the wrong secret got work:\n%s", e.stderr.String())
+	}
+	if n := len(batches(c.jobStdout(id))); n != 0 {
+		t.Fatalf("%d batches ran with no authenticated executor", n)
+	}
+	cmd := exec.Command(driverBin, "jobs", "--master", c.addr, "--secret-file", bad)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Unauthenticated") {
+		t.Fatalf("driver jobs with the wrong secret: %v %s", err, out)
+	}
+}
+
+func TestClusterRefusesTamperedBinary(t *testing.T) {
+	c := newCluster(t, 0)
+	id := c.submit(jobArgs...)
+	// Tamper with the stored binary before any executor fetched it.
+	bins, _ := filepath.Glob(filepath.Join(c.dir, "state", "binaries", "*"))
+	var stored string
+	for _, b := range bins {
+		if !strings.HasPrefix(filepath.Base(b), ".") {
+			stored = b
+		}
+	}
+	data, err := os.ReadFile(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	tmp := stored + ".tampered"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, stored); err != nil {
+		t.Fatal(err)
+	}
+	e := c.addExecutor(c.secret)
+	e.waitFor(t, "the refused binary", func() bool { return strings.Contains(e.stderr.String(), "hash mismatch") })
+	c.driver.waitFor(t, "the job to fail", func() bool {
+		out, _ := c.run("status", id)
+		return strings.Contains(out, "failed")
+	})
+	if strings.Contains(e.stderr.String(), "job process started") {
+		t.Fatal("the executor ran a tampered binary")
+	}
+	if !strings.Contains(c.jobStderr(id), "binary hash mismatch") {
+		t.Fatalf("the job's error does not say why:\n%s", tail(c.jobStderr(id)))
+	}
+}
