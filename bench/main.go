@@ -39,6 +39,9 @@ type config struct {
 	workloads   string
 	longBatch   int
 	longBatches int
+
+	clusterLines   int
+	clusterBatches int
 }
 
 func run(args []string, out io.Writer) error {
@@ -48,7 +51,9 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&cfg.batches, "batches", 8, "batches per measurement")
 	fs.IntVar(&cfg.slots, "slots", runtime.NumCPU(), "local task slots")
 	fs.IntVar(&cfg.empty, "empty-batches", 300, "batches for the empty-batch overhead")
-	fs.StringVar(&cfg.workloads, "workloads", "local,strings,windowed,empty,longwindow", "comma-separated workloads to run")
+	fs.StringVar(&cfg.workloads, "workloads", "local,strings,windowed,empty,longwindow,cluster", "comma-separated workloads to run")
+	fs.IntVar(&cfg.clusterLines, "cluster-lines", 400_000, "cluster: generated lines per 1 s batch")
+	fs.IntVar(&cfg.clusterBatches, "cluster-batches", 7, "cluster: batches measured per mode")
 	fs.IntVar(&cfg.longBatch, "long-lines", 2000, "longwindow: lines per 1 s batch")
 	fs.IntVar(&cfg.longBatches, "long-batches", 4000, "longwindow: batches to run through the 1 h window")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +103,11 @@ func run(args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "empty-batch overhead (local): %v per batch (target <= 2ms)\n", per)
+	}
+	if want["cluster"] {
+		if err := clusterBench(cfg, out); err != nil {
+			return err
+		}
 	}
 	if want["longwindow"] {
 		if err := longWindow(cfg, out); err != nil {
