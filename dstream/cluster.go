@@ -55,6 +55,19 @@ type resolver struct {
 	started bool
 	batches map[time.Time]*batch
 	latest  time.Time
+	// Shuffle outputs this process wrote, by batch: the driver forgets a
+	// batch's shuffles once it is done, so they are deleted then.
+	written map[time.Time][]int64
+	prune   func(ids []int64)
+}
+
+func (r *resolver) wrote(bt time.Time, id int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.written == nil {
+		r.written = map[time.Time][]int64{}
+	}
+	r.written[bt] = append(r.written[bt], id)
 }
 
 // Resolve implements cluster.Resolver: it generates the batch (once) and
@@ -89,6 +102,12 @@ func (r *resolver) Resolve(ctx context.Context, zero, bt time.Time, index, sub i
 			for t := range r.batches {
 				if !t.After(bt.Add(-c.maxRemember - c.cfg.BatchInterval)) {
 					delete(r.batches, t)
+				}
+			}
+			for t, ids := range r.written {
+				if t.Before(bt) && r.prune != nil {
+					r.prune(ids)
+					delete(r.written, t)
 				}
 			}
 		}
@@ -156,10 +175,11 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		if err != nil {
 			return err
 		}
-		shuffles, err := cluster.NewExecutorShuffle(env, pool)
+		store, shuffles, err := cluster.NewExecutorShuffle(env, pool)
 		if err != nil {
 			return err
 		}
+		c.resolver.prune = func(ids []int64) { store.RemoveShuffles(env.JobID, ids...) }
 		blocks := rdd.NewMemBlocks()
 		defer blocks.Close()
 		srv := grpc.NewServer(srvOpts...)
@@ -168,6 +188,7 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			Shuffle:  shuffles,
 			Blocks:   blocks,
 			Alloc:    c.cfg.Allocator,
+			Wrote:    c.resolver.wrote,
 		}))
 		return cluster.ServeUnix(ctx, env.TaskSocket, srv, log)
 	}

@@ -150,14 +150,14 @@ func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluic
 	return nil
 }
 
-// NewExecutorShuffle returns, for a job's executor process, the function
-// that makes each task's shuffle service.
-func NewExecutorShuffle(env Env, pool *Pool) (func(locations map[int64][]string) rdd.ShuffleService, error) {
+// NewExecutorShuffle returns, for a job's executor process, its shuffle
+// store and the function that makes each task's shuffle service.
+func NewExecutorShuffle(env Env, pool *Pool) (*ShuffleStore, func(locations map[int64][]string) rdd.ShuffleService, error) {
 	store, err := NewShuffleStore(env.ShuffleDir, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func(locations map[int64][]string) rdd.ShuffleService {
+	return store, func(locations map[int64][]string) rdd.ShuffleService {
 		return &taskShuffle{store: store, job: env.JobID, self: env.ExecutorAddr, locations: locations, pool: pool}
 	}, nil
 }

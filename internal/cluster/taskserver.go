@@ -76,6 +76,9 @@ type TaskServerConfig struct {
 	Shuffle func(locations map[int64][]string) rdd.ShuffleService
 	Blocks  rdd.BlockStore
 	Alloc   memory.Allocator
+	// Wrote, if set, is told of every shuffle map output written, by the
+	// batch it belongs to, so that old shuffle data can be deleted.
+	Wrote func(batch time.Time, shuffle int64)
 }
 
 // TaskServer runs tasks in a job's executor process: the Executor service's
@@ -132,10 +135,14 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 		return nil, invalidArgument("partition %d out of range [0,%d)", p, stage.NumTasks)
 	}
 	tc := &rdd.TaskContext{
-		Ctx:     ctx,
-		Alloc:   s.cfg.Alloc,
-		Shuffle: &translatedShuffle{inner: s.cfg.Shuffle(locations), toGlobal: toGlobal},
-		Blocks:  s.cfg.Blocks,
+		Ctx:   ctx,
+		Alloc: s.cfg.Alloc,
+		Shuffle: &translatedShuffle{inner: s.cfg.Shuffle(locations), toGlobal: toGlobal, wrote: func(id int64) {
+			if s.cfg.Wrote != nil {
+				s.cfg.Wrote(bt, id)
+			}
+		}},
+		Blocks: s.cfg.Blocks,
 	}
 	task := &scheduler.Task{
 		ID:        req.GetTaskId(),
@@ -165,6 +172,7 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 type translatedShuffle struct {
 	inner    rdd.ShuffleService
 	toGlobal map[int64]int64
+	wrote    func(global int64)
 }
 
 func (t *translatedShuffle) global(id int64) (int64, error) {
@@ -185,7 +193,11 @@ func (t *translatedShuffle) PutMapOutput(id int64, mapPart int, blocks []arrow.R
 		}
 		return err
 	}
-	return t.inner.PutMapOutput(g, mapPart, blocks)
+	if err := t.inner.PutMapOutput(g, mapPart, blocks); err != nil {
+		return err
+	}
+	t.wrote(g)
+	return nil
 }
 
 func (t *translatedShuffle) Fetch(ctx context.Context, id int64, numMaps, reducePart int, yield func(arrow.Record) error) error {
