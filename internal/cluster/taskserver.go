@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -208,7 +210,18 @@ func (t *translatedShuffle) Fetch(ctx context.Context, id int64, numMaps, reduce
 	return t.inner.Fetch(ctx, g, numMaps, reducePart, yield)
 }
 
-// EncodeIPC writes a record as an Arrow IPC stream.
+// Arrow IPC payloads cross processes (task results, shuffle blocks) framed
+// with a trailer: the payload's length (8 bytes, little endian), its CRC-32C
+// (4 bytes) and a magic word. Arrow's IPC reader trusts the lengths it reads
+// (a truncated stream can make it allocate gigabytes), so DecodeIPC checks
+// the frame before the reader ever sees the bytes.
+const ipcMagic = "SLC1"
+
+const ipcTrailer = 8 + 4 + len(ipcMagic)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// EncodeIPC writes a record as a framed Arrow IPC stream.
 func EncodeIPC(rec arrow.Record, mem memory.Allocator) ([]byte, error) {
 	var buf bytes.Buffer
 	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(mem))
@@ -219,27 +232,45 @@ func EncodeIPC(rec arrow.Record, mem memory.Allocator) ([]byte, error) {
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
+	payload := buf.Len()
+	var tr [ipcTrailer]byte
+	binary.LittleEndian.PutUint64(tr[0:8], uint64(payload))
+	binary.LittleEndian.PutUint32(tr[8:12], crc32.Checksum(buf.Bytes(), crcTable))
+	copy(tr[12:], ipcMagic)
+	buf.Write(tr[:])
 	return buf.Bytes(), nil
 }
 
-// DecodeIPC reads the single record of an Arrow IPC stream; the caller
-// releases it. Malformed input is an error, never a panic.
+// DecodeIPC reads the single record of a framed Arrow IPC stream; the
+// caller releases it. Malformed, truncated or corrupted input is an error,
+// never a panic.
 func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
+	if len(b) < ipcTrailer || string(b[len(b)-len(ipcMagic):]) != ipcMagic {
+		return nil, errors.New("cluster: malformed Arrow IPC payload: no frame trailer")
+	}
+	tr := b[len(b)-ipcTrailer:]
+	payload := b[:len(b)-ipcTrailer]
+	if n := binary.LittleEndian.Uint64(tr[0:8]); n != uint64(len(payload)) {
+		return nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %d bytes, frame says %d (truncated?)", len(payload), n)
+	}
+	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(tr[8:12]) {
+		return nil, errors.New("cluster: corrupt Arrow IPC payload: checksum mismatch")
+	}
 	defer func() {
 		if v := recover(); v != nil {
-			rec, err = nil, fmt.Errorf("cluster: malformed Arrow IPC result: %v", v)
+			rec, err = nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %v", v)
 		}
 	}()
-	r, err := ipc.NewReader(bytes.NewReader(b), ipc.WithAllocator(mem))
+	r, err := ipc.NewReader(bytes.NewReader(payload), ipc.WithAllocator(mem))
 	if err != nil {
-		return nil, fmt.Errorf("cluster: malformed Arrow IPC result: %w", err)
+		return nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %w", err)
 	}
 	defer r.Release()
 	if !r.Next() {
 		if err := r.Err(); err != nil {
-			return nil, fmt.Errorf("cluster: malformed Arrow IPC result: %w", err)
+			return nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %w", err)
 		}
-		return nil, errors.New("cluster: empty Arrow IPC result")
+		return nil, errors.New("cluster: empty Arrow IPC payload")
 	}
 	rec = r.Record()
 	rec.Retain()
