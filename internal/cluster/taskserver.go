@@ -2,13 +2,13 @@ package cluster
 
 import (
 	"bytes"
-	"encoding/binary"
-	"hash/crc32"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
