@@ -7,8 +7,9 @@ import (
 	"github.com/apache/arrow/go/v15/arrow"
 )
 
-// FromRecords makes a source RDD with one partition per record. The RDD
-// takes ownership of the records; Release drops them.
+// FromRecords makes a source RDD with one partition per record (nil for an
+// empty partition). The records stay the caller's, who releases them after
+// the RDD's last use.
 func FromRecords[T any](op string, c Codec[T], parts []arrow.Record) *RDD[T] {
 	n := newNode(op, len(parts))
 	return &RDD[T]{node: n, codec: c, iter: func(tc *TaskContext, part int, yield func(T) bool) error {
