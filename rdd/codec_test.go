@@ -56,7 +56,6 @@ func TestCodecRoundTrips(t *testing.T) {
 
 type registered struct{ N int64 }
 
-
 func TestRegisterCodec(t *testing.T) {
 	RegisterCodec[registered](JSONCodec[registered]{})
 	if _, ok := CodecOf[registered]().(JSONCodec[registered]); !ok {
