@@ -59,27 +59,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // secretFlags are the authentication flags every command takes.
 type secretFlags struct {
-	file     *string
-	insecure *bool
+	file                   *string
+	insecure               *bool
+	tlsCert, tlsKey, tlsCA *string
 }
 
 func addSecretFlags(fs *flag.FlagSet) secretFlags {
 	return secretFlags{
 		file:     fs.String("secret-file", "", "file holding the cluster secret (or set SLUICE_SECRET)"),
 		insecure: fs.Bool("insecure", false, "run without authentication (anyone who can reach the port can use it)"),
+		tlsCert:  fs.String("tls-cert", "", "PEM certificate: serve and connect with TLS"),
+		tlsKey:   fs.String("tls-key", "", "PEM key of --tls-cert"),
+		tlsCA:    fs.String("tls-ca", "", "PEM CA: verify peers against it and require client certificates (mutual TLS)"),
 	}
 }
 
 func (f secretFlags) load() (cluster.Secret, error) {
+	var s cluster.Secret
+	var err error
 	switch {
 	case *f.insecure:
-		return cluster.Insecure(), nil
+		s = cluster.Insecure()
 	case *f.file != "":
-		return cluster.SecretFromFile(*f.file)
+		s, err = cluster.SecretFromFile(*f.file)
 	case os.Getenv("SLUICE_SECRET") != "":
-		return cluster.NewSecret(os.Getenv("SLUICE_SECRET"), "SLUICE_SECRET")
+		s, err = cluster.NewSecret(os.Getenv("SLUICE_SECRET"), "SLUICE_SECRET")
+	default:
+		return s, usageError{errors.New("--secret-file is required (or SLUICE_SECRET, or --insecure to run without authentication)")}
 	}
-	return cluster.Secret{}, usageError{errors.New("--secret-file is required (or SLUICE_SECRET, or --insecure to run without authentication)")}
+	if err != nil {
+		return s, err
+	}
+	return s.WithTLS(cluster.TLSFiles{Cert: abs(*f.tlsCert), Key: abs(*f.tlsKey), CA: abs(*f.tlsCA)})
+}
+
+// abs makes a path absolute, for processes started in other directories.
+func abs(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 func parse(fs *flag.FlagSet, args []string) error {

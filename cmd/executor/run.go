@@ -37,6 +37,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	id := fs.String("id", "", "executor id (default: host name and port)")
 	secretFile := fs.String("secret-file", "", "file holding the cluster secret (or set SLUICE_SECRET)")
 	insecureFlag := fs.Bool("insecure", false, "run without authentication (anyone who can reach the port can use it)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve and connect with TLS")
+	tlsKey := fs.String("tls-key", "", "PEM key of --tls-cert")
+	tlsCA := fs.String("tls-ca", "", "PEM CA: verify peers against it and require client certificates (mutual TLS)")
 	drain := fs.Duration("drain-grace", 10*time.Second, "after SIGTERM, how long to keep serving shuffle data once the last task finished")
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Errorf("%w (run with --help for the flags)", err)}
@@ -65,6 +68,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	default:
 		return usageError{errors.New("--secret-file is required (or SLUICE_SECRET, or --insecure to run without authentication)")}
+	}
+	abs := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		a, _ := filepath.Abs(p)
+		return a
+	}
+	if secret, err = secret.WithTLS(cluster.TLSFiles{Cert: abs(*tlsCert), Key: abs(*tlsKey), CA: abs(*tlsCA)}); err != nil {
+		return err
 	}
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {

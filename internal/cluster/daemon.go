@@ -370,7 +370,7 @@ func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
 			return fmt.Errorf("job process did not serve tasks within 30s: %s", p.stderr.last())
 		}
 	}
-	conn, err := grpc.NewClient("unix://"+p.socket, d.cfg.Secret.DialOptions()...)
+	conn, err := grpc.NewClient("unix://"+p.socket, d.cfg.Secret.Local().DialOptions()...)
 	if err != nil {
 		cmd.Process.Kill()
 		return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -27,6 +30,54 @@ const MaxMessageBytes = 8 << 20
 type Secret struct {
 	key      []byte
 	insecure bool
+	tls      *TLSFiles
+	server   *tls.Config
+	client   *tls.Config
+}
+
+// TLSFiles names the PEM files of TLS. With Cert and Key, listeners serve
+// TLS and clients present the certificate; with CA, peers' certificates must
+// be signed by it (mutual TLS) and clients verify servers against it.
+type TLSFiles struct {
+	Cert, Key, CA string
+}
+
+// WithTLS returns s with TLS from files (the secret is still checked).
+func (s Secret) WithTLS(f TLSFiles) (Secret, error) {
+	if f.Cert == "" && f.Key == "" && f.CA == "" {
+		return s, nil
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return s, errors.New("cluster: TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+	}
+	if f.Cert == "" {
+		return s, errors.New("cluster: --tls-ca needs --tls-cert and --tls-key too")
+	}
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return s, fmt.Errorf("cluster: TLS key pair: %w", err)
+	}
+	srv := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cli := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return s, fmt.Errorf("cluster: TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return s, fmt.Errorf("cluster: TLS CA %s holds no PEM certificate", f.CA)
+		}
+		srv.ClientCAs, srv.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		cli.RootCAs = pool
+	}
+	s.tls, s.server, s.client = &f, srv, cli
+	return s, nil
+}
+
+// TLSFromEnv reads SLUICE_TLS_CERT, SLUICE_TLS_KEY and SLUICE_TLS_CA.
+func TLSFromEnv() TLSFiles {
+	return TLSFiles{Cert: os.Getenv("SLUICE_TLS_CERT"), Key: os.Getenv("SLUICE_TLS_KEY"), CA: os.Getenv("SLUICE_TLS_CA")}
 }
 
 // MinSecretBytes is the shortest accepted cluster secret.
@@ -72,15 +123,29 @@ func SecretFromEnv() (Secret, error) {
 	return Secret{}, errors.New("cluster: no cluster secret: set SLUICE_SECRET_FILE or SLUICE_SECRET (or SLUICE_INSECURE=1 to run without authentication)")
 }
 
-// Env returns the environment that passes this secret to a child process.
+// Env returns the environment that passes this secret (and TLS files) to a
+// child process.
 func (s Secret) Env(secretFile string) []string {
+	var env []string
 	switch {
 	case s.insecure:
-		return []string{"SLUICE_INSECURE=1"}
+		env = []string{"SLUICE_INSECURE=1"}
 	case secretFile != "":
-		return []string{"SLUICE_SECRET_FILE=" + secretFile}
+		env = []string{"SLUICE_SECRET_FILE=" + secretFile}
+	default:
+		env = []string{"SLUICE_SECRET=" + string(s.key)}
 	}
-	return []string{"SLUICE_SECRET=" + string(s.key)}
+	if s.tls != nil {
+		env = append(env, "SLUICE_TLS_CERT="+s.tls.Cert, "SLUICE_TLS_KEY="+s.tls.Key, "SLUICE_TLS_CA="+s.tls.CA)
+	}
+	return env
+}
+
+// Local returns s without TLS, for the unix socket between an executor and
+// its job processes (same machine, private directory).
+func (s Secret) Local() Secret {
+	s.tls, s.server, s.client = nil, nil, nil
+	return s
 }
 
 const authHeader = "authorization"
@@ -117,7 +182,7 @@ func (s Secret) ServerOptions(log *slog.Logger) []grpc.ServerOption {
 	if s.insecure && log != nil {
 		log.Warn("cluster: authentication is off (--insecure): any process that can reach this port can use it")
 	}
-	return []grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := s.check(ctx); err != nil {
 				return nil, err
@@ -135,13 +200,21 @@ func (s Secret) ServerOptions(log *slog.Logger) []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
 	}
+	if s.server != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.server)))
+	}
+	return opts
 }
 
 // DialOptions present the secret on every call and detect a dead peer
 // within a few seconds.
 func (s Secret) DialOptions() []grpc.DialOption {
+	creds := insecure.NewCredentials()
+	if s.client != nil {
+		creds = credentials.NewTLS(s.client)
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
 	}
@@ -151,20 +224,25 @@ func (s Secret) DialOptions() []grpc.DialOption {
 	return opts
 }
 
-// ClientOptionsFromEnv returns the dial options of a job process.
+// ClientOptionsFromEnv returns the dial options of a job process (to the
+// coordinator and executors: TLS if configured).
 func ClientOptionsFromEnv() ([]grpc.DialOption, error) {
 	s, err := SecretFromEnv()
 	if err != nil {
 		return nil, err
 	}
+	if s, err = s.WithTLS(TLSFromEnv()); err != nil {
+		return nil, err
+	}
 	return s.DialOptions(), nil
 }
 
-// ServerOptionsFromEnv returns the server options of a job process.
+// ServerOptionsFromEnv returns the server options of a job executor
+// process, which serves its daemon on a unix socket (no TLS).
 func ServerOptionsFromEnv() ([]grpc.ServerOption, error) {
 	s, err := SecretFromEnv()
 	if err != nil {
 		return nil, err
 	}
-	return s.ServerOptions(nil), nil
+	return s.Local().ServerOptions(nil), nil
 }
