@@ -179,16 +179,18 @@ func IsFetchFailed(err error) (*FetchFailedError, bool) {
 	return ff, ok
 }
 
-// callSite returns the file:line of the first caller outside Sluice's own
-// packages, so that an operator can be found in the user's code.
-func callSite() string {
-	pcs := make([]uintptr, 16)
+// CallSite returns the file:line of the first caller outside Sluice's API
+// packages (rdd and dstream; their tests count as user code), so that an
+// operator can be found in the user's code. It returns "" when there is none.
+func CallSite() string {
+	pcs := make([]uintptr, 24)
 	n := runtime.Callers(2, pcs)
 	frames := runtime.CallersFrames(pcs[:n])
 	for {
 		f, more := frames.Next()
-		if !strings.Contains(f.Function, "github.com/sluicehq/sluice/rdd.") &&
-			!strings.Contains(f.Function, "github.com/sluicehq/sluice/dstream.") {
+		inAPI := strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/rdd.") ||
+			strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/dstream.")
+		if !inAPI || strings.HasSuffix(f.File, "_test.go") {
 			file := f.File
 			if i := strings.LastIndexByte(file, '/'); i >= 0 {
 				file = file[i+1:]
@@ -202,7 +204,7 @@ func callSite() string {
 }
 
 func newNode(op string, parts int, deps ...Dep) *Node {
-	return &Node{ID: newID(), Op: op, Site: callSite(), Parts: parts, Deps: deps}
+	return &Node{ID: newID(), Op: op, Site: CallSite(), Parts: parts, Deps: deps}
 }
 
 // Seq returns the values of one partition as an iterator, for use inside
