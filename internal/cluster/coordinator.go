@@ -3,8 +3,6 @@ package cluster
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -248,47 +246,19 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	if err := c.checkPlatform(h.GetPlatform()); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".upload-")
-	if err != nil {
-		return status.Errorf(codes.Internal, "submit: %v", err)
-	}
-	defer os.Remove(tmp.Name())
-	sum := sha256.New()
-	var size int64
-	for {
+	err = receiveBinary(path, h.GetSha256(), h.GetSize(), MaxBinaryBytes, func() ([]byte, error) {
 		m, err := stream.Recv()
-		if err == io.EOF {
-			break
+		return m.GetData(), err
+	})
+	var mismatch *hashMismatch
+	if _, isStatus := status.FromError(err); err != nil && !isStatus {
+		if errors.As(err, &mismatch) || errors.Is(err, errTooLarge) {
+			return status.Errorf(codes.InvalidArgument, "submit: %v", err)
 		}
-		if err != nil {
-			tmp.Close()
-			return err
-		}
-		d := m.GetData()
-		size += int64(len(d))
-		if size > h.GetSize() {
-			tmp.Close()
-			return status.Errorf(codes.InvalidArgument, "submit: more bytes than the header's size %d", h.GetSize())
-		}
-		sum.Write(d)
-		if _, err := tmp.Write(d); err != nil {
-			tmp.Close()
-			return status.Errorf(codes.Internal, "submit: %v", err)
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
 		return status.Errorf(codes.Internal, "submit: %v", err)
 	}
-	tmp.Close()
-	if got := hex.EncodeToString(sum.Sum(nil)); got != h.GetSha256() || size != h.GetSize() {
-		return status.Errorf(codes.InvalidArgument, "submit: binary hash mismatch: received %d bytes with SHA-256 %s, header says %d bytes %s", size, got, h.GetSize(), h.GetSha256())
-	}
-	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
-		return status.Errorf(codes.Internal, "submit: %v", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return status.Errorf(codes.Internal, "submit: %v", err)
+	if err != nil {
+		return err // the stream's own error
 	}
 	id, err := c.startJob(h, path)
 	if err != nil {

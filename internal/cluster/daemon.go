@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -257,40 +255,18 @@ func (d *Daemon) binary(ctx context.Context, sha string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("fetch job binary: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".download-")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	sum := sha256.New()
-	var size int64
-	for {
+	err = receiveBinary(path, sha, 0, MaxBinaryBytes, func() ([]byte, error) {
 		c, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			tmp.Close()
-			return "", fmt.Errorf("fetch job binary: %w", err)
-		}
-		if size += int64(len(c.GetData())); size > MaxBinaryBytes {
-			tmp.Close()
-			return "", fmt.Errorf("fetch job binary: larger than %d bytes", MaxBinaryBytes)
-		}
-		sum.Write(c.GetData())
-		tmp.Write(c.GetData())
+		return c.GetData(), err
+	})
+	var mismatch *hashMismatch
+	if errors.As(err, &mismatch) {
+		d.cfg.Log.Error("executor: job binary hash mismatch: refusing to run it", slog.String("want", sha), slog.String("got", mismatch.gotSHA))
 	}
-	if err := tmp.Close(); err != nil {
-		return "", err
+	if err != nil {
+		return "", fmt.Errorf("fetch job binary: %w", err)
 	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != sha {
-		d.cfg.Log.Error("executor: job binary hash mismatch: refusing to run it", slog.String("want", sha), slog.String("got", got))
-		return "", fmt.Errorf("binary hash mismatch: refusing to run it (expected SHA-256 %s, received %s)", sha, got)
-	}
-	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
-		return "", err
-	}
-	return path, os.Rename(tmp.Name(), path)
+	return path, nil
 }
 
 // process returns the job's task process, starting it if needed.
