@@ -40,10 +40,15 @@ type Job struct {
 	OnResult func(part int, rec arrow.Record) error
 
 	finished atomic.Bool
+	done     chan struct{} // closed when the job is over
 }
 
 // Finished reports whether the job is over; backends drop its queued tasks.
 func (j *Job) Finished() bool { return j.finished.Load() }
+
+// Done is closed when the job is over (nil for a job never submitted):
+// backends kill its tasks still running.
+func (j *Job) Done() <-chan struct{} { return j.done }
 
 // Task is one attempt at one partition of one stage.
 type Task struct {
@@ -198,6 +203,7 @@ func NewCore(maxAttempts int, cached func(*rdd.Node) bool) *Core {
 func (c *Core) Submit(job *Job) []Action {
 	c.nextJob++
 	job.ID = c.nextJob
+	job.done = make(chan struct{})
 	js := &jobState{job: job, runs: map[int]*stageRun{}, done: map[int]bool{}, metrics: map[int]*StageMetrics{}}
 	js.result = c.planner.resultStage(job.Final)
 	c.jobs[job.ID] = js
@@ -449,6 +455,9 @@ func (c *Core) RemoveShuffles(ids ...int64) {
 func (c *Core) finish(js *jobState, err error, acts []Action) []Action {
 	delete(c.jobs, js.job.ID)
 	js.job.finished.Store(true)
+	if js.job.done != nil {
+		close(js.job.done)
+	}
 	for id, t := range c.tasks {
 		if t.Job == js.job {
 			delete(c.tasks, id) // their results will be ignored

@@ -232,7 +232,21 @@ func (b *RemoteBackend) run(t *scheduler.Task, e *remoteExec) {
 		res.Err = fmt.Errorf("%w: %s: %v", scheduler.ErrExecutorLost, e.addr, err)
 		return
 	}
-	resp, err := client.RunTask(b.ctx, req)
+	// A task of a job that ended (failed, or abandoned) is killed: its
+	// call is cancelled, which the executor passes on to the task.
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	go func() { // ends with the task (ctx) at the latest
+		select {
+		case <-t.Job.Done():
+			kctx, kcancel := context.WithTimeout(ctx, 2*time.Second)
+			defer kcancel()
+			client.KillTask(kctx, &sluicev1.KillTaskRequest{TaskId: t.ID})
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	resp, err := client.RunTask(ctx, req)
 	if err != nil {
 		res.Err = fmt.Errorf("%w: %s: %v", scheduler.ErrExecutorLost, e.addr, err)
 		b.suspect(e)

@@ -51,7 +51,8 @@ type Daemon struct {
 	running  int
 	draining bool
 	jobs     map[string]*jobProc
-	binMu    sync.Mutex // serializes binary downloads
+	killers  map[int64]context.CancelFunc // running tasks by id
+	binMu    sync.Mutex                   // serializes binary downloads
 	idle     *sync.Cond
 }
 
@@ -97,7 +98,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}}
+	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}, killers: map[int64]context.CancelFunc{}}
 	d.idle = sync.NewCond(&d.mu)
 	return d, nil
 }
@@ -231,6 +232,16 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	if err != nil {
 		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.mu.Lock()
+	d.killers[req.GetTaskId()] = cancel
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.killers, req.GetTaskId())
+		d.mu.Unlock()
+	}()
 	resp, err := sluicev1.NewExecutorClient(p.conn).RunTask(ctx, req)
 	if err != nil {
 		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: fmt.Sprintf("job process: %v %s", err, p.stderr.last()), ExecutorEpoch: epoch}, nil
@@ -354,6 +365,20 @@ func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
 	p.conn = conn
 	d.cfg.Log.Info("executor: job process started", slog.String("job", job), slog.Int("pid", cmd.Process.Pid))
 	return nil
+}
+
+// KillTask implements sluicev1.ExecutorServer: it cancels the task's call
+// into its job process, whose task context is then done (shuffle fetches
+// and sources stop; a user function runs until it returns).
+func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sluicev1.KillTaskResponse, error) {
+	d.mu.Lock()
+	kill := d.killers[req.GetTaskId()]
+	d.mu.Unlock()
+	if kill == nil {
+		return nil, status.Errorf(codes.NotFound, "task %d is not running here", req.GetTaskId())
+	}
+	kill()
+	return &sluicev1.KillTaskResponse{}, nil
 }
 
 // EndJob implements sluicev1.ExecutorServer.
