@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/dstream"
 	"github.com/sluicehq/sluice/dstream/dstreamtest"
+	"github.com/sluicehq/sluice/rdd"
 )
 
 // Joins, state and event time against plain references over many batches.
@@ -83,8 +84,12 @@ func TestJoinsAgainstReference(t *testing.T) {
 				sort.Ints(y)
 				return show(e.Key, fmt.Sprint(x), fmt.Sprint(y))
 			}))
+			tw := dstreamtest.Output(h, dstream.TransformWith(a, b, func(_ time.Time, ra, rb *rdd.RDD[kv]) *rdd.RDD[kv] {
+				return rdd.Union(ra, rb)
+			}))
 			h.Run(n)
 			for i := 0; i < n; i++ {
+				check(t, "transformWith", i, render(tw.Batch(i)), render(append(append([]kv(nil), left[i]...), right[i]...)))
 				l, rr := byKey(left[i]), byKey(right[i])
 				var wj, wl, wr, wf, wc []string
 				keys := map[string]bool{}
