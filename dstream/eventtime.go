@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicehq/sluice/rdd"
 )
 
 // EventWindow is one emitted event-time window of one key.
@@ -159,65 +158,47 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 	// State per key: its open windows by start (Unix nanoseconds).
 	store := newStateStore[K, map[int64]V](spec.Name, n)
 	op := &eventTimeOp{lateness: spec.AllowedLateness, pending: map[time.Time]map[int]taskEvents{}, wmAt: map[time.Time]time.Time{}}
-	var out *DStream[EventWindow[K, V]]
-	out = newStream(ctx, "eventWindow", s.b.slide, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[EventWindow[K, V]], error) {
-		parent, err := s.rddAt(t)
-		if err != nil {
-			return nil, err
-		}
-		if parent == nil {
-			parent = rdd.Empty[KV[K, V]]("eventWindow", 0)
-		}
-		grouped := rdd.GroupByKey(parent, n)
-		r := rdd.MapPartitionsWithContext(grouped, "eventWindow("+spec.Name+")", rdd.CodecOf[EventWindow[K, V]](),
-			func(tc *rdd.TaskContext, part int, in iter.Seq[KV[K, []V]], yield func(EventWindow[K, V]) bool) error {
-				x, err := store.begin(part, t)
-				if err != nil {
-					return err
+	out := keyedState(s, "eventWindow", spec.Name, store, func(t time.Time, x *txn[K, map[int64]V], in iter.Seq[KV[K, []V]], yield func(EventWindow[K, V]) bool) error {
+		wm := op.watermarkFor(t)
+		var ev taskEvents
+		for kv := range in {
+			e, ok := x.get(kv.Key)
+			var wins map[int64]V
+			if ok {
+				wins = maps.Clone(e.value) // the committed map stays as it was
+			} else {
+				wins = map[int64]V{}
+			}
+			changed := false
+			for _, v := range kv.Value {
+				ts := spec.Timestamp(KV[K, V]{Key: kv.Key, Value: v})
+				if !wm.IsZero() && ts.Before(wm) {
+					ev.dropped++
+					continue
 				}
-				wm := op.watermarkFor(t)
-				var ev taskEvents
-				for kv := range in {
-					e, ok := x.get(kv.Key)
-					var wins map[int64]V
-					if ok {
-						wins = maps.Clone(e.value) // the committed map stays as it was
+				if ts.After(ev.maxEvent) {
+					ev.maxEvent = ts
+				}
+				for _, start := range windowStarts(ts, win, slide) {
+					if cur, ok := wins[start]; ok {
+						wins[start] = spec.Reduce(cur, v)
 					} else {
-						wins = map[int64]V{}
+						wins[start] = v
 					}
-					changed := false
-					for _, v := range kv.Value {
-						ts := spec.Timestamp(KV[K, V]{Key: kv.Key, Value: v})
-						if !wm.IsZero() && ts.Before(wm) {
-							ev.dropped++
-							continue
-						}
-						if ts.After(ev.maxEvent) {
-							ev.maxEvent = ts
-						}
-						for _, start := range windowStarts(ts, win, slide) {
-							if cur, ok := wins[start]; ok {
-								wins[start] = spec.Reduce(cur, v)
-							} else {
-								wins[start] = v
-							}
-							changed = true
-						}
-					}
-					if changed {
-						x.set(kv.Key, stateEntry[map[int64]V]{value: wins, touched: t})
-					}
+					changed = true
 				}
-				if !wm.IsZero() {
-					if err := emitClosed(x, wm, win, yield); err != nil {
-						return err
-					}
-				}
-				x.finish()
-				op.report(t, part, ev)
-				return nil
-			})
-		return r.Persist(), nil
+			}
+			if changed {
+				x.set(kv.Key, stateEntry[map[int64]V]{value: wins, touched: t})
+			}
+		}
+		if !wm.IsZero() {
+			if err := emitClosed(x, wm, win, yield); err != nil {
+				return err
+			}
+		}
+		op.report(t, x.part, ev)
+		return nil
 	})
 	out.b.validate = func() error {
 		switch {

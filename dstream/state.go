@@ -52,6 +52,40 @@ func forceJob[T any](name string, r *rdd.RDD[T]) *outputJob {
 	}}
 }
 
+// keyedState makes the stream of a stateful operator over s: at every batch
+// the parent's values are grouped by key into the state's partitions (the
+// same placement as the store's), and f runs once per partition with a
+// transaction on that partition of store, which is finished (the batch's
+// delta recorded) when f returns. The RDD is persisted: recomputing it
+// after its batch committed would read newer state.
+func keyedState[K comparable, V, S, U any](s *DStream[KV[K, V]], op, name string, store *stateStore[K, S],
+	f func(t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(U) bool) error) *DStream[U] {
+	n := len(store.parts)
+	return newStream(s.b.ctx, op, s.b.slide, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[U], error) {
+		parent, err := s.rddAt(t)
+		if err != nil {
+			return nil, err
+		}
+		if parent == nil {
+			parent = rdd.Empty[KV[K, V]](op, 0)
+		}
+		grouped := rdd.GroupByKey(parent, n)
+		r := rdd.MapPartitionsWithContext(grouped, op+"("+name+")", rdd.CodecOf[U](),
+			func(tc *rdd.TaskContext, part int, in iter.Seq[KV[K, []V]], yield func(U) bool) error {
+				x, err := store.begin(part, t)
+				if err != nil {
+					return err
+				}
+				if err := f(t, x, in, yield); err != nil {
+					return err
+				}
+				x.finish()
+				return nil
+			})
+		return r.Persist(), nil
+	})
+}
+
 // State is a key's state as seen by a MapWithState function.
 type State[S any] struct {
 	value     S
@@ -132,64 +166,46 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 		}
 		return e.touched.Add(timeout + 1) // due once t - touched > timeout
 	}
-	var out *DStream[U]
-	out = newStream(ctx, "mapWithState", s.b.slide, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[U], error) {
-		parent, err := s.rddAt(t)
-		if err != nil {
-			return nil, err
+	out := keyedState(s, "mapWithState", spec.Name, store, func(t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(U) bool) error {
+		seen := map[K]bool{}
+		for kv := range in {
+			e, ok := x.get(kv.Key)
+			st := State[S]{value: e.value, exists: ok}
+			for _, v := range kv.Value {
+				st.updated, st.removed = false, false
+				u, emit := spec.Func(kv.Key, rdd.Some(v), &st)
+				if emit && !yield(u) {
+					return fmt.Errorf("mapWithState(%s): output stopped early", spec.Name)
+				}
+			}
+			switch {
+			case st.exists:
+				x.set(kv.Key, stateEntry[S]{value: st.value, touched: t})
+			case ok:
+				x.remove(kv.Key)
+			}
+			if timeout > 0 {
+				seen[kv.Key] = true
+			}
 		}
-		if parent == nil {
-			parent = rdd.Empty[KV[K, V]]("mapWithState", 0)
-		}
-		grouped := rdd.GroupByKey(parent, n)
-		r := rdd.MapPartitionsWithContext(grouped, "mapWithState("+spec.Name+")", rdd.CodecOf[U](),
-			func(tc *rdd.TaskContext, part int, in iter.Seq[KV[K, []V]], yield func(U) bool) error {
-				x, err := store.begin(part, t)
-				if err != nil {
-					return err
+		if timeout > 0 && x.due() {
+			var expired []KV[K, S]
+			x.each(func(k K, e stateEntry[S]) bool {
+				if !seen[k] && t.Sub(e.touched) > timeout {
+					expired = append(expired, KV[K, S]{Key: k, Value: e.value})
 				}
-				seen := map[K]bool{}
-				for kv := range in {
-					e, ok := x.get(kv.Key)
-					st := State[S]{value: e.value, exists: ok}
-					for _, v := range kv.Value {
-						st.updated, st.removed = false, false
-						u, emit := spec.Func(kv.Key, rdd.Some(v), &st)
-						if emit && !yield(u) {
-							return fmt.Errorf("mapWithState(%s): output stopped early", spec.Name)
-						}
-					}
-					switch {
-					case st.exists:
-						x.set(kv.Key, stateEntry[S]{value: st.value, touched: t})
-					case ok:
-						x.remove(kv.Key)
-					}
-					if timeout > 0 {
-						seen[kv.Key] = true
-					}
-				}
-				if timeout > 0 && x.due() {
-					var expired []KV[K, S]
-					x.each(func(k K, e stateEntry[S]) bool {
-						if !seen[k] && t.Sub(e.touched) > timeout {
-							expired = append(expired, KV[K, S]{Key: k, Value: e.value})
-						}
-						return true
-					})
-					for _, kv := range expired {
-						st := State[S]{value: kv.Value, exists: true, timingOut: true}
-						u, emit := spec.Func(kv.Key, Option[V]{}, &st)
-						if emit && !yield(u) {
-							return fmt.Errorf("mapWithState(%s): output stopped early", spec.Name)
-						}
-						x.remove(kv.Key)
-					}
-				}
-				x.finish()
-				return nil
+				return true
 			})
-		return r.Persist(), nil
+			for _, kv := range expired {
+				st := State[S]{value: kv.Value, exists: true, timingOut: true}
+				u, emit := spec.Func(kv.Key, Option[V]{}, &st)
+				if emit && !yield(u) {
+					return fmt.Errorf("mapWithState(%s): output stopped early", spec.Name)
+				}
+				x.remove(kv.Key)
+			}
+		}
+		return nil
 	})
 	out.b.stateSize = store.size
 	ms := &MapWithStateStream[K, S, U]{DStream: out, store: store, state: out}
@@ -272,55 +288,37 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 	ctx := s.b.ctx
 	n := ctx.Parallelism()
 	store := newStateStore[K, S](name, n)
-	var out *DStream[KV[K, S]]
-	out = newStream(ctx, "updateStateByKey", s.b.slide, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[KV[K, S]], error) {
-		parent, err := s.rddAt(t)
-		if err != nil {
-			return nil, err
+	out := keyedState(s, "updateStateByKey", name, store, func(t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(KV[K, S]) bool) error {
+		seen := map[K]bool{}
+		for kv := range in {
+			e, ok := x.get(kv.Key)
+			if ns, keep := update(kv.Value, e.value, ok); keep {
+				x.set(kv.Key, stateEntry[S]{value: ns, touched: t})
+			} else if ok {
+				x.remove(kv.Key)
+			}
+			seen[rdd.Clone(kv.Key)] = true
 		}
-		if parent == nil {
-			parent = rdd.Empty[KV[K, V]]("updateStateByKey", 0)
+		var rest []KV[K, S]
+		x.each(func(k K, e stateEntry[S]) bool {
+			if !seen[k] {
+				rest = append(rest, KV[K, S]{Key: k, Value: e.value})
+			}
+			return true
+		})
+		for _, kv := range rest {
+			if ns, keep := update(nil, kv.Value, true); keep {
+				x.set(kv.Key, stateEntry[S]{value: ns, touched: t})
+			} else {
+				x.remove(kv.Key)
+			}
 		}
-		grouped := rdd.GroupByKey(parent, n)
-		r := rdd.MapPartitionsWithContext(grouped, "updateStateByKey("+name+")", rdd.CodecOf[KV[K, S]](),
-			func(tc *rdd.TaskContext, part int, in iter.Seq[KV[K, []V]], yield func(KV[K, S]) bool) error {
-				x, err := store.begin(part, t)
-				if err != nil {
-					return err
-				}
-				seen := map[K]bool{}
-				for kv := range in {
-					e, ok := x.get(kv.Key)
-					if ns, keep := update(kv.Value, e.value, ok); keep {
-						x.set(kv.Key, stateEntry[S]{value: ns, touched: t})
-					} else if ok {
-						x.remove(kv.Key)
-					}
-					seen[rdd.Clone(kv.Key)] = true
-				}
-				var rest []KV[K, S]
-				x.each(func(k K, e stateEntry[S]) bool {
-					if !seen[k] {
-						rest = append(rest, KV[K, S]{Key: k, Value: e.value})
-					}
-					return true
-				})
-				for _, kv := range rest {
-					if ns, keep := update(nil, kv.Value, true); keep {
-						x.set(kv.Key, stateEntry[S]{value: ns, touched: t})
-					} else {
-						x.remove(kv.Key)
-					}
-				}
-				var stopped bool
-				x.each(func(k K, e stateEntry[S]) bool {
-					stopped = !yield(KV[K, S]{Key: k, Value: e.value})
-					return !stopped
-				})
-				x.finish()
-				return nil
-			})
-		return r.Persist(), nil
+		var stopped bool
+		x.each(func(k K, e stateEntry[S]) bool {
+			stopped = !yield(KV[K, S]{Key: k, Value: e.value})
+			return !stopped
+		})
+		return nil
 	})
 	out.b.stateSize = store.size
 	ctx.registerStateful(name, out.b, &statefulStream[KV[K, S]]{

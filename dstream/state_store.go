@@ -62,6 +62,7 @@ func (st *stateStore[K, S]) load(init []KV[K, S], at time.Time) {
 
 // txn is one task attempt's view of a partition at batch time t.
 type txn[K comparable, S any] struct {
+	part  int
 	p     *statePart[K, S]
 	t     time.Time
 	delta map[K]*stateEntry[S]
@@ -71,7 +72,7 @@ func (st *stateStore[K, S]) begin(part int, t time.Time) (*txn[K, S], error) {
 	if part < 0 || part >= len(st.parts) {
 		return nil, fmt.Errorf("state %s: partition %d out of range [0,%d): the operator's input is not partitioned like its state", st.name, part, len(st.parts))
 	}
-	return &txn[K, S]{p: st.parts[part], t: t, delta: map[K]*stateEntry[S]{}}, nil
+	return &txn[K, S]{part: part, p: st.parts[part], t: t, delta: map[K]*stateEntry[S]{}}, nil
 }
 
 func (x *txn[K, S]) get(k K) (stateEntry[S], bool) {
