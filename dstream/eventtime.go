@@ -7,7 +7,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
 )
 
 // EventWindow is one emitted event-time window of one key.
