@@ -57,51 +57,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return usageError{fmt.Errorf("unknown command %q\n%s", args[0], usage)}
 }
 
-// secretFlags are the authentication flags every command takes.
-type secretFlags struct {
-	file                   *string
-	insecure               *bool
-	tlsCert, tlsKey, tlsCA *string
-}
-
-func addSecretFlags(fs *flag.FlagSet) secretFlags {
-	return secretFlags{
-		file:     fs.String("secret-file", "", "file holding the cluster secret (or set SLUICE_SECRET)"),
-		insecure: fs.Bool("insecure", false, "run without authentication (anyone who can reach the port can use it)"),
-		tlsCert:  fs.String("tls-cert", "", "PEM certificate: serve and connect with TLS"),
-		tlsKey:   fs.String("tls-key", "", "PEM key of --tls-cert"),
-		tlsCA:    fs.String("tls-ca", "", "PEM CA: verify peers against it and require client certificates (mutual TLS)"),
+// loadSecret turns the security flags into a secret; a missing one is a
+// usage error.
+func loadSecret(f cluster.SecurityFlags) (cluster.Secret, string, error) {
+	s, file, err := f.Load()
+	if errors.Is(err, cluster.ErrNoSecret) {
+		err = usageError{err}
 	}
-}
-
-func (f secretFlags) load() (cluster.Secret, error) {
-	var s cluster.Secret
-	var err error
-	switch {
-	case *f.insecure:
-		s = cluster.Insecure()
-	case *f.file != "":
-		s, err = cluster.SecretFromFile(*f.file)
-	case os.Getenv("SLUICE_SECRET") != "":
-		s, err = cluster.NewSecret(os.Getenv("SLUICE_SECRET"), "SLUICE_SECRET")
-	default:
-		return s, usageError{errors.New("--secret-file is required (or SLUICE_SECRET, or --insecure to run without authentication)")}
-	}
-	if err != nil {
-		return s, err
-	}
-	return s.WithTLS(cluster.TLSFiles{Cert: abs(*f.tlsCert), Key: abs(*f.tlsKey), CA: abs(*f.tlsCA)})
-}
-
-// abs makes a path absolute, for processes started in other directories.
-func abs(p string) string {
-	if p == "" {
-		return ""
-	}
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
+	return s, file, err
 }
 
 func parse(fs *flag.FlagSet, args []string) error {
@@ -117,14 +80,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", ":7077", "address to serve the cluster on")
 	advertise := fs.String("advertise", "", "address executors and jobs reach this driver at (default: the listen address, 127.0.0.1 for an empty host)")
 	stateDir := fs.String("state-dir", "", "directory for job binaries and job logs (required)")
-	sf := addSecretFlags(fs)
+	sf := cluster.AddSecurityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *stateDir == "" {
 		return usageError{errors.New("serve: --state-dir is required")}
 	}
-	secret, err := sf.load()
+	secret, secretFile, err := loadSecret(sf)
 	if err != nil {
 		return err
 	}
@@ -136,10 +99,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	adv := *advertise
 	if adv == "" {
 		adv = advertised(lis.Addr())
-	}
-	secretFile := ""
-	if *sf.file != "" {
-		secretFile, _ = filepath.Abs(*sf.file)
 	}
 	coord, err := cluster.NewCoordinator(cluster.CoordinatorConfig{
 		StateDir: *stateDir, Advertise: adv, Secret: secret, SecretFile: secretFile, Log: log,
@@ -171,11 +130,11 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	master := fs.String("master", "127.0.0.1:7077", "the driver's address")
 	name := fs.String("name", "", "submit: the job's name (default: the binary's file name)")
-	sf := addSecretFlags(fs)
+	sf := cluster.AddSecurityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	secret, err := sf.load()
+	secret, _, err := loadSecret(sf)
 	if err != nil {
 		return err
 	}

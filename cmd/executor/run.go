@@ -8,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -35,11 +33,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	workDir := fs.String("work-dir", "", "directory for job binaries, processes and shuffle data (required)")
 	slots := fs.Int("slots", runtime.NumCPU(), "tasks run at once")
 	id := fs.String("id", "", "executor id (default: host name and port)")
-	secretFile := fs.String("secret-file", "", "file holding the cluster secret (or set SLUICE_SECRET)")
-	insecureFlag := fs.Bool("insecure", false, "run without authentication (anyone who can reach the port can use it)")
-	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve and connect with TLS")
-	tlsKey := fs.String("tls-key", "", "PEM key of --tls-cert")
-	tlsCA := fs.String("tls-ca", "", "PEM CA: verify peers against it and require client certificates (mutual TLS)")
+	sf := cluster.AddSecurityFlags(fs)
 	drain := fs.Duration("drain-grace", 10*time.Second, "after SIGTERM, how long to keep serving shuffle data once the last task finished")
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Errorf("%w (run with --help for the flags)", err)}
@@ -52,31 +46,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	case *slots <= 0:
 		return usageError{fmt.Errorf("--slots %d: must be > 0", *slots)}
 	}
-	var secret cluster.Secret
-	var err error
-	switch {
-	case *insecureFlag:
-		secret = cluster.Insecure()
-	case *secretFile != "":
-		if secret, err = cluster.SecretFromFile(*secretFile); err != nil {
-			return err
-		}
-		*secretFile, _ = filepath.Abs(*secretFile)
-	case os.Getenv("SLUICE_SECRET") != "":
-		if secret, err = cluster.NewSecret(os.Getenv("SLUICE_SECRET"), "SLUICE_SECRET"); err != nil {
-			return err
-		}
-	default:
-		return usageError{errors.New("--secret-file is required (or SLUICE_SECRET, or --insecure to run without authentication)")}
+	secret, secretFile, err := sf.Load()
+	if errors.Is(err, cluster.ErrNoSecret) {
+		return usageError{err}
 	}
-	abs := func(p string) string {
-		if p == "" {
-			return ""
-		}
-		a, _ := filepath.Abs(p)
-		return a
-	}
-	if secret, err = secret.WithTLS(cluster.TLSFiles{Cert: abs(*tlsCert), Key: abs(*tlsKey), CA: abs(*tlsCA)}); err != nil {
+	if err != nil {
 		return err
 	}
 	lis, err := net.Listen("tcp", *listen)
@@ -93,7 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	d, err := cluster.NewDaemon(cluster.DaemonConfig{
 		ID: *id, DriverAddr: *driver, Advertise: adv, WorkDir: *workDir, Slots: *slots,
-		Secret: secret, SecretFile: *secretFile, DrainGrace: *drain,
+		Secret: secret, SecretFile: secretFile, DrainGrace: *drain,
 		Log: slog.New(slog.NewTextHandler(stderr, nil)).With(slog.String("role", "executor")),
 	})
 	if err != nil {

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRunFlagErrors(t *testing.T) {
+	t.Setenv("SLUICE_SECRET", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command"},
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"serve"}, "--state-dir is required"},
+		{[]string{"serve", "--state-dir", t.TempDir()}, "--secret-file is required"},
+		{[]string{"serve", "--no-such"}, "flag provided but not defined"},
+		{[]string{"submit", "--insecure"}, "which job binary"},
+		{[]string{"status", "--insecure"}, "give one job id"},
+		{[]string{"jobs", "--secret-file", "/nonexistent/secret"}, "cluster secret"},
+	} {
+		err := run(context.Background(), tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.args, err, tc.want)
+			continue
+		}
+		if strings.Contains(tc.want, "secret ") || tc.want == "cluster secret" {
+			continue
+		}
+		if code := exitCode(err); code != 2 {
+			t.Errorf("%v: exit %d, want 2", tc.args, code)
+		}
+	}
+}
