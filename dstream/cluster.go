@@ -42,8 +42,10 @@ func (c *Context) clusterCheck() error {
 			return fmt.Errorf("dstream: %s keeps its input in the driver process, which cluster mode does not ship to executors yet; use it in local mode (--master local[N]), or a source whose tasks read their input themselves (Rate)", in.base().name)
 		}
 	}
-	if len(c.stateful) > 0 {
-		return fmt.Errorf("dstream: stateful operators (%T ...) need checkpointed, placed state in cluster mode, which is not built yet; run this job in local mode", c.stateful[0])
+	for _, op := range c.stateful {
+		if l, ok := op.(interface{ localOnly() string }); ok && l.localOnly() != "" {
+			return fmt.Errorf("dstream: %s needs figures from every task on the driver (the watermark), which cluster mode does not gather yet; run this job in local mode", l.localOnly())
+		}
 	}
 	return nil
 }
@@ -68,6 +70,15 @@ func (r *resolver) wrote(bt time.Time, id int64) {
 		r.written = map[time.Time][]int64{}
 	}
 	r.written[bt] = append(r.written[bt], id)
+}
+
+// Commit implements cluster.Resolver: the batch's outputs all succeeded, so
+// the state this process wrote for it becomes the committed state.
+func (r *resolver) Commit(bt time.Time) error {
+	for _, op := range r.c.stateful {
+		op.commit(bt)
+	}
+	return nil
 }
 
 // Resolve implements cluster.Resolver: it generates the batch (once) and
@@ -152,7 +163,7 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		}
 		c.role = roleDriver
 		args := append([]string(nil), c.args...)
-		c.backend = cluster.NewRemoteBackend(cluster.BackendConfig{
+		rb := cluster.NewRemoteBackend(cluster.BackendConfig{
 			Driver:   sluicev1.NewDriverClient(conn),
 			Executor: pool.Executor,
 			Request: func(t *scheduler.Task) (*sluicev1.TaskRequest, error) {
@@ -166,6 +177,8 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			},
 			Log: log,
 		})
+		c.backend = rb
+		c.commitRemote = func(ctx context.Context, t time.Time) error { return rb.CommitState(ctx, env.JobID, t) }
 		return c.Run(ctx)
 	case roleExecutor:
 		c.role = roleExecutor

@@ -117,8 +117,10 @@ type Context struct {
 	role     string            // "", "driver" or "executor": see cluster.go
 	backend  scheduler.Backend // the cluster backend in the driver role
 	resolver *resolver         // the executor role's task resolver
-	args     []string          // the command-line arguments Main parsed
-	schedRef atomic.Pointer[scheduler.Scheduler]
+	// commitRemote commits a batch's state on the executors (driver role).
+	commitRemote func(ctx context.Context, t time.Time) error
+	args         []string // the command-line arguments Main parsed
+	schedRef     atomic.Pointer[scheduler.Scheduler]
 
 	// Runtime, set by start.
 	log         *slog.Logger
@@ -418,6 +420,11 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 	if err == nil {
 		for _, op := range c.stateful {
 			op.commit(b.time)
+		}
+		if c.commitRemote != nil && len(c.stateful) > 0 {
+			if cerr := c.commitRemote(ctx, b.time); cerr != nil {
+				err = fmt.Errorf("dstream: batch %s: %w", fmtTime(b.time), cerr)
+			}
 		}
 	}
 	end := time.Now()

@@ -217,7 +217,7 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 		return op.dropped
 	}
 	ctx.registerStateful(spec.Name, out.b, &statefulStream[EventWindow[K, V]]{
-		s: out, name: "eventWindow(" + spec.Name + ")",
+		s: out, name: "eventWindow(" + spec.Name + ")", local: true,
 		commit_: func(t time.Time) {
 			store.commit(t, nil)
 			op.commit(t)

@@ -82,6 +82,7 @@ func keyedState[K comparable, V, S, U any](s *DStream[KV[K, V]], op, name string
 				x.finish()
 				return nil
 			})
+		r.Node().State = name
 		return r.Persist(), nil
 	})
 }
@@ -262,6 +263,15 @@ type statefulStream[U any] struct {
 	name    string
 	commit_ func(t time.Time)
 	start   func()
+	// local is set for operators that cannot run in a cluster yet.
+	local bool
+}
+
+func (f *statefulStream[U]) localOnly() string {
+	if f.local {
+		return f.name
+	}
+	return ""
 }
 
 func (f *statefulStream[U]) force(t time.Time) (*outputJob, error) {

@@ -85,6 +85,7 @@ func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name str
 				x.finish()
 				return nil
 			})
+		r.Node().State = name
 		return r.Persist(), nil
 	})
 	out.b.lookback = window + slide

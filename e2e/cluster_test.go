@@ -75,7 +75,12 @@ func (e *exitError) Error() string { return e.ExitError.Error() + ": " + e.stder
 
 func (c *cluster) submit(args ...string) string {
 	c.t.Helper()
-	out, err := c.run(append([]string{"submit", wordcountBin, "--"}, args...)...)
+	return c.submitBinary(wordcountBin, args...)
+}
+
+func (c *cluster) submitBinary(bin string, args ...string) string {
+	c.t.Helper()
+	out, err := c.run(append([]string{"submit", bin, "--"}, args...)...)
 	if err != nil {
 		c.t.Fatalf("submit: %v", err)
 	}
@@ -135,7 +140,12 @@ func (c *cluster) waitBatches(id string, n int) {
 // localReference runs the same job in local mode for n batches.
 func localReference(t *testing.T, n int, args ...string) []string {
 	t.Helper()
-	p := start(t, wordcountBin, args...)
+	return localReferenceOf(t, wordcountBin, n, args...)
+}
+
+func localReferenceOf(t *testing.T, bin string, n int, args ...string) []string {
+	t.Helper()
+	p := start(t, bin, args...)
 	p.waitFor(t, "local batches", func() bool { return len(batches(p.stdout.String())) >= n })
 	p.signal(t, syscall.SIGTERM)
 	p.wait(t, exitBound)
@@ -291,4 +301,14 @@ func TestClusterRefusesTamperedBinary(t *testing.T) {
 	if !strings.Contains(c.jobStderr(id), "binary hash mismatch") {
 		t.Fatalf("the job's error does not say why:\n%s", tail(c.jobStderr(id)))
 	}
+}
+
+// Stateful operators in a cluster: each state partition stays on the
+// executor that first ran it, and commits there when the batch is done.
+func TestClusterStatefulMatchesLocal(t *testing.T) {
+	c := newCluster(t, 2)
+	id := c.submitBinary(statejobBin)
+	want := localReferenceOf(t, statejobBin, 12)
+	c.waitBatches(id, 12)
+	checkAgainst(t, batches(c.jobStdout(id)), want)
 }

@@ -40,6 +40,7 @@ var (
 	panicjobBin  string
 	driverBin    string
 	executorBin  string
+	statejobBin  string
 )
 
 func TestMain(m *testing.M) {
@@ -68,7 +69,7 @@ func build(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"../examples/wordcount", "./testdata/panicjob", "../cmd/driver", "../cmd/executor")
+		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "../cmd/driver", "../cmd/executor")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.WaitDelay = waitDelay
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -78,6 +79,7 @@ func build(dir string) error {
 	panicjobBin = filepath.Join(dir, "panicjob")
 	driverBin = filepath.Join(dir, "driver")
 	executorBin = filepath.Join(dir, "executor")
+	statejobBin = filepath.Join(dir, "statejob")
 	return nil
 }
 

@@ -27,6 +27,10 @@ type Node struct {
 	// Cached nodes keep their computed partitions in the task context's
 	// BlockStore; a later job reads them instead of recomputing the lineage.
 	Cached bool
+	// State names the operator state the node's tasks read and write, kept
+	// by partition in the process that runs them: in a cluster, partition p
+	// of such a node always runs on the same executor.
+	State string
 }
 
 // Dep is a dependency of a node on a parent. Narrow dependencies (Shuffle ==

@@ -87,3 +87,29 @@ func appendInt(b []byte, v int) []byte {
 	}
 	return append(b, tmp[i:]...)
 }
+
+// StateOf returns the operator state a stage's tasks use (rdd.Node.State of
+// a node pipelined into the stage), "" if none: such tasks must run where
+// that state's partition lives.
+func StateOf(s *Stage) string {
+	seen := map[*rdd.Node]bool{}
+	var find func(n *rdd.Node) string
+	find = func(n *rdd.Node) string {
+		if seen[n] {
+			return ""
+		}
+		seen[n] = true
+		if n.State != "" {
+			return n.State
+		}
+		for _, d := range n.Deps {
+			if d.Shuffle == nil {
+				if st := find(d.Parent); st != "" {
+					return st
+				}
+			}
+		}
+		return ""
+	}
+	return find(s.Node)
+}

@@ -51,6 +51,9 @@ type RemoteBackend struct {
 	execs  map[string]*remoteExec
 	queue  []*scheduler.Task
 	closed bool
+	// placed pins each partition of operator state to the executor that
+	// first ran it ("state/partition" -> address): the state lives there.
+	placed map[string]string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -79,7 +82,7 @@ func NewRemoteBackend(cfg BackendConfig) *RemoteBackend {
 		cfg.Log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &RemoteBackend{cfg: cfg, execs: map[string]*remoteExec{}, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
+	return &RemoteBackend{cfg: cfg, execs: map[string]*remoteExec{}, placed: map[string]string{}, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
 }
 
 // Start implements scheduler.Backend. It starts the refresh goroutine,
@@ -166,31 +169,63 @@ func (b *RemoteBackend) Launch(t *scheduler.Task) {
 }
 
 // dispatch starts queued tasks on executors with free slots, least loaded
-// first (ties by address, so placement is stable).
+// first (ties by address, so placement is stable). A task of a stage that
+// uses operator state goes to the executor holding that state's partition,
+// and waits for it if it is busy.
 func (b *RemoteBackend) dispatch() {
+	var fail []*scheduler.Task
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return
 	}
-	for len(b.queue) > 0 {
-		t := b.queue[0]
+	keep := b.queue[:0]
+	for _, t := range b.queue {
 		if t.Job.Finished() {
-			b.queue = b.queue[1:]
 			continue
 		}
-		e := b.pick()
-		if e == nil {
-			return
+		e, lost := b.pick(t)
+		switch {
+		case lost:
+			fail = append(fail, t)
+		case e == nil:
+			keep = append(keep, t)
+		default:
+			e.running++
+			b.wg.Go(func() { b.run(t, e) })
 		}
-		b.queue[0] = nil
-		b.queue = b.queue[1:]
-		e.running++
-		b.wg.Go(func() { b.run(t, e) })
+	}
+	clear(b.queue[len(keep):])
+	b.queue = keep
+	b.mu.Unlock()
+	for _, t := range fail {
+		// Reported from another goroutine: dispatch may run in the
+		// scheduler's own loop (Launch), which reads the reports.
+		b.wg.Go(func() {
+			b.report(scheduler.TaskResult{TaskID: t.ID, Err: fmt.Errorf(
+				"cluster: %s: partition %d of operator state %q was on an executor that is gone; state cannot be recovered before checkpoints (issue 5/6)",
+				t, t.Partition, scheduler.StateOf(t.Stage))})
+		})
 	}
 }
 
-func (b *RemoteBackend) pick() *remoteExec {
+// pick chooses an executor for t (nil: none free now). lost reports that
+// t's state partition lived on an executor that is gone.
+func (b *RemoteBackend) pick(t *scheduler.Task) (e *remoteExec, lost bool) {
+	state := scheduler.StateOf(t.Stage)
+	key := fmt.Sprintf("%s/%d", state, t.Partition)
+	if state != "" {
+		if addr, ok := b.placed[key]; ok {
+			e := b.execs[addr]
+			if e == nil {
+				return nil, true
+			}
+			if e.running < e.slots && !time.Now().Before(e.avoidUntil) {
+				return e, false
+			}
+			return nil, false
+		}
+	}
 	var free []*remoteExec
 	now := time.Now()
 	for _, e := range b.execs {
@@ -199,7 +234,7 @@ func (b *RemoteBackend) pick() *remoteExec {
 		}
 	}
 	if len(free) == 0 {
-		return nil
+		return nil, false
 	}
 	sort.Slice(free, func(i, j int) bool {
 		fi, fj := free[i].slots-free[i].running, free[j].slots-free[j].running
@@ -208,7 +243,35 @@ func (b *RemoteBackend) pick() *remoteExec {
 		}
 		return free[i].addr < free[j].addr
 	})
-	return free[0]
+	if state != "" {
+		b.placed[key] = free[0].addr
+	}
+	return free[0], false
+}
+
+// CommitState tells every executor to commit the operator state batch bt
+// wrote. An executor that cannot be reached fails the commit: its state is
+// lost.
+func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time) error {
+	b.mu.Lock()
+	holders := map[string]bool{}
+	for _, addr := range b.placed {
+		holders[addr] = true
+	}
+	b.mu.Unlock()
+	var errs []error
+	for addr := range holders {
+		client, err := b.cfg.Executor(addr)
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano()})
+			cancel()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("commit state on %s: %w", addr, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // run runs one task on e and reports it.

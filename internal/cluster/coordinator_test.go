@@ -89,6 +89,8 @@ func (f fixedResolver) Resolve(context.Context, time.Time, time.Time, int, int) 
 	return f.r, nil
 }
 
+func (fixedResolver) Commit(time.Time) error { return nil }
+
 func TestTaskServerRefusesAnotherGraph(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)

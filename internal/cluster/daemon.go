@@ -381,6 +381,22 @@ func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sl
 	return &sluicev1.KillTaskResponse{}, nil
 }
 
+// CommitState implements sluicev1.ExecutorServer: it passes the commit on
+// to the job's process, if this executor runs one.
+func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
+	d.mu.Lock()
+	p := d.jobs[req.GetJobId()]
+	d.mu.Unlock()
+	if p == nil {
+		return &sluicev1.CommitStateResponse{}, nil
+	}
+	<-p.ready
+	if p.err != nil || p.conn == nil {
+		return &sluicev1.CommitStateResponse{}, nil
+	}
+	return sluicev1.NewExecutorClient(p.conn).CommitState(ctx, req)
+}
+
 // EndJob implements sluicev1.ExecutorServer.
 func (d *Daemon) EndJob(_ context.Context, req *sluicev1.EndJobRequest) (*sluicev1.EndJobResponse, error) {
 	job := req.GetJobId()

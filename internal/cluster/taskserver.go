@@ -17,6 +17,8 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"github.com/sluicehq/sluice/rdd"
 	"github.com/sluicehq/sluice/scheduler"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Fingerprint identifies the shape of a job's lineage; the driver sends it
@@ -68,6 +70,8 @@ type Resolved struct {
 // job's graph.
 type Resolver interface {
 	Resolve(ctx context.Context, zero, batchTime time.Time, jobIndex, jobSub int) (Resolved, error)
+	// Commit commits the operator state the batch wrote in this process.
+	Commit(batchTime time.Time) error
 }
 
 // TaskServerConfig configures a TaskServer.
@@ -167,6 +171,14 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 		resp.ResultIpc = b
 	}
 	return resp, nil
+}
+
+// CommitState implements sluicev1.ExecutorServer.
+func (s *TaskServer) CommitState(_ context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
+	if err := s.cfg.Resolver.Commit(time.Unix(0, req.GetBatchTimeUnixNano())); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "commit state: %v", err)
+	}
+	return &sluicev1.CommitStateResponse{}, nil
 }
 
 // translatedShuffle maps the executor's process-local shuffle ids to the

@@ -1518,6 +1518,94 @@ func (*EndJobResponse) Descriptor() ([]byte, []int) {
 	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
 }
 
+type CommitStateRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	JobId             string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	BatchTimeUnixNano int64                  `protobuf:"varint,2,opt,name=batch_time_unix_nano,json=batchTimeUnixNano,proto3" json:"batch_time_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *CommitStateRequest) Reset() {
+	*x = CommitStateRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitStateRequest) ProtoMessage() {}
+
+func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitStateRequest.ProtoReflect.Descriptor instead.
+func (*CommitStateRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CommitStateRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CommitStateRequest) GetBatchTimeUnixNano() int64 {
+	if x != nil {
+		return x.BatchTimeUnixNano
+	}
+	return 0
+}
+
+type CommitStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitStateResponse) Reset() {
+	*x = CommitStateResponse{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitStateResponse) ProtoMessage() {}
+
+func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitStateResponse.ProtoReflect.Descriptor instead.
+func (*CommitStateResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
+}
+
 type FetchBlockRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1530,7 +1618,7 @@ type FetchBlockRequest struct {
 
 func (x *FetchBlockRequest) Reset() {
 	*x = FetchBlockRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1630,7 @@ func (x *FetchBlockRequest) String() string {
 func (*FetchBlockRequest) ProtoMessage() {}
 
 func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1643,7 @@ func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlockRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlockRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FetchBlockRequest) GetJobId() string {
@@ -1696,7 +1784,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x10KillTaskResponse\"&\n" +
 	"\rEndJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x10\n" +
-	"\x0eEndJobResponse\"\x99\x01\n" +
+	"\x0eEndJobResponse\"\\\n" +
+	"\x12CommitStateRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12/\n" +
+	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\"\x15\n" +
+	"\x13CommitStateResponse\"\x99\x01\n" +
 	"\x11FetchBlockRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
 	"\n" +
@@ -1711,11 +1803,12 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\x12<\n" +
 	"\tJobStatus\x12\x1b.sluice.v1.JobStatusRequest\x1a\x12.sluice.v1.JobInfo\x128\n" +
 	"\aStopJob\x12\x19.sluice.v1.StopJobRequest\x1a\x12.sluice.v1.JobInfo\x12R\n" +
-	"\rListExecutors\x12\x1f.sluice.v1.ListExecutorsRequest\x1a .sluice.v1.ListExecutorsResponse2\xca\x01\n" +
+	"\rListExecutors\x12\x1f.sluice.v1.ListExecutorsRequest\x1a .sluice.v1.ListExecutorsResponse2\x98\x02\n" +
 	"\bExecutor\x12:\n" +
 	"\aRunTask\x12\x16.sluice.v1.TaskRequest\x1a\x17.sluice.v1.TaskResponse\x12C\n" +
 	"\bKillTask\x12\x1a.sluice.v1.KillTaskRequest\x1a\x1b.sluice.v1.KillTaskResponse\x12=\n" +
-	"\x06EndJob\x12\x18.sluice.v1.EndJobRequest\x1a\x19.sluice.v1.EndJobResponse2I\n" +
+	"\x06EndJob\x12\x18.sluice.v1.EndJobRequest\x1a\x19.sluice.v1.EndJobResponse\x12L\n" +
+	"\vCommitState\x12\x1d.sluice.v1.CommitStateRequest\x1a\x1e.sluice.v1.CommitStateResponse2I\n" +
 	"\aShuffle\x12>\n" +
 	"\n" +
 	"FetchBlock\x12\x1c.sluice.v1.FetchBlockRequest\x1a\x10.sluice.v1.Chunk0\x01B5Z3github.com/sluicehq/sluice/proto/sluice/v1;sluicev1b\x06proto3"
@@ -1732,7 +1825,7 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*Chunk)(nil),                    // 0: sluice.v1.Chunk
 	(*Platform)(nil),                 // 1: sluice.v1.Platform
@@ -1759,7 +1852,9 @@ var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*KillTaskResponse)(nil),         // 22: sluice.v1.KillTaskResponse
 	(*EndJobRequest)(nil),            // 23: sluice.v1.EndJobRequest
 	(*EndJobResponse)(nil),           // 24: sluice.v1.EndJobResponse
-	(*FetchBlockRequest)(nil),        // 25: sluice.v1.FetchBlockRequest
+	(*CommitStateRequest)(nil),       // 25: sluice.v1.CommitStateRequest
+	(*CommitStateResponse)(nil),      // 26: sluice.v1.CommitStateResponse
+	(*FetchBlockRequest)(nil),        // 27: sluice.v1.FetchBlockRequest
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	1,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
@@ -1779,21 +1874,23 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	18, // 14: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
 	21, // 15: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
 	23, // 16: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
-	25, // 17: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
-	3,  // 18: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
-	5,  // 19: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	0,  // 20: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
-	9,  // 21: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	11, // 22: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	14, // 23: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
-	14, // 24: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
-	16, // 25: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
-	20, // 26: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
-	22, // 27: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
-	24, // 28: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
-	0,  // 29: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
-	18, // [18:30] is the sub-list for method output_type
-	6,  // [6:18] is the sub-list for method input_type
+	25, // 17: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
+	27, // 18: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
+	3,  // 19: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
+	5,  // 20: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	0,  // 21: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
+	9,  // 22: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	11, // 23: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	14, // 24: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
+	14, // 25: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
+	16, // 26: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
+	20, // 27: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
+	22, // 28: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
+	24, // 29: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
+	26, // 30: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
+	0,  // 31: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1814,7 +1911,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -410,9 +410,10 @@ var Driver_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Executor_RunTask_FullMethodName  = "/sluice.v1.Executor/RunTask"
-	Executor_KillTask_FullMethodName = "/sluice.v1.Executor/KillTask"
-	Executor_EndJob_FullMethodName   = "/sluice.v1.Executor/EndJob"
+	Executor_RunTask_FullMethodName     = "/sluice.v1.Executor/RunTask"
+	Executor_KillTask_FullMethodName    = "/sluice.v1.Executor/KillTask"
+	Executor_EndJob_FullMethodName      = "/sluice.v1.Executor/EndJob"
+	Executor_CommitState_FullMethodName = "/sluice.v1.Executor/CommitState"
 )
 
 // ExecutorClient is the client API for Executor service.
@@ -426,6 +427,9 @@ type ExecutorClient interface {
 	KillTask(ctx context.Context, in *KillTaskRequest, opts ...grpc.CallOption) (*KillTaskResponse, error)
 	// EndJob removes a job's processes, shuffle data and binary reference.
 	EndJob(ctx context.Context, in *EndJobRequest, opts ...grpc.CallOption) (*EndJobResponse, error)
+	// CommitState commits the operator state a batch wrote on this executor,
+	// once every output of the batch succeeded.
+	CommitState(ctx context.Context, in *CommitStateRequest, opts ...grpc.CallOption) (*CommitStateResponse, error)
 }
 
 type executorClient struct {
@@ -466,6 +470,16 @@ func (c *executorClient) EndJob(ctx context.Context, in *EndJobRequest, opts ...
 	return out, nil
 }
 
+func (c *executorClient) CommitState(ctx context.Context, in *CommitStateRequest, opts ...grpc.CallOption) (*CommitStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitStateResponse)
+	err := c.cc.Invoke(ctx, Executor_CommitState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ExecutorServer is the server API for Executor service.
 // All implementations must embed UnimplementedExecutorServer
 // for forward compatibility.
@@ -477,6 +491,9 @@ type ExecutorServer interface {
 	KillTask(context.Context, *KillTaskRequest) (*KillTaskResponse, error)
 	// EndJob removes a job's processes, shuffle data and binary reference.
 	EndJob(context.Context, *EndJobRequest) (*EndJobResponse, error)
+	// CommitState commits the operator state a batch wrote on this executor,
+	// once every output of the batch succeeded.
+	CommitState(context.Context, *CommitStateRequest) (*CommitStateResponse, error)
 	mustEmbedUnimplementedExecutorServer()
 }
 
@@ -495,6 +512,9 @@ func (UnimplementedExecutorServer) KillTask(context.Context, *KillTaskRequest) (
 }
 func (UnimplementedExecutorServer) EndJob(context.Context, *EndJobRequest) (*EndJobResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method EndJob not implemented")
+}
+func (UnimplementedExecutorServer) CommitState(context.Context, *CommitStateRequest) (*CommitStateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CommitState not implemented")
 }
 func (UnimplementedExecutorServer) mustEmbedUnimplementedExecutorServer() {}
 func (UnimplementedExecutorServer) testEmbeddedByValue()                  {}
@@ -571,6 +591,24 @@ func _Executor_EndJob_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Executor_CommitState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExecutorServer).CommitState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Executor_CommitState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExecutorServer).CommitState(ctx, req.(*CommitStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Executor_ServiceDesc is the grpc.ServiceDesc for Executor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -589,6 +627,10 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EndJob",
 			Handler:    _Executor_EndJob_Handler,
+		},
+		{
+			MethodName: "CommitState",
+			Handler:    _Executor_CommitState_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
