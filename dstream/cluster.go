@@ -42,11 +42,6 @@ func (c *Context) clusterCheck() error {
 			return fmt.Errorf("dstream: %s keeps its input in the driver process, which cluster mode does not ship to executors yet; use it in local mode (--master local[N]), or a source whose tasks read their input themselves (Rate)", in.base().name)
 		}
 	}
-	for _, op := range c.stateful {
-		if l, ok := op.(interface{ localOnly() string }); ok && l.localOnly() != "" {
-			return fmt.Errorf("dstream: %s needs figures from every task on the driver (the watermark), which cluster mode does not gather yet; run this job in local mode", l.localOnly())
-		}
-	}
 	return nil
 }
 
@@ -74,7 +69,8 @@ func (r *resolver) wrote(bt time.Time, id int64) {
 
 // Commit implements cluster.Resolver: the batch's outputs all succeeded, so
 // the state this process wrote for it becomes the committed state.
-func (r *resolver) Commit(bt time.Time) error {
+func (r *resolver) Commit(bt time.Time, reports map[string][]byte) error {
+	r.c.onReports(nil, reports)
 	for _, op := range r.c.stateful {
 		op.commit(bt)
 	}
@@ -178,7 +174,9 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			Log: log,
 		})
 		c.backend = rb
-		c.commitRemote = func(ctx context.Context, t time.Time) error { return rb.CommitState(ctx, env.JobID, t) }
+		c.commitRemote = func(ctx context.Context, t time.Time, reports map[string][]byte) error {
+			return rb.CommitState(ctx, env.JobID, t, reports)
+		}
 		return c.Run(ctx)
 	case roleExecutor:
 		c.role = roleExecutor

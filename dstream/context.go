@@ -112,14 +112,17 @@ type Context struct {
 
 	stateful      []statefulOp
 	statefulNames map[string]bool
-	graphErrs     []error // found while the graph was built, reported by Start
+	reporters     map[string]func(t time.Time, part int, b []byte) error // by "kind/name"
+	graphErrs     []error                                                // found while the graph was built, reported by Start
 
 	role     string            // "", "driver" or "executor": see cluster.go
 	backend  scheduler.Backend // the cluster backend in the driver role
 	resolver *resolver         // the executor role's task resolver
 	// commitRemote commits a batch's state on the executors (driver role).
-	commitRemote func(ctx context.Context, t time.Time) error
-	args         []string // the command-line arguments Main parsed
+	commitRemote func(ctx context.Context, t time.Time, reports map[string][]byte) error
+	reportsMu    sync.Mutex
+	batchReports map[string][]byte // reports of the batch in flight, for commitRemote
+	args         []string          // the command-line arguments Main parsed
 	schedRef     atomic.Pointer[scheduler.Scheduler]
 
 	// Runtime, set by start.
@@ -224,7 +227,7 @@ func (c *Context) start(zero time.Time) error {
 	if backend == nil {
 		backend = scheduler.NewLocalBackend(slots, c.cfg.Allocator, c.shuffle, c.blocks)
 	}
-	sched, err := scheduler.New(scheduler.Config{Backend: backend, Cached: c.cachedAll})
+	sched, err := scheduler.New(scheduler.Config{Backend: backend, Cached: c.cachedAll, OnReports: c.onReports})
 	if err != nil {
 		return err
 	}
@@ -421,8 +424,12 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		for _, op := range c.stateful {
 			op.commit(b.time)
 		}
+		c.reportsMu.Lock()
+		reports := c.batchReports
+		c.batchReports = nil
+		c.reportsMu.Unlock()
 		if c.commitRemote != nil && len(c.stateful) > 0 {
-			if cerr := c.commitRemote(ctx, b.time); cerr != nil {
+			if cerr := c.commitRemote(ctx, b.time, reports); cerr != nil {
 				err = fmt.Errorf("dstream: batch %s: %w", fmtTime(b.time), cerr)
 			}
 		}
@@ -567,4 +574,48 @@ func (c *Context) StateSize() (keys, bytes int64) {
 		}
 	}
 	return keys, bytes
+}
+
+// registerReporter routes task reports "<kind><batch ns>/<partition>/<name>"
+// to f on the driver.
+func (c *Context) registerReporter(kind, name string, f func(t time.Time, part int, b []byte) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reporters == nil {
+		c.reporters = map[string]func(time.Time, int, []byte) error{}
+	}
+	c.reporters[kind+name] = f
+}
+
+// onReports hands the reports of a successful task to the operators that
+// sent them. It runs in the scheduler's goroutine.
+func (c *Context) onReports(_ *scheduler.Task, reports map[string][]byte) {
+	if c.role == roleDriver {
+		c.reportsMu.Lock()
+		if c.batchReports == nil {
+			c.batchReports = map[string][]byte{}
+		}
+		for k, v := range reports {
+			c.batchReports[k] = v
+		}
+		c.reportsMu.Unlock()
+	}
+	for key, b := range reports {
+		// kind/batchNanos/partition/name, the name possibly holding "/".
+		parts := strings.SplitN(key, "/", 4)
+		if len(parts) != 4 {
+			c.log.Error("dstream: malformed task report", slog.String("key", key))
+			continue
+		}
+		ns, err1 := strconv.ParseInt(parts[1], 10, 64)
+		part, err2 := strconv.Atoi(parts[2])
+		f := c.reporters[parts[0]+"/"+parts[3]]
+		if err1 != nil || err2 != nil || f == nil {
+			c.log.Error("dstream: task report for no operator", slog.String("key", key))
+			continue
+		}
+		if err := f(time.Unix(0, ns), part, b); err != nil {
+			c.log.Error("dstream: bad task report", slog.String("key", key), slog.Any("err", err))
+		}
+	}
 }

@@ -1,12 +1,15 @@
 package dstream
 
 import (
+	"encoding/binary"
 	"fmt"
 	"iter"
 	"maps"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/rdd"
 )
 
 // EventWindow is one emitted event-time window of one key.
@@ -81,8 +84,10 @@ type eventTimeOp struct {
 	mu       sync.Mutex
 	maxEvent time.Time
 	dropped  int64
-	pending  map[time.Time]map[int]taskEvents // batch -> partition -> figures
-	wmAt     map[time.Time]time.Time          // the watermark each batch used
+	// By batch time in Unix ns: times decoded from reports carry another
+	// location than the batch's own, and time.Time map keys compare it.
+	pending map[int64]map[int]taskEvents // batch -> partition -> figures
+	wmAt    map[int64]time.Time          // the watermark each batch used
 }
 
 // watermarkFor returns the watermark of batch t: fixed by the first task of
@@ -91,10 +96,10 @@ type eventTimeOp struct {
 func (o *eventTimeOp) watermarkFor(t time.Time) time.Time {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	wm, ok := o.wmAt[t]
+	wm, ok := o.wmAt[t.UnixNano()]
 	if !ok {
 		wm = o.watermark()
-		o.wmAt[t] = wm
+		o.wmAt[t.UnixNano()] = wm
 	}
 	return wm
 }
@@ -114,29 +119,60 @@ func (o *eventTimeOp) watermark() time.Time {
 func (o *eventTimeOp) report(t time.Time, part int, ev taskEvents) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.pending[t] == nil {
-		o.pending[t] = map[int]taskEvents{}
+	bt := t.UnixNano()
+	if o.pending[bt] == nil {
+		o.pending[bt] = map[int]taskEvents{}
 	}
-	o.pending[t][part] = ev // a retry replaces its earlier attempt
+	o.pending[bt][part] = ev // a retry replaces its earlier attempt
+}
+
+// encode lays the figures out as: has-event flag, newest event time (Unix
+// ns), dropped count.
+func (ev taskEvents) encode() []byte {
+	b := []byte{0}
+	var ns int64
+	if !ev.maxEvent.IsZero() {
+		b[0], ns = 1, ev.maxEvent.UnixNano()
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(ns))
+	return binary.LittleEndian.AppendUint64(b, uint64(ev.dropped))
+}
+
+func decodeTaskEvents(b []byte) (taskEvents, error) {
+	if len(b) != 17 {
+		return taskEvents{}, fmt.Errorf("event-time report of %d bytes, want 17", len(b))
+	}
+	var ev taskEvents
+	if b[0] == 1 {
+		ev.maxEvent = time.Unix(0, int64(binary.LittleEndian.Uint64(b[1:])))
+	}
+	ev.dropped = int64(binary.LittleEndian.Uint64(b[9:]))
+	return ev, nil
+}
+
+// reportKey names one task's event-time figures: operator, batch, partition.
+func reportKey(name string, t time.Time, part int) string {
+	return fmt.Sprintf("eventWindow/%d/%d/%s", t.UnixNano(), part, name)
 }
 
 func (o *eventTimeOp) commit(t time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, ev := range o.pending[t] {
+	bt := t.UnixNano()
+	for _, ev := range o.pending[bt] {
 		if ev.maxEvent.After(o.maxEvent) {
 			o.maxEvent = ev.maxEvent
 		}
 		o.dropped += ev.dropped
 	}
-	for bt := range o.pending {
-		if !bt.After(t) {
-			delete(o.pending, bt)
+	for p := range o.pending {
+		if p <= bt {
+			delete(o.pending, p)
 		}
 	}
-	for bt := range o.wmAt {
-		if bt.Before(t) {
-			delete(o.wmAt, bt)
+	for w := range o.wmAt {
+		if w < bt {
+			delete(o.wmAt, w)
 		}
 	}
 }
@@ -156,8 +192,8 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 	}
 	// State per key: its open windows by start (Unix nanoseconds).
 	store := newStateStore[K, map[int64]V](spec.Name, n)
-	op := &eventTimeOp{lateness: spec.AllowedLateness, pending: map[time.Time]map[int]taskEvents{}, wmAt: map[time.Time]time.Time{}}
-	out := keyedState(s, "eventWindow", spec.Name, store, func(t time.Time, x *txn[K, map[int64]V], in iter.Seq[KV[K, []V]], yield func(EventWindow[K, V]) bool) error {
+	op := &eventTimeOp{lateness: spec.AllowedLateness, pending: map[int64]map[int]taskEvents{}, wmAt: map[int64]time.Time{}}
+	out := keyedState(s, "eventWindow", spec.Name, store, func(tc *rdd.TaskContext, t time.Time, x *txn[K, map[int64]V], in iter.Seq[KV[K, []V]], yield func(EventWindow[K, V]) bool) error {
 		wm := op.watermarkFor(t)
 		var ev taskEvents
 		for kv := range in {
@@ -196,7 +232,9 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 				return err
 			}
 		}
-		op.report(t, x.part, ev)
+		// The figures travel with the task's result to the driver, where
+		// the watermark is kept (see Context.onReports).
+		tc.Report(reportKey(spec.Name, t, x.part), ev.encode())
 		return nil
 	})
 	out.b.validate = func() error {
@@ -216,8 +254,15 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 		defer op.mu.Unlock()
 		return op.dropped
 	}
+	ctx.registerReporter("eventWindow/", spec.Name, func(t time.Time, part int, b []byte) error {
+		ev, err := decodeTaskEvents(b)
+		if err == nil {
+			op.report(t, part, ev)
+		}
+		return err
+	})
 	ctx.registerStateful(spec.Name, out.b, &statefulStream[EventWindow[K, V]]{
-		s: out, name: "eventWindow(" + spec.Name + ")", local: true,
+		s: out, name: "eventWindow(" + spec.Name + ")",
 		commit_: func(t time.Time) {
 			store.commit(t, nil)
 			op.commit(t)

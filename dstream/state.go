@@ -59,7 +59,7 @@ func forceJob[T any](name string, r *rdd.RDD[T]) *outputJob {
 // delta recorded) when f returns. The RDD is persisted: recomputing it
 // after its batch committed would read newer state.
 func keyedState[K comparable, V, S, U any](s *DStream[KV[K, V]], op, name string, store *stateStore[K, S],
-	f func(t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(U) bool) error) *DStream[U] {
+	f func(tc *rdd.TaskContext, t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(U) bool) error) *DStream[U] {
 	n := len(store.parts)
 	return newStream(s.b.ctx, op, s.b.slide, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[U], error) {
 		parent, err := s.rddAt(t)
@@ -76,7 +76,7 @@ func keyedState[K comparable, V, S, U any](s *DStream[KV[K, V]], op, name string
 				if err != nil {
 					return err
 				}
-				if err := f(t, x, in, yield); err != nil {
+				if err := f(tc, t, x, in, yield); err != nil {
 					return err
 				}
 				x.finish()
@@ -167,7 +167,7 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 		}
 		return e.touched.Add(timeout + 1) // due once t - touched > timeout
 	}
-	out := keyedState(s, "mapWithState", spec.Name, store, func(t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(U) bool) error {
+	out := keyedState(s, "mapWithState", spec.Name, store, func(_ *rdd.TaskContext, t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(U) bool) error {
 		seen := map[K]bool{}
 		for kv := range in {
 			e, ok := x.get(kv.Key)
@@ -263,15 +263,6 @@ type statefulStream[U any] struct {
 	name    string
 	commit_ func(t time.Time)
 	start   func()
-	// local is set for operators that cannot run in a cluster yet.
-	local bool
-}
-
-func (f *statefulStream[U]) localOnly() string {
-	if f.local {
-		return f.name
-	}
-	return ""
 }
 
 func (f *statefulStream[U]) force(t time.Time) (*outputJob, error) {
@@ -298,7 +289,7 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 	ctx := s.b.ctx
 	n := ctx.Parallelism()
 	store := newStateStore[K, S](name, n)
-	out := keyedState(s, "updateStateByKey", name, store, func(t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(KV[K, S]) bool) error {
+	out := keyedState(s, "updateStateByKey", name, store, func(_ *rdd.TaskContext, t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(KV[K, S]) bool) error {
 		seen := map[K]bool{}
 		for kv := range in {
 			e, ok := x.get(kv.Key)

@@ -133,12 +133,26 @@ type TaskContext struct {
 
 	RecordsRead int64 // records read from sources, caches and shuffles
 
+	// Reports are small figures an operator sends to the driver with the
+	// task's result (an event-time operator's newest timestamp), by key.
+	Reports map[string][]byte
+
 	cur *Node
 }
 
 // Current returns the operator whose user function ran last: the one to
 // blame for a panic.
 func (tc *TaskContext) Current() *Node { return tc.cur }
+
+// Report sends value to the driver under key with the task's result; a
+// later Report of the same key replaces it. Reports of failed attempts are
+// dropped.
+func (tc *TaskContext) Report(key string, value []byte) {
+	if tc.Reports == nil {
+		tc.Reports = map[string][]byte{}
+	}
+	tc.Reports[key] = value
+}
 
 // SetCurrent records that n's user function is about to run.
 func (tc *TaskContext) SetCurrent(n *Node) { tc.cur = n }

@@ -74,6 +74,7 @@ type TaskResult struct {
 	Err      error
 	Result   arrow.Record // result tasks only; owned by the receiver
 	Metrics  TaskMetrics
+	Reports  map[string][]byte // rdd.TaskContext.Reports of a successful attempt
 }
 
 // TaskMetrics are measured by the executor for one task attempt.
@@ -145,8 +146,15 @@ type JobDone struct {
 	Metrics JobMetrics
 }
 
-func (Launch) isAction()  {}
-func (JobDone) isAction() {}
+// Reported hands the reports of an accepted successful task to the driver.
+type Reported struct {
+	Task    *Task
+	Reports map[string][]byte
+}
+
+func (Launch) isAction()   {}
+func (JobDone) isAction()  {}
+func (Reported) isAction() {}
 
 // Core is the scheduler's state machine: it takes events (job submitted,
 // task finished, executor lost) and returns actions (launch a task, job
@@ -330,12 +338,15 @@ func (c *Core) Completed(res TaskResult) []Action {
 	if res.Err != nil {
 		return c.failed(js, run, t, res, m)
 	}
+	var acts []Action
+	if len(res.Reports) > 0 {
+		acts = append(acts, Reported{Task: t, Reports: res.Reports})
+	}
 	m.Tasks++
 	m.TaskTime += res.Metrics.Duration
 	m.MaxTaskTime = max(m.MaxTaskTime, res.Metrics.Duration)
 	m.RecordsRead += res.Metrics.RecordsRead
 	delete(run.pending, t.Partition)
-	var acts []Action
 	if t.Stage.IsShuffleMap() {
 		outs := c.outputs[t.Stage.Shuffle.ID]
 		if outs == nil {

@@ -61,6 +61,7 @@ func RunTask(tc *rdd.TaskContext, t *Task) (res TaskResult) {
 		return res
 	}
 	res.Result = rec
+	res.Reports = tc.Reports
 	return res
 }
 
@@ -80,6 +81,9 @@ type Config struct {
 	MaxAttempts int     // per task; 0 means DefaultMaxAttempts
 	// Cached reports whether every partition of a cached node is stored.
 	Cached func(*rdd.Node) bool
+	// OnReports, if set, receives the reports of every accepted successful
+	// task, in the scheduler's goroutine; it must not block.
+	OnReports func(t *Task, reports map[string][]byte)
 }
 
 // Scheduler drives a Core from one goroutine: it feeds it submitted jobs and
@@ -131,6 +135,10 @@ func (s *Scheduler) loop() {
 			case JobDone:
 				waiters[a.Job.ID] <- a
 				delete(waiters, a.Job.ID)
+			case Reported:
+				if s.cfg.OnReports != nil {
+					s.cfg.OnReports(a.Task, a.Reports)
+				}
 			}
 		}
 	}

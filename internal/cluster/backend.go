@@ -252,7 +252,7 @@ func (b *RemoteBackend) pick(t *scheduler.Task) (e *remoteExec, lost bool) {
 // CommitState tells every executor to commit the operator state batch bt
 // wrote. An executor that cannot be reached fails the commit: its state is
 // lost.
-func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time) error {
+func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time, reports map[string][]byte) error {
 	b.mu.Lock()
 	holders := map[string]bool{}
 	for _, addr := range b.placed {
@@ -264,7 +264,7 @@ func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.T
 		client, err := b.cfg.Executor(addr)
 		if err == nil {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano()})
+			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano(), Reports: reports})
 			cancel()
 		}
 		if err != nil {
@@ -321,6 +321,7 @@ func (b *RemoteBackend) run(t *scheduler.Task, e *remoteExec) {
 		return
 	}
 	res.Metrics = scheduler.TaskMetrics{Duration: time.Duration(resp.GetDurationNs()), RecordsRead: resp.GetRecordsRead()}
+	res.Reports = resp.GetReports()
 	switch {
 	case resp.GetFetchFailed():
 		res.Err = &rdd.FetchFailedError{ShuffleID: resp.GetFetchFailedShuffle(), MapPart: int(resp.GetFetchFailedMap()), Reason: resp.GetError()}

@@ -89,7 +89,7 @@ func (f fixedResolver) Resolve(context.Context, time.Time, time.Time, int, int) 
 	return f.r, nil
 }
 
-func (fixedResolver) Commit(time.Time) error { return nil }
+func (fixedResolver) Commit(time.Time, map[string][]byte) error { return nil }
 
 func TestTaskServerRefusesAnotherGraph(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())

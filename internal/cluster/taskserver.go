@@ -70,8 +70,9 @@ type Resolved struct {
 // job's graph.
 type Resolver interface {
 	Resolve(ctx context.Context, zero, batchTime time.Time, jobIndex, jobSub int) (Resolved, error)
-	// Commit commits the operator state the batch wrote in this process.
-	Commit(batchTime time.Time) error
+	// Commit commits the operator state the batch wrote in this process,
+	// with the reports of all the batch's tasks.
+	Commit(batchTime time.Time, reports map[string][]byte) error
 }
 
 // TaskServerConfig configures a TaskServer.
@@ -159,6 +160,7 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 	}
 	res := scheduler.RunTask(tc, task)
 	resp.DurationNs, resp.RecordsRead = int64(res.Metrics.Duration), res.Metrics.RecordsRead
+	resp.Reports = res.Reports
 	if res.Err != nil {
 		return fail(res.Err)
 	}
@@ -175,7 +177,7 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 
 // CommitState implements sluicev1.ExecutorServer.
 func (s *TaskServer) CommitState(_ context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
-	if err := s.cfg.Resolver.Commit(time.Unix(0, req.GetBatchTimeUnixNano())); err != nil {
+	if err := s.cfg.Resolver.Commit(time.Unix(0, req.GetBatchTimeUnixNano()), req.GetReports()); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "commit state: %v", err)
 	}
 	return &sluicev1.CommitStateResponse{}, nil

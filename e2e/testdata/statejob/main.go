@@ -25,7 +25,7 @@ func main() {
 	if err := ctx.ParseFlags(osArgs(), osStderr()); err != nil {
 		exit(err)
 	}
-	pairs := dstream.Map(dstream.Rate(ctx, *rate), func(i int64) kv { return kv{Key: fmt.Sprint("k", i%7), Value: i % 10} })
+	pairs := dstream.Map(dstream.Rate(ctx, *rate), func(i int64) kv { return kv{Key: fmt.Sprint("k", i%7), Value: i} })
 	sum := func(a, b int64) int64 { return a + b }
 	totals := dstream.UpdateStateByKey(pairs, "totals", func(vs []int64, s int64, _ bool) (int64, bool) {
 		for _, v := range vs {
@@ -49,7 +49,19 @@ func main() {
 			return nil
 		}
 	}
+	// Event time: record i happened at i*2ms, up to 1.2 s out of order.
+	events := dstream.ReduceByKeyAndEventWindow(pairs, dstream.EventTimeSpec[string, int64]{
+		Name: "events",
+		Timestamp: func(e kv) time.Time {
+			return time.Unix(0, 0).Add(time.Duration(e.Value)*2*time.Millisecond - time.Duration(e.Value%13)*100*time.Millisecond)
+		},
+		Window: 2 * time.Second, AllowedLateness: 500 * time.Millisecond,
+		Reduce: sum,
+	})
 	dstream.ForeachRDD(totals, show("totals"))
 	dstream.ForeachRDD(window, show("window"))
+	dstream.ForeachRDD(dstream.Map(events.DStream, func(w dstream.EventWindow[string, int64]) kv {
+		return kv{Key: fmt.Sprintf("%s@%d", w.Key, w.Start.Unix()), Value: w.Value}
+	}), show("events"))
 	dstream.Main(ctx)
 }

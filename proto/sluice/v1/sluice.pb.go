@@ -1261,8 +1261,10 @@ type TaskResponse struct {
 	DurationNs         int64                  `protobuf:"varint,7,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
 	RecordsRead        int64                  `protobuf:"varint,8,opt,name=records_read,json=recordsRead,proto3" json:"records_read,omitempty"`
 	ExecutorEpoch      int64                  `protobuf:"varint,9,opt,name=executor_epoch,json=executorEpoch,proto3" json:"executor_epoch,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// reports are operators' figures for the driver (rdd.TaskContext.Report).
+	Reports       map[string][]byte `protobuf:"bytes,10,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResponse) Reset() {
@@ -1356,6 +1358,13 @@ func (x *TaskResponse) GetExecutorEpoch() int64 {
 		return x.ExecutorEpoch
 	}
 	return 0
+}
+
+func (x *TaskResponse) GetReports() map[string][]byte {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
 }
 
 type KillTaskRequest struct {
@@ -1522,8 +1531,11 @@ type CommitStateRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	JobId             string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	BatchTimeUnixNano int64                  `protobuf:"varint,2,opt,name=batch_time_unix_nano,json=batchTimeUnixNano,proto3" json:"batch_time_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// reports are every task's reports of the batch, so that each executor's
+	// operators commit the same figures (an event-time watermark).
+	Reports       map[string][]byte `protobuf:"bytes,3,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitStateRequest) Reset() {
@@ -1568,6 +1580,13 @@ func (x *CommitStateRequest) GetBatchTimeUnixNano() int64 {
 		return x.BatchTimeUnixNano
 	}
 	return 0
+}
+
+func (x *CommitStateRequest) GetReports() map[string][]byte {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
 }
 
 type CommitStateResponse struct {
@@ -1766,7 +1785,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\aordinal\x18\x01 \x01(\x05R\aordinal\x12\x1d\n" +
 	"\n" +
 	"shuffle_id\x18\x02 \x01(\x03R\tshuffleId\x12#\n" +
-	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xc6\x02\n" +
+	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xc2\x03\n" +
 	"\fTaskResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12!\n" +
@@ -1778,16 +1797,25 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\vduration_ns\x18\a \x01(\x03R\n" +
 	"durationNs\x12!\n" +
 	"\frecords_read\x18\b \x01(\x03R\vrecordsRead\x12%\n" +
-	"\x0eexecutor_epoch\x18\t \x01(\x03R\rexecutorEpoch\"*\n" +
+	"\x0eexecutor_epoch\x18\t \x01(\x03R\rexecutorEpoch\x12>\n" +
+	"\areports\x18\n" +
+	" \x03(\v2$.sluice.v1.TaskResponse.ReportsEntryR\areports\x1a:\n" +
+	"\fReportsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"*\n" +
 	"\x0fKillTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\"\x12\n" +
 	"\x10KillTaskResponse\"&\n" +
 	"\rEndJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x10\n" +
-	"\x0eEndJobResponse\"\\\n" +
+	"\x0eEndJobResponse\"\xde\x01\n" +
 	"\x12CommitStateRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12/\n" +
-	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\"\x15\n" +
+	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\x12D\n" +
+	"\areports\x18\x03 \x03(\v2*.sluice.v1.CommitStateRequest.ReportsEntryR\areports\x1a:\n" +
+	"\fReportsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x15\n" +
 	"\x13CommitStateResponse\"\x99\x01\n" +
 	"\x11FetchBlockRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
@@ -1825,7 +1853,7 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*Chunk)(nil),                    // 0: sluice.v1.Chunk
 	(*Platform)(nil),                 // 1: sluice.v1.Platform
@@ -1855,6 +1883,8 @@ var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*CommitStateRequest)(nil),       // 25: sluice.v1.CommitStateRequest
 	(*CommitStateResponse)(nil),      // 26: sluice.v1.CommitStateResponse
 	(*FetchBlockRequest)(nil),        // 27: sluice.v1.FetchBlockRequest
+	nil,                              // 28: sluice.v1.TaskResponse.ReportsEntry
+	nil,                              // 29: sluice.v1.CommitStateRequest.ReportsEntry
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	1,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
@@ -1863,37 +1893,39 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	14, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
 	17, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
 	19, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
-	2,  // 6: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
-	4,  // 7: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	6,  // 8: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
-	7,  // 9: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	10, // 10: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	12, // 11: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
-	13, // 12: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
-	15, // 13: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
-	18, // 14: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
-	21, // 15: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
-	23, // 16: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
-	25, // 17: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
-	27, // 18: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
-	3,  // 19: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
-	5,  // 20: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	0,  // 21: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
-	9,  // 22: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	11, // 23: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	14, // 24: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
-	14, // 25: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
-	16, // 26: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
-	20, // 27: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
-	22, // 28: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
-	24, // 29: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
-	26, // 30: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
-	0,  // 31: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	28, // 6: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
+	29, // 7: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
+	2,  // 8: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
+	4,  // 9: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	6,  // 10: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
+	7,  // 11: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	10, // 12: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	12, // 13: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
+	13, // 14: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
+	15, // 15: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
+	18, // 16: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
+	21, // 17: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
+	23, // 18: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
+	25, // 19: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
+	27, // 20: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
+	3,  // 21: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
+	5,  // 22: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	0,  // 23: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
+	9,  // 24: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	11, // 25: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	14, // 26: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
+	14, // 27: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
+	16, // 28: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
+	20, // 29: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
+	22, // 30: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
+	24, // 31: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
+	26, // 32: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
+	0,  // 33: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
+	21, // [21:34] is the sub-list for method output_type
+	8,  // [8:21] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_sluice_proto_init() }
@@ -1911,7 +1943,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
