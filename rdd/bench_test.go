@@ -152,3 +152,40 @@ func TestRepartitionIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// A panic in user code on the reduce side leaks no shuffle block.
+func TestPanicOnReduceSideReleasesBlocks(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	tc, done := newTC(mem)
+	defer done()
+	recs := []arrow.Record{Encode(mem, CodecOf[int](), []int{1, 2}), Encode(mem, CodecOf[int](), []int{3})}
+	defer recs[0].Release()
+	defer recs[1].Release()
+	src := FromRecords("nums", CodecOf[int](), recs)
+	for _, r := range []*RDD[int]{
+		Map(Repartition(src, 1), func(i int) int { panic("boom") }),
+		Map(ReduceByKey(Map(src, func(i int) KV[int, int] { return KV[int, int]{Key: i % 2, Value: i} }),
+			func(a, b int) int {
+				if a+b > 3 { // only on the reduce side, where 1+3 and 2 meet
+					panic("boom")
+				}
+				return a + b
+			}, 1), func(kv KV[int, int]) int { return kv.Value }),
+	} {
+		dep := r.Node().Deps[0].Parent.Deps[0].Shuffle
+		func() {
+			for p := 0; p < 2; p++ {
+				if err := dep.WriteMap(tc, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer func() {
+				if recover() == nil {
+					t.Error("no panic on the reduce side")
+				}
+			}()
+			r.Iterate(tc, 0, func(int) bool { return true })
+		}()
+	}
+}

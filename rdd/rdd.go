@@ -104,13 +104,12 @@ func (r *RDD[T]) iterateCached(tc *TaskContext, part int, yield func(T) bool) er
 	rec, ok := tc.Blocks.Get(r.node.ID, part)
 	if !ok {
 		b := NewBuilder(tc.Alloc, r.codec)
+		defer b.Release()
 		err := r.iter(tc, part, func(v T) bool { b.Append(v); return true })
 		if err != nil {
-			b.Release()
 			return err
 		}
 		rec = b.NewRecord()
-		b.Release()
 		tc.Blocks.Put(r.node.ID, part, rec) // the store keeps its own reference
 	}
 	defer rec.Release()

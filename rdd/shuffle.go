@@ -79,7 +79,14 @@ func fetchAll(tc *TaskContext, dep *ShuffleDep, part int, each func(arrow.Record
 		for _, r := range held {
 			r.Release()
 		}
+		held = nil
 	}
+	defer func() { // a panic in each (user code) must not leak the blocks
+		if v := recover(); v != nil {
+			release()
+			panic(v)
+		}
+	}()
 	err = tc.Shuffle.Fetch(tc.Ctx, dep.ID, dep.Parent.Parts, part, func(rec arrow.Record) error {
 		rec.Retain()
 		held = append(held, rec)
@@ -202,7 +209,7 @@ func Repartition[T any](r *RDD[T], numParts int) *RDD[T] {
 				stopped = !ForEach(r.codec, rec, yield)
 			}
 		})
-		release()
+		defer release()
 		return err
 	}
 	return out

@@ -202,13 +202,17 @@ func (t *taskShuffle) Fetch(ctx context.Context, shuffle int64, numMaps, reduceP
 		if err != nil {
 			return failed(err.Error())
 		}
-		err = yield(rec)
-		rec.Release()
-		if err != nil {
+		if err := yieldRelease(rec, yield); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// yieldRelease passes rec to yield and releases it, even if yield panics.
+func yieldRelease(rec arrow.Record, yield func(arrow.Record) error) error {
+	defer rec.Release()
+	return yield(rec)
 }
 
 func (t *taskShuffle) fetchRemote(ctx context.Context, addr string, shuffle int64, m, r int) ([]byte, error) {
