@@ -3,12 +3,16 @@ package dstream
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/internal/cluster"
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
@@ -37,21 +41,19 @@ func (c *Context) clusterCheck() error {
 	if c.role == roleLocal {
 		return nil
 	}
-	for _, in := range c.inputs {
-		if l, ok := in.(interface{ localOnly() bool }); ok && l.localOnly() {
-			return fmt.Errorf("dstream: %s keeps its input in the driver process, which cluster mode does not ship to executors yet; use it in local mode (--master local[N]), or a source whose tasks read their input themselves (Rate)", in.base().name)
-		}
-	}
 	return nil
 }
 
 // resolver finds tasks' jobs in an executor's copy of the graph.
 type resolver struct {
-	c       *Context
-	mu      sync.Mutex
-	started bool
-	batches map[time.Time]*batch
-	latest  time.Time
+	c          *Context
+	pool       *cluster.Pool
+	jobID      string
+	blocksAddr string // the job driver's JobDriver service
+	mu         sync.Mutex
+	started    bool
+	batches    map[time.Time]*batch
+	latest     time.Time
 	// Shuffle outputs this process wrote, by batch: the driver forgets a
 	// batch's shuffles once it is done, so they are deleted then.
 	written map[time.Time][]int64
@@ -79,9 +81,10 @@ func (r *resolver) Commit(bt time.Time, reports map[string][]byte) error {
 
 // Resolve implements cluster.Resolver: it generates the batch (once) and
 // runs the output's function in capture mode up to the wanted job.
-func (r *resolver) Resolve(ctx context.Context, zero, bt time.Time, index, sub int) (cluster.Resolved, error) {
+func (r *resolver) Resolve(ctx context.Context, zero, bt time.Time, index, sub int, blocksAddr string) (cluster.Resolved, error) {
 	c := r.c
 	r.mu.Lock()
+	r.blocksAddr = blocksAddr
 	if !r.started {
 		if err := c.start(zero); err != nil {
 			r.mu.Unlock()
@@ -159,11 +162,20 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		}
 		c.role = roleDriver
 		args := append([]string(nil), c.args...)
+		blocksAddr, stopInputs, err := c.serveInputs(env, log)
+		if err != nil {
+			return err
+		}
+		defer stopInputs()
 		rb := cluster.NewRemoteBackend(cluster.BackendConfig{
 			Driver:   sluicev1.NewDriverClient(conn),
 			Executor: pool.Executor,
 			Request: func(t *scheduler.Task) (*sluicev1.TaskRequest, error) {
-				return cluster.Request(env.JobID, env.BinarySHA, args, c.zeroTime, t)
+				req, err := cluster.Request(env.JobID, env.BinarySHA, args, c.zeroTime, t)
+				if req != nil {
+					req.DriverBlocksAddress = blocksAddr
+				}
+				return req, err
 			},
 			Decode: func(_ *scheduler.Task, b []byte) (arrow.Record, error) { return cluster.DecodeIPC(b, c.cfg.Allocator) },
 			Lost: func(addr string) {
@@ -180,7 +192,7 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		return c.Run(ctx)
 	case roleExecutor:
 		c.role = roleExecutor
-		c.resolver = &resolver{c: c, batches: map[time.Time]*batch{}}
+		c.resolver = &resolver{c: c, batches: map[time.Time]*batch{}, pool: pool, jobID: env.JobID}
 		defer c.Stop()
 		srvOpts, err := cluster.ServerOptionsFromEnv()
 		if err != nil {
@@ -204,4 +216,154 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		return cluster.ServeUnix(ctx, env.TaskSocket, srv, log)
 	}
 	return nil
+}
+
+// inputServer serves, in the driver role, the input the job's sources
+// received, to executors (the JobDriver service).
+type inputServer struct {
+	sluicev1.UnimplementedJobDriverServer
+	c *Context
+}
+
+// recordsSource is an input stream whose records live in this process.
+type recordsSource interface {
+	recordsAt(t time.Time) ([]arrow.Record, bool)
+}
+
+func (s *inputServer) FetchInput(req *sluicev1.FetchInputRequest, stream sluicev1.JobDriver_FetchInputServer) error {
+	c := s.c
+	i := int(req.GetInput())
+	if i < 0 || i >= len(c.inputs) {
+		return status.Errorf(codes.InvalidArgument, "input %d out of range [0,%d)", i, len(c.inputs))
+	}
+	src, ok := c.inputs[i].(recordsSource)
+	if !ok {
+		return status.Errorf(codes.InvalidArgument, "input %d (%s) keeps no records", i, c.inputs[i].base().name)
+	}
+	t := time.Unix(0, req.GetBatchTimeUnixNano())
+	recs, ok := src.recordsAt(t)
+	if !ok {
+		return status.Errorf(codes.NotFound, "the input of %s at %s is no longer remembered", c.inputs[i].base().name, fmtTime(t))
+	}
+	defer func() {
+		for _, r := range recs {
+			if r != nil {
+				r.Release()
+			}
+		}
+	}()
+	if len(recs) == 0 {
+		return stream.Send(&sluicev1.InputChunk{Partitions: 0, Last: true})
+	}
+	for p, r := range recs {
+		var b []byte
+		if r != nil {
+			var err error
+			if b, err = cluster.EncodeIPC(r, c.cfg.Allocator); err != nil {
+				return status.Errorf(codes.Internal, "encode input: %v", err)
+			}
+		}
+		for first := true; first || len(b) > 0; first = false {
+			n := min(len(b), cluster.ChunkBytes)
+			if err := stream.Send(&sluicev1.InputChunk{Partition: int32(p), Partitions: int32(len(recs)), Data: b[:n], Last: n == len(b)}); err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+	}
+	return nil
+}
+
+// fetchInput gets, in the executor role, one source's input of batch t from
+// the job's driver.
+func (c *Context) fetchInput(input int, t time.Time) ([]arrow.Record, int64, error) {
+	addr := c.resolver.blocksAddr
+	if addr == "" {
+		return nil, 0, fmt.Errorf("dstream: no address to fetch the driver's input from")
+	}
+	conn, err := c.resolver.pool.Conn(addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	stream, err := sluicev1.NewJobDriverClient(conn).FetchInput(ctx, &sluicev1.FetchInputRequest{
+		JobId: c.resolver.jobID, Input: int32(input), BatchTimeUnixNano: t.UnixNano(),
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	var recs []arrow.Record
+	fail := func(err error) ([]arrow.Record, int64, error) {
+		for _, r := range recs {
+			if r != nil {
+				r.Release()
+			}
+		}
+		return nil, 0, fmt.Errorf("dstream: fetch input %d of %s from the driver: %w", input, fmtTime(t), err)
+	}
+	var buf []byte
+	var n int64
+	for {
+		ch, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if ch.GetPartitions() == 0 {
+			continue
+		}
+		if recs == nil {
+			recs = make([]arrow.Record, ch.GetPartitions())
+		}
+		p := int(ch.GetPartition())
+		if p < 0 || p >= len(recs) || int(ch.GetPartitions()) != len(recs) {
+			return fail(fmt.Errorf("chunk for partition %d of %d", p, ch.GetPartitions()))
+		}
+		buf = append(buf, ch.GetData()...)
+		if !ch.GetLast() {
+			continue
+		}
+		if len(buf) > 0 {
+			rec, err := cluster.DecodeIPC(buf, c.cfg.Allocator)
+			if err != nil {
+				return fail(err)
+			}
+			recs[p] = rec
+			n += rec.NumRows()
+		}
+		buf = nil
+	}
+	return recs, n, nil
+}
+
+// serveInputs starts the JobDriver service on the host the coordinator is
+// reached at (the job driver runs beside it), on a free port.
+func (c *Context) serveInputs(env cluster.Env, log *slog.Logger) (addr string, stop func(), err error) {
+	host, _, err := net.SplitHostPort(env.DriverAddr)
+	if err != nil {
+		return "", nil, fmt.Errorf("dstream: SLUICE_DRIVER_ADDR %q: %w", env.DriverAddr, err)
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", nil, fmt.Errorf("dstream: serve input to executors: %w", err)
+	}
+	secret, err := cluster.SecretFromEnv()
+	if err == nil {
+		secret, err = secret.WithTLS(cluster.TLSFromEnv())
+	}
+	if err != nil {
+		lis.Close()
+		return "", nil, err
+	}
+	srv := grpc.NewServer(secret.ServerOptions(log)...)
+	sluicev1.RegisterJobDriverServer(srv, &inputServer{c: c})
+	done := make(chan struct{})
+	go func() { // owned by runCluster, which calls stop
+		defer close(done)
+		srv.Serve(lis)
+	}()
+	return lis.Addr().String(), func() { srv.Stop(); <-done }, nil
 }

@@ -17,6 +17,7 @@ type input[T any] struct {
 	startFn func() error
 	stopFn  func()
 	cut     func(t time.Time) ([]arrow.Record, int64, error)
+	index   int // place among the context's inputs
 	mu      sync.Mutex
 	recs    map[time.Time][]arrow.Record
 }
@@ -50,6 +51,7 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 		}
 	}
 	ctx.mu.Lock()
+	in.index = len(ctx.inputs)
 	ctx.inputs = append(ctx.inputs, in)
 	ctx.mu.Unlock()
 	return in
@@ -57,10 +59,33 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 
 func (in *input[T]) base() *streamBase { return in.s.b }
 
-// localOnly: the input lives in the driver process (see clusterCheck).
-func (in *input[T]) localOnly() bool { return true }
+// recordsAt returns the input of batch t, retained (the caller releases),
+// and whether the batch is still remembered.
+func (in *input[T]) recordsAt(t time.Time) ([]arrow.Record, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var recs []arrow.Record
+	found := false
+	for bt, rs := range in.recs { // Equal, not ==: t may carry another location
+		if bt.Equal(t) {
+			recs, found = rs, true
+		}
+	}
+	if !found {
+		return nil, false
+	}
+	for _, r := range recs {
+		if r != nil {
+			r.Retain()
+		}
+	}
+	return recs, true
+}
 
 func (in *input[T]) start() error {
+	if in.s.b.ctx.role == roleExecutor {
+		return nil // the driver receives the input; executors fetch it
+	}
 	if in.startFn != nil {
 		return in.startFn()
 	}
@@ -74,7 +99,12 @@ func (in *input[T]) stop() {
 }
 
 func (in *input[T]) inputAt(t time.Time) (int64, error) {
-	recs, n, err := in.cut(t)
+	cut := in.cut
+	if c := in.s.b.ctx; c.role == roleExecutor {
+		// The input was received by the job's driver: fetch it from there.
+		cut = func(t time.Time) ([]arrow.Record, int64, error) { return c.fetchInput(in.index, t) }
+	}
+	recs, n, err := cut(t)
 	if err != nil {
 		return 0, err
 	}

@@ -312,3 +312,57 @@ func TestClusterStatefulMatchesLocal(t *testing.T) {
 	c.waitBatches(id, 12)
 	checkAgainst(t, batches(c.jobStdout(id)), want)
 }
+
+// A source whose input arrives in the job's driver (a directory here):
+// executors fetch each batch's input from the driver.
+func TestClusterDriverSideSource(t *testing.T) {
+	c := newCluster(t, 2)
+	in := filepath.Join(c.dir, "in")
+	if err := os.MkdirAll(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id := c.submit("--source=dir", "--dir="+in, "--top=1000")
+	want := map[string]int64{}
+	var wantTotal int64
+	for i, seed := range []uint64{11, 12, 13} {
+		text := textFile(seed, 400)
+		for _, w := range strings.Fields(text) {
+			want[w]++
+			wantTotal++
+		}
+		tmp := filepath.Join(in, ".part"+string(rune('0'+i)))
+		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(in, "part"+string(rune('0'+i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := func() (int64, map[string]int64) {
+		var total int64
+		counts := map[string]int64{}
+		for _, b := range parseBatchLines(t, c.jobStdout(id)) {
+			total += b.words
+			for w, n := range b.top {
+				counts[w] += n
+			}
+		}
+		return total, counts
+	}
+	c.driver.waitFor(t, "every word counted", func() bool {
+		if strings.Contains(c.jobStderr(id), "batch failed") {
+			t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
+		}
+		total, _ := sum()
+		return total >= wantTotal
+	})
+	total, got := sum()
+	if total != wantTotal {
+		t.Fatalf("counted %d words, want %d", total, wantTotal)
+	}
+	for w, n := range want {
+		if got[w] != n {
+			t.Errorf("%s: %d, want %d", w, got[w], n)
+		}
+	}
+}

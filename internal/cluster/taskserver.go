@@ -69,7 +69,8 @@ type Resolved struct {
 // Resolver finds the job a task belongs to in the executor's copy of the
 // job's graph.
 type Resolver interface {
-	Resolve(ctx context.Context, zero, batchTime time.Time, jobIndex, jobSub int) (Resolved, error)
+	// driverAddr is where the job's driver serves its sources' input.
+	Resolve(ctx context.Context, zero, batchTime time.Time, jobIndex, jobSub int, driverAddr string) (Resolved, error)
 	// Commit commits the operator state the batch wrote in this process,
 	// with the reports of all the batch's tasks.
 	Commit(batchTime time.Time, reports map[string][]byte) error
@@ -111,7 +112,7 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 		return resp, nil
 	}
 	bt := time.Unix(0, req.GetBatchTimeUnixNano())
-	job, err := s.cfg.Resolver.Resolve(ctx, time.Unix(0, req.GetZeroTimeUnixNano()), bt, int(req.GetJobIndex()), int(req.GetJobSub()))
+	job, err := s.cfg.Resolver.Resolve(ctx, time.Unix(0, req.GetZeroTimeUnixNano()), bt, int(req.GetJobIndex()), int(req.GetJobSub()), req.GetDriverBlocksAddress())
 	if err != nil {
 		return fail(err)
 	}

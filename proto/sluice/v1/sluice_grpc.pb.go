@@ -638,6 +638,119 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	JobDriver_FetchInput_FullMethodName = "/sluice.v1.JobDriver/FetchInput"
+)
+
+// JobDriverClient is the client API for JobDriver service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// JobDriver is served by a job's driver process: executors fetch the input
+// that sources received in the driver (socket lines, queued values, files).
+type JobDriverClient interface {
+	// FetchInput streams every partition of one source's input for one batch.
+	FetchInput(ctx context.Context, in *FetchInputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InputChunk], error)
+}
+
+type jobDriverClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewJobDriverClient(cc grpc.ClientConnInterface) JobDriverClient {
+	return &jobDriverClient{cc}
+}
+
+func (c *jobDriverClient) FetchInput(ctx context.Context, in *FetchInputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InputChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobDriver_ServiceDesc.Streams[0], JobDriver_FetchInput_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchInputRequest, InputChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_FetchInputClient = grpc.ServerStreamingClient[InputChunk]
+
+// JobDriverServer is the server API for JobDriver service.
+// All implementations must embed UnimplementedJobDriverServer
+// for forward compatibility.
+//
+// JobDriver is served by a job's driver process: executors fetch the input
+// that sources received in the driver (socket lines, queued values, files).
+type JobDriverServer interface {
+	// FetchInput streams every partition of one source's input for one batch.
+	FetchInput(*FetchInputRequest, grpc.ServerStreamingServer[InputChunk]) error
+	mustEmbedUnimplementedJobDriverServer()
+}
+
+// UnimplementedJobDriverServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedJobDriverServer struct{}
+
+func (UnimplementedJobDriverServer) FetchInput(*FetchInputRequest, grpc.ServerStreamingServer[InputChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method FetchInput not implemented")
+}
+func (UnimplementedJobDriverServer) mustEmbedUnimplementedJobDriverServer() {}
+func (UnimplementedJobDriverServer) testEmbeddedByValue()                   {}
+
+// UnsafeJobDriverServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to JobDriverServer will
+// result in compilation errors.
+type UnsafeJobDriverServer interface {
+	mustEmbedUnimplementedJobDriverServer()
+}
+
+func RegisterJobDriverServer(s grpc.ServiceRegistrar, srv JobDriverServer) {
+	// If the following call pancis, it indicates UnimplementedJobDriverServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&JobDriver_ServiceDesc, srv)
+}
+
+func _JobDriver_FetchInput_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchInputRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(JobDriverServer).FetchInput(m, &grpc.GenericServerStream[FetchInputRequest, InputChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_FetchInputServer = grpc.ServerStreamingServer[InputChunk]
+
+// JobDriver_ServiceDesc is the grpc.ServiceDesc for JobDriver service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var JobDriver_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "sluice.v1.JobDriver",
+	HandlerType: (*JobDriverServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FetchInput",
+			Handler:       _JobDriver_FetchInput_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "sluice/v1/sluice.proto",
+}
+
+const (
 	Shuffle_FetchBlock_FullMethodName = "/sluice.v1.Shuffle/FetchBlock"
 )
 
