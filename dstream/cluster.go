@@ -29,20 +29,11 @@ import (
 // names its job by batch time and place, and its stage by ordinals in the
 // lineage (see scheduler.Walk), checked against a fingerprint.
 
+// The roles ("" is local mode).
 const (
-	roleLocal    = ""
 	roleDriver   = "driver"
 	roleExecutor = "executor"
 )
-
-// clusterCheck refuses, when the job runs in a cluster role, the parts of a
-// graph that cluster mode does not support yet.
-func (c *Context) clusterCheck() error {
-	if c.role == roleLocal {
-		return nil
-	}
-	return nil
-}
 
 // resolver finds tasks' jobs in an executor's copy of the graph.
 type resolver struct {

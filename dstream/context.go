@@ -208,9 +208,6 @@ func (c *Context) start(zero time.Time) error {
 	if err := c.validateGraph(); err != nil {
 		return err
 	}
-	if err := c.clusterCheck(); err != nil {
-		return err
-	}
 	slots, err := parseMaster(c.cfg.Master)
 	if err != nil {
 		return err
