@@ -287,6 +287,9 @@ func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
 	if p != nil {
 		select {
 		case <-p.done: // it died: start another
+			if p.conn != nil {
+				p.conn.Close()
+			}
 			p = nil
 		default:
 		}
