@@ -287,9 +287,12 @@ func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
 	if p != nil {
 		select {
 		case <-p.done: // it died: start another
-			if p.conn != nil {
-				p.conn.Close()
-			}
+			go func(old *jobProc) { // its start may still be finishing
+				<-old.ready
+				if old.conn != nil {
+					old.conn.Close()
+				}
+			}(p)
 			p = nil
 		default:
 		}
