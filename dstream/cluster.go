@@ -35,20 +35,32 @@ const (
 	roleExecutor = "executor"
 )
 
-// resolver finds tasks' jobs in an executor's copy of the graph.
+// resolver finds tasks' jobs in an executor's copy of the graph. Its lock
+// is never held across I/O: generating a batch builds lineage only, and the
+// driver's input is fetched inside the tasks that read it.
 type resolver struct {
-	c          *Context
-	pool       *cluster.Pool
-	jobID      string
-	blocksAddr string // the job driver's JobDriver service
+	c     *Context
+	pool  *cluster.Pool
+	jobID string
+
 	mu         sync.Mutex
+	blocksAddr string // the job driver's JobDriver service
 	started    bool
 	batches    map[time.Time]*batch
 	latest     time.Time
+	// inputParts holds the partition counts of the driver's input batches,
+	// as tasks list them: the lineage of a batch is rebuilt from them,
+	// whatever batches this process saw before.
+	inputParts map[inputKey]int
 	// Shuffle outputs this process wrote, by batch: the driver forgets a
 	// batch's shuffles once it is done, so they are deleted then.
 	written map[time.Time][]int64
 	prune   func(ids []int64)
+}
+
+type inputKey struct {
+	input int
+	t     int64 // batch time, unix nanoseconds
 }
 
 func (r *resolver) wrote(bt time.Time, id int64) {
@@ -70,26 +82,47 @@ func (r *resolver) Commit(bt time.Time, reports map[string][]byte) error {
 	return nil
 }
 
-// Resolve implements cluster.Resolver: it generates the batch (once) and
-// runs the output's function in capture mode up to the wanted job.
-func (r *resolver) Resolve(ctx context.Context, zero, bt time.Time, index, sub int, blocksAddr string) (cluster.Resolved, error) {
-	c := r.c
+// inputPartsOf returns the partition count of a driver input batch, false
+// if no task listed it (the source had no input then).
+func (r *resolver) inputPartsOf(input int, t time.Time) (int, bool) {
 	r.mu.Lock()
-	r.blocksAddr = blocksAddr
+	defer r.mu.Unlock()
+	n, ok := r.inputParts[inputKey{input, t.UnixNano()}]
+	return n, ok
+}
+
+func (r *resolver) driverAddr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blocksAddr
+}
+
+// Resolve implements cluster.Resolver: it generates the batch (once) and
+// rebuilds the job's function from its action. No output function runs.
+func (r *resolver) Resolve(ctx context.Context, spec cluster.TaskSpec) (cluster.Resolved, error) {
+	c := r.c
+	bt := spec.BatchTime
+	r.mu.Lock()
+	if spec.DriverAddr != "" {
+		r.blocksAddr = spec.DriverAddr
+	}
 	if !r.started {
-		if err := c.start(zero); err != nil {
+		if err := c.start(spec.Zero); err != nil {
 			r.mu.Unlock()
 			return cluster.Resolved{}, err
 		}
 		r.started = true
 	}
-	if !zero.Equal(c.zeroTime) {
+	if !spec.Zero.Equal(c.zeroTime) {
 		r.mu.Unlock()
-		return cluster.Resolved{}, fmt.Errorf("dstream: task of a job started at %v sent to an executor process of a job started at %v", zero, c.zeroTime)
+		return cluster.Resolved{}, fmt.Errorf("dstream: task of a job started at %v sent to an executor process of a job started at %v", spec.Zero, c.zeroTime)
 	}
 	if err := c.checkBatchTime(bt); err != nil {
 		r.mu.Unlock()
 		return cluster.Resolved{}, err
+	}
+	for _, in := range spec.Inputs {
+		r.inputParts[inputKey{int(in.GetInput()), in.GetBatchTimeUnixNano()}] = int(in.GetPartitions())
 	}
 	b := r.batches[bt]
 	if b == nil {
@@ -100,9 +133,15 @@ func (r *resolver) Resolve(ctx context.Context, zero, bt time.Time, index, sub i
 			// Batches run one after another: once batch t is sent, the
 			// ones before it are done, and only windows look back.
 			c.cleanup(bt.Add(-c.cfg.BatchInterval))
+			horizon := bt.Add(-c.maxRemember - c.cfg.BatchInterval)
 			for t := range r.batches {
-				if !t.After(bt.Add(-c.maxRemember - c.cfg.BatchInterval)) {
+				if !t.After(horizon) {
 					delete(r.batches, t)
+				}
+			}
+			for k := range r.inputParts {
+				if k.t <= horizon.UnixNano() {
+					delete(r.inputParts, k)
 				}
 			}
 			for t, ids := range r.written {
@@ -117,16 +156,58 @@ func (r *resolver) Resolve(ctx context.Context, zero, bt time.Time, index, sub i
 	if b.genErr != nil {
 		return cluster.Resolved{}, b.genErr
 	}
-	if index < 0 || index >= len(b.jobs) {
-		return cluster.Resolved{}, fmt.Errorf("dstream: batch %s has %d jobs in this executor's graph, not job %d: the executor's job builds a different graph", fmtTime(bt), len(b.jobs), index)
+	if spec.JobIndex < 0 || spec.JobIndex >= len(b.jobs) {
+		return cluster.Resolved{}, fmt.Errorf("%w: batch %s has %d jobs in this executor's graph, not job %d: the executor's job builds a different graph",
+			cluster.ErrGraphMismatch, fmtTime(bt), len(b.jobs), spec.JobIndex)
 	}
-	j := b.jobs[index]
-	cp := &capture{sub: sub}
-	_ = j.run(&Batch{ctx: ctx, sc: c, time: bt, op: j.op.name, index: index, capture: cp})
-	if cp.final == nil {
-		return cluster.Resolved{}, fmt.Errorf("dstream: %s: cluster mode runs only the first job of an output's function per batch (job %d asked)", j.op.name, sub)
+	j := b.jobs[spec.JobIndex]
+	final, fn, err := j.resolve(action{kind: spec.Action, arg: spec.ActionArg})
+	if err != nil {
+		return cluster.Resolved{}, fmt.Errorf("%s: %w", j.op.name, err)
 	}
-	return cluster.Resolved{Final: cp.final, Func: cp.fn}, nil
+	return cluster.Resolved{Final: final, Func: fn}, nil
+}
+
+// batchInputs lists, in the driver role, the driver-held input batches the
+// lineage of batch t reads, for the tasks of t: executors rebuild the same
+// lineage from them. Called by generate with graphMu held.
+func (c *Context) noteBatchInputs(t time.Time, finals []*rdd.Node) {
+	if c.role != roleDriver {
+		return
+	}
+	var refs []*sluicev1.InputRef
+	seen := map[*rdd.Node]bool{}
+	for _, f := range finals {
+		for _, n := range scheduler.Walk(f) {
+			if ref, ok := c.inputNodes[n.ID]; ok && !seen[n] {
+				seen[n] = true
+				refs = append(refs, ref)
+			}
+		}
+	}
+	c.inputsMu.Lock()
+	if c.batchInputs == nil {
+		c.batchInputs = map[time.Time][]*sluicev1.InputRef{}
+	}
+	c.batchInputs[t] = refs
+	c.inputsMu.Unlock()
+}
+
+func (c *Context) inputsOf(t time.Time) []*sluicev1.InputRef {
+	c.inputsMu.Lock()
+	defer c.inputsMu.Unlock()
+	return c.batchInputs[t]
+}
+
+// forgetBatchInputs drops the input lists of batches up to before.
+func (c *Context) forgetBatchInputs(before time.Time) {
+	c.inputsMu.Lock()
+	defer c.inputsMu.Unlock()
+	for t := range c.batchInputs {
+		if !t.After(before) {
+			delete(c.batchInputs, t)
+		}
+	}
 }
 
 // runCluster runs the job in the cluster role its environment names.
@@ -165,14 +246,22 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 				req, err := cluster.Request(env.JobID, env.BinarySHA, args, c.zeroTime, t)
 				if req != nil {
 					req.DriverBlocksAddress = blocksAddr
+					req.Inputs = c.inputsOf(t.Job.BatchTime)
+					req.Parallelism = int32(c.Parallelism())
 				}
 				return req, err
 			},
 			Decode: func(_ *scheduler.Task, b []byte) (arrow.Record, error) { return cluster.DecodeIPC(b, c.cfg.Allocator) },
-			Lost: func(addr string) {
+			Lost: func(id string) {
 				if s := c.schedRef.Load(); s != nil {
-					s.ExecutorLost(addr)
+					s.ExecutorLost(id)
 				}
+			},
+			StateLocations: func() map[string]scheduler.Location {
+				if s := c.schedRef.Load(); s != nil {
+					return s.StateLocations()
+				}
+				return nil
 			},
 			Log: log,
 		})
@@ -183,7 +272,7 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		return c.Run(ctx)
 	case roleExecutor:
 		c.role = roleExecutor
-		c.resolver = &resolver{c: c, batches: map[time.Time]*batch{}, pool: pool, jobID: env.JobID}
+		c.resolver = &resolver{c: c, batches: map[time.Time]*batch{}, inputParts: map[inputKey]int{}, pool: pool, jobID: env.JobID}
 		defer c.Stop()
 		srvOpts, err := cluster.ServerOptionsFromEnv()
 		if err != nil {
@@ -194,13 +283,13 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			return err
 		}
 		c.resolver.prune = func(ids []int64) { store.RemoveShuffles(env.JobID, ids...) }
-		blocks := rdd.NewMemBlocks()
-		defer blocks.Close()
 		srv := grpc.NewServer(srvOpts...)
 		sluicev1.RegisterExecutorServer(srv, cluster.NewTaskServer(cluster.TaskServerConfig{
 			Resolver: c.resolver,
 			Shuffle:  shuffles,
-			Blocks:   blocks,
+			// The context's own store: partitions go when their stream
+			// forgets its RDDs, as in the driver.
+			Blocks: contextBlocks{c},
 			Alloc:    c.cfg.Allocator,
 			Wrote:    c.resolver.wrote,
 		}))
@@ -265,10 +354,17 @@ func (s *inputServer) FetchInput(req *sluicev1.FetchInputRequest, stream sluicev
 	return nil
 }
 
+// contextBlocks is the block store of an executor process's context (set
+// when the context starts, at its first task).
+type contextBlocks struct{ c *Context }
+
+func (b contextBlocks) Get(id int64, part int) (arrow.Record, bool) { return b.c.blocks.Get(id, part) }
+func (b contextBlocks) Put(id int64, part int, rec arrow.Record)    { b.c.blocks.Put(id, part, rec) }
+
 // fetchInput gets, in the executor role, one source's input of batch t from
 // the job's driver.
-func (c *Context) fetchInput(input int, t time.Time) ([]arrow.Record, int64, error) {
-	addr := c.resolver.blocksAddr
+func (c *Context) fetchInput(ctx context.Context, input int, t time.Time) ([]arrow.Record, int64, error) {
+	addr := c.resolver.driverAddr()
 	if addr == "" {
 		return nil, 0, fmt.Errorf("dstream: no address to fetch the driver's input from")
 	}
@@ -276,7 +372,7 @@ func (c *Context) fetchInput(input int, t time.Time) ([]arrow.Record, int64, err
 	if err != nil {
 		return nil, 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	stream, err := sluicev1.NewJobDriverClient(conn).FetchInput(ctx, &sluicev1.FetchInputRequest{
 		JobId: c.resolver.jobID, Input: int32(input), BatchTimeUnixNano: t.UnixNano(),

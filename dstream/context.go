@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow/memory"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"github.com/sluicehq/sluice/rdd"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -124,6 +125,12 @@ type Context struct {
 	batchReports map[string][]byte // reports of the batch in flight, for commitRemote
 	args         []string          // the command-line arguments Main parsed
 	schedRef     atomic.Pointer[scheduler.Scheduler]
+	// inputNodes maps the lineage nodes of driver-held input to their input
+	// batch (guarded by graphMu); batchInputs lists, per batch, the input
+	// batches its lineage reads (driver role: sent with every task).
+	inputNodes  map[int64]*sluicev1.InputRef
+	inputsMu    sync.Mutex
+	batchInputs map[time.Time][]*sluicev1.InputRef
 
 	// Runtime, set by start.
 	log         *slog.Logger
@@ -143,7 +150,15 @@ func New(cfg Config) (*Context, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Context{cfg: cfg, resources: map[time.Time]*batchResources{}, owned: map[int64]bool{}}
+	if cfg.Parallelism == 0 && os.Getenv("SLUICE_ROLE") != "" {
+		// In a cluster the job's driver fixes the partition count from
+		// the cluster's task slots, and every process of the job gets it,
+		// so that all of them build the same graph whatever their cores.
+		if n, err := strconv.Atoi(os.Getenv("SLUICE_PARALLELISM")); err == nil && n > 0 {
+			cfg.Parallelism = n
+		}
+	}
+	c := &Context{cfg: cfg, resources: map[time.Time]*batchResources{}, owned: map[int64]bool{}, inputNodes: map[int64]*sluicev1.InputRef{}}
 	c.flags, c.std = newFlagSet(cfg.AppName, cfg.Master)
 	return c, nil
 }
@@ -321,10 +336,11 @@ type batch struct {
 }
 
 type outputJob struct {
-	op    *outputOp
-	final *rdd.Node
-	index int // place in the batch's jobs
-	run   func(b *Batch) error
+	op      *outputOp
+	final   *rdd.Node
+	index   int // place in the batch's jobs
+	run     func(b *Batch) error
+	resolve func(a action) (*rdd.Node, scheduler.ResultFunc, error)
 }
 
 // RunBatch generates and runs the batch at time t (which must be zero time
@@ -392,6 +408,11 @@ func (c *Context) generate(t time.Time) *batch {
 		}
 	}
 	c.resources[t] = res
+	finals := make([]*rdd.Node, len(b.jobs))
+	for i, j := range b.jobs {
+		finals[i] = j.final
+	}
+	c.noteBatchInputs(t, finals)
 	return b
 }
 
@@ -479,6 +500,7 @@ func (r *batchResources) release(c *Context) {
 	r.releaseShuffles(c)
 	for _, id := range r.nodes {
 		delete(c.owned, id)
+		delete(c.inputNodes, id)
 	}
 }
 
@@ -532,6 +554,7 @@ func (c *Context) cleanup(done time.Time) {
 		c.resources[t].release(c)
 		delete(c.resources, t)
 	}
+	c.forgetBatchInputs(done.Add(-c.maxRemember))
 }
 
 // stateAttrs reports the size of stateful operators for the batch log line.

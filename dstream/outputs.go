@@ -22,7 +22,10 @@ type outputOp struct {
 	generate func(t time.Time) (*outputJob, error)
 }
 
-func addOutput[T any](s *DStream[T], op string, run func(b *Batch, r *rdd.RDD[T]) error) {
+// addOutput adds an output operation: run runs in the driver only; sink, if
+// set, is the per-partition function of its "sink" jobs, which executors
+// find by the output's place in the batch.
+func addOutput[T any](s *DStream[T], op string, run func(b *Batch, r *rdd.RDD[T]) error, sink sinkTask[T]) {
 	ctx := s.b.ctx
 	o := &outputOp{name: op + "@" + callSite()}
 	o.generate = func(t time.Time) (*outputJob, error) {
@@ -30,7 +33,7 @@ func addOutput[T any](s *DStream[T], op string, run func(b *Batch, r *rdd.RDD[T]
 		if err != nil || r == nil {
 			return nil, err
 		}
-		return &outputJob{op: o, final: r.Node(), run: func(b *Batch) error { return run(b, r) }}, nil
+		return newOutputJob(o, r, sink, run), nil
 	}
 	ctx.mu.Lock()
 	defer ctx.mu.Unlock()
@@ -38,6 +41,22 @@ func addOutput[T any](s *DStream[T], op string, run func(b *Batch, r *rdd.RDD[T]
 		panic(fmt.Sprintf("dstream: cannot add output %s after the context started: define every output before Start", o.name))
 	}
 	ctx.outputs = append(ctx.outputs, o)
+}
+
+// newOutputJob makes the job of one output at one batch: run starts its
+// jobs in the driver; resolve rebuilds a job's function from its action (on
+// an executor).
+func newOutputJob[T any](o *outputOp, r *rdd.RDD[T], sink sinkTask[T], run func(b *Batch, r *rdd.RDD[T]) error) *outputJob {
+	return &outputJob{op: o, final: r.Node(),
+		run: func(b *Batch) error {
+			b.root, b.sink = r.Node(), sink
+			return run(b, r)
+		},
+		resolve: func(a action) (*rdd.Node, scheduler.ResultFunc, error) {
+			fn, err := actionFunc(r, a, sink)
+			return r.Node(), fn, err
+		},
+	}
 }
 
 // Batch is handed to ForeachRDD functions: it runs jobs over the batch's RDDs.
@@ -49,41 +68,26 @@ type Batch struct {
 	index   int // the output's job index in the batch
 	jobs    int // jobs run so far
 	metrics []scheduler.JobMetrics
-	capture *capture
+	root    *rdd.Node // the output's RDD: the one jobs may run over in a cluster
+	sink    any       // the output's sinkTask, if it has one
 }
-
-// capture makes runJob record the job it would run instead of running it:
-// an executor finds a task's job this way, by running the output's driver
-// function up to the job it wants.
-type capture struct {
-	sub   int
-	final *rdd.Node
-	fn    scheduler.ResultFunc
-}
-
-// errCaptured stops an output function once the wanted job was captured.
-var errCaptured = errors.New("dstream: job captured")
 
 // Time returns the batch time.
 func (b *Batch) Time() time.Time { return b.time }
 
 // runJob runs one job over r: fn computes each partition on an executor,
 // onResult receives each partition's result on the driver.
-func runJob[T any](b *Batch, r *rdd.RDD[T], fn scheduler.ResultFunc, onResult func(part int, rec arrow.Record) error) error {
+func runJob[T any](b *Batch, r *rdd.RDD[T], a action, fn scheduler.ResultFunc, onResult func(part int, rec arrow.Record) error) error {
 	sub := b.jobs
 	b.jobs++
-	if c := b.capture; c != nil {
-		if sub == c.sub {
-			c.final, c.fn = r.Node(), fn
-		}
-		return errCaptured
-	}
 	m, err := b.sc.sched.RunJob(b.ctx, &scheduler.Job{
 		Final:     r.Node(),
 		Desc:      b.op,
 		BatchTime: b.time,
 		Index:     b.index,
 		Sub:       sub,
+		Action:    a.kind,
+		ActionArg: a.arg,
 		Func:      fn,
 		OnResult:  onResult,
 	})
@@ -101,15 +105,7 @@ func Collect[T any](b *Batch, r *rdd.RDD[T]) ([]T, error) {
 func take[T any](b *Batch, r *rdd.RDD[T], n int) ([]T, error) {
 	c := r.Codec()
 	parts := make([][]T, r.NumPartitions())
-	err := runJob(b, r, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
-		bl := rdd.NewBuilder(tc.Alloc, c)
-		defer bl.Release()
-		err := r.Iterate(tc, part, func(v T) bool {
-			bl.Append(v)
-			return n < 0 || bl.Len() < n
-		})
-		return bl.NewRecord(), err
-	}, func(part int, rec arrow.Record) error {
+	err := runAction(b, r, action{kind: actTake, arg: int64(n)}, func(part int, rec arrow.Record) error {
 		vals := rdd.Decode(c, rec)
 		for i := range vals {
 			vals[i] = rdd.Clone(vals[i])
@@ -140,7 +136,7 @@ func Print[T any](s *DStream[T], n int) {
 			return err
 		}
 		return writePrint(w, b.time, vals, n)
-	})
+	}, nil)
 }
 
 func writePrint[T any](w io.Writer, t time.Time, vals []T, n int) error {
@@ -159,8 +155,14 @@ func writePrint[T any](w io.Writer, t time.Time, vals []T, n int) error {
 
 // ForeachRDD runs f on the driver for every batch's RDD. f may run jobs over
 // the RDD with Collect or ForeachPartitionRDD.
+//
+// f runs only in the driver, also in a cluster. There, the jobs f runs
+// must be over r itself (Collect, CountRDD, ...): executors rebuild r from
+// the job's graph, but not RDDs built inside f; build those with Transform
+// or Map before the output. A ForeachPartitionRDD with a sink made inside
+// f runs in local mode only: use ForeachPartition for a cluster.
 func ForeachRDD[T any](s *DStream[T], f func(b *Batch, r *rdd.RDD[T]) error) {
-	addOutput(s, "foreachRDD", f)
+	addOutput(s, "foreachRDD", f, nil)
 }
 
 // PartitionInfo tells a Sink which partition of which batch it writes.
@@ -187,13 +189,23 @@ func ForeachPartition[T, W any](s *DStream[T], sink Sink[T, W]) {
 		panic("dstream: ForeachPartition: Sink.Write is nil")
 	}
 	addOutput(s, "foreachPartition", func(b *Batch, r *rdd.RDD[T]) error {
-		return ForeachPartitionRDD(b, r, sink)
-	})
+		return runAction(b, r, action{kind: actSink}, nil)
+	}, func(r *rdd.RDD[T]) scheduler.ResultFunc { return sinkFunc(r, sink) })
 }
 
 // ForeachPartitionRDD runs a job that writes every partition of r to sink.
+// In a cluster, executors cannot find a sink made inside a ForeachRDD
+// function: use ForeachPartition there.
 func ForeachPartitionRDD[T, W any](b *Batch, r *rdd.RDD[T], sink Sink[T, W]) error {
-	return runJob(b, r, func(tc *rdd.TaskContext, part int) (_ arrow.Record, err error) {
+	if b.sc.role == roleDriver {
+		return fmt.Errorf("%w: %s runs ForeachPartitionRDD with a sink made in the output function; use dstream.ForeachPartition(stream, sink) in a cluster", errRebuild, b.op)
+	}
+	return runJob(b, r, action{kind: actSink}, sinkFunc(r, sink), nil)
+}
+
+// sinkFunc is the per-partition function that writes a partition to sink.
+func sinkFunc[T, W any](r *rdd.RDD[T], sink Sink[T, W]) scheduler.ResultFunc {
+	return func(tc *rdd.TaskContext, part int) (_ arrow.Record, err error) {
 		var w W
 		if sink.Open != nil {
 			if w, err = sink.Open(PartitionInfo{BatchTime: tc.BatchTime, Partition: part, Attempt: tc.Attempt}); err != nil {
@@ -212,7 +224,7 @@ func ForeachPartitionRDD[T, W any](b *Batch, r *rdd.RDD[T], sink Sink[T, W]) err
 			}
 		}
 		return nil, werr
-	}, nil)
+	}
 }
 
 // SaveAsTextFiles writes every batch as a directory of text files, one line
@@ -226,19 +238,15 @@ func SaveAsTextFiles[T any](s *DStream[T], prefix, suffix string) {
 		if suffix != "" {
 			dir += "." + suffix
 		}
-		return saveFiles(b, r, dir, "part-%05d", func(buf []byte, v T) []byte {
-			if s, ok := any(v).(string); ok {
-				buf = append(buf, s...)
-			} else {
-				buf = fmt.Append(buf, v)
-			}
-			return append(buf, '\n')
-		})
-	})
+		return saveFiles(b, r, dir, "part-%05d", action{kind: actText})
+	}, nil)
 }
 
-// saveFiles writes r into dir atomically, one file per partition.
-func saveFiles[T any](b *Batch, r *rdd.RDD[T], dir, nameFmt string, appendRec func([]byte, T) []byte) error {
+// saveFiles writes r into dir atomically, one file per partition. Tasks
+// compute each partition's bytes (a), and the driver writes them, once per
+// partition: the output lands on the driver's file system whichever hosts
+// the executors run on.
+func saveFiles[T any](b *Batch, r *rdd.RDD[T], dir, nameFmt string, a action) error {
 	tmp := dir + "._temporary"
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
@@ -246,21 +254,17 @@ func saveFiles[T any](b *Batch, r *rdd.RDD[T], dir, nameFmt string, appendRec fu
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}
-	err := runJob(b, r, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+	err := runAction(b, r, a, func(part int, rec arrow.Record) error {
 		name := filepath.Join(tmp, fmt.Sprintf(nameFmt, part))
-		return nil, writeFileAtomic(name, func(w io.Writer) error {
-			var buf []byte
-			err := r.Iterate(tc, part, func(v T) bool {
-				buf = appendRec(buf, v)
-				return true
-			})
-			if err != nil {
-				return err
+		return writeFileAtomic(name, func(w io.Writer) error {
+			for _, chunk := range rdd.Decode(rdd.CodecOf[[]byte](), rec) {
+				if _, err := w.Write(chunk); err != nil {
+					return err
+				}
 			}
-			_, err = w.Write(buf)
-			return err
+			return nil
 		})
-	}, nil)
+	})
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,13 @@
 package dstream
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"github.com/sluicehq/sluice/rdd"
 )
 
@@ -20,19 +22,41 @@ type input[T any] struct {
 	index   int // place among the context's inputs
 	mu      sync.Mutex
 	recs    map[time.Time][]arrow.Record
+	// fetching holds, in the executor role, the fetches of input batches
+	// from the driver in flight, so that concurrent tasks fetch once.
+	fetching map[time.Time]*inputFetch
+}
+
+type inputFetch struct {
+	done chan struct{}
+	err  error
 }
 
 func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Record, int64, error)) *input[T] {
-	in := &input[T]{cut: cut, recs: map[time.Time][]arrow.Record{}}
+	in := &input[T]{cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[time.Time]*inputFetch{}}
 	codec := rdd.CodecOf[T]()
 	in.s = newStream(ctx, op, ctx.cfg.BatchInterval, nil, func(t time.Time) (*rdd.RDD[T], error) {
-		in.mu.Lock()
-		recs, ok := in.recs[t]
-		in.mu.Unlock()
-		if !ok {
-			return nil, nil // before the stream started
+		var r *rdd.RDD[T]
+		if ctx.role == roleExecutor {
+			// The input is in the job's driver: the task that reads a
+			// partition fetches the batch (once per process).
+			parts, ok := ctx.resolver.inputPartsOf(in.index, t)
+			if !ok {
+				return nil, nil // the driver had no input then
+			}
+			r = rdd.FromRecordFunc(op, codec, parts, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+				return in.fetched(tc.Ctx, t, part)
+			})
+		} else {
+			in.mu.Lock()
+			recs, ok := in.recs[t]
+			in.mu.Unlock()
+			if !ok {
+				return nil, nil // before the stream started
+			}
+			r = rdd.FromRecords(op, codec, recs)
+			ctx.inputNodes[r.Node().ID] = &sluicev1.InputRef{Input: int32(in.index), BatchTimeUnixNano: t.UnixNano(), Partitions: int32(len(recs))}
 		}
-		r := rdd.FromRecords(op, codec, recs)
 		r.Node().Site = in.s.b.name[len(op)+1:]
 		return r, nil
 	})
@@ -98,13 +122,57 @@ func (in *input[T]) stop() {
 	}
 }
 
-func (in *input[T]) inputAt(t time.Time) (int64, error) {
-	cut := in.cut
-	if c := in.s.b.ctx; c.role == roleExecutor {
-		// The input was received by the job's driver: fetch it from there.
-		cut = func(t time.Time) ([]arrow.Record, int64, error) { return c.fetchInput(in.index, t) }
+// fetched returns partition part of batch t's input in the executor role,
+// retained, fetching the batch from the driver if this process has not yet.
+func (in *input[T]) fetched(ctx context.Context, t time.Time, part int) (arrow.Record, error) {
+	for {
+		in.mu.Lock()
+		if recs, ok := in.recs[t]; ok {
+			defer in.mu.Unlock()
+			if part >= len(recs) {
+				return nil, fmt.Errorf("dstream: input %s of %s has %d partitions, not %d", in.s.b.name, fmtTime(t), len(recs), part+1)
+			}
+			if recs[part] != nil {
+				recs[part].Retain()
+			}
+			return recs[part], nil
+		}
+		f := in.fetching[t]
+		if f == nil {
+			f = &inputFetch{done: make(chan struct{})}
+			in.fetching[t] = f
+			in.mu.Unlock()
+			recs, _, err := in.s.b.ctx.fetchInput(ctx, in.index, t)
+			in.mu.Lock()
+			if err == nil {
+				in.recs[t] = recs
+			}
+			f.err = err
+			delete(in.fetching, t)
+			close(f.done)
+			in.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		in.mu.Unlock()
+		select {
+		case <-f.done:
+			if f.err != nil {
+				return nil, f.err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	recs, n, err := cut(t)
+}
+
+func (in *input[T]) inputAt(t time.Time) (int64, error) {
+	if in.s.b.ctx.role == roleExecutor {
+		return 0, nil // read from the driver by the tasks that need it
+	}
+	recs, n, err := in.cut(t)
 	if err != nil {
 		return 0, err
 	}

@@ -5,7 +5,6 @@ import (
 	"iter"
 	"time"
 
-	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/sluicehq/sluice/rdd"
 )
 
@@ -45,11 +44,9 @@ func (c *Context) registerStateful(name string, b *streamBase, op statefulOp) {
 // values (the RDD is persisted, so outputs that read it later do not
 // recompute it).
 func forceJob[T any](name string, r *rdd.RDD[T]) *outputJob {
-	return &outputJob{op: &outputOp{name: name}, final: r.Node(), run: func(b *Batch) error {
-		return runJob(b, r, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
-			return nil, r.Iterate(tc, part, func(T) bool { return true })
-		}, nil)
-	}}
+	return newOutputJob(&outputOp{name: name}, r, nil, func(b *Batch, r *rdd.RDD[T]) error {
+		return runAction(b, r, action{kind: actForce}, nil)
+	})
 }
 
 // keyedState makes the stream of a stateful operator over s: at every batch

@@ -3,7 +3,11 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +17,11 @@ import (
 
 // DefaultMaxAttempts is how many times a task is tried before its job fails.
 const DefaultMaxAttempts = 4
+
+// DefaultMaxExecutorLosses is how many times one task may fail because its
+// executor was lost (or its call failed) before its job fails: a task that
+// keeps killing its executor must not be retried forever.
+const DefaultMaxExecutorLosses = 4
 
 // maxStageResubmits bounds how often one stage may be set back by lost
 // shuffle output before its job fails (Spark's maxConsecutiveStageAttempts).
@@ -33,7 +42,11 @@ type Job struct {
 	// and Sub the job's number within that output operation: executors find
 	// the same job in their copy of the graph by them.
 	Index, Sub int
-	Func       ResultFunc
+	// Action and ActionArg name what Func computes ("take" 10, "count"...),
+	// so that an executor rebuilds Func from its own copy of the graph.
+	Action    string
+	ActionArg int64
+	Func      ResultFunc
 	// OnResult receives each partition's result exactly once, in the
 	// scheduler's goroutine; it must not block. The scheduler releases rec
 	// after it returns. An error fails the job.
@@ -61,7 +74,26 @@ type Task struct {
 	// Inputs gives, for each shuffle the stage reads, the executor holding
 	// each map partition's output.
 	Inputs map[int64][]string
+	// State is the operator state the task reads and writes ("" for none),
+	// and StateAt where that state's partition lives: the task must run on
+	// that executor incarnation (zero Location: anywhere; the first
+	// successful task places the partition).
+	State   string
+	StateAt Location
 }
+
+// Location is where executor-held data lives: an executor's stable id and
+// its incarnation, which changes whenever the executor's process restarts
+// or re-registers. Data of an earlier incarnation is gone.
+type Location struct {
+	Executor    string
+	Incarnation int64
+}
+
+// IsZero reports whether l names no executor.
+func (l Location) IsZero() bool { return l.Executor == "" }
+
+func (l Location) String() string { return fmt.Sprintf("%s#%d", l.Executor, l.Incarnation) }
 
 func (t *Task) String() string {
 	return fmt.Sprintf("task %d (job %d, stage %d, partition %d, attempt %d)", t.ID, t.Job.ID, t.Stage.ID, t.Partition, t.Attempt)
@@ -70,11 +102,14 @@ func (t *Task) String() string {
 // TaskResult is what an executor reports for a task.
 type TaskResult struct {
 	TaskID   int64
-	Executor string
-	Err      error
-	Result   arrow.Record // result tasks only; owned by the receiver
-	Metrics  TaskMetrics
-	Reports  map[string][]byte // rdd.TaskContext.Reports of a successful attempt
+	Executor string // the executor's stable id
+	// Incarnation identifies the executor process that ran the task; a
+	// change of incarnation means everything the executor held is gone.
+	Incarnation int64
+	Err         error
+	Result      arrow.Record // result tasks only; owned by the receiver
+	Metrics     TaskMetrics
+	Reports     map[string][]byte // rdd.TaskContext.Reports of a successful attempt
 }
 
 // TaskMetrics are measured by the executor for one task attempt.
@@ -110,8 +145,41 @@ func (m JobMetrics) RecordsRead() int64 {
 }
 
 // ErrExecutorLost is the error of a task whose executor went away. Such
-// failures do not count against the task's attempts.
+// failures do not count against the task's attempts, but against their own
+// limit (DefaultMaxExecutorLosses).
 var ErrExecutorLost = errors.New("scheduler: executor lost")
+
+// FatalError wraps a task failure that no retry can fix (the executor runs
+// another graph, authentication failed, operator state is lost): the job
+// fails at once with it.
+type FatalError struct{ Err error }
+
+func (e *FatalError) Error() string { return e.Err.Error() }
+func (e *FatalError) Unwrap() error { return e.Err }
+
+// Fatal marks err as fatal for its job.
+func Fatal(err error) error { return &FatalError{Err: err} }
+
+// IsFatal reports whether err is (or wraps) a FatalError.
+func IsFatal(err error) bool {
+	var f *FatalError
+	return errors.As(err, &f)
+}
+
+// StateLostError fails a job whose operator state partition was held by an
+// executor incarnation that is gone: running on would start from empty state
+// and commit wrong results.
+type StateLostError struct {
+	State     string // the stateful operator's name
+	Partition int
+	Holder    Location
+	Reason    string
+}
+
+func (e *StateLostError) Error() string {
+	return fmt.Sprintf("scheduler: partition %d of operator state %q was held by executor %s, which is gone (%s); the state cannot be recovered without a checkpoint, so the job stops instead of continuing from empty state",
+		e.Partition, e.State, e.Holder, e.Reason)
+}
 
 // TaskFailedError fails a job whose task failed on every attempt.
 type TaskFailedError struct {
@@ -152,7 +220,11 @@ type Reported struct {
 	Reports map[string][]byte
 }
 
+// Kill asks the backend to stop a running task of a finished job.
+type Kill struct{ Task *Task }
+
 func (Launch) isAction()   {}
+func (Kill) isAction()     {}
 func (JobDone) isAction()  {}
 func (Reported) isAction() {}
 
@@ -163,12 +235,21 @@ func (Reported) isAction() {}
 type Core struct {
 	planner     *planner
 	maxAttempts int
+	maxLosses   int
 	nextJob     int64
 	nextTask    int64
 
 	jobs    map[int64]*jobState
 	tasks   map[int64]*Task          // running tasks
 	outputs map[int64]map[int]string // shuffle id -> map partition -> executor
+
+	// The registry of executor-held data beside the shuffle outputs:
+	// incarnations is the current incarnation of every executor seen, state
+	// where each operator state partition ("name/partition") lives, and
+	// lostState why a partition is gone.
+	incarnations map[string]int64
+	state        map[string]Location
+	lostState    map[string]*StateLostError
 }
 
 type jobState struct {
@@ -185,6 +266,7 @@ type stageRun struct {
 	pending  map[int]bool // partitions still to finish
 	running  map[int]bool // partitions with an attempt in flight
 	failures map[int]int  // failed attempts per partition
+	losses   map[int]int  // attempts per partition whose executor was lost
 	// epoch counts the times the stage was set back by lost shuffle
 	// output. A fetch failure of a task launched in an earlier epoch is
 	// about output that was lost before the setback (or recomputed since):
@@ -199,11 +281,15 @@ func NewCore(maxAttempts int, cached func(*rdd.Node) bool) *Core {
 		maxAttempts = DefaultMaxAttempts
 	}
 	return &Core{
-		planner:     newPlanner(cached),
-		maxAttempts: maxAttempts,
-		jobs:        map[int64]*jobState{},
-		tasks:       map[int64]*Task{},
-		outputs:     map[int64]map[int]string{},
+		planner:      newPlanner(cached),
+		maxAttempts:  maxAttempts,
+		maxLosses:    DefaultMaxExecutorLosses,
+		jobs:         map[int64]*jobState{},
+		tasks:        map[int64]*Task{},
+		outputs:      map[int64]map[int]string{},
+		incarnations: map[string]int64{},
+		state:        map[string]Location{},
+		lostState:    map[string]*StateLostError{},
 	}
 }
 
@@ -246,7 +332,7 @@ func (c *Core) missingMaps(s *Stage) []int {
 func (c *Core) submitStage(js *jobState, s *Stage, acts []Action) []Action {
 	run := js.runs[s.ID]
 	if run == nil {
-		run = &stageRun{stage: s, pending: map[int]bool{}, running: map[int]bool{}, failures: map[int]int{}}
+		run = &stageRun{stage: s, pending: map[int]bool{}, running: map[int]bool{}, failures: map[int]int{}, losses: map[int]int{}}
 		js.runs[s.ID] = run
 	}
 	var missingParents bool
@@ -263,6 +349,9 @@ func (c *Core) submitStage(js *jobState, s *Stage, acts []Action) []Action {
 		return acts
 	}
 	run.waiting = false
+	if err := c.stateLost(s); err != nil {
+		return c.finish(js, err, acts)
+	}
 	var parts []int
 	if s.IsShuffleMap() {
 		parts = c.missingMaps(s)
@@ -289,7 +378,10 @@ func (r *stageRun) active() bool { return r.waiting || len(r.pending) > 0 || len
 
 func (c *Core) launch(js *jobState, run *stageRun, part int, acts []Action) []Action {
 	c.nextTask++
-	t := &Task{ID: c.nextTask, Job: js.job, Stage: run.stage, Partition: part, Attempt: run.failures[part], epoch: run.epoch}
+	t := &Task{ID: c.nextTask, Job: js.job, Stage: run.stage, Partition: part, Attempt: run.failures[part] + run.losses[part], epoch: run.epoch}
+	if t.State = StateOf(run.stage); t.State != "" {
+		t.StateAt = c.state[stateKey(t.State, part)]
+	}
 	for _, p := range run.stage.Parents {
 		if t.Inputs == nil {
 			t.Inputs = map[int64][]string{}
@@ -325,20 +417,49 @@ func (c *Core) Completed(res TaskResult) []Action {
 		return nil
 	}
 	delete(c.tasks, res.TaskID)
+	var acts []Action
+	if res.Executor != "" {
+		acts = c.seen(res.Executor, res.Incarnation, acts)
+		if res.Err == nil && res.Incarnation != c.incarnations[res.Executor] {
+			// A result from an incarnation that was replaced while the
+			// task ran: what it wrote is gone with it.
+			res.Err = fmt.Errorf("%w: result from %s, replaced by incarnation %d", ErrExecutorLost,
+				Location{res.Executor, res.Incarnation}, c.incarnations[res.Executor])
+		}
+	}
 	js := c.jobs[t.Job.ID]
+	if js == nil { // the job failed on this result's incarnation change
+		if res.Result != nil {
+			res.Result.Release()
+		}
+		return acts
+	}
 	run := js.runs[t.Stage.ID]
 	if run == nil { // the stage was abandoned
 		if res.Result != nil {
 			res.Result.Release()
 		}
-		return nil
+		return acts
 	}
 	delete(run.running, t.Partition)
 	m := js.stageMetrics(t.Stage)
 	if res.Err != nil {
-		return c.failed(js, run, t, res, m)
+		return append(acts, c.failed(js, run, t, res, m)...)
 	}
-	var acts []Action
+	if t.State != "" {
+		key := stateKey(t.State, t.Partition)
+		at := Location{res.Executor, res.Incarnation}
+		if cur, ok := c.state[key]; !ok {
+			c.state[key] = at
+		} else if cur != at {
+			// The backend must run state tasks where their state lives.
+			if res.Result != nil {
+				res.Result.Release()
+			}
+			return c.finish(js, &StateLostError{State: t.State, Partition: t.Partition, Holder: cur,
+				Reason: fmt.Sprintf("a task ran on %s instead", at)}, acts)
+		}
+	}
 	if len(res.Reports) > 0 {
 		acts = append(acts, Reported{Task: t, Reports: res.Reports})
 	}
@@ -428,12 +549,25 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 		}
 		return c.submitStage(js, t.Stage, acts)
 	}
-	if !errors.Is(res.Err, ErrExecutorLost) {
+	switch {
+	case IsFatal(res.Err):
+		return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
+			Partition: t.Partition, Attempts: run.failures[t.Partition] + run.losses[t.Partition] + 1, Err: res.Err}, acts)
+	case errors.Is(res.Err, ErrExecutorLost):
+		run.losses[t.Partition]++
+		if n := run.losses[t.Partition]; n >= c.maxLosses {
+			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
+				Partition: t.Partition, Attempts: n, Err: fmt.Errorf("its executor was lost on each of %d attempts (does the task crash its executor process?), last: %w", n, res.Err)}, acts)
+		}
+	default:
 		run.failures[t.Partition]++
 		if n := run.failures[t.Partition]; n >= c.maxAttempts {
 			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
 				Partition: t.Partition, Attempts: n, Err: res.Err}, acts)
 		}
+	}
+	if err := c.stateLost(t.Stage); err != nil {
+		return c.finish(js, err, acts)
 	}
 	if run.waiting {
 		return acts // relaunched when the stage resumes
@@ -441,10 +575,31 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 	return c.launch(js, run, t.Partition, acts)
 }
 
-// ExecutorLost forgets the map outputs stored on an executor. Stages that
-// need them find out through fetch failures and are resubmitted then; the
-// backend reports the executor's running tasks as failed with ErrExecutorLost.
+// ExecutorLost forgets everything an executor held: its map outputs (stages
+// that need them find out through fetch failures and are resubmitted then)
+// and its operator state partitions (jobs that need them fail with a
+// *StateLostError). The backend reports the executor's running tasks as
+// failed with ErrExecutorLost.
 func (c *Core) ExecutorLost(executor string) []Action {
+	return c.drop(executor, "executor lost", nil)
+}
+
+// seen records the incarnation an executor reported; a new one means the
+// executor restarted (or re-registered) and lost what it held.
+func (c *Core) seen(executor string, inc int64, acts []Action) []Action {
+	cur, ok := c.incarnations[executor]
+	switch {
+	case !ok:
+		c.incarnations[executor] = inc
+	case inc > cur:
+		acts = c.drop(executor, fmt.Sprintf("incarnation %d replaced by %d", cur, inc), acts)
+		c.incarnations[executor] = inc
+	}
+	return acts
+}
+
+// drop forgets what executor held and fails the jobs that need its state.
+func (c *Core) drop(executor, reason string, acts []Action) []Action {
 	for _, outs := range c.outputs {
 		for p, e := range outs {
 			if e == executor {
@@ -452,7 +607,68 @@ func (c *Core) ExecutorLost(executor string) []Action {
 			}
 		}
 	}
+	for key, at := range c.state {
+		if at.Executor == executor {
+			name, part := splitStateKey(key)
+			c.lostState[key] = &StateLostError{State: name, Partition: part, Holder: at, Reason: reason}
+			delete(c.state, key)
+		}
+	}
+	if len(c.lostState) == 0 {
+		return acts
+	}
+	ids := make([]int64, 0, len(c.jobs))
+	for id := range c.jobs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		js := c.jobs[id]
+		for _, run := range js.runs {
+			if err := c.stateLost(run.stage); err != nil {
+				acts = c.finish(js, err, acts)
+				break
+			}
+		}
+	}
+	return acts
+}
+
+// stateLost returns the error of a stage whose operator state lost a
+// partition, nil if it has none or all of it is there.
+func (c *Core) stateLost(s *Stage) error {
+	name := StateOf(s)
+	if name == "" {
+		return nil
+	}
+	for p := 0; p < s.NumTasks; p++ {
+		if err := c.lostState[stateKey(name, p)]; err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func stateKey(name string, part int) string { return name + "/" + strconv.Itoa(part) }
+
+func splitStateKey(key string) (string, int) {
+	i := strings.LastIndexByte(key, '/')
+	p, _ := strconv.Atoi(key[i+1:])
+	return key[:i], p
+}
+
+// StateLocations returns where every operator state partition lives, by
+// "name/partition": the executors a batch's state commit goes to.
+func (c *Core) StateLocations() map[string]Location { return maps.Clone(c.state) }
+
+// Cancel ends a job that its submitter abandoned (a stop timeout, a
+// cancelled context): it fails with err and its running tasks are killed.
+func (c *Core) Cancel(jobID int64, err error) []Action {
+	js := c.jobs[jobID]
+	if js == nil {
+		return nil
+	}
+	return c.finish(js, err, nil)
 }
 
 // RemoveShuffles forgets the outputs of shuffles whose data was deleted.
@@ -469,10 +685,16 @@ func (c *Core) finish(js *jobState, err error, acts []Action) []Action {
 	if js.job.done != nil {
 		close(js.job.done)
 	}
+	var kill []int64
 	for id, t := range c.tasks {
 		if t.Job == js.job {
-			delete(c.tasks, id) // their results will be ignored
+			kill = append(kill, id)
 		}
+	}
+	slices.Sort(kill)
+	for _, id := range kill {
+		acts = append(acts, Kill{Task: c.tasks[id]})
+		delete(c.tasks, id) // their results will be ignored
 	}
 	var jm JobMetrics
 	ids := make([]int, 0, len(js.metrics))

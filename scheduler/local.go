@@ -46,8 +46,21 @@ func (b *LocalBackend) Start(report func(TaskResult)) {
 				if t.Job.Finished() {
 					continue
 				}
-				tc := &rdd.TaskContext{Ctx: context.Background(), Alloc: b.alloc, Shuffle: b.shuffle, Blocks: b.blocks}
+				// The task's context ends when its job does (failed or
+				// cancelled), so a killed task stops at its next check.
+				ctx, cancel := context.WithCancel(context.Background())
+				stop := make(chan struct{})
+				go func() { // ends with the task at the latest
+					select {
+					case <-t.Job.Done():
+						cancel()
+					case <-stop:
+					}
+				}()
+				tc := &rdd.TaskContext{Ctx: ctx, Alloc: b.alloc, Shuffle: b.shuffle, Blocks: b.blocks}
 				res := RunTask(tc, t)
+				close(stop)
+				cancel()
 				res.Executor = LocalID
 				report(res)
 			}

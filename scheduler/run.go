@@ -75,6 +75,12 @@ type Backend interface {
 	Stop()
 }
 
+// Killer is implemented by backends that can stop a running task early (a
+// task of a job that failed or was cancelled); its result is then ignored.
+type Killer interface {
+	Kill(t *Task)
+}
+
 // Config configures a Scheduler.
 type Config struct {
 	Backend     Backend // required
@@ -94,9 +100,16 @@ type Scheduler struct {
 	results chan TaskResult
 	remove  chan []int64
 	lost    chan string
+	cancel  chan cancelJob
+	query   chan func(*Core)
 	stop    chan struct{}
 	done    chan struct{}
 	close   sync.Once
+}
+
+type cancelJob struct {
+	job *Job
+	err error
 }
 
 type submission struct {
@@ -115,6 +128,8 @@ func New(cfg Config) (*Scheduler, error) {
 		results: make(chan TaskResult, 64),
 		remove:  make(chan []int64),
 		lost:    make(chan string),
+		cancel:  make(chan cancelJob),
+		query:   make(chan func(*Core)),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -139,6 +154,10 @@ func (s *Scheduler) loop() {
 				if s.cfg.OnReports != nil {
 					s.cfg.OnReports(a.Task, a.Reports)
 				}
+			case Kill:
+				if k, ok := s.cfg.Backend.(Killer); ok {
+					k.Kill(a.Task)
+				}
 			}
 		}
 	}
@@ -157,6 +176,12 @@ func (s *Scheduler) loop() {
 			acts := core.Submit(sub.job)
 			waiters[sub.job.ID] = sub.done
 			do(acts)
+		case cj := <-s.cancel:
+			if cj.job.ID != 0 {
+				do(core.Cancel(cj.job.ID, cj.err))
+			}
+		case q := <-s.query:
+			q(core)
 		case r := <-s.results:
 			do(core.Completed(r))
 		case ids := <-s.remove:
@@ -184,9 +209,26 @@ func (s *Scheduler) RunJob(ctx context.Context, job *Job) (JobMetrics, error) {
 	case d := <-sub.done:
 		return d.Metrics, d.Err
 	case <-ctx.Done():
-		// The job goes on in the background until its tasks end; its
-		// results are dropped.
-		return JobMetrics{}, fmt.Errorf("scheduler: job %s abandoned: %w", job.Desc, ctx.Err())
+		// The job is cancelled: it ends in the core and its running tasks
+		// are killed; results that still come are dropped.
+		err := fmt.Errorf("scheduler: job %s abandoned: %w", job.Desc, ctx.Err())
+		select {
+		case s.cancel <- cancelJob{job: job, err: err}:
+		case <-s.done:
+		}
+		return JobMetrics{}, err
+	}
+}
+
+// StateLocations returns where every operator state partition lives (by
+// "name/partition"), as the scheduler's registry knows it.
+func (s *Scheduler) StateLocations() map[string]Location {
+	out := make(chan map[string]Location, 1)
+	select {
+	case s.query <- func(c *Core) { out <- c.StateLocations() }:
+		return <-out
+	case <-s.done:
+		return nil
 	}
 }
 

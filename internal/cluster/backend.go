@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,13 +28,17 @@ type BackendConfig struct {
 	Driver sluicev1.DriverClient
 	// Executor returns a client for the executor at addr (pooled).
 	Executor func(addr string) (sluicev1.ExecutorClient, error)
-	// Request describes a task for the wire; the backend adds the epoch.
+	// Request describes a task for the wire; the backend adds the epoch,
+	// the required incarnation and the addresses of shuffle map outputs.
 	Request func(t *scheduler.Task) (*sluicev1.TaskRequest, error)
 	// Decode turns a result task's Arrow IPC bytes into a record.
 	Decode func(t *scheduler.Task, ipc []byte) (arrow.Record, error)
-	// Lost is told when an executor (by address) is gone with its shuffle
-	// outputs. It must not call back into the backend.
-	Lost func(addr string)
+	// Lost is told when an executor (by id) is gone with everything it
+	// held. It must not call back into the backend.
+	Lost func(id string)
+	// StateLocations returns where the scheduler's registry has each
+	// operator state partition (scheduler.Scheduler.StateLocations).
+	StateLocations func() map[string]scheduler.Location
 	// Refresh is how often the executor list is fetched. Default 500ms.
 	Refresh time.Duration
 	Log     *slog.Logger
@@ -39,21 +46,20 @@ type BackendConfig struct {
 
 // RemoteBackend is the scheduler.Backend of a job driver: it runs tasks on
 // the cluster's executors, as many at once as they have slots. Executors are
-// named by their address, which is also where their shuffle outputs are
-// fetched from. An executor that fails a call, or leaves the coordinator's
-// list, or comes back with a new epoch, is lost: its running tasks fail with
-// scheduler.ErrExecutorLost and the scheduler forgets its shuffle outputs.
+// named by their stable id; an address is only where to reach one. An
+// executor that leaves the coordinator's list, or comes back with a new
+// epoch, is lost: its calls in flight are cancelled at once (their tasks
+// fail with scheduler.ErrExecutorLost and run elsewhere) and the scheduler
+// forgets everything it held.
 type RemoteBackend struct {
 	cfg    BackendConfig
 	report func(scheduler.TaskResult)
 
-	mu     sync.Mutex // guards everything below; never held while calling out
-	execs  map[string]*remoteExec
-	queue  []*scheduler.Task
-	closed bool
-	// placed pins each partition of operator state to the executor that
-	// first ran it ("state/partition" -> address): the state lives there.
-	placed map[string]string
+	mu      sync.Mutex // guards everything below; never held while calling out
+	execs   map[string]*remoteExec
+	queue   []*scheduler.Task
+	running map[int64]*remoteCall
+	closed  bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -68,9 +74,18 @@ type remoteExec struct {
 	slots    int
 	running  int
 	draining bool
+	// ctx ends when the executor is declared lost: its calls end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// avoidUntil keeps tasks off an executor whose call just failed, until
 	// the coordinator either drops it (lost) or it proves alive again.
 	avoidUntil time.Time
+}
+
+type remoteCall struct {
+	task   *scheduler.Task
+	exec   *remoteExec
+	cancel context.CancelFunc
 }
 
 // NewRemoteBackend returns a backend; Start begins fetching executors.
@@ -82,7 +97,7 @@ func NewRemoteBackend(cfg BackendConfig) *RemoteBackend {
 		cfg.Log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &RemoteBackend{cfg: cfg, execs: map[string]*remoteExec{}, placed: map[string]string{}, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
+	return &RemoteBackend{cfg: cfg, execs: map[string]*remoteExec{}, running: map[int64]*remoteCall{}, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
 }
 
 // Start implements scheduler.Backend. It starts the refresh goroutine,
@@ -133,29 +148,36 @@ func (b *RemoteBackend) refresh() {
 	b.mu.Lock()
 	seen := map[string]bool{}
 	for _, in := range resp.GetExecutors() {
-		seen[in.GetAddress()] = true
-		e := b.execs[in.GetAddress()]
-		if e != nil && e.epoch != in.GetEpoch() {
-			lost = append(lost, e.addr) // restarted: what it held is gone
+		id := in.GetExecutorId()
+		seen[id] = true
+		e := b.execs[id]
+		if e != nil && (e.epoch != in.GetEpoch() || e.addr != in.GetAddress()) {
+			// Re-registered: a new incarnation; what it held is gone.
+			b.cfg.Log.Warn("cluster: executor re-registered: what it held is lost", slog.String("executor", id),
+				slog.Int64("old_epoch", e.epoch), slog.Int64("epoch", in.GetEpoch()))
+			e.cancel()
+			lost = append(lost, id)
 			e = nil
 		}
 		if e == nil {
-			e = &remoteExec{id: in.GetExecutorId(), addr: in.GetAddress(), epoch: in.GetEpoch()}
-			b.execs[e.addr] = e
-			b.cfg.Log.Info("cluster: executor joined", slog.String("executor", e.id), slog.String("addr", e.addr), slog.Int("slots", int(in.GetSlots())))
+			e = &remoteExec{id: id, addr: in.GetAddress(), epoch: in.GetEpoch()}
+			e.ctx, e.cancel = context.WithCancel(b.ctx)
+			b.execs[id] = e
+			b.cfg.Log.Info("cluster: executor joined", slog.String("executor", id), slog.String("addr", e.addr), slog.Int("slots", int(in.GetSlots())))
 		}
 		e.slots, e.draining = int(in.GetSlots()), in.GetDraining()
 	}
-	for addr, e := range b.execs {
-		if !seen[addr] {
-			lost = append(lost, addr)
-			delete(b.execs, addr)
-			b.cfg.Log.Warn("cluster: executor lost", slog.String("executor", e.id), slog.String("addr", addr))
+	for id, e := range b.execs {
+		if !seen[id] {
+			lost = append(lost, id)
+			delete(b.execs, id)
+			e.cancel() // its calls in flight fail now, not when gRPC gives up
+			b.cfg.Log.Warn("cluster: executor lost", slog.String("executor", id), slog.String("addr", e.addr))
 		}
 	}
 	b.mu.Unlock()
-	for _, addr := range lost {
-		b.cfg.Lost(addr)
+	for _, id := range lost {
+		b.cfg.Lost(id)
 	}
 	b.dispatch()
 }
@@ -168,12 +190,25 @@ func (b *RemoteBackend) Launch(t *scheduler.Task) {
 	b.dispatch()
 }
 
+// Kill implements scheduler.Killer: the task's call is cancelled, and the
+// executor is told to stop it (by job and task, since task ids are unique
+// only within a job).
+func (b *RemoteBackend) Kill(t *scheduler.Task) {
+	b.mu.Lock()
+	rc := b.running[t.ID]
+	b.mu.Unlock()
+	if rc == nil || rc.task != t {
+		return // still queued: dispatch drops tasks of finished jobs
+	}
+	rc.cancel()
+}
+
 // dispatch starts queued tasks on executors with free slots, least loaded
-// first (ties by address, so placement is stable). A task of a stage that
-// uses operator state goes to the executor holding that state's partition,
-// and waits for it if it is busy.
+// first (ties by id, so placement is stable). A task that reads operator
+// state goes to the executor holding that state's partition, and waits for
+// it if it is busy.
 func (b *RemoteBackend) dispatch() {
-	var fail []*scheduler.Task
+	var gone []*scheduler.Task
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -187,44 +222,44 @@ func (b *RemoteBackend) dispatch() {
 		e, lost := b.pick(t)
 		switch {
 		case lost:
-			fail = append(fail, t)
+			gone = append(gone, t)
 		case e == nil:
 			keep = append(keep, t)
 		default:
 			e.running++
-			b.wg.Go(func() { b.run(t, e) })
+			ctx, cancel := context.WithCancel(e.ctx)
+			b.running[t.ID] = &remoteCall{task: t, exec: e, cancel: cancel}
+			b.wg.Go(func() { b.run(ctx, t, e) })
 		}
 	}
 	clear(b.queue[len(keep):])
 	b.queue = keep
 	b.mu.Unlock()
-	for _, t := range fail {
-		// Reported from another goroutine: dispatch may run in the
-		// scheduler's own loop (Launch), which reads the reports.
+	for _, t := range gone {
+		// The executor holding the task's state is gone: the scheduler
+		// learns it (and fails the job naming the state) before the task's
+		// failure comes back. Reported from another goroutine: dispatch may
+		// run in the scheduler's own loop (Launch), which reads the reports.
 		b.wg.Go(func() {
-			b.report(scheduler.TaskResult{TaskID: t.ID, Err: fmt.Errorf(
-				"cluster: %s: partition %d of operator state %q was on an executor that is gone; state cannot be recovered before checkpoints (issue 5/6)",
-				t, t.Partition, scheduler.StateOf(t.Stage))})
+			b.cfg.Lost(t.StateAt.Executor)
+			b.report(scheduler.TaskResult{TaskID: t.ID, Err: fmt.Errorf("%w: %s: executor %s holding partition %d of operator state %q is gone",
+				scheduler.ErrExecutorLost, t, t.StateAt.Executor, t.Partition, t.State)})
 		})
 	}
 }
 
 // pick chooses an executor for t (nil: none free now). lost reports that
-// t's state partition lived on an executor that is gone.
+// t's state partition lives on an executor that is gone.
 func (b *RemoteBackend) pick(t *scheduler.Task) (e *remoteExec, lost bool) {
-	state := scheduler.StateOf(t.Stage)
-	key := fmt.Sprintf("%s/%d", state, t.Partition)
-	if state != "" {
-		if addr, ok := b.placed[key]; ok {
-			e := b.execs[addr]
-			if e == nil {
-				return nil, true
-			}
-			if e.running < e.slots && !time.Now().Before(e.avoidUntil) {
-				return e, false
-			}
-			return nil, false
+	if !t.StateAt.IsZero() {
+		e := b.execs[t.StateAt.Executor]
+		if e == nil {
+			return nil, true
 		}
+		if e.running < e.slots && !time.Now().Before(e.avoidUntil) {
+			return e, false
+		}
+		return nil, false
 	}
 	var free []*remoteExec
 	now := time.Now()
@@ -241,83 +276,119 @@ func (b *RemoteBackend) pick(t *scheduler.Task) (e *remoteExec, lost bool) {
 		if fi != fj {
 			return fi > fj
 		}
-		return free[i].addr < free[j].addr
+		return free[i].id < free[j].id
 	})
-	if state != "" {
-		b.placed[key] = free[0].addr
-	}
 	return free[0], false
 }
 
-// CommitState tells every executor to commit the operator state batch bt
-// wrote. An executor that cannot be reached fails the commit: its state is
-// lost.
-func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time, reports map[string][]byte) error {
+// Slots returns the task slots of the executors tasks can go to.
+func (b *RemoteBackend) Slots() int {
 	b.mu.Lock()
-	holders := map[string]bool{}
-	for _, addr := range b.placed {
-		holders[addr] = true
+	defer b.mu.Unlock()
+	n := 0
+	for _, e := range b.execs {
+		if !e.draining {
+			n += e.slots
+		}
 	}
-	b.mu.Unlock()
+	return n
+}
+
+// CommitState tells every executor holding operator state to commit what
+// batch bt wrote there. The executor must still be the incarnation the state
+// was placed on: a restarted one refuses, and an unreachable one fails the
+// commit, so a batch never commits on lost state.
+func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time, reports map[string][]byte) error {
+	holders := map[scheduler.Location]bool{}
+	for _, at := range b.cfg.StateLocations() {
+		holders[at] = true
+	}
 	var errs []error
-	for addr := range holders {
-		client, err := b.cfg.Executor(addr)
+	for _, at := range slices.SortedFunc(maps.Keys(holders), func(a, b scheduler.Location) int { return strings.Compare(a.String(), b.String()) }) {
+		b.mu.Lock()
+		e := b.execs[at.Executor]
+		b.mu.Unlock()
+		if e == nil {
+			errs = append(errs, fmt.Errorf("commit state on executor %s: it is gone, and the operator state it held with it", at))
+			continue
+		}
+		client, err := b.cfg.Executor(e.addr)
 		if err == nil {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano(), Reports: reports})
+			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano(), Reports: reports, Incarnation: at.Incarnation})
 			cancel()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("commit state on %s: %w", addr, err))
+			errs = append(errs, fmt.Errorf("commit state on executor %s (%s): %w", at, e.addr, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // run runs one task on e and reports it.
-func (b *RemoteBackend) run(t *scheduler.Task, e *remoteExec) {
-	res := scheduler.TaskResult{TaskID: t.ID, Executor: e.addr}
+func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExec) {
+	res := scheduler.TaskResult{TaskID: t.ID, Executor: e.id}
 	defer func() {
 		b.mu.Lock()
 		e.running--
+		if rc := b.running[t.ID]; rc != nil && rc.task == t {
+			rc.cancel()
+			delete(b.running, t.ID)
+		}
 		b.mu.Unlock()
+		if errors.Is(res.Err, scheduler.ErrExecutorLost) && !t.Job.Finished() && b.ctx.Err() == nil {
+			b.cfg.Log.Warn("cluster: task's executor lost; retrying elsewhere", slog.String("task", t.String()),
+				slog.String("executor", e.id), slog.Any("err", res.Err))
+		}
 		b.report(res)
 		b.dispatch()
 	}()
 	req, err := b.cfg.Request(t)
 	if err != nil {
-		res.Err = err
+		res.Err = scheduler.Fatal(err)
 		return
 	}
 	req.ExecutorEpoch = e.epoch
+	req.RequiredIncarnation = t.StateAt.Incarnation
+	b.mu.Lock()
+	for _, in := range req.Shuffles {
+		for i, id := range in.MapLocations {
+			if x := b.execs[id]; x != nil {
+				in.MapLocations[i] = x.addr
+			} else {
+				in.MapLocations[i] = "" // gone: the fetch fails, the map reruns
+			}
+		}
+	}
+	b.mu.Unlock()
 	client, err := b.cfg.Executor(e.addr)
 	if err != nil {
-		res.Err = fmt.Errorf("%w: %s: %v", scheduler.ErrExecutorLost, e.addr, err)
+		res.Err = classify(e.id, err)
 		return
 	}
-	// A task of a job that ended (failed, or abandoned) is killed: its
-	// call is cancelled, which the executor passes on to the task.
-	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
-	go func() { // ends with the task (ctx) at the latest
-		select {
-		case <-t.Job.Done():
-			kctx, kcancel := context.WithTimeout(ctx, 2*time.Second)
-			defer kcancel()
-			client.KillTask(kctx, &sluicev1.KillTaskRequest{TaskId: t.ID})
-			cancel()
-		case <-ctx.Done():
+	// A killed task's call is cancelled; the executor is told too, so the
+	// task's context ends there (its job is over, nobody waits for it).
+	stopKill := context.AfterFunc(ctx, func() {
+		if e.ctx.Err() != nil || !t.Job.Finished() {
+			return
 		}
-	}()
+		kctx, kcancel := context.WithTimeout(b.ctx, 2*time.Second)
+		defer kcancel()
+		client.KillTask(kctx, &sluicev1.KillTaskRequest{JobId: req.GetJobId(), TaskId: t.ID})
+	})
+	defer stopKill()
 	resp, err := client.RunTask(ctx, req)
 	if err != nil {
-		res.Err = fmt.Errorf("%w: %s: %v", scheduler.ErrExecutorLost, e.addr, err)
-		b.suspect(e)
+		res.Err = classify(e.id, err)
+		if errors.Is(res.Err, scheduler.ErrExecutorLost) {
+			b.suspect(e)
+		}
 		return
 	}
+	res.Incarnation = resp.GetIncarnation()
 	if !b.current(e, resp.GetExecutorEpoch()) {
 		// The executor was declared lost (fenced) while the task ran.
-		res.Err = fmt.Errorf("%w: %s: result from a fenced epoch %d dropped", scheduler.ErrExecutorLost, e.addr, resp.GetExecutorEpoch())
+		res.Err = fmt.Errorf("%w: %s: result from a fenced epoch %d dropped", scheduler.ErrExecutorLost, e.id, resp.GetExecutorEpoch())
 		return
 	}
 	res.Metrics = scheduler.TaskMetrics{Duration: time.Duration(resp.GetDurationNs()), RecordsRead: resp.GetRecordsRead()}
@@ -325,6 +396,8 @@ func (b *RemoteBackend) run(t *scheduler.Task, e *remoteExec) {
 	switch {
 	case resp.GetFetchFailed():
 		res.Err = &rdd.FetchFailedError{ShuffleID: resp.GetFetchFailedShuffle(), MapPart: int(resp.GetFetchFailedMap()), Reason: resp.GetError()}
+	case resp.GetFatal():
+		res.Err = scheduler.Fatal(fmt.Errorf("executor %s: %s", e.id, resp.GetError()))
 	case resp.GetError() != "":
 		res.Err = errors.New(resp.GetError())
 	case len(resp.GetResultIpc()) > 0:
@@ -332,12 +405,12 @@ func (b *RemoteBackend) run(t *scheduler.Task, e *remoteExec) {
 	}
 }
 
-// current reports whether e is still the registered executor at its address
-// with the given epoch.
+// current reports whether e is still the registered executor with the given
+// epoch.
 func (b *RemoteBackend) current(e *remoteExec, epoch int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur := b.execs[e.addr]
+	cur := b.execs[e.id]
 	return cur == e && e.epoch == epoch
 }
 
@@ -353,7 +426,8 @@ func (b *RemoteBackend) suspect(e *remoteExec) {
 	}
 }
 
-// Stop implements scheduler.Backend: it waits for tasks in flight.
+// Stop implements scheduler.Backend: it cancels the calls in flight and
+// waits for them.
 func (b *RemoteBackend) Stop() {
 	b.mu.Lock()
 	b.closed = true

@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"strings"
+
+	"github.com/sluicehq/sluice/scheduler"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -9,4 +12,31 @@ import (
 
 func invalidArgument(format string, args ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
+}
+
+// classify turns the error of a call to an executor into a task failure:
+// the executor lost (unreachable, its process died, the call was cut:
+// scheduler.ErrExecutorLost, retried elsewhere within the lost-executor
+// limit), fatal (authentication, TLS, a peer that does not know the method
+// or refuses the request: no retry can fix it, the job fails at once), or
+// retryable (anything else: counts as an attempt).
+func classify(executor string, err error) error {
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.InvalidArgument, codes.FailedPrecondition:
+		return scheduler.Fatal(fmt.Errorf("executor %s refused the task (%s): %s; check that the driver and executors share the cluster secret, TLS settings and Sluice version", executor, st.Code(), st.Message()))
+	case codes.Unavailable:
+		if isHandshakeFailure(st.Message()) {
+			return scheduler.Fatal(fmt.Errorf("executor %s: TLS handshake failed: %s; check --tls-cert/--tls-key/--tls-ca on both sides", executor, st.Message()))
+		}
+		return fmt.Errorf("%w: %s: %s", scheduler.ErrExecutorLost, executor, st.Message())
+	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.Internal, codes.Unknown, codes.DataLoss, codes.ResourceExhausted:
+		return fmt.Errorf("%w: %s: %s: %s", scheduler.ErrExecutorLost, executor, st.Code(), st.Message())
+	default:
+		return fmt.Errorf("executor %s: %s: %s", executor, st.Code(), st.Message())
+	}
+}
+
+func isHandshakeFailure(msg string) bool {
+	return strings.Contains(msg, "authentication handshake failed") || strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:")
 }

@@ -307,6 +307,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.Env = append(os.Environ(),
+		"SLUICE_PARALLELISM="+strconv.Itoa(c.parallelism()),
 		"SLUICE_ROLE=driver",
 		"SLUICE_DRIVER_ADDR="+c.cfg.Advertise,
 		"SLUICE_JOB_ID="+id,
@@ -349,6 +350,21 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		c.endJobOnExecutors(id)
 	})
 	return id, nil
+}
+
+// parallelism is a new job's default partition count: the task slots of
+// the live executors (at least 1), fixed for the job's life so that every
+// process of the job builds the same graph.
+func (c *Coordinator) parallelism() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.execs {
+		if !e.info.GetDraining() {
+			n += int(e.info.GetSlots())
+		}
+	}
+	return max(1, n)
 }
 
 // endJobOnExecutors tells every executor to drop a finished job's processes

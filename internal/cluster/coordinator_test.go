@@ -85,7 +85,7 @@ func TestSubmitRefusals(t *testing.T) {
 
 type fixedResolver struct{ r Resolved }
 
-func (f fixedResolver) Resolve(context.Context, time.Time, time.Time, int, int, string) (Resolved, error) {
+func (f fixedResolver) Resolve(context.Context, TaskSpec) (Resolved, error) {
 	return f.r, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,12 +52,14 @@ type Daemon struct {
 	running  int
 	draining bool
 	jobs     map[string]*jobProc
-	killers  map[int64]context.CancelFunc // running tasks by id
+	gens     map[string]int64              // job processes started, by job
+	killers  map[string]context.CancelFunc // running tasks by "job/task"
 	binMu    sync.Mutex                   // serializes binary downloads
 	idle     *sync.Cond
 }
 
 type jobProc struct {
+	gen    int64 // the job's process count on this daemon: part of the incarnation
 	cmd    *exec.Cmd
 	socket string
 	conn   *grpc.ClientConn
@@ -98,7 +101,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}, killers: map[int64]context.CancelFunc{}}
+	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}, gens: map[string]int64{}, killers: map[string]context.CancelFunc{}}
 	d.idle = sync.NewCond(&d.mu)
 	return d, nil
 }
@@ -224,30 +227,79 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	if req.GetJobId() == "" || req.GetJobId() != filepath.Base(req.GetJobId()) {
 		return nil, status.Error(codes.InvalidArgument, "bad job id")
 	}
+	if req.GetRequiredIncarnation() != 0 {
+		// The task reads operator state held by one incarnation of the
+		// job's process: never start a fresh process (empty state) for it.
+		d.mu.Lock()
+		p := d.jobs[req.GetJobId()]
+		d.mu.Unlock()
+		inc := int64(0)
+		if p != nil && p.alive() {
+			inc = incarnation(epoch, p.gen)
+		}
+		if inc != req.GetRequiredIncarnation() {
+			return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), ExecutorEpoch: epoch, Incarnation: inc, Fatal: true, Error: fmt.Sprintf(
+				"executor %s: the task needs operator state held by incarnation %d of job %s's process, which is gone (now %d): the state is lost",
+				d.cfg.ID, req.GetRequiredIncarnation(), req.GetJobId(), inc)}, nil
+		}
+	}
 	bin, err := d.binary(ctx, req.GetBinarySha256())
 	if err != nil {
 		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
 	}
-	p, err := d.process(req.GetJobId(), bin, req.GetArgs())
+	p, err := d.process(req.GetJobId(), bin, req.GetArgs(), req.GetParallelism())
 	if err != nil {
 		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
 	}
+	inc := incarnation(epoch, p.gen)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	key := killKey(req.GetJobId(), req.GetTaskId())
 	d.mu.Lock()
-	d.killers[req.GetTaskId()] = cancel
+	d.killers[key] = cancel
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
-		delete(d.killers, req.GetTaskId())
+		delete(d.killers, key)
 		d.mu.Unlock()
 	}()
 	resp, err := sluicev1.NewExecutorClient(p.conn).RunTask(ctx, req)
 	if err != nil {
-		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: fmt.Sprintf("job process: %v %s", err, p.stderr.last()), ExecutorEpoch: epoch}, nil
+		if !p.alive() {
+			// The job process died under the task: this incarnation and
+			// whatever it held are gone.
+			return nil, status.Errorf(codes.Unavailable, "executor %s: job process (incarnation %d) died: %s", d.cfg.ID, inc, p.stderr.last())
+		}
+		return nil, err
 	}
 	resp.ExecutorEpoch = epoch
+	resp.Incarnation = inc
 	return resp, nil
+}
+
+// incarnation identifies one job process of one registration of a daemon:
+// it changes whenever the daemon restarts or re-registers (a new epoch) or
+// the job's process is started again, and only grows.
+func incarnation(epoch, gen int64) int64 { return epoch<<20 | gen&(1<<20-1) }
+
+func killKey(job string, task int64) string { return job + "/" + strconv.FormatInt(task, 10) }
+
+// alive reports whether the process started and has not exited.
+func (p *jobProc) alive() bool {
+	select {
+	case <-p.ready:
+	default:
+		return true // starting
+	}
+	if p.err != nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // binary returns the path of a job binary, downloading it from the
@@ -281,7 +333,7 @@ func (d *Daemon) binary(ctx context.Context, sha string) (string, error) {
 }
 
 // process returns the job's task process, starting it if needed.
-func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
+func (d *Daemon) process(job, bin string, args []string, parallelism int32) (*jobProc, error) {
 	d.mu.Lock()
 	p := d.jobs[job]
 	if p != nil {
@@ -298,10 +350,11 @@ func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
 		}
 	}
 	if p == nil {
-		p = &jobProc{ready: make(chan struct{}), done: make(chan struct{}), stderr: &tailBuffer{}}
+		d.gens[job]++
+		p = &jobProc{gen: d.gens[job], ready: make(chan struct{}), done: make(chan struct{}), stderr: &tailBuffer{}}
 		d.jobs[job] = p
 		d.mu.Unlock()
-		p.err = d.start(job, bin, args, p)
+		p.err = d.start(job, bin, args, parallelism, p)
 		close(p.ready)
 	} else {
 		d.mu.Unlock()
@@ -318,7 +371,7 @@ func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
 	return p, nil
 }
 
-func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
+func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *jobProc) error {
 	dir := filepath.Join(d.cfg.WorkDir, "jobs", job)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -336,6 +389,7 @@ func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
 		"SLUICE_SHUFFLE_DIR="+d.store.dir,
 		"SLUICE_EXECUTOR_ID="+d.cfg.ID,
 		"SLUICE_EXECUTOR_ADDR="+d.cfg.Advertise,
+		"SLUICE_PARALLELISM="+strconv.Itoa(int(parallelism)),
 	)
 	cmd.Env = append(cmd.Env, d.cfg.Secret.Env(d.cfg.SecretFile)...)
 	dieWithParent(cmd)
@@ -378,10 +432,10 @@ func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
 // and sources stop; a user function runs until it returns).
 func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sluicev1.KillTaskResponse, error) {
 	d.mu.Lock()
-	kill := d.killers[req.GetTaskId()]
+	kill := d.killers[killKey(req.GetJobId(), req.GetTaskId())]
 	d.mu.Unlock()
 	if kill == nil {
-		return nil, status.Errorf(codes.NotFound, "task %d is not running here", req.GetTaskId())
+		return nil, status.Errorf(codes.NotFound, "task %d of job %q is not running here", req.GetTaskId(), req.GetJobId())
 	}
 	kill()
 	return &sluicev1.KillTaskResponse{}, nil
@@ -392,13 +446,20 @@ func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sl
 func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
 	d.mu.Lock()
 	p := d.jobs[req.GetJobId()]
+	epoch := d.epoch
 	d.mu.Unlock()
-	if p == nil {
-		return &sluicev1.CommitStateResponse{}, nil
+	var inc int64
+	if p != nil {
+		<-p.ready
+		if p.alive() && p.conn != nil {
+			inc = incarnation(epoch, p.gen)
+		}
 	}
-	<-p.ready
-	if p.err != nil || p.conn == nil {
-		return &sluicev1.CommitStateResponse{}, nil
+	if inc == 0 || inc != req.GetIncarnation() {
+		// Committing elsewhere than where the batch's state was written
+		// would commit nothing and report success: refuse.
+		return nil, status.Errorf(codes.FailedPrecondition, "executor %s: job %s's state was held by incarnation %d, this is %d: the state is lost",
+			d.cfg.ID, req.GetJobId(), req.GetIncarnation(), inc)
 	}
 	return sluicev1.NewExecutorClient(p.conn).CommitState(ctx, req)
 }

@@ -29,7 +29,8 @@ func Fingerprint(final *rdd.Node) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// Request builds the wire form of a task (without the executor epoch).
+// Request builds the wire form of a task (without the executor epoch and
+// incarnation, which the backend adds).
 func Request(jobID, binarySHA string, args []string, zero time.Time, t *scheduler.Task) (*sluicev1.TaskRequest, error) {
 	deps := scheduler.ShuffleDeps(t.Job.Final)
 	req := &sluicev1.TaskRequest{
@@ -45,6 +46,8 @@ func Request(jobID, binarySHA string, args []string, zero time.Time, t *schedule
 		ShuffleMap:        t.Stage.IsShuffleMap(),
 		Partition:         int32(t.Partition),
 		Args:              args,
+		Action:            t.Job.Action,
+		ActionArg:         t.Job.ActionArg,
 	}
 	found := !t.Stage.IsShuffleMap()
 	for i, d := range deps {
@@ -66,11 +69,30 @@ type Resolved struct {
 	Func  scheduler.ResultFunc
 }
 
+// TaskSpec is what an executor needs to find a task's job in its copy of
+// the job's graph, without running any output code.
+type TaskSpec struct {
+	Zero, BatchTime  time.Time
+	JobIndex, JobSub int
+	Action           string
+	ActionArg        int64
+	// Inputs lists the source input batches the batch's lineage reads.
+	Inputs []*sluicev1.InputRef
+	// DriverAddr is where the job's driver serves its sources' input.
+	DriverAddr string
+}
+
+// ErrGraphMismatch marks a task the executor's copy of the job cannot run
+// as sent: another binary, other flags or a non-deterministic graph. No
+// retry can fix it: the job fails at once.
+var ErrGraphMismatch = errors.New("graph mismatch")
+
 // Resolver finds the job a task belongs to in the executor's copy of the
 // job's graph.
 type Resolver interface {
-	// driverAddr is where the job's driver serves its sources' input.
-	Resolve(ctx context.Context, zero, batchTime time.Time, jobIndex, jobSub int, driverAddr string) (Resolved, error)
+	// Resolve errors are fatal for the job: they mean the executor's graph
+	// is not the driver's.
+	Resolve(ctx context.Context, spec TaskSpec) (Resolved, error)
 	// Commit commits the operator state the batch wrote in this process,
 	// with the reports of all the batch's tasks.
 	Commit(batchTime time.Time, reports map[string][]byte) error
@@ -112,13 +134,18 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 		return resp, nil
 	}
 	bt := time.Unix(0, req.GetBatchTimeUnixNano())
-	job, err := s.cfg.Resolver.Resolve(ctx, time.Unix(0, req.GetZeroTimeUnixNano()), bt, int(req.GetJobIndex()), int(req.GetJobSub()), req.GetDriverBlocksAddress())
+	job, err := s.cfg.Resolver.Resolve(ctx, TaskSpec{
+		Zero: time.Unix(0, req.GetZeroTimeUnixNano()), BatchTime: bt, JobIndex: int(req.GetJobIndex()), JobSub: int(req.GetJobSub()),
+		Action: req.GetAction(), ActionArg: req.GetActionArg(), Inputs: req.GetInputs(), DriverAddr: req.GetDriverBlocksAddress(),
+	})
 	if err != nil {
+		resp.Fatal = true
 		return fail(err)
 	}
 	if fp := Fingerprint(job.Final); fp != req.GetGraphFingerprint() {
-		return fail(fmt.Errorf("graph mismatch: this executor's copy of the job builds a different lineage for job %d of batch %s (fingerprint %s, driver's %s): the executor runs a different binary or other flags, or the job's graph is not deterministic",
-			req.GetJobIndex(), bt.UTC().Format(time.RFC3339Nano), fp, req.GetGraphFingerprint()))
+		resp.Fatal = true
+		return fail(fmt.Errorf("%w: this executor's copy of the job builds a different lineage for job %d of batch %s (fingerprint %s, driver's %s): the executor runs a different binary or other flags, or the job's graph is not deterministic",
+			ErrGraphMismatch, req.GetJobIndex(), bt.UTC().Format(time.RFC3339Nano), fp, req.GetGraphFingerprint()))
 	}
 	deps := scheduler.ShuffleDeps(job.Final)
 	toGlobal := map[int64]int64{}

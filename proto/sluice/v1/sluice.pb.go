@@ -1174,8 +1174,26 @@ type TaskRequest struct {
 	// zero_time_unix_nano is the job's start: batch times are it plus
 	// multiples of the batch interval (sources number batches from it).
 	ZeroTimeUnixNano int64 `protobuf:"varint,16,opt,name=zero_time_unix_nano,json=zeroTimeUnixNano,proto3" json:"zero_time_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// action names what the job computes per partition, so that the executor
+	// rebuilds the job's function without running any output function:
+	// "take" (action_arg values, -1 for all), "count", "text" (the lines of a
+	// text file), "sink" (the output's own sink), "force" (compute and discard).
+	Action    string `protobuf:"bytes,17,opt,name=action,proto3" json:"action,omitempty"`
+	ActionArg int64  `protobuf:"varint,18,opt,name=action_arg,json=actionArg,proto3" json:"action_arg,omitempty"`
+	// inputs lists every source input the batch's lineage reads (its own batch
+	// and, for windows, earlier ones) with its partition count, so that an
+	// executor rebuilds the same lineage whatever batches it saw before.
+	Inputs []*InputRef `protobuf:"bytes,19,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	// parallelism is the job's default partition count, fixed by the job
+	// driver, so that every process builds the same graph whatever its cores.
+	Parallelism int32 `protobuf:"varint,20,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// required_incarnation, when not 0, is the incarnation of this executor's
+	// job process that holds the operator state the task reads: a task sent to
+	// another incarnation (a restarted process or daemon) fails instead of
+	// running on empty state.
+	RequiredIncarnation int64 `protobuf:"varint,21,opt,name=required_incarnation,json=requiredIncarnation,proto3" json:"required_incarnation,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TaskRequest) Reset() {
@@ -1320,6 +1338,101 @@ func (x *TaskRequest) GetZeroTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *TaskRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *TaskRequest) GetActionArg() int64 {
+	if x != nil {
+		return x.ActionArg
+	}
+	return 0
+}
+
+func (x *TaskRequest) GetInputs() []*InputRef {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *TaskRequest) GetParallelism() int32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
+}
+
+func (x *TaskRequest) GetRequiredIncarnation() int64 {
+	if x != nil {
+		return x.RequiredIncarnation
+	}
+	return 0
+}
+
+type InputRef struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Input             int32                  `protobuf:"varint,1,opt,name=input,proto3" json:"input,omitempty"` // the source's place among the job's sources
+	BatchTimeUnixNano int64                  `protobuf:"varint,2,opt,name=batch_time_unix_nano,json=batchTimeUnixNano,proto3" json:"batch_time_unix_nano,omitempty"`
+	Partitions        int32                  `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *InputRef) Reset() {
+	*x = InputRef{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InputRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InputRef) ProtoMessage() {}
+
+func (x *InputRef) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InputRef.ProtoReflect.Descriptor instead.
+func (*InputRef) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InputRef) GetInput() int32 {
+	if x != nil {
+		return x.Input
+	}
+	return 0
+}
+
+func (x *InputRef) GetBatchTimeUnixNano() int64 {
+	if x != nil {
+		return x.BatchTimeUnixNano
+	}
+	return 0
+}
+
+func (x *InputRef) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
 type ShuffleInput struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ordinal       int32                  `protobuf:"varint,1,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
@@ -1331,7 +1444,7 @@ type ShuffleInput struct {
 
 func (x *ShuffleInput) Reset() {
 	*x = ShuffleInput{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1456,7 @@ func (x *ShuffleInput) String() string {
 func (*ShuffleInput) ProtoMessage() {}
 
 func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1469,7 @@ func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShuffleInput.ProtoReflect.Descriptor instead.
 func (*ShuffleInput) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ShuffleInput) GetOrdinal() int32 {
@@ -1392,14 +1505,19 @@ type TaskResponse struct {
 	RecordsRead        int64                  `protobuf:"varint,8,opt,name=records_read,json=recordsRead,proto3" json:"records_read,omitempty"`
 	ExecutorEpoch      int64                  `protobuf:"varint,9,opt,name=executor_epoch,json=executorEpoch,proto3" json:"executor_epoch,omitempty"`
 	// reports are operators' figures for the driver (rdd.TaskContext.Report).
-	Reports       map[string][]byte `protobuf:"bytes,10,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Reports map[string][]byte `protobuf:"bytes,10,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// incarnation identifies the executor's job process that ran the task: it
+	// changes when the daemon re-registers or the process is (re)started.
+	Incarnation int64 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// fatal marks an error no retry can fix (graph mismatch, lost state).
+	Fatal         bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResponse) Reset() {
 	*x = TaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1529,7 @@ func (x *TaskResponse) String() string {
 func (*TaskResponse) ProtoMessage() {}
 
 func (x *TaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1542,7 @@ func (x *TaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResponse.ProtoReflect.Descriptor instead.
 func (*TaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TaskResponse) GetTaskId() int64 {
@@ -1497,16 +1615,31 @@ func (x *TaskResponse) GetReports() map[string][]byte {
 	return nil
 }
 
+func (x *TaskResponse) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *TaskResponse) GetFatal() bool {
+	if x != nil {
+		return x.Fatal
+	}
+	return false
+}
+
 type KillTaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        int64                  `protobuf:"varint,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"` // task ids are unique only within a job
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1651,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1664,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KillTaskRequest) GetTaskId() int64 {
@@ -1539,6 +1672,13 @@ func (x *KillTaskRequest) GetTaskId() int64 {
 		return x.TaskId
 	}
 	return 0
+}
+
+func (x *KillTaskRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
 }
 
 type KillTaskResponse struct {
@@ -1549,7 +1689,7 @@ type KillTaskResponse struct {
 
 func (x *KillTaskResponse) Reset() {
 	*x = KillTaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1701,7 @@ func (x *KillTaskResponse) String() string {
 func (*KillTaskResponse) ProtoMessage() {}
 
 func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1714,7 @@ func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskResponse.ProtoReflect.Descriptor instead.
 func (*KillTaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
 }
 
 type EndJobRequest struct {
@@ -1586,7 +1726,7 @@ type EndJobRequest struct {
 
 func (x *EndJobRequest) Reset() {
 	*x = EndJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1738,7 @@ func (x *EndJobRequest) String() string {
 func (*EndJobRequest) ProtoMessage() {}
 
 func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1751,7 @@ func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobRequest.ProtoReflect.Descriptor instead.
 func (*EndJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EndJobRequest) GetJobId() string {
@@ -1629,7 +1769,7 @@ type EndJobResponse struct {
 
 func (x *EndJobResponse) Reset() {
 	*x = EndJobResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1781,7 @@ func (x *EndJobResponse) String() string {
 func (*EndJobResponse) ProtoMessage() {}
 
 func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1794,7 @@ func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobResponse.ProtoReflect.Descriptor instead.
 func (*EndJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
 }
 
 type CommitStateRequest struct {
@@ -1663,14 +1803,17 @@ type CommitStateRequest struct {
 	BatchTimeUnixNano int64                  `protobuf:"varint,2,opt,name=batch_time_unix_nano,json=batchTimeUnixNano,proto3" json:"batch_time_unix_nano,omitempty"`
 	// reports are every task's reports of the batch, so that each executor's
 	// operators commit the same figures (an event-time watermark).
-	Reports       map[string][]byte `protobuf:"bytes,3,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Reports map[string][]byte `protobuf:"bytes,3,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// incarnation is the job process incarnation the driver expects to hold
+	// the state; another one refuses the commit (its state is not the job's).
+	Incarnation   int64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitStateRequest) Reset() {
 	*x = CommitStateRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1825,7 @@ func (x *CommitStateRequest) String() string {
 func (*CommitStateRequest) ProtoMessage() {}
 
 func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1838,7 @@ func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateRequest.ProtoReflect.Descriptor instead.
 func (*CommitStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CommitStateRequest) GetJobId() string {
@@ -1719,6 +1862,13 @@ func (x *CommitStateRequest) GetReports() map[string][]byte {
 	return nil
 }
 
+func (x *CommitStateRequest) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 type CommitStateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1727,7 +1877,7 @@ type CommitStateResponse struct {
 
 func (x *CommitStateResponse) Reset() {
 	*x = CommitStateResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1889,7 @@ func (x *CommitStateResponse) String() string {
 func (*CommitStateResponse) ProtoMessage() {}
 
 func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1902,7 @@ func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateResponse.ProtoReflect.Descriptor instead.
 func (*CommitStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
 }
 
 type FetchBlockRequest struct {
@@ -1767,7 +1917,7 @@ type FetchBlockRequest struct {
 
 func (x *FetchBlockRequest) Reset() {
 	*x = FetchBlockRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1929,7 @@ func (x *FetchBlockRequest) String() string {
 func (*FetchBlockRequest) ProtoMessage() {}
 
 func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1942,7 @@ func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlockRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlockRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FetchBlockRequest) GetJobId() string {
@@ -1902,7 +2052,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x1a\n" +
-	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xc1\x04\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xfa\x05\n" +
 	"\vTaskRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12+\n" +
@@ -1922,12 +2072,24 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x0eexecutor_epoch\x18\r \x01(\x03R\rexecutorEpoch\x12\x12\n" +
 	"\x04args\x18\x0e \x03(\tR\x04args\x12\x17\n" +
 	"\ajob_sub\x18\x0f \x01(\x05R\x06jobSub\x12-\n" +
-	"\x13zero_time_unix_nano\x18\x10 \x01(\x03R\x10zeroTimeUnixNano\"l\n" +
+	"\x13zero_time_unix_nano\x18\x10 \x01(\x03R\x10zeroTimeUnixNano\x12\x16\n" +
+	"\x06action\x18\x11 \x01(\tR\x06action\x12\x1d\n" +
+	"\n" +
+	"action_arg\x18\x12 \x01(\x03R\tactionArg\x12+\n" +
+	"\x06inputs\x18\x13 \x03(\v2\x13.sluice.v1.InputRefR\x06inputs\x12 \n" +
+	"\vparallelism\x18\x14 \x01(\x05R\vparallelism\x121\n" +
+	"\x14required_incarnation\x18\x15 \x01(\x03R\x13requiredIncarnation\"q\n" +
+	"\bInputRef\x12\x14\n" +
+	"\x05input\x18\x01 \x01(\x05R\x05input\x12/\n" +
+	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x01(\x05R\n" +
+	"partitions\"l\n" +
 	"\fShuffleInput\x12\x18\n" +
 	"\aordinal\x18\x01 \x01(\x05R\aordinal\x12\x1d\n" +
 	"\n" +
 	"shuffle_id\x18\x02 \x01(\x03R\tshuffleId\x12#\n" +
-	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xc2\x03\n" +
+	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xfa\x03\n" +
 	"\fTaskResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12!\n" +
@@ -1941,20 +2103,24 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\frecords_read\x18\b \x01(\x03R\vrecordsRead\x12%\n" +
 	"\x0eexecutor_epoch\x18\t \x01(\x03R\rexecutorEpoch\x12>\n" +
 	"\areports\x18\n" +
-	" \x03(\v2$.sluice.v1.TaskResponse.ReportsEntryR\areports\x1a:\n" +
+	" \x03(\v2$.sluice.v1.TaskResponse.ReportsEntryR\areports\x12 \n" +
+	"\vincarnation\x18\v \x01(\x03R\vincarnation\x12\x14\n" +
+	"\x05fatal\x18\f \x01(\bR\x05fatal\x1a:\n" +
 	"\fReportsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"*\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"A\n" +
 	"\x0fKillTaskRequest\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\x03R\x06taskId\"\x12\n" +
+	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"\x12\n" +
 	"\x10KillTaskResponse\"&\n" +
 	"\rEndJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x10\n" +
-	"\x0eEndJobResponse\"\xde\x01\n" +
+	"\x0eEndJobResponse\"\x80\x02\n" +
 	"\x12CommitStateRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12/\n" +
 	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\x12D\n" +
-	"\areports\x18\x03 \x03(\v2*.sluice.v1.CommitStateRequest.ReportsEntryR\areports\x1a:\n" +
+	"\areports\x18\x03 \x03(\v2*.sluice.v1.CommitStateRequest.ReportsEntryR\areports\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x1a:\n" +
 	"\fReportsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x15\n" +
@@ -1998,7 +2164,7 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*FetchInputRequest)(nil),        // 0: sluice.v1.FetchInputRequest
 	(*InputChunk)(nil),               // 1: sluice.v1.InputChunk
@@ -2021,17 +2187,18 @@ var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*ListExecutorsResponse)(nil),    // 18: sluice.v1.ListExecutorsResponse
 	(*ExecutorInfo)(nil),             // 19: sluice.v1.ExecutorInfo
 	(*TaskRequest)(nil),              // 20: sluice.v1.TaskRequest
-	(*ShuffleInput)(nil),             // 21: sluice.v1.ShuffleInput
-	(*TaskResponse)(nil),             // 22: sluice.v1.TaskResponse
-	(*KillTaskRequest)(nil),          // 23: sluice.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),         // 24: sluice.v1.KillTaskResponse
-	(*EndJobRequest)(nil),            // 25: sluice.v1.EndJobRequest
-	(*EndJobResponse)(nil),           // 26: sluice.v1.EndJobResponse
-	(*CommitStateRequest)(nil),       // 27: sluice.v1.CommitStateRequest
-	(*CommitStateResponse)(nil),      // 28: sluice.v1.CommitStateResponse
-	(*FetchBlockRequest)(nil),        // 29: sluice.v1.FetchBlockRequest
-	nil,                              // 30: sluice.v1.TaskResponse.ReportsEntry
-	nil,                              // 31: sluice.v1.CommitStateRequest.ReportsEntry
+	(*InputRef)(nil),                 // 21: sluice.v1.InputRef
+	(*ShuffleInput)(nil),             // 22: sluice.v1.ShuffleInput
+	(*TaskResponse)(nil),             // 23: sluice.v1.TaskResponse
+	(*KillTaskRequest)(nil),          // 24: sluice.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),         // 25: sluice.v1.KillTaskResponse
+	(*EndJobRequest)(nil),            // 26: sluice.v1.EndJobRequest
+	(*EndJobResponse)(nil),           // 27: sluice.v1.EndJobResponse
+	(*CommitStateRequest)(nil),       // 28: sluice.v1.CommitStateRequest
+	(*CommitStateResponse)(nil),      // 29: sluice.v1.CommitStateResponse
+	(*FetchBlockRequest)(nil),        // 30: sluice.v1.FetchBlockRequest
+	nil,                              // 31: sluice.v1.TaskResponse.ReportsEntry
+	nil,                              // 32: sluice.v1.CommitStateRequest.ReportsEntry
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	3,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
@@ -2039,42 +2206,43 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	3,  // 2: sluice.v1.SubmitHeader.platform:type_name -> sluice.v1.Platform
 	16, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
 	19, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
-	21, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
-	30, // 6: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
-	31, // 7: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
-	4,  // 8: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
-	6,  // 9: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	8,  // 10: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
-	9,  // 11: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	12, // 12: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	14, // 13: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
-	15, // 14: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
-	17, // 15: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
-	20, // 16: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
-	23, // 17: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
-	25, // 18: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
-	27, // 19: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
-	0,  // 20: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
-	29, // 21: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
-	5,  // 22: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
-	7,  // 23: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	2,  // 24: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
-	11, // 25: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	13, // 26: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	16, // 27: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
-	16, // 28: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
-	18, // 29: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
-	22, // 30: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
-	24, // 31: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
-	26, // 32: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
-	28, // 33: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
-	1,  // 34: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
-	2,  // 35: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
-	22, // [22:36] is the sub-list for method output_type
-	8,  // [8:22] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	22, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
+	21, // 6: sluice.v1.TaskRequest.inputs:type_name -> sluice.v1.InputRef
+	31, // 7: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
+	32, // 8: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
+	4,  // 9: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
+	6,  // 10: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	8,  // 11: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
+	9,  // 12: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	12, // 13: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	14, // 14: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
+	15, // 15: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
+	17, // 16: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
+	20, // 17: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
+	24, // 18: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
+	26, // 19: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
+	28, // 20: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
+	0,  // 21: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
+	30, // 22: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
+	5,  // 23: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
+	7,  // 24: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	2,  // 25: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
+	11, // 26: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	13, // 27: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	16, // 28: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
+	16, // 29: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
+	18, // 30: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
+	23, // 31: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
+	25, // 32: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
+	27, // 33: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
+	29, // 34: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
+	1,  // 35: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
+	2,  // 36: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_sluice_proto_init() }
@@ -2092,7 +2260,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
