@@ -50,7 +50,9 @@ type resolver struct {
 	latest     time.Time
 	// inputParts holds the partition counts of the driver's input batches,
 	// as tasks list them: the lineage of a batch is rebuilt from them,
-	// whatever batches this process saw before.
+	// whatever batches this process saw before. partsMu guards it (taken
+	// under mu, by generation).
+	partsMu    sync.Mutex
 	inputParts map[inputKey]int
 	// Shuffle outputs this process wrote, by batch: the driver forgets a
 	// batch's shuffles once it is done, so they are deleted then.
@@ -85,8 +87,8 @@ func (r *resolver) Commit(bt time.Time, reports map[string][]byte) error {
 // inputPartsOf returns the partition count of a driver input batch, false
 // if no task listed it (the source had no input then).
 func (r *resolver) inputPartsOf(input int, t time.Time) (int, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.partsMu.Lock()
+	defer r.partsMu.Unlock()
 	n, ok := r.inputParts[inputKey{input, t.UnixNano()}]
 	return n, ok
 }
@@ -121,9 +123,11 @@ func (r *resolver) Resolve(ctx context.Context, spec cluster.TaskSpec) (cluster.
 		r.mu.Unlock()
 		return cluster.Resolved{}, err
 	}
+	r.partsMu.Lock()
 	for _, in := range spec.Inputs {
 		r.inputParts[inputKey{int(in.GetInput()), in.GetBatchTimeUnixNano()}] = int(in.GetPartitions())
 	}
+	r.partsMu.Unlock()
 	b := r.batches[bt]
 	if b == nil {
 		b = c.generate(bt)
@@ -139,11 +143,13 @@ func (r *resolver) Resolve(ctx context.Context, spec cluster.TaskSpec) (cluster.
 					delete(r.batches, t)
 				}
 			}
+			r.partsMu.Lock()
 			for k := range r.inputParts {
 				if k.t <= horizon.UnixNano() {
 					delete(r.inputParts, k)
 				}
 			}
+			r.partsMu.Unlock()
 			for t, ids := range r.written {
 				if t.Before(bt) && r.prune != nil {
 					r.prune(ids)

@@ -41,6 +41,7 @@ var (
 	driverBin    string
 	executorBin  string
 	statejobBin  string
+	truthjobBin  string
 )
 
 func TestMain(m *testing.M) {
@@ -69,7 +70,7 @@ func build(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "../cmd/driver", "../cmd/executor")
+		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "./testdata/truthjob", "../cmd/driver", "../cmd/executor")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.WaitDelay = waitDelay
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -80,6 +81,7 @@ func build(dir string) error {
 	driverBin = filepath.Join(dir, "driver")
 	executorBin = filepath.Join(dir, "executor")
 	statejobBin = filepath.Join(dir, "statejob")
+	truthjobBin = filepath.Join(dir, "truthjob")
 	return nil
 }
 

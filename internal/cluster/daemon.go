@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -277,6 +279,10 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	return resp, nil
 }
 
+// maxUnixPath is the longest unix socket path used as is (sun_path holds
+// 108 bytes on Linux, 104 on BSDs, with the terminating zero).
+const maxUnixPath = 100
+
 // incarnation identifies one job process of one registration of a daemon:
 // it changes whenever the daemon restarts or re-registers (a new epoch) or
 // the job's process is started again, and only grows.
@@ -377,6 +383,12 @@ func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *job
 		return err
 	}
 	p.socket = filepath.Join(dir, "task.sock")
+	if len(p.socket) > maxUnixPath {
+		// A unix socket path is limited to ~108 bytes: a deep work
+		// directory gets a short, unique name in the temp directory.
+		sum := sha256.Sum256([]byte(p.socket))
+		p.socket = filepath.Join(os.TempDir(), "sluice-"+hex.EncodeToString(sum[:8])+".sock")
+	}
 	os.Remove(p.socket)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
@@ -494,6 +506,9 @@ func (d *Daemon) stopJobs() {
 
 func stopProc(p *jobProc) {
 	<-p.ready
+	if p.socket != "" {
+		defer os.Remove(p.socket)
+	}
 	if p.conn != nil {
 		p.conn.Close()
 	}

@@ -1,0 +1,116 @@
+// Command truthjob is the e2e job of cluster-mode truth tests (issue 4/11):
+// outputs that run only in the driver, windows over input received by the
+// driver, and a task that kills its executor process.
+//
+//	--mode=outputs  rate source: counts per key saved with SaveAsTextFiles
+//	                under --out, and a ForeachRDD running two jobs per batch
+//	                (CountRDD, then Collect), which also appends its pid to
+//	                --marker (the body must run only in the driver).
+//	--mode=window   dir source (--dir): per batch "batch T: input N", and a
+//	                4 s window sliding every 2 s, "window T: total N".
+//	--mode=crash    a map function that exits the executor's job process.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/rdd"
+)
+
+type kv = dstream.KV[string, int64]
+
+func main() {
+	ctx, err := dstream.New(dstream.Config{AppName: "truthjob", BatchInterval: time.Second, StopTimeout: 5 * time.Second})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fl := ctx.Flags()
+	mode := fl.String("mode", "outputs", "outputs, window or crash")
+	rate := fl.Int64("rate", 1000, "records per second (outputs, crash)")
+	out := fl.String("out", "", "SaveAsTextFiles prefix (outputs)")
+	marker := fl.String("marker", "", "file the ForeachRDD body appends its pid to (outputs)")
+	dir := fl.String("dir", "", "input directory (window)")
+	if err := ctx.ParseFlags(os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, dstream.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "truthjob:", err)
+		os.Exit(2)
+	}
+	sum := func(a, b int64) int64 { return a + b }
+	switch *mode {
+	case "outputs":
+		pairs := dstream.Map(dstream.Rate(ctx, *rate), func(i int64) kv { return kv{Key: fmt.Sprint("k", i%13), Value: 1} })
+		counts := dstream.ReduceByKey(pairs, sum)
+		dstream.SaveAsTextFiles(dstream.Map(counts, func(e kv) string { return fmt.Sprintf("%s\t%d", e.Key, e.Value) }), *out, "")
+		dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[kv]) error {
+			if f, err := os.OpenFile(*marker, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+				fmt.Fprintf(f, "%d\n", os.Getpid())
+				f.Close()
+			}
+			n, err := dstream.CountRDD(b, r)
+			if err != nil {
+				return err
+			}
+			all, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i].Key < all[j].Key })
+			var sb strings.Builder
+			var total int64
+			for _, e := range all {
+				fmt.Fprintf(&sb, " %s=%d", e.Key, e.Value)
+				total += e.Value
+			}
+			fmt.Printf("batch %s: keys=%d total=%d%s\n", b.Time().UTC().Format(time.TimeOnly), n, total, sb.String())
+			return nil
+		})
+	case "window":
+		lines := dstream.TextFileStream(ctx, *dir)
+		dstream.ForeachRDD(dstream.Count(lines), func(b *dstream.Batch, r *rdd.RDD[int64]) error {
+			n, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("batch %s: input %d\n", b.Time().UTC().Format(time.TimeOnly), total(n))
+			return nil
+		})
+		windowed := dstream.Count(dstream.Window(lines, 4*time.Second, 2*time.Second))
+		dstream.ForeachRDD(windowed, func(b *dstream.Batch, r *rdd.RDD[int64]) error {
+			n, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("window %s: total %d\n", b.Time().UTC().Format(time.TimeOnly), total(n))
+			return nil
+		})
+	case "crash":
+		crashed := dstream.Map(dstream.Rate(ctx, *rate), func(i int64) int64 {
+			if os.Getenv("SLUICE_ROLE") == "executor" {
+				os.Exit(3) // as an out-of-memory kill would
+			}
+			return i
+		})
+		dstream.Print(crashed, 1)
+	default:
+		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window or crash\n", *mode)
+		os.Exit(2)
+	}
+	dstream.Main(ctx)
+}
+
+func total(vs []int64) int64 {
+	var n int64
+	for _, v := range vs {
+		n += v
+	}
+	return n
+}

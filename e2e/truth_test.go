@@ -1,0 +1,349 @@
+//go:build unix
+
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Cluster mode tells the truth (issue 4/11): these tests check files and
+// job state, not only what the job prints.
+
+// waitJobState waits until `driver status` reports the job in one of states
+// and returns the status output.
+func (c *cluster) waitJobState(id string, within time.Duration, states ...string) string {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, _ := c.run("status", id)
+		for _, s := range states {
+			if strings.Contains(out, s) {
+				return out
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("job %s not %v within %v: %s\njob stderr:\n%s", id, states, within, out, tail(c.jobStderr(id)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var truthBatchRE = regexp.MustCompile(`^batch (\S+): keys=(\d+) total=(\d+)(.*)$`)
+
+// TestClusterOutputsRunOnlyInDriver: SaveAsTextFiles writes every partition
+// once (the batch directories hold exactly the counts), a ForeachRDD body
+// runs two jobs per batch, and output functions never run on executors.
+func TestClusterOutputsRunOnlyInDriver(t *testing.T) {
+	c := newCluster(t, 2)
+	out := filepath.Join(c.dir, "out", "counts")
+	marker := filepath.Join(c.dir, "marker")
+	id := c.submitBinary(truthjobBin, "--mode=outputs", "--rate=1000", "--out="+out, "--marker="+marker)
+	c.driver.waitFor(t, "6 batches", func() bool {
+		if strings.Contains(c.jobStderr(id), "batch failed") {
+			t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
+		}
+		return strings.Count(c.jobStdout(id), "\nbatch ") >= 5
+	})
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitJobState(id, 30*time.Second, "finished")
+
+	printed := map[int64]map[string]int64{} // batch ms -> key -> count
+	for _, l := range strings.Split(c.jobStdout(id), "\n") {
+		m := truthBatchRE.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		if m[2] != "13" || m[3] != "1000" {
+			t.Errorf("batch %s: CountRDD says %s keys and Collect %s records, want 13 and 1000", m[1], m[2], m[3])
+		}
+		counts := map[string]int64{}
+		for _, f := range strings.Fields(m[4]) {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			counts[k] = n
+		}
+		tm, _ := time.Parse(time.TimeOnly, m[1])
+		printed[int64(tm.Hour()*3600+tm.Minute()*60+tm.Second())] = counts
+	}
+	if len(printed) < 5 {
+		t.Fatalf("%d batches printed:\n%s", len(printed), c.jobStdout(id))
+	}
+	dirs, _ := filepath.Glob(out + "-*")
+	committed := 0
+	for _, d := range dirs {
+		if strings.HasSuffix(d, "._temporary") {
+			continue
+		}
+		committed++
+		files, _ := filepath.Glob(filepath.Join(d, "part-*"))
+		if len(files) == 0 {
+			t.Errorf("%s: no part files", d)
+		}
+		got := map[string]int64{}
+		var total int64
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				if l == "" {
+					continue
+				}
+				k, v, _ := strings.Cut(l, "\t")
+				n, _ := strconv.ParseInt(v, 10, 64)
+				got[k] += n
+				total += n
+			}
+		}
+		if total != 1000 || len(got) != 13 {
+			t.Errorf("%s: %d records over %d keys, want 1000 over 13", d, total, len(got))
+		}
+		ms, _ := strconv.ParseInt(d[strings.LastIndexByte(d, '-')+1:], 10, 64)
+		tm := time.UnixMilli(ms).UTC()
+		if want, ok := printed[int64(tm.Hour()*3600+tm.Minute()*60+tm.Second())]; ok {
+			for k, n := range want {
+				if got[k] != n {
+					t.Errorf("%s: %s=%d in the files, %d printed", d, k, got[k], n)
+				}
+			}
+		}
+	}
+	if committed < len(printed) {
+		t.Errorf("%d batch directories committed, %d batches printed", committed, len(printed))
+	}
+	b, err := os.ReadFile(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{}
+	for _, l := range strings.Fields(string(b)) {
+		pids[l]++
+	}
+	if len(pids) != 1 {
+		t.Errorf("the ForeachRDD body ran in %d processes (pid: runs) %v; it must run only in the job's driver", len(pids), pids)
+	}
+}
+
+// jobProcessPID returns the pid of the job process an executor started.
+func jobProcessPID(t *testing.T, e *proc) int {
+	t.Helper()
+	re := regexp.MustCompile(`job process started.* pid=(\d+)`)
+	m := re.FindStringSubmatch(e.stderr.String())
+	if m == nil {
+		t.Fatalf("executor started no job process:\n%s", tail(e.stderr.String()))
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid
+}
+
+// checkStateNeverReset fails if a printed batch of a stateful job differs
+// from the local run's: a committed batch computed on reset state would.
+func checkStateNeverReset(t *testing.T, got, want []string) {
+	t.Helper()
+	for i := 0; i < min(len(got), len(want)); i++ {
+		if got[i] != want[i] {
+			t.Fatalf("batch %d was committed with wrong state:\ncluster: %s\nlocal:   %s", i+1, got[i], want[i])
+		}
+	}
+}
+
+// TestClusterStateLossFailsLoudly: when the job process holding operator
+// state dies, or its executor restarts at the same address, the job fails
+// naming the state; it never commits a batch computed from empty state.
+func TestClusterStateLossFailsLoudly(t *testing.T) {
+	want := localReferenceOf(t, statejobBin, 12)
+	t.Run("job process killed", func(t *testing.T) {
+		c := newCluster(t, 2)
+		id := c.submitBinary(statejobBin)
+		c.waitBatches(id, 6) // 3 lines a batch
+		if err := syscall.Kill(jobProcessPID(t, c.execs[0]), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		st := c.waitJobState(id, 45*time.Second, "failed")
+		if !strings.Contains(st, "operator state") && !strings.Contains(c.jobStderr(id), "operator state") {
+			t.Errorf("the failure does not name the lost state:\n%s\n%s", st, tail(c.jobStderr(id)))
+		}
+		checkStateNeverReset(t, batches(c.jobStdout(id)), want)
+	})
+	t.Run("executor restarted at the same address", func(t *testing.T) {
+		c := newCluster(t, 1)
+		port := freePort(t)
+		args := []string{"--driver", c.addr, "--listen", "127.0.0.1:" + port, "--work-dir", filepath.Join(c.dir, "fixed"),
+			"--slots", "2", "--secret-file", c.secret, "--drain-grace", "1s", "--id", "fixed"}
+		e := start(t, executorBin, args...)
+		e.waitFor(t, "registration", func() bool { return strings.Contains(e.stderr.String(), "executor: registered") })
+		id := c.submitBinary(statejobBin)
+		c.waitBatches(id, 6)
+		e.signal(t, syscall.SIGKILL)
+		<-e.done
+		e2 := start(t, executorBin, args...)
+		e2.waitFor(t, "registration", func() bool { return strings.Contains(e2.stderr.String(), "executor: registered") })
+		st := c.waitJobState(id, 45*time.Second, "failed")
+		if !strings.Contains(st, "operator state") && !strings.Contains(c.jobStderr(id), "operator state") {
+			t.Errorf("the failure does not name the lost state:\n%s\n%s", st, tail(c.jobStderr(id)))
+		}
+		checkStateNeverReset(t, batches(c.jobStdout(id)), want)
+	})
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+// TestClusterTaskThatKillsItsExecutorFailsTheJob: a task whose process dies
+// every time is retried a bounded number of times, then the job fails
+// naming the task, instead of relaunching it forever.
+func TestClusterTaskThatKillsItsExecutorFailsTheJob(t *testing.T) {
+	c := newCluster(t, 2)
+	id := c.submitBinary(truthjobBin, "--mode=crash")
+	st := c.waitJobState(id, 60*time.Second, "failed")
+	stderr := c.jobStderr(id)
+	if !strings.Contains(stderr, "executor was lost on each of 4 attempts") {
+		t.Errorf("the job's error does not say the task kept losing its executor:\n%s\n%s", st, tail(stderr))
+	}
+	if n := strings.Count(stderr, "task's executor lost; retrying elsewhere"); n == 0 || n > 16 {
+		t.Errorf("%d lost-executor retries logged, want 1..16 (4 partitions, 4 losses each at most)", n)
+	}
+}
+
+// TestClusterGraphDoesNotDependOnCores: an executor pinned to one core
+// builds the same graph as the driver (the partition count comes from the
+// cluster's slots, not the local CPU count).
+func TestClusterGraphDoesNotDependOnCores(t *testing.T) {
+	needProcesses(t)
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		t.Skip("taskset not installed")
+	}
+	c := newCluster(t, 1)
+	e := start(t, taskset, "-c", "0", executorBin, "--driver", c.addr, "--listen", "127.0.0.1:0", "--work-dir", filepath.Join(c.dir, "pinned"),
+		"--slots", "1", "--secret-file", c.secret, "--drain-grace", "1s", "--id", "pinned")
+	e.waitFor(t, "registration", func() bool { return strings.Contains(e.stderr.String(), "executor: registered") })
+	id := c.submit(jobArgs...)
+	want := localReference(t, 5, jobArgs...)
+	c.waitBatches(id, 5)
+	checkAgainst(t, batches(c.jobStdout(id)), want)
+	if !strings.Contains(e.stderr.String(), "job process started") {
+		t.Errorf("the pinned executor ran no task")
+	}
+	if s := c.jobStderr(id); strings.Contains(s, "graph mismatch") {
+		t.Errorf("graph mismatch:\n%s", tail(s))
+	}
+}
+
+// TestClusterWindowOverDriverInput: a window sliding slower than the batch
+// interval over input received by the driver (a directory source), with an
+// executor joining mid-stream: every window holds exactly the input of its
+// batches.
+func TestClusterWindowOverDriverInput(t *testing.T) {
+	c := newCluster(t, 2)
+	in := filepath.Join(c.dir, "in")
+	if err := os.MkdirAll(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id := c.submitBinary(truthjobBin, "--mode=window", "--dir="+in)
+	feed := func(n, lines int) {
+		for i := 0; i < n; i++ {
+			tmp := filepath.Join(in, fmt.Sprintf(".f%d", i))
+			os.WriteFile(tmp, []byte(strings.Repeat("x y\n", lines+i%3)), 0o644)
+			os.Rename(tmp, filepath.Join(in, fmt.Sprintf("f-%d-%d", time.Now().UnixNano(), i)))
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	feed(16, 5)
+	c.addExecutor(c.secret)
+	feed(16, 7)
+	time.Sleep(3 * time.Second)
+	if s := c.jobStderr(id); strings.Contains(s, "batch failed") {
+		t.Fatalf("job failed:\n%s", tail(s))
+	}
+	if !strings.Contains(c.execs[2].stderr.String(), "job process started") {
+		t.Errorf("the executor that joined ran no task:\n%s", tail(c.execs[2].stderr.String()))
+	}
+	inputs := map[string]int64{}
+	var windows []string
+	var times []string
+	sc := bufio.NewScanner(strings.NewReader(c.jobStdout(id)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 4 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[3], 10, 64)
+		switch f[0] {
+		case "batch":
+			inputs[strings.TrimSuffix(f[1], ":")] = n
+			times = append(times, strings.TrimSuffix(f[1], ":"))
+		case "window":
+			windows = append(windows, sc.Text())
+		}
+	}
+	sort.Strings(times)
+	checked := 0
+	for _, w := range windows {
+		f := strings.Fields(w)
+		end, _ := time.Parse(time.TimeOnly, strings.TrimSuffix(f[1], ":"))
+		total, _ := strconv.ParseInt(f[3], 10, 64)
+		var sum int64
+		complete := true
+		for k := 0; k < 4; k++ {
+			bt := end.Add(-time.Duration(k) * time.Second).Format(time.TimeOnly)
+			n, ok := inputs[bt]
+			if !ok || len(times) == 0 || bt < times[0] {
+				complete = false
+			}
+			sum += n
+		}
+		if !complete {
+			continue
+		}
+		checked++
+		if sum != total {
+			t.Errorf("%s, but its 4 batches' input sums to %d", w, sum)
+		}
+	}
+	if checked < 3 {
+		t.Fatalf("only %d full windows to check:\n%s", checked, c.jobStdout(id))
+	}
+}
+
+// TestClusterStopWithoutExecutors: with every executor gone, `driver stop`
+// still ends the job within its stop timeout.
+func TestClusterStopWithoutExecutors(t *testing.T) {
+	c := newCluster(t, 2)
+	id := c.submitBinary(truthjobBin, "--mode=outputs", "--out="+filepath.Join(c.dir, "out"), "--marker="+filepath.Join(c.dir, "marker"))
+	c.driver.waitFor(t, "2 batches", func() bool { return strings.Count(c.jobStdout(id), "\nbatch ") >= 2 })
+	for _, e := range c.execs {
+		e.signal(t, syscall.SIGKILL)
+	}
+	time.Sleep(4 * time.Second) // the coordinator declares them lost
+	start := time.Now()
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	// truthjob's stop timeout is 5 s.
+	c.waitJobState(id, 20*time.Second, "finished", "failed")
+	t.Logf("job ended %v after stop", time.Since(start).Round(time.Millisecond))
+}
