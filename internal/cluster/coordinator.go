@@ -290,6 +290,9 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	c.nextJob++
 	id := fmt.Sprintf("job-%s-%d", time.Now().UTC().Format("20060102T150405"), c.nextJob)
 	c.mu.Unlock()
+	if err := verifyBinary(path); err != nil {
+		return "", err
+	}
 	dir := filepath.Join(c.cfg.StateDir, "jobs", id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err

@@ -221,8 +221,8 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 		d.idle.Broadcast()
 		d.mu.Unlock()
 	}()
-	if req.GetJobId() == "" || req.GetJobId() != filepath.Base(req.GetJobId()) {
-		return nil, status.Error(codes.InvalidArgument, "bad job id")
+	if err := checkID("job id", req.GetJobId()); err != nil {
+		return nil, err
 	}
 	bin, err := d.binary(ctx, req.GetBinarySha256())
 	if err != nil {
@@ -319,6 +319,10 @@ func (d *Daemon) process(job, bin string, args []string) (*jobProc, error) {
 }
 
 func (d *Daemon) start(job, bin string, args []string, p *jobProc) error {
+	if err := verifyBinary(bin); err != nil {
+		d.cfg.Log.Error("executor: cached job binary changed: refusing to run it", slog.Any("err", err))
+		return err
+	}
 	dir := filepath.Join(d.cfg.WorkDir, "jobs", job)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -390,6 +394,9 @@ func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sl
 // CommitState implements sluicev1.ExecutorServer: it passes the commit on
 // to the job's process, if this executor runs one.
 func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
+	if err := checkID("job id", req.GetJobId()); err != nil {
+		return nil, err
+	}
 	d.mu.Lock()
 	p := d.jobs[req.GetJobId()]
 	d.mu.Unlock()
@@ -406,8 +413,8 @@ func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateReque
 // EndJob implements sluicev1.ExecutorServer.
 func (d *Daemon) EndJob(_ context.Context, req *sluicev1.EndJobRequest) (*sluicev1.EndJobResponse, error) {
 	job := req.GetJobId()
-	if job == "" || job != filepath.Base(job) {
-		return nil, status.Error(codes.InvalidArgument, "bad job id")
+	if err := checkID("job id", job); err != nil {
+		return nil, err
 	}
 	d.mu.Lock()
 	p := d.jobs[job]
