@@ -262,6 +262,7 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}
 	id, err := c.startJob(h, path)
 	if err != nil {
+		c.dropUnusedBinary(h.GetSha256())
 		return status.Errorf(codes.Internal, "submit: start job: %v", err)
 	}
 	return stream.SendAndClose(&sluicev1.SubmitJobResponse{JobId: id})
@@ -320,6 +321,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	if err := cmd.Start(); err != nil {
 		stdout.Close()
 		stderr.Close()
+		os.RemoveAll(dir)
 		return "", err
 	}
 	name := h.GetName()
@@ -349,28 +351,31 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		c.mu.Unlock()
 		close(j.done)
 		c.cfg.Log.Info("job ended", slog.String("job", id), slog.String("state", state))
+		c.dropUnusedBinary(h.GetSha256())
 		c.endJobOnExecutors(id)
 	})
 	return id, nil
 }
 
 // endJobOnExecutors tells every executor to drop a finished job's processes
-// and data (best effort: an executor that misses it drops them on restart).
+// and data, retrying while one cannot be reached.
 func (c *Coordinator) endJobOnExecutors(id string) {
 	resp, _ := c.ListExecutors(context.Background(), nil)
 	pool := NewPool(c.cfg.Secret.DialOptions()...)
 	defer pool.Close()
+	var wg sync.WaitGroup
 	for _, e := range resp.GetExecutors() {
 		cl, err := pool.Executor(e.GetAddress())
 		if err != nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := cl.EndJob(ctx, &sluicev1.EndJobRequest{JobId: id}); err != nil {
-			c.cfg.Log.Warn("cannot end job on executor", slog.String("job", id), slog.String("executor", e.GetExecutorId()), slog.Any("err", err))
-		}
-		cancel()
+		wg.Go(func() {
+			if err := endJobRetrying(cl, id, c.cfg.Log); err != nil {
+				c.cfg.Log.Warn("cannot end job on executor", slog.String("job", id), slog.String("executor", e.GetExecutorId()), slog.Any("err", err))
+			}
+		})
 	}
+	wg.Wait()
 }
 
 func lastLine(path string) string {

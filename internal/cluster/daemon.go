@@ -34,7 +34,10 @@ type DaemonConfig struct {
 	// DrainGrace is how long a stopping executor keeps serving shuffle
 	// blocks after its last task. Default 10s.
 	DrainGrace time.Duration
-	Log        *slog.Logger
+	// OrphanGrace is how long the driver may not answer before the job
+	// processes and job data are deleted. Default DefaultOrphanGrace.
+	OrphanGrace time.Duration
+	Log         *slog.Logger
 }
 
 // Daemon is an executor: it registers with the coordinator, runs each job's
@@ -53,6 +56,7 @@ type Daemon struct {
 	jobs     map[string]*jobProc
 	killers  map[int64]context.CancelFunc // running tasks by id
 	binMu    sync.Mutex                   // serializes binary downloads
+	contact  contact                      // when the driver last answered
 	idle     *sync.Cond
 }
 
@@ -111,7 +115,7 @@ func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
 	if err != nil {
 		return err
 	}
-	d.driver = sluicev1.NewDriverClient(conn)
+	d.driver = d.watchDriver(sluicev1.NewDriverClient(conn))
 	srv := grpc.NewServer(d.cfg.Secret.ServerOptions(d.cfg.Log)...)
 	sluicev1.RegisterExecutorServer(srv, d)
 	sluicev1.RegisterShuffleServer(srv, &ShuffleServer{Store: d.store})
@@ -123,6 +127,7 @@ func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
 	})
 	hbCtx, stopHB := context.WithCancel(context.Background())
 	wg.Go(func() { d.heartbeats(hbCtx) })
+	wg.Go(func() { d.reapOrphans(hbCtx) })
 
 	<-ctx.Done()
 	d.cfg.Log.Info("executor: draining")
@@ -425,6 +430,7 @@ func (d *Daemon) EndJob(_ context.Context, req *sluicev1.EndJobRequest) (*sluice
 	}
 	os.RemoveAll(filepath.Join(d.cfg.WorkDir, "jobs", job))
 	d.store.RemoveJob(job)
+	d.dropUnusedBinaries()
 	return &sluicev1.EndJobResponse{}, nil
 }
 

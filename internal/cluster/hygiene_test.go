@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow/memory"
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -125,5 +127,124 @@ func TestTamperedCachedBinaryIsRefusedBeforeExec(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(marker); strings.TrimSpace(string(b)) != "right" {
 		t.Fatalf("the right binary did not run (task error %q)", resp.GetError())
+	}
+}
+
+// entries lists what a directory tree holds, hidden files included.
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if p != dir && err == nil {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	return out
+}
+
+// A submission refused for any reason leaves nothing in the state
+// directory, and a job's binary goes when the job ends.
+func TestRefusedSubmissionsLeaveNothing(t *testing.T) {
+	state := t.TempDir()
+	secret := mustSecret(t, "the-right-cluster-secret")
+	c, err := NewCoordinator(CoordinatorConfig{StateDir: state, Advertise: "127.0.0.1:1", Secret: secret, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) { sluicev1.RegisterDriverServer(s, c) })
+	dc := sluicev1.NewDriverClient(dial(t, addr, secret.DialOptions()...))
+	ctx := context.Background()
+	if _, err := dc.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{ExecutorId: "e", Address: "127.0.0.1:2", Slots: 1,
+		Platform: &sluicev1.Platform{Goos: "linux", Goarch: "amd64"}}); err != nil {
+		t.Fatal(err)
+	}
+	here := &sluicev1.Platform{Goos: "linux", Goarch: "amd64"}
+	header := func(data []byte) *sluicev1.SubmitHeader {
+		sum := sha256.Sum256(data)
+		return &sluicev1.SubmitHeader{Sha256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Platform: here}
+	}
+	text := []byte(strings.Repeat("not a program\n", 1000))
+	script := []byte("#!/bin/sh\nexit 0\n")
+	other := header([]byte("other"))
+	for _, tc := range []struct {
+		name string
+		h    *sluicev1.SubmitHeader
+		data []byte
+	}{
+		{"not executable", header(text), text},
+		{"hash mismatch", &sluicev1.SubmitHeader{Sha256: other.Sha256, Size: int64(len(script)), Platform: here}, script},
+		{"longer than announced", &sluicev1.SubmitHeader{Sha256: header(script).Sha256, Size: 4, Platform: here}, script},
+		{"too large", &sluicev1.SubmitHeader{Sha256: header(script).Sha256, Size: MaxBinaryBytes + 1, Platform: here}, script},
+		{"other platform", &sluicev1.SubmitHeader{Sha256: header(script).Sha256, Size: int64(len(script)), Platform: &sluicev1.Platform{Goos: "linux", Goarch: "arm64"}}, script},
+		{"bad sha", &sluicev1.SubmitHeader{Sha256: "..", Size: int64(len(script)), Platform: here}, script},
+	} {
+		if err := submitBytes(ctx, dc, tc.h, tc.data); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+		if left := entries(t, state); len(left) != 2 { // binaries/ and jobs/
+			t.Errorf("%s: the state directory holds %v", tc.name, left)
+		}
+	}
+	// A job that ran and ended leaves its logs, not its binary.
+	if err := submitBytes(ctx, dc, header(script), script); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		bins, _ := os.ReadDir(filepath.Join(state, "binaries"))
+		if len(bins) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ended job's binary is still stored: %v", entries(t, state))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// EndJob is retried until the executor answers.
+type flakyExecutor struct {
+	sluicev1.UnimplementedExecutorServer
+	calls atomic.Int64
+}
+
+func (f *flakyExecutor) EndJob(context.Context, *sluicev1.EndJobRequest) (*sluicev1.EndJobResponse, error) {
+	if f.calls.Add(1) < 3 {
+		return nil, status.Error(codes.Unavailable, "not now")
+	}
+	return &sluicev1.EndJobResponse{}, nil
+}
+
+func TestEndJobIsRetried(t *testing.T) {
+	secret := mustSecret(t, "the-right-cluster-secret")
+	f := &flakyExecutor{}
+	addr := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) { sluicev1.RegisterExecutorServer(s, f) })
+	c, err := NewCoordinator(CoordinatorConfig{StateDir: t.TempDir(), Advertise: "127.0.0.1:1", Secret: secret, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterExecutor(context.Background(), &sluicev1.RegisterExecutorRequest{ExecutorId: "e", Address: addr, Slots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.endJobOnExecutors("job-1")
+	if n := f.calls.Load(); n != 3 {
+		t.Fatalf("EndJob called %d times, want 3 (two failures, then success)", n)
+	}
+}
+
+// An executor deletes a binary once no job process of it is left.
+func TestExecutorDropsUnusedBinaries(t *testing.T) {
+	d, work := testDaemon(t)
+	bin := filepath.Join(work, "binaries", strings.Repeat("a", 64))
+	if err := os.WriteFile(bin, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.EndJob(context.Background(), &sluicev1.EndJobRequest{JobId: "job-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err == nil {
+		t.Fatal("an unused binary is still cached after EndJob")
 	}
 }
