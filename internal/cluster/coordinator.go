@@ -75,6 +75,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.Advertise == "" {
 		return nil, errors.New("cluster: the coordinator needs the address it is reached at")
 	}
+	cfg.StateDir = abs(cfg.StateDir) // job drivers run in other directories
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Second
 	}

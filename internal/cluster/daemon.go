@@ -86,6 +86,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		host, _ := os.Hostname()
 		cfg.ID = host + "-" + cfg.Advertise[strings.LastIndexByte(cfg.Advertise, ':')+1:]
 	}
+	cfg.WorkDir = abs(cfg.WorkDir) // job processes run in other directories
 	if cfg.DrainGrace <= 0 {
 		cfg.DrainGrace = 10 * time.Second
 	}
