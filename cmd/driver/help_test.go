@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -109,14 +112,23 @@ type countingDriver struct {
 }
 
 func (d *countingDriver) SubmitJob(s sluicev1.Driver_SubmitJobServer) error {
+	first, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	sum := sha256.New()
 	for {
 		m, err := s.Recv()
 		if err == io.EOF {
+			if got := hex.EncodeToString(sum.Sum(nil)); got != first.GetHeader().GetSha256() {
+				return fmt.Errorf("received bytes hash to %s, the header says %s", got, first.GetHeader().GetSha256())
+			}
 			return s.SendAndClose(&sluicev1.SubmitJobResponse{JobId: "job-1"})
 		}
 		if err != nil {
 			return err
 		}
+		sum.Write(m.GetData())
 		d.got.Add(int64(len(m.GetData())))
 	}
 }
@@ -138,7 +150,7 @@ func TestSubmitStreams(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "job")
 	f, _ := os.Create(path)
 	f.Write([]byte("\x7fELF"))
-	f.Truncate(300 << 20)
+	f.WriteAt([]byte("the end"), 300<<20-7)
 	f.Close()
 	cmd := command("submit", "--insecure", "--master", lis.Addr().String(), path)
 	out, err := cmd.CombinedOutput()

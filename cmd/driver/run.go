@@ -322,7 +322,7 @@ func openJobBinary(path string) (*os.File, int64, error) {
 	}
 	if err == nil {
 		head := make([]byte, 4)
-		n, _ := io.ReadFull(f, head)
+		n, _ := f.ReadAt(head, 0)
 		if !isProgram(head[:n]) {
 			err = fmt.Errorf("%s is not a program (no ELF, Mach-O, PE or #! header); submit the job binary built with go build", path)
 		}
