@@ -207,3 +207,128 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+var jobProcRE = regexp.MustCompile(`msg="executor: job process started".* pid=(\d+)`)
+
+// alive reports whether a process exists and is not a zombie.
+func alive(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z")
+}
+
+// When `driver serve` is killed with SIGKILL, every executor logs that it
+// lost the driver and, after --orphan-grace, stops the job processes and
+// deletes the job's data.
+func TestClusterDriverKilledExecutorsCleanUp(t *testing.T) {
+	c := newCluster(t, 0)
+	var execs []*proc
+	for i := range 2 {
+		work := filepath.Join(c.dir, "orphan"+string(rune('0'+i)))
+		e := start(t, executorBin, "--driver", c.addr, "--listen", "127.0.0.1:0", "--work-dir", work,
+			"--slots", "2", "--secret-file", c.secret, "--orphan-grace", "3s", "--id", "orphan"+string(rune('0'+i)))
+		e.waitFor(t, "registration", func() bool { return strings.Contains(e.stderr.String(), "executor: registered") })
+		execs = append(execs, e)
+	}
+	id := c.submit(jobArgs...)
+	c.waitBatches(id, 2)
+	var pids []string
+	for i, e := range execs {
+		e.waitFor(t, "a job process", func() bool { return jobProcRE.MatchString(e.stderr.String()) })
+		for _, m := range jobProcRE.FindAllStringSubmatch(e.stderr.String(), -1) {
+			pids = append(pids, m[1])
+		}
+		work := filepath.Join(c.dir, "orphan"+string(rune('0'+i)))
+		for _, d := range []string{"jobs/" + id, "shuffle/" + id} {
+			if _, err := os.Stat(filepath.Join(work, d)); err != nil {
+				t.Fatalf("before the kill: %v", err)
+			}
+		}
+	}
+	for _, p := range pids {
+		if !alive(p) {
+			t.Fatalf("job process %s is not running before the kill", p)
+		}
+	}
+	c.driver.signal(t, syscall.SIGKILL)
+	for i, e := range execs {
+		e.waitFor(t, "the lost driver in the log", func() bool { return strings.Contains(e.stderr.String(), "executor: lost the driver") })
+		e.waitFor(t, "the orphaned jobs stopped", func() bool {
+			return strings.Contains(e.stderr.String(), "executor: orphaned jobs stopped and their data deleted")
+		})
+		work := filepath.Join(c.dir, "orphan"+string(rune('0'+i)))
+		for _, sub := range []string{"jobs", "shuffle", "binaries"} {
+			if left, _ := os.ReadDir(filepath.Join(work, sub)); len(left) != 0 {
+				t.Errorf("%s/%s still holds %d entries", work, sub, len(left))
+			}
+		}
+		if e.exited() {
+			t.Errorf("executor %d exited; it should wait for a driver", i)
+		}
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("job process %s still runs", p)
+		}
+	}
+	// ps agrees: no process runs a binary from the executors' work dirs.
+	out, err := exec.Command("ps", "-eo", "pid,args").Output()
+	if err != nil {
+		t.Skipf("ps: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, filepath.Join(c.dir, "orphan")) && strings.Contains(l, "/binaries/") {
+			t.Errorf("ps shows a job process left: %s", l)
+		}
+	}
+}
+
+// What runs where: main in every process of the job (the driver in
+// <state-dir>/jobs/<id>, executors in <work-dir>/jobs/<id>), transformations
+// only on executors, output functions only in the driver; Role and
+// IsDriver say which is which.
+func TestClusterRoles(t *testing.T) {
+	needProcesses(t)
+	bin := filepath.Join(t.TempDir(), "rolejob")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/rolejob")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build rolejob: %v\n%s", err, out)
+	}
+	c := newCluster(t, 2)
+	marks := filepath.Join(c.dir, "marks")
+	os.Mkdir(marks, 0o755)
+	id := c.submitBinary(bin, "--marks", marks)
+	c.waitBatches(id, 2)
+	count := func(pattern string) []string {
+		m, _ := filepath.Glob(filepath.Join(marks, pattern))
+		return m
+	}
+	c.driver.waitFor(t, "marks of the executors' tasks", func() bool { return len(count("task-executor-false-*")) >= 1 })
+	if d := count("main-driver-true-*"); len(d) != 1 {
+		t.Fatalf("main ran %d times as driver, want 1", len(d))
+	} else if cwd, _ := os.ReadFile(d[0]); string(cwd) != filepath.Join(c.dir, "state", "jobs", id) {
+		t.Errorf("the job's driver runs in %s", cwd)
+	}
+	execMains := count("main-executor-false-*")
+	if len(execMains) == 0 {
+		t.Fatal("main did not run on any executor")
+	}
+	for _, m := range execMains {
+		cwd, _ := os.ReadFile(m)
+		if ok, _ := filepath.Match(filepath.Join(c.dir, "exec?", "jobs", id), string(cwd)); !ok {
+			t.Errorf("an executor's job process runs in %s", cwd)
+		}
+	}
+	for _, bad := range []string{"*-local-*", "task-driver-*", "output-executor-*"} {
+		if m := count(bad); len(m) != 0 {
+			t.Errorf("marks %v: that part ran in the wrong process", m)
+		}
+	}
+	if len(count("output-driver-true-*")) != 1 {
+		t.Errorf("the output function did not run in the driver: %v", count("*"))
+	}
+}
