@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -251,10 +252,15 @@ func TestReplayCacheIsBounded(t *testing.T) {
 	}
 }
 
-func TestConcurrentCallsPerPeerAreCapped(t *testing.T) {
+func TestConcurrentCallsAreCapped(t *testing.T) {
+	t.Run("per peer", func(t *testing.T) { testCap(t, func(g *guard) { g.perPeer = 2 }) })
+	t.Run("in all", func(t *testing.T) { testCap(t, func(g *guard) { g.total = 2 }) })
+}
+
+func testCap(t *testing.T, limit func(*guard)) {
 	good := mustSecret(t, "the-right-cluster-secret")
 	g := newGuard(good.key)
-	g.perPeer = 2
+	limit(g)
 	release := make(chan struct{})
 	var entered atomic.Int64
 	srv := func(s *grpc.Server) {
@@ -290,6 +296,19 @@ func TestConcurrentCallsPerPeerAreCapped(t *testing.T) {
 		if err := invoke(context.Background(), conn, m); err != nil {
 			t.Fatalf("after the calls ended: %v", err)
 		}
+	}
+}
+
+func TestInsecureWarns(t *testing.T) {
+	var buf strings.Builder
+	Insecure().ServerOptions(slog.New(slog.NewTextHandler(&buf, nil)))
+	if !strings.Contains(buf.String(), "authentication is off (--insecure)") {
+		t.Fatalf("no warning: %q", buf.String())
+	}
+	buf.Reset()
+	mustSecret(t, "the-right-cluster-secret").ServerOptions(slog.New(slog.NewTextHandler(&buf, nil)))
+	if buf.Len() != 0 {
+		t.Fatalf("a warning with a secret: %q", buf.String())
 	}
 }
 
