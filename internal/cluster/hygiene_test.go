@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -246,5 +247,80 @@ func TestExecutorDropsUnusedBinaries(t *testing.T) {
 	}
 	if _, err := os.Stat(bin); err == nil {
 		t.Fatal("an unused binary is still cached after EndJob")
+	}
+}
+
+// An executor ends a job the driver no longer lists as running (an EndJob
+// that never arrived, a restarted driver), after two sweeps.
+func TestExecutorEndsJobsTheDriverForgot(t *testing.T) {
+	secret := mustSecret(t, "the-right-cluster-secret")
+	c, err := NewCoordinator(CoordinatorConfig{StateDir: t.TempDir(), Advertise: "127.0.0.1:1", Secret: secret, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) { sluicev1.RegisterDriverServer(s, c) })
+	d, work := testDaemon(t)
+	d.driver = sluicev1.NewDriverClient(dial(t, addr, secret.DialOptions()...))
+	// A job process of a job the driver does not know.
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &jobProc{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
+	close(p.ready)
+	go func() { cmd.Wait(); close(p.done) }()
+	d.jobs["job-gone"] = p
+	for _, dir := range []string{"jobs/job-gone", "shuffle/job-gone"} {
+		os.MkdirAll(filepath.Join(work, dir), 0o755)
+	}
+	// And one of a job it runs.
+	script := []byte("#!/bin/sh\nexec sleep 30\n")
+	sum := sha256.Sum256(script)
+	dc := sluicev1.NewDriverClient(dial(t, addr, secret.DialOptions()...))
+	stream, err := dc.SubmitJob(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Header{Header: &sluicev1.SubmitHeader{
+		Sha256: hex.EncodeToString(sum[:]), Size: int64(len(script))}}})
+	stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Data{Data: script}})
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.stopAll()
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer live.Process.Kill()
+	lp := &jobProc{cmd: live, ready: make(chan struct{}), done: make(chan struct{})}
+	close(lp.ready)
+	go func() { live.Wait(); close(lp.done) }()
+	d.jobs[resp.GetJobId()] = lp
+
+	missing := map[string]bool{}
+	d.endForgottenJobs(context.Background(), missing)
+	select {
+	case <-p.done:
+		t.Fatal("the job was ended after one sweep")
+	default:
+	}
+	d.endForgottenJobs(context.Background(), missing)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the forgotten job's process still runs after two sweeps")
+	}
+	for _, dir := range []string{"jobs/job-gone", "shuffle/job-gone"} {
+		if _, err := os.Stat(filepath.Join(work, dir)); err == nil {
+			t.Errorf("%s is left", dir)
+		}
+	}
+	d.endForgottenJobs(context.Background(), missing)
+	select {
+	case <-lp.done:
+		t.Fatal("the process of a running job was stopped")
+	default:
 	}
 }

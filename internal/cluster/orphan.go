@@ -79,6 +79,8 @@ func (d *Daemon) reapOrphans(ctx context.Context) {
 	}
 	tick := time.NewTicker(min(time.Second, grace/4))
 	defer tick.Stop()
+	missing := map[string]bool{}
+	var swept time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,6 +91,10 @@ func (d *Daemon) reapOrphans(ctx context.Context) {
 		silent := time.Since(d.contact.last)
 		d.contact.mu.Unlock()
 		if silent < grace {
+			if time.Since(swept) >= forgottenSweep {
+				d.endForgottenJobs(ctx, missing)
+				swept = time.Now()
+			}
 			continue
 		}
 		d.mu.Lock()
@@ -111,6 +117,54 @@ func (d *Daemon) reapOrphans(ctx context.Context) {
 		}
 		d.dropUnusedBinaries()
 		d.cfg.Log.Info("executor: orphaned jobs stopped and their data deleted", slog.Any("jobs", jobs))
+	}
+}
+
+// forgottenSweep is how often an executor asks the driver which of its
+// jobs still run.
+const forgottenSweep = 5 * time.Second
+
+// endForgottenJobs ends the local jobs the driver does not list as running
+// in two consecutive sweeps: jobs whose EndJob never arrived, and jobs of a
+// driver that was restarted within the orphan grace.
+func (d *Daemon) endForgottenJobs(ctx context.Context, missing map[string]bool) {
+	d.mu.Lock()
+	local := make([]string, 0, len(d.jobs))
+	for id := range d.jobs {
+		local = append(local, id)
+	}
+	d.mu.Unlock()
+	if len(local) == 0 {
+		clear(missing)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	resp, err := d.driver.ListJobs(cctx, &sluicev1.ListJobsRequest{})
+	cancel()
+	if err != nil {
+		return
+	}
+	running := map[string]bool{}
+	for _, j := range resp.GetJobs() {
+		if s := j.GetState(); s == "running" || s == "stopping" {
+			running[j.GetJobId()] = true
+		}
+	}
+	for id := range missing {
+		if running[id] {
+			delete(missing, id)
+		}
+	}
+	for _, id := range local {
+		switch {
+		case running[id]:
+		case !missing[id]:
+			missing[id] = true
+		default:
+			delete(missing, id)
+			d.cfg.Log.Warn("executor: the driver no longer runs this job: ending it here", slog.String("job", id))
+			d.EndJob(ctx, &sluicev1.EndJobRequest{JobId: id})
+		}
 	}
 }
 
