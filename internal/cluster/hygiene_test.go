@@ -324,3 +324,31 @@ func TestExecutorEndsJobsTheDriverForgot(t *testing.T) {
 	default:
 	}
 }
+
+// The coordinator re-hashes a job binary right before it starts it.
+func TestCoordinatorRefusesAChangedBinary(t *testing.T) {
+	state := t.TempDir()
+	c, err := NewCoordinator(CoordinatorConfig{StateDir: state, Advertise: "127.0.0.1:1", Secret: mustSecret(t, "the-right-cluster-secret"), Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "ran")
+	right := []byte("#!/bin/sh\nexit 0\n")
+	sum := sha256.Sum256(right)
+	sha := hex.EncodeToString(sum[:])
+	path := filepath.Join(state, "binaries", sha)
+	if err := os.WriteFile(path, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.startJob(&sluicev1.SubmitHeader{Sha256: sha, Size: int64(len(right))}, path)
+	if err == nil || !strings.Contains(err.Error(), "hash mismatch") {
+		t.Fatalf("start of a changed binary: %v", err)
+	}
+	c.stopAll()
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the changed binary ran")
+	}
+	if left := entries(t, state); len(left) != 2 {
+		t.Fatalf("the state directory holds %v", left)
+	}
+}
