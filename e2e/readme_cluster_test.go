@@ -235,19 +235,22 @@ func TestClusterDriverKilledExecutorsCleanUp(t *testing.T) {
 	}
 	id := c.submit(jobArgs...)
 	c.waitBatches(id, 2)
+	// Before the kill: both executors run a job process, and shuffle data
+	// is on disk.
 	var pids []string
 	for i, e := range execs {
-		e.waitFor(t, "a job process", func() bool { return jobProcRE.MatchString(e.stderr.String()) })
-		for _, m := range jobProcRE.FindAllStringSubmatch(e.stderr.String(), -1) {
-			pids = append(pids, m[1])
-		}
 		work := filepath.Join(c.dir, "orphan"+string(rune('0'+i)))
-		for _, d := range []string{"jobs/" + id, "shuffle/" + id} {
-			if _, err := os.Stat(filepath.Join(work, d)); err != nil {
-				t.Fatalf("before the kill: %v", err)
-			}
-		}
+		e.waitFor(t, "a job process", func() bool {
+			_, err := os.Stat(filepath.Join(work, "jobs", id))
+			return jobProcRE.MatchString(e.stderr.String()) && err == nil
+		})
+		m := jobProcRE.FindAllStringSubmatch(e.stderr.String(), -1)
+		pids = append(pids, m[len(m)-1][1])
 	}
+	c.driver.waitFor(t, "shuffle data on an executor", func() bool {
+		m, _ := filepath.Glob(filepath.Join(c.dir, "orphan?", "shuffle", id, "*"))
+		return len(m) > 0
+	})
 	for _, p := range pids {
 		if !alive(p) {
 			t.Fatalf("job process %s is not running before the kill", p)

@@ -242,6 +242,20 @@ func TestExecutorDropsUnusedBinaries(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Not while a task is in flight: it may have fetched the binary and
+	// not started its process yet.
+	d.mu.Lock()
+	d.running++
+	d.mu.Unlock()
+	if _, err := d.EndJob(context.Background(), &sluicev1.EndJobRequest{JobId: "job-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatal("a binary was deleted while a task was in flight")
+	}
+	d.mu.Lock()
+	d.running--
+	d.mu.Unlock()
 	if _, err := d.EndJob(context.Background(), &sluicev1.EndJobRequest{JobId: "job-1"}); err != nil {
 		t.Fatal(err)
 	}

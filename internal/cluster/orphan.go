@@ -93,6 +93,7 @@ func (d *Daemon) reapOrphans(ctx context.Context) {
 		if silent < grace {
 			if time.Since(swept) >= forgottenSweep {
 				d.endForgottenJobs(ctx, missing)
+				d.dropUnusedBinaries()
 				swept = time.Now()
 			}
 			continue
@@ -178,11 +179,17 @@ func (d *Daemon) leftovers() int {
 	return n
 }
 
-// dropUnusedBinaries deletes the cached binaries no job process runs.
+// dropUnusedBinaries deletes the cached binaries no job process runs. It
+// does nothing while a task is in flight: that task may have its binary and
+// not yet its process.
 func (d *Daemon) dropUnusedBinaries() {
-	d.binMu.Lock() // no download in progress
+	d.binMu.Lock() // no download in progress; a task that comes now waits for it
 	defer d.binMu.Unlock()
 	d.mu.Lock()
+	if d.running > 0 {
+		d.mu.Unlock()
+		return
+	}
 	used := map[string]bool{}
 	for _, p := range d.jobs {
 		select {
