@@ -250,7 +250,7 @@ func TestClusterRejectsWrongSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := c.addExecutor(bad)
-	e.waitFor(t, "a refused registration", func() bool { return strings.Contains(e.stderr.String(), "Unauthenticated") })
+	e.waitFor(t, "a refused registration", func() bool { return strings.Contains(e.stderr.String(), "different cluster secret") })
 	id := c.submit(jobArgs...)
 	time.Sleep(3 * time.Second)
 	if strings.Contains(e.stderr.String(), "job process started") || strings.Contains(e.stderr.String(), "registered") {
@@ -261,7 +261,7 @@ func TestClusterRejectsWrongSecret(t *testing.T) {
 	}
 	cmd := exec.Command(driverBin, "jobs", "--master", c.addr, "--secret-file", bad)
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "Unauthenticated") {
+	if err == nil || !strings.Contains(string(out), "different cluster secret") {
 		t.Fatalf("driver jobs with the wrong secret: %v %s", err, out)
 	}
 }

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,6 +165,7 @@ func checkStateNeverReset(t *testing.T, got, want []string) {
 // state dies, or its executor restarts at the same address, the job fails
 // naming the state; it never commits a batch computed from empty state.
 func TestClusterStateLossFailsLoudly(t *testing.T) {
+	needProcesses(t)
 	want := localReferenceOf(t, statejobBin, 12)
 	t.Run("job process killed", func(t *testing.T) {
 		c := newCluster(t, 2)
@@ -199,17 +199,6 @@ func TestClusterStateLossFailsLoudly(t *testing.T) {
 		}
 		checkStateNeverReset(t, batches(c.jobStdout(id)), want)
 	})
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }
 
 // TestClusterTaskThatKillsItsExecutorFailsTheJob: a task whose process dies

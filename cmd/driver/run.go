@@ -39,22 +39,69 @@ const usage = `usage:
   driver submit --master HOST:PORT (--secret-file FILE | --insecure) ./job [-- ARGS]
   driver jobs   --master HOST:PORT ...
   driver status --master HOST:PORT ... JOB
-  driver stop   --master HOST:PORT ... JOB`
+  driver stop   --master HOST:PORT ... JOB
+Relative paths in flags are relative to the working directory of the command.
+Run "driver COMMAND --help" for the flags of a command.`
+
+// errHelp ends a command that printed its help.
+var errHelp = errors.New("help printed")
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{errors.New("no command\n" + usage)}
 	}
+	var err error
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], stderr)
+		err = serve(ctx, args[1:], stdout, stderr)
 	case "submit", "jobs", "status", "stop":
-		return client(ctx, args[0], args[1:], stdout)
-	case "-h", "--help", "help":
+		err = client(ctx, args[0], args[1:], stdout)
+	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
+		for _, cmd := range []string{"serve", "submit", "jobs"} {
+			fmt.Fprintf(stdout, "\nflags of driver %s:\n", cmd)
+			fs, _ := flagSet(cmd)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+		}
+		return nil
+	default:
+		return usageError{fmt.Errorf("unknown command %q\n%s", args[0], usage)}
+	}
+	if errors.Is(err, errHelp) {
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q\n%s", args[0], usage)}
+	return err
+}
+
+// flags of the commands
+type serveFlags struct {
+	listen, advertise, stateDir *string
+	sec                         cluster.SecurityFlags
+}
+
+type clientFlags struct {
+	master, name *string
+	sec          cluster.SecurityFlags
+}
+
+// flagSet defines the flags of a command; the second result is serveFlags
+// or clientFlags.
+func flagSet(cmd string) (*flag.FlagSet, any) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	if cmd == "serve" {
+		return fs, serveFlags{
+			listen:    fs.String("listen", ":7077", "address to serve the cluster on"),
+			advertise: fs.String("advertise", "", "address executors and jobs reach this driver at (default: the listen address, 127.0.0.1 for an empty host)"),
+			stateDir:  fs.String("state-dir", "", "directory for job binaries and job logs (required); a job's driver runs in STATE-DIR/jobs/JOB-ID"),
+			sec:       cluster.AddSecurityFlags(fs),
+		}
+	}
+	return fs, clientFlags{
+		master: fs.String("master", "127.0.0.1:7077", "the driver's address"),
+		name:   fs.String("name", "", "submit: the job's name (default: the binary's file name)"),
+		sec:    cluster.AddSecurityFlags(fs),
+	}
 }
 
 // loadSecret turns the security flags into a secret; a missing one is a
@@ -67,21 +114,27 @@ func loadSecret(f cluster.SecurityFlags) (cluster.Secret, string, error) {
 	return s, file, err
 }
 
-func parse(fs *flag.FlagSet, args []string) error {
+// parse parses a command's flags; --help prints them to stdout.
+func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "%s\n\nflags of driver %s:\n", usage, fs.Name())
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return errHelp
+	}
+	if err != nil {
 		return usageError{fmt.Errorf("%s: %w\n%s", fs.Name(), err, usage)}
 	}
 	return nil
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := fs.String("listen", ":7077", "address to serve the cluster on")
-	advertise := fs.String("advertise", "", "address executors and jobs reach this driver at (default: the listen address, 127.0.0.1 for an empty host)")
-	stateDir := fs.String("state-dir", "", "directory for job binaries and job logs (required)")
-	sf := cluster.AddSecurityFlags(fs)
-	if err := parse(fs, args); err != nil {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, f := flagSet("serve")
+	flags := f.(serveFlags)
+	listen, advertise, stateDir, sf := flags.listen, flags.advertise, flags.stateDir, flags.sec
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *stateDir == "" {
@@ -100,8 +153,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if adv == "" {
 		adv = advertised(lis.Addr())
 	}
+	state, err := filepath.Abs(*stateDir) // job drivers run in other directories
+	if err != nil {
+		return err
+	}
 	coord, err := cluster.NewCoordinator(cluster.CoordinatorConfig{
-		StateDir: *stateDir, Advertise: adv, Secret: secret, SecretFile: secretFile, Log: log,
+		StateDir: state, Advertise: adv, Secret: secret, SecretFile: secretFile, Log: log,
 	})
 	if err != nil {
 		return err
@@ -127,11 +184,10 @@ func advertised(a net.Addr) string {
 }
 
 func client(ctx context.Context, cmd string, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	master := fs.String("master", "127.0.0.1:7077", "the driver's address")
-	name := fs.String("name", "", "submit: the job's name (default: the binary's file name)")
-	sf := cluster.AddSecurityFlags(fs)
-	if err := parse(fs, args); err != nil {
+	fs, f := flagSet(cmd)
+	flags := f.(clientFlags)
+	master, name, sf := flags.master, flags.name, flags.sec
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	secret, _, err := loadSecret(sf)
@@ -194,12 +250,22 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 	return nil
 }
 
+// submit streams a job binary to the driver. The file is checked (size,
+// kind) before anything is read, hashed in one streaming pass, and sent in
+// chunks: it is never held in memory whole.
 func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string) (string, error) {
-	data, err := os.ReadFile(path)
+	f, size, err := openJobBinary(path)
 	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return "", fmt.Errorf("submit: read %s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
-	sum := sha256.Sum256(data)
 	goos, goarch := platform(path)
 	if name == "" {
 		name = filepath.Base(path)
@@ -209,23 +275,73 @@ func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, ar
 		return "", err
 	}
 	if err := stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Header{Header: &sluicev1.SubmitHeader{
-		Name: name, Args: args, Sha256: hex.EncodeToString(sum[:]), Size: int64(len(data)),
+		Name: name, Args: args, Sha256: hex.EncodeToString(sum.Sum(nil)), Size: size,
 		Platform: &sluicev1.Platform{Goos: goos, Goarch: goarch},
 	}}}); err != nil {
 		return "", err
 	}
-	for len(data) > 0 {
-		n := min(len(data), cluster.ChunkBytes)
-		if err := stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Data{Data: data[:n]}}); err != nil {
-			break // the server's reason comes with CloseAndRecv
+	buf := make([]byte, cluster.ChunkBytes)
+	for {
+		n, err := io.ReadFull(f, buf)
+		if n > 0 {
+			if err := stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Data{Data: buf[:n]}}); err != nil {
+				break // the server's reason comes with CloseAndRecv
+			}
 		}
-		data = data[n:]
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("submit: read %s: %w", path, err)
+		}
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
 		return "", err
 	}
 	return resp.GetJobId(), nil
+}
+
+// openJobBinary opens a job binary after checking, from its metadata and
+// first bytes only, that it can be one.
+func openJobBinary(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("submit: %w", err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", path)
+	}
+	if err == nil && st.Size() == 0 {
+		err = fmt.Errorf("%s is empty", path)
+	}
+	if err == nil && st.Size() > cluster.MaxBinaryBytes {
+		err = fmt.Errorf("%s is %d MiB; a job binary may have at most %d MiB (is it the job binary? build it with go build -o job ./yourjob)",
+			path, st.Size()>>20, cluster.MaxBinaryBytes>>20)
+	}
+	if err == nil {
+		head := make([]byte, 4)
+		n, _ := f.ReadAt(head, 0)
+		if !isProgram(head[:n]) {
+			err = fmt.Errorf("%s is not a program (no ELF, Mach-O, PE or #! header); submit the job binary built with go build", path)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("submit: %w", err)
+	}
+	return f, st.Size(), nil
+}
+
+// isProgram reports whether a file's first bytes start a program.
+func isProgram(head []byte) bool {
+	for _, magic := range []string{"\x7fELF", "#!", "MZ", "\xfe\xed\xfa\xce", "\xfe\xed\xfa\xcf", "\xce\xfa\xed\xfe", "\xcf\xfa\xed\xfe"} {
+		if strings.HasPrefix(string(head), magic) {
+			return true
+		}
+	}
+	return false
 }
 
 // platform reads the OS and architecture a binary was built for.

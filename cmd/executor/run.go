@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -24,7 +25,11 @@ func exitCode(err error) int {
 	return 1
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+const usage = `usage: executor --driver HOST:PORT --work-dir DIR (--secret-file FILE | --insecure) [flags]
+Relative paths in flags are relative to the working directory of the command.
+A job's executor processes run in WORK-DIR/jobs/JOB-ID, deleted when the job ends.`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("executor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	driver := fs.String("driver", "", "the driver's address, HOST:PORT (required)")
@@ -35,7 +40,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	id := fs.String("id", "", "executor id (default: host name and port)")
 	sf := cluster.AddSecurityFlags(fs)
 	drain := fs.Duration("drain-grace", 10*time.Second, "after SIGTERM, how long to keep serving shuffle data once the last task finished")
-	if err := fs.Parse(args); err != nil {
+	orphan := fs.Duration("orphan-grace", cluster.DefaultOrphanGrace, "how long the driver may not answer before this executor stops its job processes and deletes their data")
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "%s\n\nflags:\n", usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return nil
+	}
+	if err != nil {
 		return usageError{fmt.Errorf("%w (run with --help for the flags)", err)}
 	}
 	switch {
@@ -45,6 +58,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{errors.New("--work-dir is required")}
 	case *slots <= 0:
 		return usageError{fmt.Errorf("--slots %d: must be > 0", *slots)}
+	}
+	work, err := filepath.Abs(*workDir) // job processes run in other directories
+	if err != nil {
+		return err
 	}
 	secret, secretFile, err := sf.Load()
 	if errors.Is(err, cluster.ErrNoSecret) {
@@ -66,8 +83,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		adv = net.JoinHostPort(host, port)
 	}
 	d, err := cluster.NewDaemon(cluster.DaemonConfig{
-		ID: *id, DriverAddr: *driver, Advertise: adv, WorkDir: *workDir, Slots: *slots,
-		Secret: secret, SecretFile: secretFile, DrainGrace: *drain,
+		ID: *id, DriverAddr: *driver, Advertise: adv, WorkDir: work, Slots: *slots,
+		Secret: secret, SecretFile: secretFile, DrainGrace: *drain, OrphanGrace: *orphan,
 		Log: slog.New(slog.NewTextHandler(stderr, nil)).With(slog.String("role", "executor")),
 	})
 	if err != nil {

@@ -68,3 +68,29 @@ func receiveBinary(path, sha string, size, limit int64, next func() ([]byte, err
 	}
 	return os.Rename(tmp.Name(), path)
 }
+
+// verifyBinary checks, right before it is executed, that the binary at path
+// still hashes to the SHA-256 it is named by (its file name). A file that
+// does not is deleted: it is fetched again when next needed.
+func verifyBinary(path string) error {
+	want := filepath.Base(path)
+	if err := checkSHA(want); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	sum := sha256.New()
+	n, err := io.Copy(sum, f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("verify binary %s: %w", path, err)
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != want {
+		os.Remove(path)
+		return fmt.Errorf("refusing to run %s: %w (the file changed after it was stored; deleted it)", path,
+			&hashMismatch{wantSHA: want, gotSHA: got, gotSize: n})
+	}
+	return nil
+}

@@ -75,6 +75,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.Advertise == "" {
 		return nil, errors.New("cluster: the coordinator needs the address it is reached at")
 	}
+	cfg.StateDir = abs(cfg.StateDir) // job drivers run in other directories
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Second
 	}
@@ -262,6 +263,7 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}
 	id, err := c.startJob(h, path)
 	if err != nil {
+		c.dropUnusedBinary(h.GetSha256())
 		return status.Errorf(codes.Internal, "submit: start job: %v", err)
 	}
 	return stream.SendAndClose(&sluicev1.SubmitJobResponse{JobId: id})
@@ -290,6 +292,9 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	c.nextJob++
 	id := fmt.Sprintf("job-%s-%d", time.Now().UTC().Format("20060102T150405"), c.nextJob)
 	c.mu.Unlock()
+	if err := verifyBinary(path); err != nil {
+		return "", err
+	}
 	dir := filepath.Join(c.cfg.StateDir, "jobs", id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -318,6 +323,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	if err := cmd.Start(); err != nil {
 		stdout.Close()
 		stderr.Close()
+		os.RemoveAll(dir)
 		return "", err
 	}
 	name := h.GetName()
@@ -347,6 +353,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		c.mu.Unlock()
 		close(j.done)
 		c.cfg.Log.Info("job ended", slog.String("job", id), slog.String("state", state))
+		c.dropUnusedBinary(h.GetSha256())
 		c.endJobOnExecutors(id)
 	})
 	return id, nil
@@ -368,22 +375,24 @@ func (c *Coordinator) parallelism() int {
 }
 
 // endJobOnExecutors tells every executor to drop a finished job's processes
-// and data (best effort: an executor that misses it drops them on restart).
+// and data, retrying while one cannot be reached.
 func (c *Coordinator) endJobOnExecutors(id string) {
 	resp, _ := c.ListExecutors(context.Background(), nil)
 	pool := NewPool(c.cfg.Secret.DialOptions()...)
 	defer pool.Close()
+	var wg sync.WaitGroup
 	for _, e := range resp.GetExecutors() {
 		cl, err := pool.Executor(e.GetAddress())
 		if err != nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := cl.EndJob(ctx, &sluicev1.EndJobRequest{JobId: id}); err != nil {
-			c.cfg.Log.Warn("cannot end job on executor", slog.String("job", id), slog.String("executor", e.GetExecutorId()), slog.Any("err", err))
-		}
-		cancel()
+		wg.Go(func() {
+			if err := endJobRetrying(cl, id, c.cfg.Log); err != nil {
+				c.cfg.Log.Warn("cannot end job on executor", slog.String("job", id), slog.String("executor", e.GetExecutorId()), slog.Any("err", err))
+			}
+		})
 	}
+	wg.Wait()
 }
 
 func lastLine(path string) string {

@@ -37,7 +37,10 @@ type DaemonConfig struct {
 	// DrainGrace is how long a stopping executor keeps serving shuffle
 	// blocks after its last task. Default 10s.
 	DrainGrace time.Duration
-	Log        *slog.Logger
+	// OrphanGrace is how long the driver may not answer before the job
+	// processes and job data are deleted. Default DefaultOrphanGrace.
+	OrphanGrace time.Duration
+	Log         *slog.Logger
 }
 
 // Daemon is an executor: it registers with the coordinator, runs each job's
@@ -57,6 +60,7 @@ type Daemon struct {
 	gens     map[string]int64              // job processes started, by job
 	killers  map[string]context.CancelFunc // running tasks by "job/task"
 	binMu    sync.Mutex                   // serializes binary downloads
+	contact  contact                      // when the driver last answered
 	idle     *sync.Cond
 }
 
@@ -87,6 +91,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		host, _ := os.Hostname()
 		cfg.ID = host + "-" + cfg.Advertise[strings.LastIndexByte(cfg.Advertise, ':')+1:]
 	}
+	cfg.WorkDir = abs(cfg.WorkDir) // job processes run in other directories
 	if cfg.DrainGrace <= 0 {
 		cfg.DrainGrace = 10 * time.Second
 	}
@@ -116,7 +121,7 @@ func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
 	if err != nil {
 		return err
 	}
-	d.driver = sluicev1.NewDriverClient(conn)
+	d.driver = d.watchDriver(sluicev1.NewDriverClient(conn))
 	srv := grpc.NewServer(d.cfg.Secret.ServerOptions(d.cfg.Log)...)
 	sluicev1.RegisterExecutorServer(srv, d)
 	sluicev1.RegisterShuffleServer(srv, &ShuffleServer{Store: d.store})
@@ -128,6 +133,7 @@ func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
 	})
 	hbCtx, stopHB := context.WithCancel(context.Background())
 	wg.Go(func() { d.heartbeats(hbCtx) })
+	wg.Go(func() { d.reapOrphans(hbCtx) })
 
 	<-ctx.Done()
 	d.cfg.Log.Info("executor: draining")
@@ -226,8 +232,8 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 		d.idle.Broadcast()
 		d.mu.Unlock()
 	}()
-	if req.GetJobId() == "" || req.GetJobId() != filepath.Base(req.GetJobId()) {
-		return nil, status.Error(codes.InvalidArgument, "bad job id")
+	if err := checkID("job id", req.GetJobId()); err != nil {
+		return nil, err
 	}
 	if req.GetRequiredIncarnation() != 0 {
 		// The task reads operator state held by one incarnation of the
@@ -378,6 +384,10 @@ func (d *Daemon) process(job, bin string, args []string, parallelism int32) (*jo
 }
 
 func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *jobProc) error {
+	if err := verifyBinary(bin); err != nil {
+		d.cfg.Log.Error("executor: cached job binary changed: refusing to run it", slog.Any("err", err))
+		return err
+	}
 	dir := filepath.Join(d.cfg.WorkDir, "jobs", job)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -456,6 +466,9 @@ func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sl
 // CommitState implements sluicev1.ExecutorServer: it passes the commit on
 // to the job's process, if this executor runs one.
 func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
+	if err := checkID("job id", req.GetJobId()); err != nil {
+		return nil, err
+	}
 	d.mu.Lock()
 	p := d.jobs[req.GetJobId()]
 	epoch := d.epoch
@@ -479,8 +492,8 @@ func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateReque
 // EndJob implements sluicev1.ExecutorServer.
 func (d *Daemon) EndJob(_ context.Context, req *sluicev1.EndJobRequest) (*sluicev1.EndJobResponse, error) {
 	job := req.GetJobId()
-	if job == "" || job != filepath.Base(job) {
-		return nil, status.Error(codes.InvalidArgument, "bad job id")
+	if err := checkID("job id", job); err != nil {
+		return nil, err
 	}
 	d.mu.Lock()
 	p := d.jobs[job]
@@ -491,6 +504,7 @@ func (d *Daemon) EndJob(_ context.Context, req *sluicev1.EndJobRequest) (*sluice
 	}
 	os.RemoveAll(filepath.Join(d.cfg.WorkDir, "jobs", job))
 	d.store.RemoveJob(job)
+	d.dropUnusedBinaries()
 	return &sluicev1.EndJobResponse{}, nil
 }
 

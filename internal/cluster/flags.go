@@ -20,9 +20,9 @@ type SecurityFlags struct {
 // AddSecurityFlags defines --secret-file, --insecure and the TLS flags on fs.
 func AddSecurityFlags(fs *flag.FlagSet) SecurityFlags {
 	return SecurityFlags{
-		secretFile: fs.String("secret-file", "", "file holding the cluster secret (or set SLUICE_SECRET)"),
-		insecure:   fs.Bool("insecure", false, "run without authentication (anyone who can reach the port can use it)"),
-		tlsCert:    fs.String("tls-cert", "", "PEM certificate: serve and connect with TLS"),
+		secretFile: fs.String("secret-file", "", "file holding the cluster secret, at least 16 bytes (or set SLUICE_SECRET); calls are authenticated with it and TLS uses a certificate derived from it"),
+		insecure:   fs.Bool("insecure", false, "run without TLS and without authentication (anyone who can reach the port can use it)"),
+		tlsCert:    fs.String("tls-cert", "", "PEM certificate to serve and connect with, instead of the one derived from the secret"),
 		tlsKey:     fs.String("tls-key", "", "PEM key of --tls-cert"),
 		tlsCA:      fs.String("tls-ca", "", "PEM CA: verify peers against it and require client certificates (mutual TLS)"),
 	}

@@ -1,12 +1,8 @@
 package cluster
 
 import (
-	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,12 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
 
 // MaxMessageBytes bounds every gRPC message; larger payloads are streamed.
@@ -28,9 +21,10 @@ const MaxMessageBytes = 8 << 20
 
 // Secret is the shared cluster secret every peer proves it knows.
 type Secret struct {
-	key      []byte
+	key      []byte // the call key derived from the secret
+	raw      []byte // the secret, passed on to child processes
 	insecure bool
-	tls      *TLSFiles
+	tls      *TLSFiles // TLS from files, replacing the derived certificates
 	server   *tls.Config
 	client   *tls.Config
 }
@@ -100,7 +94,8 @@ func NewSecret(s, from string) (Secret, error) {
 	if len(s) < MinSecretBytes {
 		return Secret{}, fmt.Errorf("cluster secret from %s has %d bytes; use at least %d", from, len(s), MinSecretBytes)
 	}
-	return Secret{key: []byte(s)}, nil
+	srv, cli := derivedTLS([]byte(s))
+	return Secret{key: derive([]byte(s), "sluice call key v1"), raw: []byte(s), server: srv, client: cli}, nil
 }
 
 // Insecure is the explicit absence of authentication (--insecure).
@@ -133,7 +128,7 @@ func (s Secret) Env(secretFile string) []string {
 	case secretFile != "":
 		env = []string{"SLUICE_SECRET_FILE=" + secretFile}
 	default:
-		env = []string{"SLUICE_SECRET=" + string(s.key)}
+		env = []string{"SLUICE_SECRET=" + string(s.raw)}
 	}
 	if s.tls != nil {
 		env = append(env, "SLUICE_TLS_CERT="+s.tls.Cert, "SLUICE_TLS_KEY="+s.tls.Key, "SLUICE_TLS_CA="+s.tls.CA)
@@ -142,7 +137,7 @@ func (s Secret) Env(secretFile string) []string {
 }
 
 // Local returns s without TLS, for the unix socket between an executor and
-// its job processes (same machine, private directory).
+// its job processes (same machine; calls are still authenticated).
 func (s Secret) Local() Secret {
 	s.tls, s.server, s.client = nil, nil, nil
 	return s
@@ -150,51 +145,30 @@ func (s Secret) Local() Secret {
 
 const authHeader = "authorization"
 
-// token proves knowledge of the secret without sending it.
-func (s Secret) token() string {
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte("sluice-v1"))
-	return "sluice-hmac " + hex.EncodeToString(m.Sum(nil))
-}
-
-func (s Secret) check(ctx context.Context) error {
+// callKey is the key calls are checked with; nil when insecure.
+func (s Secret) callKey() []byte {
 	if s.insecure {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	got := md.Get(authHeader)
-	if len(got) != 1 || !hmac.Equal([]byte(got[0]), []byte(s.token())) {
-		return status.Error(codes.Unauthenticated, "sluice: missing or wrong cluster secret")
+	if s.key == nil {
+		return []byte{} // a zero Secret authenticates nobody
 	}
-	return nil
+	return s.key
 }
 
-type perRPC struct{ s Secret }
-
-func (p perRPC) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{authHeader: p.s.token()}, nil
-}
-func (perRPC) RequireTransportSecurity() bool { return false }
-
-// ServerOptions authenticate every call before its handler runs, bound
-// message sizes, and accept the clients' keepalive pings.
+// ServerOptions authenticate every call before its stream is created (so
+// before any of its message is read), bound concurrent calls and message
+// sizes, serve TLS, and accept the clients' keepalive pings.
 func (s Secret) ServerOptions(log *slog.Logger) []grpc.ServerOption {
+	return s.serverOptions(log, newGuard(s.callKey()))
+}
+
+func (s Secret) serverOptions(log *slog.Logger, g *guard) []grpc.ServerOption {
 	if s.insecure && log != nil {
 		log.Warn("cluster: authentication is off (--insecure): any process that can reach this port can use it")
 	}
 	opts := []grpc.ServerOption{
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := s.check(ctx); err != nil {
-				return nil, err
-			}
-			return h(ctx, req)
-		}),
-		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := s.check(ss.Context()); err != nil {
-				return err
-			}
-			return h(srv, ss)
-		}),
+		grpc.InTapHandle(g.tap),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
@@ -219,7 +193,7 @@ func (s Secret) DialOptions() []grpc.DialOption {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
 	}
 	if !s.insecure {
-		opts = append(opts, grpc.WithPerRPCCredentials(perRPC{s}))
+		opts = append(opts, grpc.WithPerRPCCredentials(callCreds{s.key}))
 	}
 	return opts
 }

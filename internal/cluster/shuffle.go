@@ -59,6 +59,9 @@ func (s *ShuffleStore) Write(job string, shuffle int64, mapPart int, blocks []ar
 			}
 		}
 	}()
+	if err := checkID("job id", job); err != nil {
+		return err
+	}
 	final := s.mapDir(job, shuffle, mapPart)
 	tmp, err := os.MkdirTemp(filepath.Dir(final), ".tmp-"+strconv.Itoa(mapPart)+"-")
 	if err != nil {
@@ -95,6 +98,9 @@ var errNoMapOutput = errors.New("map output not on this executor")
 // Read returns the IPC bytes of one block (nil for an empty block), or
 // errNoMapOutput.
 func (s *ShuffleStore) Read(job string, shuffle int64, mapPart, reducePart int) ([]byte, error) {
+	if err := checkID("job id", job); err != nil {
+		return nil, err
+	}
 	dir := s.mapDir(job, shuffle, mapPart)
 	b, err := os.ReadFile(filepath.Join(dir, "r"+strconv.Itoa(reducePart)+".arrow"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -108,14 +114,17 @@ func (s *ShuffleStore) Read(job string, shuffle int64, mapPart, reducePart int) 
 
 // RemoveJob deletes a job's shuffle data.
 func (s *ShuffleStore) RemoveJob(job string) error {
-	if job == "" || job != filepath.Base(job) {
-		return fmt.Errorf("shuffle: bad job id %q", job)
+	if err := checkID("job id", job); err != nil {
+		return err
 	}
 	return os.RemoveAll(filepath.Join(s.dir, job))
 }
 
 // RemoveShuffles deletes the given shuffles of a job.
 func (s *ShuffleStore) RemoveShuffles(job string, ids ...int64) {
+	if checkID("job id", job) != nil {
+		return
+	}
 	for _, id := range ids {
 		os.RemoveAll(filepath.Join(s.dir, job, strconv.FormatInt(id, 10)))
 	}
@@ -130,7 +139,10 @@ type ShuffleServer struct {
 // FetchBlock implements sluicev1.ShuffleServer: the block's IPC bytes in
 // chunks of at most ChunkBytes; NotFound if the map output is not here.
 func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluicev1.Shuffle_FetchBlockServer) error {
-	if req.GetJobId() == "" || req.GetJobId() != filepath.Base(req.GetJobId()) || req.GetMapPartition() < 0 || req.GetReducePartition() < 0 {
+	if err := checkID("job id", req.GetJobId()); err != nil {
+		return err
+	}
+	if req.GetShuffleId() < 0 || req.GetMapPartition() < 0 || req.GetReducePartition() < 0 {
 		return status.Error(codes.InvalidArgument, "shuffle: bad block request")
 	}
 	b, err := s.Store.Read(req.GetJobId(), req.GetShuffleId(), int(req.GetMapPartition()), int(req.GetReducePartition()))

@@ -1,0 +1,41 @@
+package cluster
+
+import (
+	"strings"
+)
+
+// maxIDBytes bounds an id that names a file or directory.
+const maxIDBytes = 128
+
+// checkID refuses an id that would not name exactly one new directory
+// entry: empty, `.`, `..`, anything with a separator, and anything but
+// letters, digits, `.`, `_` and `-` (starting with a letter or digit). kind
+// names the id in the error ("job id").
+func checkID(kind, id string) error {
+	switch {
+	case id == "":
+		return invalidArgument("%s is empty", kind)
+	case len(id) > maxIDBytes:
+		return invalidArgument("%s is %d bytes long; at most %d", kind, len(id), maxIDBytes)
+	case !isAlnum(id[0]):
+		return invalidArgument("%s %q must start with a letter or digit", kind, id)
+	}
+	for i := range len(id) {
+		if c := id[i]; !isAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return invalidArgument("%s %q: only letters, digits, '.', '_' and '-' are allowed", kind, id)
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// checkSHA refuses anything but a lower-case hex SHA-256.
+func checkSHA(sha string) error {
+	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
+		return invalidArgument("binary id %q is not a hex SHA-256", sha)
+	}
+	return nil
+}
