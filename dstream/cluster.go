@@ -296,8 +296,8 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			// The context's own store: partitions go when their stream
 			// forgets its RDDs, as in the driver.
 			Blocks: contextBlocks{c},
-			Alloc:    c.cfg.Allocator,
-			Wrote:    c.resolver.wrote,
+			Alloc:  c.cfg.Allocator,
+			Wrote:  c.resolver.wrote,
 		}))
 		return cluster.ServeUnix(ctx, env.TaskSocket, srv, log)
 	}

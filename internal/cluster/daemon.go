@@ -59,8 +59,8 @@ type Daemon struct {
 	jobs     map[string]*jobProc
 	gens     map[string]int64              // job processes started, by job
 	killers  map[string]context.CancelFunc // running tasks by "job/task"
-	binMu    sync.Mutex                   // serializes binary downloads
-	contact  contact                      // when the driver last answered
+	binMu    sync.Mutex                    // serializes binary downloads
+	contact  contact                       // when the driver last answered
 	idle     *sync.Cond
 }
 
