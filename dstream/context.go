@@ -288,8 +288,14 @@ func (c *Context) stopRuntime() {
 // multiples of the batch interval.
 func (c *Context) StartManual(zero time.Time) error { return c.start(zero) }
 
-// Stop stops a context started with StartManual (Run stops by itself).
+// Stop stops the context. A context running under Run or Main stops
+// gracefully, as on SIGTERM: Stop returns at once and Run returns (Main
+// exits 0) when the batches already generated are done. A context started
+// with StartManual stops at once.
 func (c *Context) Stop() {
+	if c.requestStop() { // running under Run: see main.go
+		return
+	}
 	c.mu.Lock()
 	if c.state != started {
 		c.state = stopped
