@@ -63,8 +63,8 @@ func combine2[A, B, U any](a *DStream[A], b *DStream[B], op string, f func(t tim
 }
 
 // CoGroup groups the values of both streams by key at every slide time.
-func CoGroup[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]]) *DStream[KV[K, Pair[[]V, []W]]] {
-	n := a.b.ctx.Parallelism()
+func CoGroup[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]], opts ...ShuffleOption) *DStream[KV[K, Pair[[]V, []W]]] {
+	n := numParts(a.b.ctx, opts)
 	return combine2(a, b, "cogroup", func(_ time.Time, ra *rdd.RDD[KV[K, V]], rb *rdd.RDD[KV[K, W]]) (*rdd.RDD[KV[K, Pair[[]V, []W]]], error) {
 		return rdd.CoGroup(ra, rb, n), nil
 	})
@@ -72,8 +72,8 @@ func CoGroup[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]])
 
 // joinWith cogroups a and b and expands every key's groups with emit.
 func joinWith[K comparable, V, W, U any](a *DStream[KV[K, V]], b *DStream[KV[K, W]], op string,
-	emit func(k K, vs []V, ws []W, yield func(KV[K, U]) bool) bool) *DStream[KV[K, U]] {
-	n := a.b.ctx.Parallelism()
+	emit func(k K, vs []V, ws []W, yield func(KV[K, U]) bool) bool, opts []ShuffleOption) *DStream[KV[K, U]] {
+	n := numParts(a.b.ctx, opts)
 	return combine2(a, b, op, func(_ time.Time, ra *rdd.RDD[KV[K, V]], rb *rdd.RDD[KV[K, W]]) (*rdd.RDD[KV[K, U]], error) {
 		cg := rdd.CoGroup(ra, rb, n)
 		kc := ra.Codec().(rdd.KVCodec[K, V]).K
@@ -90,7 +90,7 @@ func joinWith[K comparable, V, W, U any](a *DStream[KV[K, V]], b *DStream[KV[K, 
 }
 
 // Join pairs the values of keys present in both streams at every slide time.
-func Join[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]]) *DStream[KV[K, Pair[V, W]]] {
+func Join[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]], opts ...ShuffleOption) *DStream[KV[K, Pair[V, W]]] {
 	return joinWith(a, b, "join", func(k K, vs []V, ws []W, yield func(KV[K, Pair[V, W]]) bool) bool {
 		for _, v := range vs {
 			for _, w := range ws {
@@ -100,12 +100,12 @@ func Join[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]]) *D
 			}
 		}
 		return true
-	})
+	}, opts)
 }
 
 // LeftOuterJoin is Join that keeps keys present only in a, with an absent
 // right value.
-func LeftOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]]) *DStream[KV[K, Pair[V, Option[W]]]] {
+func LeftOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]], opts ...ShuffleOption) *DStream[KV[K, Pair[V, Option[W]]]] {
 	return joinWith(a, b, "leftOuterJoin", func(k K, vs []V, ws []W, yield func(KV[K, Pair[V, Option[W]]]) bool) bool {
 		for _, v := range vs {
 			if len(ws) == 0 {
@@ -120,12 +120,12 @@ func LeftOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K
 			}
 		}
 		return true
-	})
+	}, opts)
 }
 
 // RightOuterJoin is Join that keeps keys present only in b, with an absent
 // left value.
-func RightOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]]) *DStream[KV[K, Pair[Option[V], W]]] {
+func RightOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]], opts ...ShuffleOption) *DStream[KV[K, Pair[Option[V], W]]] {
 	return joinWith(a, b, "rightOuterJoin", func(k K, vs []V, ws []W, yield func(KV[K, Pair[Option[V], W]]) bool) bool {
 		for _, w := range ws {
 			if len(vs) == 0 {
@@ -140,12 +140,12 @@ func RightOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[
 			}
 		}
 		return true
-	})
+	}, opts)
 }
 
 // FullOuterJoin keeps every key of either stream; the side a key is missing
 // from is absent.
-func FullOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]]) *DStream[KV[K, Pair[Option[V], Option[W]]]] {
+func FullOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K, W]], opts ...ShuffleOption) *DStream[KV[K, Pair[Option[V], Option[W]]]] {
 	type out = KV[K, Pair[Option[V], Option[W]]]
 	return joinWith(a, b, "fullOuterJoin", func(k K, vs []V, ws []W, yield func(out) bool) bool {
 		switch {
@@ -171,5 +171,5 @@ func FullOuterJoin[K comparable, V, W any](a *DStream[KV[K, V]], b *DStream[KV[K
 			}
 		}
 		return true
-	})
+	}, opts)
 }

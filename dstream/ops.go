@@ -158,8 +158,8 @@ func Reduce[T any](s *DStream[T], f func(T, T) T) *DStream[T] {
 }
 
 // CountByValue counts the occurrences of each distinct element per batch.
-func CountByValue[T comparable](s *DStream[T]) *DStream[KV[T, int64]] {
-	n := s.b.ctx.Parallelism()
+func CountByValue[T comparable](s *DStream[T], opts ...ShuffleOption) *DStream[KV[T, int64]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "countByValue", func(r *rdd.RDD[T]) *rdd.RDD[KV[T, int64]] {
 		pairs := rdd.Map(r, func(v T) KV[T, int64] { return KV[T, int64]{Key: v, Value: 1} })
 		return rdd.ReduceByKey(pairs, func(a, b int64) int64 { return a + b }, n)
@@ -168,14 +168,14 @@ func CountByValue[T comparable](s *DStream[T]) *DStream[KV[T, int64]] {
 
 // ReduceByKey merges the values of each key per batch with f, which must be
 // associative and commutative. Values are combined before the shuffle.
-func ReduceByKey[K comparable, V any](s *DStream[KV[K, V]], f func(V, V) V) *DStream[KV[K, V]] {
-	n := s.b.ctx.Parallelism()
+func ReduceByKey[K comparable, V any](s *DStream[KV[K, V]], f func(V, V) V, opts ...ShuffleOption) *DStream[KV[K, V]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "reduceByKey", func(r *rdd.RDD[KV[K, V]]) *rdd.RDD[KV[K, V]] { return rdd.ReduceByKey(r, f, n) })
 }
 
 // GroupByKey collects the values of each key per batch.
-func GroupByKey[K comparable, V any](s *DStream[KV[K, V]]) *DStream[KV[K, []V]] {
-	n := s.b.ctx.Parallelism()
+func GroupByKey[K comparable, V any](s *DStream[KV[K, V]], opts ...ShuffleOption) *DStream[KV[K, []V]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "groupByKey", func(r *rdd.RDD[KV[K, V]]) *rdd.RDD[KV[K, []V]] { return rdd.GroupByKey(r, n) })
 }
 
@@ -183,8 +183,8 @@ func GroupByKey[K comparable, V any](s *DStream[KV[K, V]]) *DStream[KV[K, []V]] 
 type Combiner[V, C any] = rdd.Aggregator[V, C]
 
 // CombineByKey aggregates the values of each key per batch with agg.
-func CombineByKey[K comparable, V, C any](s *DStream[KV[K, V]], agg Combiner[V, C]) *DStream[KV[K, C]] {
-	n := s.b.ctx.Parallelism()
+func CombineByKey[K comparable, V, C any](s *DStream[KV[K, V]], agg Combiner[V, C], opts ...ShuffleOption) *DStream[KV[K, C]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "combineByKey", func(r *rdd.RDD[KV[K, V]]) *rdd.RDD[KV[K, C]] {
 		return rdd.CombineByKey(r, "combineByKey", agg, rdd.CodecOf[C](), n)
 	})
