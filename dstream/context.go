@@ -449,6 +449,7 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		slog.Int("jobs", len(info.Jobs)),
 	}
 	attrs = append(attrs, c.stateAttrs()...)
+	attrs = append(attrs, c.inputAttrs(b.time)...) // skipped input: source_files.go
 	if err != nil {
 		// The error itself is returned to the caller, which reports it.
 		c.log.Error("batch failed", attrs...)

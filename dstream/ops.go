@@ -59,10 +59,14 @@ func Union[T any](streams ...*DStream[T]) *DStream[T] {
 	}
 	ctx := streams[0].b.ctx
 	parents := make([]*streamBase, len(streams))
+	slide := streams[0].b.slide
 	for i, s := range streams {
 		parents[i] = s.b
+		if !s.b.static {
+			slide = s.b.slide // Datasets' streams follow the others
+		}
 	}
-	u := newStream(ctx, "union", streams[0].b.slide, parents, func(t time.Time) (*rdd.RDD[T], error) {
+	u := newStream(ctx, "union", slide, parents, func(t time.Time) (*rdd.RDD[T], error) {
 		var rs []*rdd.RDD[T]
 		for _, s := range streams {
 			r, err := s.rddAt(t)
@@ -83,7 +87,7 @@ func Union[T any](streams ...*DStream[T]) *DStream[T] {
 			if s.b.ctx != ctx {
 				return fmt.Errorf("%s: streams of different contexts cannot be united", u.b.name)
 			}
-			if s.b.slide != u.b.slide {
+			if s.b.slide != u.b.slide && !s.b.static {
 				return fmt.Errorf("%s: streams with different slide intervals (%v, %v) cannot be united; window them to a common slide first", u.b.name, u.b.slide, s.b.slide)
 			}
 		}
