@@ -168,6 +168,9 @@ type PartitionInfo struct {
 	BatchTime time.Time
 	Partition int
 	Attempt   int // > 0 when the task is retried: sinks must tolerate rewrites
+	// Task updates accumulators; its updates count once the partition was
+	// written and Close returned nil.
+	Task *Task
 }
 
 // Sink writes the elements of each partition of each batch, on the
@@ -193,10 +196,13 @@ func ForeachPartition[T, W any](s *DStream[T], sink Sink[T, W]) {
 
 // ForeachPartitionRDD runs a job that writes every partition of r to sink.
 func ForeachPartitionRDD[T, W any](b *Batch, r *rdd.RDD[T], sink Sink[T, W]) error {
+	op := "o" + strconv.Itoa(b.index) + "." + strconv.Itoa(b.jobs)
+	bt := b.time
 	return runJob(b, r, func(tc *rdd.TaskContext, part int) (_ arrow.Record, err error) {
 		var w W
+		task := newTask(tc, op, bt, part)
 		if sink.Open != nil {
-			if w, err = sink.Open(PartitionInfo{BatchTime: tc.BatchTime, Partition: part, Attempt: tc.Attempt}); err != nil {
+			if w, err = sink.Open(PartitionInfo{BatchTime: tc.BatchTime, Partition: part, Attempt: tc.Attempt, Task: task}); err != nil {
 				return nil, fmt.Errorf("sink open: %w", err)
 			}
 		}
@@ -210,6 +216,9 @@ func ForeachPartitionRDD[T, W any](b *Batch, r *rdd.RDD[T], sink Sink[T, W]) err
 			if cerr := sink.Close(w, werr); cerr != nil {
 				werr = errors.Join(werr, fmt.Errorf("sink close: %w", cerr))
 			}
+		}
+		if werr == nil {
+			werr = task.finish()
 		}
 		return nil, werr
 	}, nil)
