@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
@@ -131,7 +133,9 @@ func take[T any](b *Batch, r *rdd.RDD[T], n int) ([]T, error) {
 }
 
 // Print prints the first n elements of every batch to the context's
-// standard output, under a header with the batch time.
+// standard output, under a header with the batch time, one per line as fmt
+// prints them (%v), except that pairs print as in Spark: a KV as
+// (key,value) and a Pair as (first,second).
 func Print[T any](s *DStream[T], n int) {
 	w := s.b.ctx.cfg.Stdout
 	addOutput(s, "print", func(b *Batch, r *rdd.RDD[T]) error {
@@ -150,7 +154,8 @@ func writePrint[T any](w io.Writer, t time.Time, vals []T, n int) error {
 			buf = append(buf, "...\n"...)
 			break
 		}
-		buf = fmt.Appendf(buf, "%v\n", v)
+		buf = appendPrinted(buf, reflect.ValueOf(v))
+		buf = append(buf, '\n')
 	}
 	buf = append(buf, '\n')
 	_, err := w.Write(buf)
@@ -316,4 +321,28 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// rddPkg is the package path of rdd.KV and rdd.Pair.
+var rddPkg = reflect.TypeFor[rdd.KV[int, int]]().PkgPath()
+
+// appendPrinted appends v as Print shows it: KV and Pair values, at any
+// depth of pairs, as (a,b); everything else as %v.
+func appendPrinted(buf []byte, v reflect.Value) []byte {
+	if !v.IsValid() {
+		return fmt.Append(buf, nil)
+	}
+	t := v.Type()
+	if t.Kind() == reflect.Struct && t.PkgPath() == rddPkg && t.NumField() == 2 &&
+		(strings.HasPrefix(t.Name(), "KV[") || strings.HasPrefix(t.Name(), "Pair[")) {
+		buf = append(buf, '(')
+		buf = appendPrinted(buf, v.Field(0))
+		buf = append(buf, ',')
+		buf = appendPrinted(buf, v.Field(1))
+		return append(buf, ')')
+	}
+	if v.CanInterface() {
+		return fmt.Appendf(buf, "%v", v.Interface())
+	}
+	return fmt.Appendf(buf, "%v", v)
 }
