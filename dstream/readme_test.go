@@ -118,3 +118,37 @@ func TestReadmeSparkTable(t *testing.T) {
 		t.Fatalf("the README's snippets do not compile: %v\n%s\n%s", err, out, src)
 	}
 }
+
+// TestReadmeIntroCompiles compiles the README's first Go block, the
+// introduction's job, as a main package.
+func TestReadmeIntroCompiles(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "```go\n")
+	j := strings.Index(s[i+6:], "```\n")
+	if i < 0 || j < 0 {
+		t.Fatal("README has no Go block")
+	}
+	code := s[i+6 : i+6+j]
+	if !strings.Contains(code, "dstream.Run(") {
+		t.Fatalf("the first Go block is not the introduction's job:\n%s", code)
+	}
+	if testing.Short() {
+		t.Skip("compiling runs the go tool")
+	}
+	dir, err := os.MkdirTemp(".", "readmecheck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	src := "package main\n\nimport (\n\t\"flag\"\n\t\"strings\"\n\t\"time\"\n\n\t\"github.com/sluicehq/sluice/dstream\"\n)\n\n" + code
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("go", "vet", "./"+filepath.Base(dir)).CombinedOutput(); err != nil {
+		t.Fatalf("the README's introduction does not compile: %v\n%s\n%s", err, out, src)
+	}
+}
