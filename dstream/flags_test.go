@@ -83,6 +83,16 @@ func TestRunArgsBadValues(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr.String(), tc.want)
 		}
 	}
+	// An argument the API refuses (here a negative rate from a flag) is a
+	// usage error too, not a crash.
+	withCommandLine(t, flag.NewFlagSet("job", flag.ContinueOnError))
+	var perr bytes.Buffer
+	if code := RunArgs(Config{AppName: "job", BatchInterval: time.Second}, nil, &perr, func(ctx *Context) error {
+		Print(Rate(ctx, -5), 1)
+		return nil
+	}); code != 2 || !strings.Contains(perr.String(), "job: dstream: Rate(-5): rows per second must be >= 0") {
+		t.Errorf("exit %d, stderr %q", code, perr.String())
+	}
 	// A build error that is not about the command line exits 1.
 	withCommandLine(t, flag.NewFlagSet("job", flag.ContinueOnError))
 	var stderr bytes.Buffer

@@ -189,7 +189,7 @@ func RunArgs(cfg Config, args []string, stderr io.Writer, build func(ctx *Contex
 		fmt.Fprintf(stderr, "%s: dstream.Run: the build function is nil\n", app)
 		return 2
 	}
-	if err := build(c); err != nil {
+	if err := callBuild(build, c); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", app, err)
 		if IsUsage(err) {
 			return 2
@@ -197,6 +197,23 @@ func RunArgs(cfg Config, args []string, stderr io.Writer, build func(ctx *Contex
 		return 1
 	}
 	return MainArgs(c, args, stderr)
+}
+
+// callBuild runs build. The API's own argument checks panic with a message
+// starting "dstream: " (Rate(-5), Repartition(0)): under Run such a value
+// most likely came from a flag, so it is reported as a usage error, not a
+// crash. Any other panic propagates.
+func callBuild(build func(*Context) error, c *Context) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg, ok := v.(string)
+			if !ok || !strings.HasPrefix(msg, "dstream: ") {
+				panic(v)
+			}
+			err = &usageError{errors.New(msg)}
+		}
+	}()
+	return build(c)
 }
 
 // Main is the last call of a job's main function: it parses the flags,
