@@ -100,6 +100,9 @@ func TestShufflePartitions(t *testing.T) {
 	forParts(words, "countByValueAndWindow", record("countByValueAndWindow"), func(s *dstream.DStream[string]) *dstream.DStream[dstream.KV[string, int64]] {
 		return dstream.CountByValueAndWindow(s, time.Second, 0, op)
 	})
+	forParts(pairs, "reduceByKeyAndWindowInv", record("reduceByKeyAndWindowInv"), func(s *dstream.DStream[dstream.KV[string, int]]) *dstream.DStream[dstream.KV[string, int]] {
+		return dstream.ReduceByKeyAndWindowInv(s, "inv", sum, func(a, b int) int { return a - b }, time.Second, 0, nil, op)
+	})
 	h.Run(1)
 	for name, n := range parts {
 		want := 5
@@ -110,7 +113,7 @@ func TestShufflePartitions(t *testing.T) {
 			t.Errorf("%s: %d partitions, want %d", name, *n, want)
 		}
 	}
-	if len(parts) != 13 {
+	if len(parts) != 14 {
 		t.Errorf("%d operators checked", len(parts))
 	}
 }
