@@ -294,7 +294,9 @@ func (c *Context) Run(ctx context.Context) error {
 	zero := time.Now().Truncate(interval)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	runs.Store(c, context.CancelFunc(cancel))
+	if _, running := runs.LoadOrStore(c, context.CancelFunc(cancel)); running {
+		return ErrStarted
+	}
 	if err := c.start(zero); err != nil {
 		runs.Delete(c)
 		return err
