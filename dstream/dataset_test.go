@@ -35,7 +35,15 @@ func TestDatasetJoins(t *testing.T) {
 	cg := dstreamtest.Output(h, dstream.CoGroup(users.Stream(), clicks, dstream.Partitions(3)))
 	// A window slides every 2 batches; the dataset's stream follows it.
 	win := dstreamtest.Output(h, dstream.Join(dstream.Window(clicks, 2*time.Second, 2*time.Second), users.Stream()))
+	extra := dstream.Parallelize(h.Ctx, clickKVs{dstream.KVOf("u9", 9)})
+	uni := dstreamtest.Output(h, dstream.Union(extra.Stream(), dstream.Window(clicks, 2*time.Second, 2*time.Second)))
 	h.Run(2)
+	if uni.Has(0) {
+		t.Errorf("the union with a window produced at batch 0, not a slide time")
+	}
+	if got := show(uni.Batch(1)); !slices.Equal(got, []string{"{u1 1}", "{u1 1}", "{u2 1}", "{u3 1}", "{u9 9}"}) {
+		t.Errorf("union batch 1: %v", got)
+	}
 	if got := show(join.Batch(0)); !slices.Equal(got, []string{"{u1 {1 ann}}"}) {
 		t.Errorf("join batch 0: %v", got)
 	}
