@@ -30,10 +30,11 @@ const (
 
 // sinkTask is an output's per-partition function, fixed when the output is
 // defined (so every process has it without running the output).
-type sinkTask[T any] func(r *rdd.RDD[T]) scheduler.ResultFunc
+type sinkTask[T any] func(r *rdd.RDD[T], op string) scheduler.ResultFunc
 
-// actionFunc returns the per-partition function of a over r.
-func actionFunc[T any](r *rdd.RDD[T], a action, sink sinkTask[T]) (scheduler.ResultFunc, error) {
+// actionFunc returns the per-partition function of a over r; op names the
+// job (jobOp) for a sink's accumulator updates.
+func actionFunc[T any](r *rdd.RDD[T], a action, sink sinkTask[T], op string) (scheduler.ResultFunc, error) {
 	c := r.Codec()
 	switch a.kind {
 	case actTake:
@@ -78,7 +79,7 @@ func actionFunc[T any](r *rdd.RDD[T], a action, sink sinkTask[T]) (scheduler.Res
 		if sink == nil {
 			return nil, errors.New("dstream: a sink job on an output that has no sink")
 		}
-		return sink(r), nil
+		return sink(r, op), nil
 	}
 	return nil, fmt.Errorf("dstream: unknown job action %q (driver and executor run different Sluice versions?)", a.kind)
 }
@@ -99,7 +100,7 @@ func runAction[T any](b *Batch, r *rdd.RDD[T], a action, onResult func(part int,
 	if a.kind == actSink {
 		sink, _ = b.sink.(sinkTask[T])
 	}
-	fn, err := actionFunc(r, a, sink)
+	fn, err := actionFunc(r, a, sink, jobOp(b.index, b.jobs))
 	if err != nil {
 		return err
 	}

@@ -167,7 +167,7 @@ func (r *resolver) Resolve(ctx context.Context, spec cluster.TaskSpec) (cluster.
 			cluster.ErrGraphMismatch, fmtTime(bt), len(b.jobs), spec.JobIndex)
 	}
 	j := b.jobs[spec.JobIndex]
-	final, fn, err := j.resolve(action{kind: spec.Action, arg: spec.ActionArg})
+	final, fn, err := j.resolve(action{kind: spec.Action, arg: spec.ActionArg}, spec.JobIndex, spec.JobSub)
 	if err != nil {
 		return cluster.Resolved{}, fmt.Errorf("%s: %w", j.op.name, err)
 	}

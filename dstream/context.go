@@ -303,8 +303,14 @@ func (c *Context) stopRuntime() {
 // multiples of the batch interval.
 func (c *Context) StartManual(zero time.Time) error { return c.start(zero) }
 
-// Stop stops a context started with StartManual (Run stops by itself).
+// Stop stops the context. A context running under Run or Main stops
+// gracefully, as on SIGTERM: Stop returns at once and Run returns (Main
+// exits 0) when the batches already generated are done. A context started
+// with StartManual stops at once.
 func (c *Context) Stop() {
+	if c.requestStop() { // running under Run: see main.go
+		return
+	}
 	c.mu.Lock()
 	if c.state != started {
 		c.state = stopped
@@ -340,7 +346,7 @@ type outputJob struct {
 	final   *rdd.Node
 	index   int // place in the batch's jobs
 	run     func(b *Batch) error
-	resolve func(a action) (*rdd.Node, scheduler.ResultFunc, error)
+	resolve func(a action, index, sub int) (*rdd.Node, scheduler.ResultFunc, error)
 }
 
 // RunBatch generates and runs the batch at time t (which must be zero time
@@ -464,6 +470,7 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		slog.Int("jobs", len(info.Jobs)),
 	}
 	attrs = append(attrs, c.stateAttrs()...)
+	attrs = append(attrs, c.inputAttrs(b.time)...) // skipped input: source_files.go
 	if err != nil {
 		// The error itself is returned to the caller, which reports it.
 		c.log.Error("batch failed", attrs...)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,18 +33,32 @@ func newFlagSet(app, master string) (*flag.FlagSet, stdFlags) {
 }
 
 // Flags returns the job's flag set. It holds the standard flags (--master,
-// --log-level, --log-format); a job adds its own before calling Main, and
-// reads them after ParseFlags (or inside functions that run after Main
-// parsed them).
+// --log-level, --log-format). A job usually declares its own flags with the
+// standard flag package instead (flag.String and friends, before Run or
+// Main): those are parsed together with the standard ones. Flags added here
+// work too; read them after ParseFlags, or inside the build function of Run.
 func (c *Context) Flags() *flag.FlagSet { return c.flags }
 
+// commandLine is the flag set whose flags ParseFlags adds to the job's, as
+// long as nothing parsed it yet: flag.CommandLine (tests replace it).
+var commandLine = flag.CommandLine
+
 // ParseFlags parses args (os.Args[1:] under Main) into the flag set and
-// applies the standard flags. Calling it again does nothing.
+// applies the standard flags. Flags declared with the standard flag package
+// (flag.CommandLine, when the program did not parse it itself) are parsed
+// too. With --help (or -h) it prints the flags to stderr (os.Stderr if nil)
+// and returns ErrHelp. Calling it again does nothing.
 func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 	if c.flags.Parsed() {
 		return nil
 	}
+	if stderr == nil {
+		stderr = os.Stderr
+	}
 	c.args = append([]string(nil), args...)
+	if err := c.adoptCommandLine(); err != nil {
+		return err
+	}
 	// The flag package would print the error and the whole usage; print
 	// the usage only when asked, and let the caller report the error once.
 	c.flags.SetOutput(io.Discard)
@@ -79,6 +94,27 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 	return nil
 }
 
+// adoptCommandLine adds the flags of the standard flag package's command
+// line to the job's flag set, unless the program parsed them itself.
+func (c *Context) adoptCommandLine() error {
+	cl := commandLine
+	if cl == nil || cl.Parsed() {
+		return nil
+	}
+	var err error
+	cl.VisitAll(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
+		if c.flags.Lookup(f.Name) != nil {
+			err = &usageError{fmt.Errorf("flag --%s is defined twice (by the job and by Sluice or the job's flag set); rename the job's flag", f.Name)}
+			return
+		}
+		c.flags.Var(f.Value, f.Name, f.Usage)
+	})
+	return err
+}
+
 // ErrHelp is returned by ParseFlags when --help was given; the usage was
 // printed and the program should exit 0.
 var ErrHelp = flag.ErrHelp
@@ -88,16 +124,113 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
+// Usagef returns an error that tells Run (or MainArgs's caller) that the
+// command line was wrong: Run prints it and exits 2, as for a malformed
+// flag. Use it for flag values the flag package accepts but the job does
+// not, naming the flag and the accepted values:
+//
+//	if *rate < 0 {
+//		return dstream.Usagef("--lines-per-second=%d: must be >= 0", *rate)
+//	}
+func Usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// IsUsage reports whether err is (or wraps) a command-line error made by
+// ParseFlags or Usagef.
+func IsUsage(err error) bool {
+	var u *usageError
+	return errors.As(err, &u)
+}
+
+// Run is the whole main function of a job whose graph depends on its
+// flags. It makes the Context from cfg, parses the command line (the
+// standard flags plus every flag the program declared with the standard
+// flag package), calls build to define the job's streams and outputs, and
+// runs the job as Main does. It does not return:
+//
+//	func main() {
+//		addr := flag.String("addr", "localhost:9999", "text server to read")
+//		dstream.Run(dstream.Config{AppName: "wc", BatchInterval: time.Second}, func(ctx *dstream.Context) error {
+//			lines := dstream.SocketTextStream(ctx, *addr)
+//			dstream.Print(dstream.CountByValue(dstream.FlatMap(lines, strings.Fields)), 10)
+//			return nil
+//		})
+//	}
+//
+// --help prints the flags and exits 0. A malformed flag, or an error from
+// build made with Usagef, exits 2; any other error from build exits 1.
+func Run(cfg Config, build func(ctx *Context) error) {
+	os.Exit(RunArgs(cfg, os.Args[1:], os.Stderr, build))
+}
+
+// RunArgs is Run with explicit arguments; it returns the exit code.
+func RunArgs(cfg Config, args []string, stderr io.Writer, build func(ctx *Context) error) int {
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	app := cfg.AppName
+	if app == "" {
+		app = "sluice"
+	}
+	c, err := New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", app, err)
+		return 2
+	}
+	if err := c.ParseFlags(args, stderr); err != nil {
+		if errors.Is(err, ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", app, err)
+		return 2
+	}
+	if build == nil {
+		fmt.Fprintf(stderr, "%s: dstream.Run: the build function is nil\n", app)
+		return 2
+	}
+	if err := callBuild(build, c); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", app, err)
+		if IsUsage(err) {
+			return 2
+		}
+		return 1
+	}
+	return MainArgs(c, args, stderr)
+}
+
+// callBuild runs build. The API's own argument checks panic with a message
+// starting "dstream: " (Rate(-5), Repartition(0)): under Run such a value
+// most likely came from a flag, so it is reported as a usage error, not a
+// crash. Any other panic propagates.
+func callBuild(build func(*Context) error, c *Context) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg, ok := v.(string)
+			if !ok || !strings.HasPrefix(msg, "dstream: ") {
+				panic(v)
+			}
+			err = &usageError{errors.New(msg)}
+		}
+	}()
+	return build(c)
+}
+
 // Main is the last call of a job's main function: it parses the flags,
-// runs the job until SIGINT or SIGTERM and exits. On a signal the batches
-// already generated finish their outputs and the process exits 0 (within
-// Config.StopTimeout); a failed batch exits 1; bad flags exit 2.
+// runs the job until SIGINT or SIGTERM (or Context.Stop) and exits. On a
+// signal the batches already generated finish their outputs and the
+// process exits 0 (within Config.StopTimeout); a failed batch exits 1; bad
+// flags exit 2; --help prints the flags and exits 0. A job whose graph
+// depends on its flags uses Run instead.
 func Main(c *Context) {
 	os.Exit(MainArgs(c, os.Args[1:], os.Stderr))
 }
 
 // MainArgs is Main with explicit arguments; it returns the exit code.
 func MainArgs(c *Context, args []string, stderr io.Writer) int {
+	if stderr == nil {
+		stderr = os.Stderr
+	}
 	if err := c.ParseFlags(args, stderr); err != nil {
 		if errors.Is(err, ErrHelp) {
 			return 0
@@ -122,17 +255,53 @@ func MainArgs(c *Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
+// runs holds the cancel function of every context running under Run, so
+// that Context.Stop can end it.
+var runs sync.Map // *Context -> context.CancelFunc
+
+// requestStop asks a context running under Run (and so Main) to stop
+// gracefully, as a signal would, and reports whether one was running. It
+// does not wait: Run returns once the generated batches finished.
+func (c *Context) requestStop() bool {
+	v, ok := runs.Load(c)
+	if ok {
+		v.(context.CancelFunc)()
+	}
+	return ok
+}
+
+// finishRun stops the runtime of a context whose Run returns.
+func (c *Context) finishRun() {
+	runs.Delete(c)
+	c.mu.Lock()
+	wasStarted := c.state == started
+	c.state = stopped
+	c.mu.Unlock()
+	if wasStarted {
+		c.stopRuntime()
+	}
+}
+
 // Run starts the context and runs batches on the batch clock until ctx is
 // cancelled or a batch fails. Cancellation is a graceful stop: no new batch
 // is generated, the ones already generated run to the end (within
 // Config.StopTimeout), and Run returns nil.
+//
+// Context.Stop, from any goroutine (an output function included), stops it
+// the same way; Stop does not wait for Run to return.
 func (c *Context) Run(ctx context.Context) error {
 	interval := c.cfg.BatchInterval
 	zero := time.Now().Truncate(interval)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, running := runs.LoadOrStore(c, context.CancelFunc(cancel)); running {
+		return ErrStarted
+	}
 	if err := c.start(zero); err != nil {
+		runs.Delete(c)
 		return err
 	}
-	defer c.Stop()
+	defer c.finishRun()
 	c.log.Info("started", slog.Duration("batch_interval", interval), slog.String("master", c.cfg.Master),
 		slog.Int("slots", c.slots), slog.Int("streams", len(c.streams)), slog.Int("outputs", len(c.outputs)))
 

@@ -59,10 +59,14 @@ func Union[T any](streams ...*DStream[T]) *DStream[T] {
 	}
 	ctx := streams[0].b.ctx
 	parents := make([]*streamBase, len(streams))
+	slide := streams[0].b.slide
 	for i, s := range streams {
 		parents[i] = s.b
+		if !s.b.static {
+			slide = s.b.slide // Datasets' streams follow the others
+		}
 	}
-	u := newStream(ctx, "union", streams[0].b.slide, parents, func(t time.Time) (*rdd.RDD[T], error) {
+	u := newStream(ctx, "union", slide, parents, func(t time.Time) (*rdd.RDD[T], error) {
 		var rs []*rdd.RDD[T]
 		for _, s := range streams {
 			r, err := s.rddAt(t)
@@ -83,7 +87,7 @@ func Union[T any](streams ...*DStream[T]) *DStream[T] {
 			if s.b.ctx != ctx {
 				return fmt.Errorf("%s: streams of different contexts cannot be united", u.b.name)
 			}
-			if s.b.slide != u.b.slide {
+			if s.b.slide != u.b.slide && !s.b.static {
 				return fmt.Errorf("%s: streams with different slide intervals (%v, %v) cannot be united; window them to a common slide first", u.b.name, u.b.slide, s.b.slide)
 			}
 		}
@@ -158,8 +162,8 @@ func Reduce[T any](s *DStream[T], f func(T, T) T) *DStream[T] {
 }
 
 // CountByValue counts the occurrences of each distinct element per batch.
-func CountByValue[T comparable](s *DStream[T]) *DStream[KV[T, int64]] {
-	n := s.b.ctx.Parallelism()
+func CountByValue[T comparable](s *DStream[T], opts ...ShuffleOption) *DStream[KV[T, int64]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "countByValue", func(r *rdd.RDD[T]) *rdd.RDD[KV[T, int64]] {
 		pairs := rdd.Map(r, func(v T) KV[T, int64] { return KV[T, int64]{Key: v, Value: 1} })
 		return rdd.ReduceByKey(pairs, func(a, b int64) int64 { return a + b }, n)
@@ -168,14 +172,14 @@ func CountByValue[T comparable](s *DStream[T]) *DStream[KV[T, int64]] {
 
 // ReduceByKey merges the values of each key per batch with f, which must be
 // associative and commutative. Values are combined before the shuffle.
-func ReduceByKey[K comparable, V any](s *DStream[KV[K, V]], f func(V, V) V) *DStream[KV[K, V]] {
-	n := s.b.ctx.Parallelism()
+func ReduceByKey[K comparable, V any](s *DStream[KV[K, V]], f func(V, V) V, opts ...ShuffleOption) *DStream[KV[K, V]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "reduceByKey", func(r *rdd.RDD[KV[K, V]]) *rdd.RDD[KV[K, V]] { return rdd.ReduceByKey(r, f, n) })
 }
 
 // GroupByKey collects the values of each key per batch.
-func GroupByKey[K comparable, V any](s *DStream[KV[K, V]]) *DStream[KV[K, []V]] {
-	n := s.b.ctx.Parallelism()
+func GroupByKey[K comparable, V any](s *DStream[KV[K, V]], opts ...ShuffleOption) *DStream[KV[K, []V]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "groupByKey", func(r *rdd.RDD[KV[K, V]]) *rdd.RDD[KV[K, []V]] { return rdd.GroupByKey(r, n) })
 }
 
@@ -183,8 +187,8 @@ func GroupByKey[K comparable, V any](s *DStream[KV[K, V]]) *DStream[KV[K, []V]] 
 type Combiner[V, C any] = rdd.Aggregator[V, C]
 
 // CombineByKey aggregates the values of each key per batch with agg.
-func CombineByKey[K comparable, V, C any](s *DStream[KV[K, V]], agg Combiner[V, C]) *DStream[KV[K, C]] {
-	n := s.b.ctx.Parallelism()
+func CombineByKey[K comparable, V, C any](s *DStream[KV[K, V]], agg Combiner[V, C], opts ...ShuffleOption) *DStream[KV[K, C]] {
+	n := numParts(s.b.ctx, opts)
 	return derive(s, "combineByKey", func(r *rdd.RDD[KV[K, V]]) *rdd.RDD[KV[K, C]] {
 		return rdd.CombineByKey(r, "combineByKey", agg, rdd.CodecOf[C](), n)
 	})

@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
@@ -52,8 +54,8 @@ func newOutputJob[T any](o *outputOp, r *rdd.RDD[T], sink sinkTask[T], run func(
 			b.root, b.sink = r.Node(), sink
 			return run(b, r)
 		},
-		resolve: func(a action) (*rdd.Node, scheduler.ResultFunc, error) {
-			fn, err := actionFunc(r, a, sink)
+		resolve: func(a action, index, sub int) (*rdd.Node, scheduler.ResultFunc, error) {
+			fn, err := actionFunc(r, a, sink, jobOp(index, sub))
 			return r.Node(), fn, err
 		},
 	}
@@ -127,7 +129,9 @@ func take[T any](b *Batch, r *rdd.RDD[T], n int) ([]T, error) {
 }
 
 // Print prints the first n elements of every batch to the context's
-// standard output, under a header with the batch time.
+// standard output, under a header with the batch time, one per line as fmt
+// prints them (%v), except that pairs print as in Spark: a KV as
+// (key,value) and a Pair as (first,second).
 func Print[T any](s *DStream[T], n int) {
 	w := s.b.ctx.cfg.Stdout
 	addOutput(s, "print", func(b *Batch, r *rdd.RDD[T]) error {
@@ -146,7 +150,8 @@ func writePrint[T any](w io.Writer, t time.Time, vals []T, n int) error {
 			buf = append(buf, "...\n"...)
 			break
 		}
-		buf = fmt.Appendf(buf, "%v\n", v)
+		buf = appendPrinted(buf, reflect.ValueOf(v))
+		buf = append(buf, '\n')
 	}
 	buf = append(buf, '\n')
 	_, err := w.Write(buf)
@@ -170,6 +175,9 @@ type PartitionInfo struct {
 	BatchTime time.Time
 	Partition int
 	Attempt   int // > 0 when the task is retried: sinks must tolerate rewrites
+	// Task updates accumulators; its updates count once the partition was
+	// written and Close returned nil.
+	Task *Task
 }
 
 // Sink writes the elements of each partition of each batch, on the
@@ -190,7 +198,7 @@ func ForeachPartition[T, W any](s *DStream[T], sink Sink[T, W]) {
 	}
 	addOutput(s, "foreachPartition", func(b *Batch, r *rdd.RDD[T]) error {
 		return runAction(b, r, action{kind: actSink}, nil)
-	}, func(r *rdd.RDD[T]) scheduler.ResultFunc { return sinkFunc(r, sink) })
+	}, func(r *rdd.RDD[T], op string) scheduler.ResultFunc { return sinkFunc(r, sink, op) })
 }
 
 // ForeachPartitionRDD runs a job that writes every partition of r to sink.
@@ -200,15 +208,22 @@ func ForeachPartitionRDD[T, W any](b *Batch, r *rdd.RDD[T], sink Sink[T, W]) err
 	if b.sc.role == roleDriver {
 		return fmt.Errorf("%w: %s runs ForeachPartitionRDD with a sink made in the output function; use dstream.ForeachPartition(stream, sink) in a cluster", errRebuild, b.op)
 	}
-	return runJob(b, r, action{kind: actSink}, sinkFunc(r, sink), nil)
+	return runJob(b, r, action{kind: actSink}, sinkFunc(r, sink, jobOp(b.index, b.jobs)), nil)
 }
 
-// sinkFunc is the per-partition function that writes a partition to sink.
-func sinkFunc[T, W any](r *rdd.RDD[T], sink Sink[T, W]) scheduler.ResultFunc {
+// jobOp names job sub of the batch's job index for accumulator updates:
+// the same in the driver and on executors.
+func jobOp(index, sub int) string { return "o" + strconv.Itoa(index) + "." + strconv.Itoa(sub) }
+
+// sinkFunc is the per-partition function that writes a partition to sink;
+// op names the job for accumulator updates.
+func sinkFunc[T, W any](r *rdd.RDD[T], sink Sink[T, W], op string) scheduler.ResultFunc {
 	return func(tc *rdd.TaskContext, part int) (_ arrow.Record, err error) {
+		bt := tc.BatchTime
 		var w W
+		task := newTask(tc, op, bt, part)
 		if sink.Open != nil {
-			if w, err = sink.Open(PartitionInfo{BatchTime: tc.BatchTime, Partition: part, Attempt: tc.Attempt}); err != nil {
+			if w, err = sink.Open(PartitionInfo{BatchTime: tc.BatchTime, Partition: part, Attempt: tc.Attempt, Task: task}); err != nil {
 				return nil, fmt.Errorf("sink open: %w", err)
 			}
 		}
@@ -222,6 +237,9 @@ func sinkFunc[T, W any](r *rdd.RDD[T], sink Sink[T, W]) scheduler.ResultFunc {
 			if cerr := sink.Close(w, werr); cerr != nil {
 				werr = errors.Join(werr, fmt.Errorf("sink close: %w", cerr))
 			}
+		}
+		if werr == nil {
+			werr = task.finish()
 		}
 		return nil, werr
 	}
@@ -311,4 +329,28 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// rddPkg is the package path of rdd.KV and rdd.Pair.
+var rddPkg = reflect.TypeFor[rdd.KV[int, int]]().PkgPath()
+
+// appendPrinted appends v as Print shows it: KV and Pair values, at any
+// depth of pairs, as (a,b); everything else as %v.
+func appendPrinted(buf []byte, v reflect.Value) []byte {
+	if !v.IsValid() {
+		return fmt.Append(buf, nil)
+	}
+	t := v.Type()
+	if t.Kind() == reflect.Struct && t.PkgPath() == rddPkg && t.NumField() == 2 &&
+		(strings.HasPrefix(t.Name(), "KV[") || strings.HasPrefix(t.Name(), "Pair[")) {
+		buf = append(buf, '(')
+		buf = appendPrinted(buf, v.Field(0))
+		buf = append(buf, ',')
+		buf = appendPrinted(buf, v.Field(1))
+		return append(buf, ')')
+	}
+	if v.CanInterface() {
+		return fmt.Appendf(buf, "%v", v.Interface())
+	}
+	return fmt.Appendf(buf, "%v", v)
 }

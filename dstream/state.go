@@ -282,7 +282,8 @@ func (f *statefulStream[U]) begin() {
 // for every key that has new values or state, with the batch's values of the
 // key (possibly none) and its state; returning false as the second result
 // removes the key. The stream holds the whole state after each batch.
-func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string, update func(values []V, state S, exists bool) (S, bool)) *DStream[KV[K, S]] {
+// WithInitialState sets the state before the first batch.
+func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string, update func(values []V, state S, exists bool) (S, bool), opts ...UpdateOption[K, S]) *DStream[KV[K, S]] {
 	ctx := s.b.ctx
 	n := ctx.Parallelism()
 	store := newStateStore[K, S](name, n)
@@ -322,6 +323,7 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 	ctx.registerStateful(name, out.b, &statefulStream[KV[K, S]]{
 		s: out, name: "updateStateByKey(" + name + ")",
 		commit_: func(t time.Time) { store.commit(t, nil) },
+		start:   func() { store.load(updateInitial(opts), ctx.zeroTime) },
 	})
 	return out
 }

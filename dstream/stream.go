@@ -23,12 +23,15 @@ type streamBase struct {
 	remember time.Duration // how long generated RDDs are kept
 	lookback time.Duration // how far before a batch this stream reads its parents (windows)
 	persist  bool          // keep generated RDDs' partitions: a window reads each several times
+	static   bool          // a Dataset's stream: the same data at every batch time, joinable with any slide
 	validate func() error
 	forget   func(before time.Time)
 	// stateSize, if set, reports the keys and bytes held by a stateful operator.
 	stateSize func() (keys, bytes int64)
 	// lateDropped, if set, reports the records an event-time operator dropped.
 	lateDropped func() int64
+	// skipped, if set, reports (and forgets) what a source skipped in batch t.
+	skipped func(t time.Time) (files, lines int64)
 }
 
 // DStream is a discretized stream: a sequence of RDDs, one per batch

@@ -67,12 +67,34 @@ func unionOrEmpty[T any](rs []*rdd.RDD[T], op string) *rdd.RDD[T] {
 	return rdd.Union(rs...)
 }
 
+// windowSlide returns the slide a window operator uses: the one given, or
+// the parent's slide (the batch interval for a source) when none or 0 is.
+func windowSlide(parent *streamBase, slide []time.Duration) time.Duration {
+	if len(slide) > 0 && slide[0] != 0 {
+		return slide[0]
+	}
+	return parent.slide
+}
+
+// checkSlideArgs reports a Window call given more than one slide.
+func checkSlideArgs(b *streamBase, slide []time.Duration, next func() error) func() error {
+	return func() error {
+		if len(slide) > 1 {
+			return fmt.Errorf("%s: %d slide durations given; pass at most one", b.name, len(slide))
+		}
+		return next()
+	}
+}
+
 // Window returns a stream whose RDD at each slide time t holds every element
 // of s from the batches in (t-window, t]. window and slide must be multiples
-// of the batch interval.
-func Window[T any](s *DStream[T], window, slide time.Duration) *DStream[T] {
+// of the batch interval. Without a slide (or with 0) the window slides by
+// s's slide, the batch interval for a source: Window(s, 30*time.Second)
+// produces, every batch, the last 30 seconds.
+func Window[T any](s *DStream[T], window time.Duration, slide ...time.Duration) *DStream[T] {
+	sl := windowSlide(s.b, slide)
 	s.b.persist = true // each parent RDD is read by window/slide windows
-	w := newStream(s.b.ctx, "window", slide, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[T], error) {
+	w := newStream(s.b.ctx, "window", sl, []*streamBase{s.b}, func(t time.Time) (*rdd.RDD[T], error) {
 		rs, err := rddsIn(s, t.Add(-window), t)
 		if err != nil {
 			return nil, err
@@ -80,36 +102,40 @@ func Window[T any](s *DStream[T], window, slide time.Duration) *DStream[T] {
 		return unionOrEmpty(rs, "window"), nil
 	})
 	w.b.lookback = window
-	w.b.validate = checkWindow(w.b, s.b, window, slide)
+	w.b.validate = checkSlideArgs(w.b, slide, checkWindow(w.b, s.b, window, sl))
 	return w
 }
 
-// CountByWindow counts the elements of each window.
-func CountByWindow[T any](s *DStream[T], window, slide time.Duration) *DStream[int64] {
-	return Count(Window(s, window, slide))
+// CountByWindow counts the elements of each window (slide as for Window).
+func CountByWindow[T any](s *DStream[T], window time.Duration, slide ...time.Duration) *DStream[int64] {
+	return Count(Window(s, window, slide...))
 }
 
 // ReduceByWindow combines the elements of each window with f (associative
-// and commutative). Each batch is reduced once; windows combine the
-// per-batch results.
-func ReduceByWindow[T any](s *DStream[T], f func(T, T) T, window, slide time.Duration) *DStream[T] {
-	return Reduce(Window(Reduce(s, f), window, slide), f)
+// and commutative); slide as for Window. Each batch is reduced once;
+// windows combine the per-batch results.
+func ReduceByWindow[T any](s *DStream[T], f func(T, T) T, window time.Duration, slide ...time.Duration) *DStream[T] {
+	return Reduce(Window(Reduce(s, f), window, slide...), f)
 }
 
 // ReduceByKeyAndWindow merges the values of each key over each window with
-// f (associative and commutative). Every batch is reduced by key once and
-// kept for the length of the window; each window merges the per-batch
-// results, so the raw records of a batch are read only once.
-func ReduceByKeyAndWindow[K comparable, V any](s *DStream[KV[K, V]], f func(V, V) V, window, slide time.Duration) *DStream[KV[K, V]] {
-	return ReduceByKey(Window(ReduceByKey(s, f), window, slide), f)
+// f (associative and commutative). A slide of 0 means s's slide (the batch
+// interval for a source). Every batch is reduced by key once and kept for
+// the length of the window; each window merges the per-batch results, so
+// the raw records of a batch are read only once. Options apply to both
+// shuffles.
+func ReduceByKeyAndWindow[K comparable, V any](s *DStream[KV[K, V]], f func(V, V) V, window, slide time.Duration, opts ...ShuffleOption) *DStream[KV[K, V]] {
+	return ReduceByKey(Window(ReduceByKey(s, f, opts...), window, slide), f, opts...)
 }
 
-// CountByValueAndWindow counts each distinct element over each window.
-func CountByValueAndWindow[T comparable](s *DStream[T], window, slide time.Duration) *DStream[KV[T, int64]] {
-	return ReduceByKeyAndWindow(CountByValue(s), func(a, b int64) int64 { return a + b }, window, slide)
+// CountByValueAndWindow counts each distinct element over each window (a
+// slide of 0 means s's slide).
+func CountByValueAndWindow[T comparable](s *DStream[T], window, slide time.Duration, opts ...ShuffleOption) *DStream[KV[T, int64]] {
+	return ReduceByKeyAndWindow(CountByValue(s, opts...), func(a, b int64) int64 { return a + b }, window, slide, opts...)
 }
 
-// GroupByKeyAndWindow collects the values of each key over each window.
-func GroupByKeyAndWindow[K comparable, V any](s *DStream[KV[K, V]], window, slide time.Duration) *DStream[KV[K, []V]] {
-	return GroupByKey(Window(s, window, slide))
+// GroupByKeyAndWindow collects the values of each key over each window (a
+// slide of 0 means s's slide).
+func GroupByKeyAndWindow[K comparable, V any](s *DStream[KV[K, V]], window, slide time.Duration, opts ...ShuffleOption) *DStream[KV[K, []V]] {
+	return GroupByKey(Window(s, window, slide), opts...)
 }

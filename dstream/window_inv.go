@@ -14,10 +14,13 @@ import (
 // named name), not the batches of the window: the batches that leave are
 // recomputed from their lineage. Keys for which filter returns false are
 // dropped (nil keeps every key, even those whose value went back to zero).
+// A slide of 0 means s's slide; Partitions(n) sets the partition count of
+// the shuffle and of the state.
 func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name string, f, inv func(V, V) V,
-	window, slide time.Duration, filter func(KV[K, V]) bool) *DStream[KV[K, V]] {
+	window, slide time.Duration, filter func(KV[K, V]) bool, opts ...ShuffleOption) *DStream[KV[K, V]] {
 	ctx := s.b.ctx
-	n := ctx.Parallelism()
+	slide = windowSlide(s.b, []time.Duration{slide}) // 0: s's slide
+	n := numParts(ctx, opts)
 	store := newStateStore[K, V](name, n)
 	type delta = Pair[Option[V], Option[V]] // (entering, leaving)
 	merge := func(a, b delta) delta {

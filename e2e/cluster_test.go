@@ -322,6 +322,8 @@ func TestClusterDriverSideSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := c.submit("--source=dir", "--dir="+in, "--top=1000")
+	// Files already in the directory at start are ignored: write after it.
+	c.driver.waitFor(t, "the job started", func() bool { return len(logLinesWithMsg(c.jobStderr(id), "started")) > 0 })
 	want := map[string]int64{}
 	var wantTotal int64
 	for i, seed := range []uint64{11, 12, 13} {

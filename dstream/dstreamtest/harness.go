@@ -5,17 +5,21 @@
 //	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second})
 //	lines := dstreamtest.Input(h, []string{"a b"}, []string{"b"})
 //	counts := dstream.CountByValue(dstream.FlatMap(lines, strings.Fields))
-//	out := dstreamtest.Output(counts)
+//	out := dstreamtest.Output(h, counts)
 //	h.Run(2)
 //	out.Batch(0) // the first batch's elements
 //
-// The harness uses a checked Arrow allocator and fails the test if any
-// buffer is still allocated when the test ends.
+// Outside a test (an Example, a tool) Open makes a harness that reports
+// errors instead of failing a test, and Close stops it.
+//
+// The harness uses a checked Arrow allocator and fails the test (or Close
+// returns an error) if any buffer is still allocated at the end.
 package dstreamtest
 
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -42,10 +46,26 @@ type Harness struct {
 	Infos   []dstream.BatchInfo
 }
 
-// New makes a harness. cfg.Master defaults to local[2]; Stdout, Allocator
-// and Logger are set by the harness.
+// New makes a harness that fails t on errors and stops at the end of the
+// test. cfg.Master defaults to local[2]; Stdout and Allocator are set by
+// the harness, and Logger defaults to discarding.
 func New(t testing.TB, cfg dstream.Config) *Harness {
 	t.Helper()
+	h, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("dstreamtest: %v", err)
+	}
+	h.t = t
+	t.Cleanup(func() {
+		h.Ctx.Stop()
+		h.mem.AssertSize(t, 0)
+	})
+	return h
+}
+
+// Open makes a harness outside a test: Run returns batch errors instead of
+// failing a test, and Close must be called at the end.
+func Open(cfg dstream.Config) (*Harness, error) {
 	if cfg.Master == "" {
 		cfg.Master = "local[2]"
 	}
@@ -58,14 +78,19 @@ func New(t testing.TB, cfg dstream.Config) *Harness {
 	}
 	ctx, err := dstream.New(cfg)
 	if err != nil {
-		t.Fatalf("dstreamtest: %v", err)
+		return nil, err
 	}
-	h := &Harness{t: t, Ctx: ctx, Stdout: out, mem: mem}
-	t.Cleanup(func() {
-		ctx.Stop()
-		mem.AssertSize(t, 0)
-	})
-	return h
+	return &Harness{Ctx: ctx, Stdout: out, mem: mem}, nil
+}
+
+// Close stops the harness's context and reports Arrow memory still
+// allocated (a leak) as an error. Harnesses made by New close themselves.
+func (h *Harness) Close() error {
+	h.Ctx.Stop()
+	if n := h.mem.CurrentAlloc(); n != 0 {
+		return fmt.Errorf("dstreamtest: %d bytes of Arrow memory still allocated after Close", n)
+	}
+	return nil
 }
 
 // Input returns a stream whose batch i holds batches[i]; later batches are
@@ -83,14 +108,22 @@ func InputQueue[T any](h *Harness, batches ...[]T) *dstream.Queue[T] {
 	return q
 }
 
-// Run runs the next n batches and fails the test on a batch error.
-func (h *Harness) Run(n int) {
-	h.t.Helper()
+// Run runs the next n batches. On a batch error it fails the test (New), or
+// returns the error (Open); it returns nil otherwise.
+func (h *Harness) Run(n int) error {
+	if h.t != nil {
+		h.t.Helper()
+	}
 	for i := 0; i < n; i++ {
 		if _, err := h.Step(); err != nil {
-			h.t.Fatalf("dstreamtest: batch %d: %v", h.batches-1, err)
+			err = fmt.Errorf("dstreamtest: batch %d: %w", h.batches-1, err)
+			if h.t != nil {
+				h.t.Fatal(err)
+			}
+			return err
 		}
 	}
+	return nil
 }
 
 // Step runs the next batch and returns its figures and error.

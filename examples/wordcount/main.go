@@ -9,9 +9,9 @@
 package main
 
 import (
-	"errors"
+	"flag"
 	"fmt"
-	"log"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -21,44 +21,45 @@ import (
 	"github.com/sluicehq/sluice/rdd"
 )
 
-func main() {
-	ctx, err := dstream.New(dstream.Config{AppName: "wordcount", BatchInterval: time.Second})
-	if err != nil {
-		log.Fatal(err)
-	}
-	fl := ctx.Flags()
-	source := fl.String("source", "demo", "input: demo (generated lines), socket or dir")
-	rate := fl.Int64("lines-per-second", 20000, "demo source: lines per second")
-	addr := fl.String("addr", "localhost:9999", "socket source: host:port of a text server")
-	dir := fl.String("dir", "", "dir source: directory to watch for new files")
-	out := fl.String("out", "", "also save every batch's counts as text files under this prefix")
-	top := fl.Int("top", 10, "how many of the most frequent words to print per batch")
-	if err := ctx.ParseFlags(osArgs(), osStderr()); err != nil {
-		if errors.Is(err, dstream.ErrHelp) {
-			return
-		}
-		exitUsage(err)
-	}
+var (
+	source = flag.String("source", "demo", "input: demo (generated lines), socket or dir")
+	rate   = flag.Int64("lines-per-second", 20000, "demo source: lines per second (>= 0)")
+	addr   = flag.String("addr", "localhost:9999", "socket source: host:port of a text server")
+	dir    = flag.String("dir", "", "dir source: directory to watch for new files")
+	out    = flag.String("out", "", "also save every batch's counts as text files under this prefix")
+	top    = flag.Int("top", 10, "how many of the most frequent words to print per batch (>= 0)")
+)
 
+func main() {
+	dstream.Run(dstream.Config{AppName: "wordcount", BatchInterval: time.Second}, build)
+}
+
+func build(ctx *dstream.Context) error {
 	var lines *dstream.DStream[string]
 	switch *source {
 	case "demo":
+		if *rate < 0 {
+			return dstream.Usagef("--lines-per-second=%d: must be >= 0", *rate)
+		}
 		vocab := wordgen.Vocabulary(wordgen.VocabularySize)
 		lines = dstream.Map(dstream.Rate(ctx, *rate), func(i int64) string { return wordgen.LineAt(vocab, i) })
 	case "socket":
 		lines = dstream.SocketTextStream(ctx, *addr)
 	case "dir":
 		if *dir == "" {
-			exitUsage(fmt.Errorf("--source=dir needs --dir=DIRECTORY"))
+			return dstream.Usagef("--source=dir needs --dir=DIRECTORY")
 		}
 		lines = dstream.TextFileStream(ctx, *dir)
 	default:
-		exitUsage(fmt.Errorf("--source=%q: use demo, socket or dir", *source))
+		return dstream.Usagef("--source=%q: use demo, socket or dir", *source)
+	}
+	if *top < 0 {
+		return dstream.Usagef("--top=%d: must be >= 0", *top)
 	}
 
 	words := dstream.FlatMap(lines, strings.Fields)
-	pairs := dstream.Map(words, func(w string) dstream.KV[string, int64] { return dstream.KV[string, int64]{Key: w, Value: 1} })
-	counts := dstream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b })
+	pairs := dstream.Map(words, func(w string) dstream.KV[string, int64] { return dstream.KVOf(w, int64(1)) })
+	counts := dstream.ReduceByKey(pairs, dstream.Sum[int64])
 
 	n := *top
 	dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
@@ -81,7 +82,7 @@ func main() {
 		for _, kv := range all[:min(n, len(all))] {
 			fmt.Fprintf(&sb, " %s=%d", kv.Key, kv.Value)
 		}
-		fmt.Fprintln(stdout(), sb.String())
+		fmt.Fprintln(os.Stdout, sb.String())
 		return nil
 	})
 	if *out != "" {
@@ -89,5 +90,5 @@ func main() {
 			return fmt.Sprintf("%s\t%d", kv.Key, kv.Value)
 		}), *out, "")
 	}
-	dstream.Main(ctx)
+	return nil
 }
