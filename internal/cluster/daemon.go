@@ -483,7 +483,7 @@ func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateReque
 	if inc == 0 || inc != req.GetIncarnation() {
 		// Committing elsewhere than where the batch's state was written
 		// would commit nothing and report success: refuse.
-		return nil, status.Errorf(codes.FailedPrecondition, "executor %s: job %s's state was held by incarnation %d, this is %d: the state is lost",
+		return nil, status.Errorf(codes.FailedPrecondition, "executor %s: job %s's operator state was held by incarnation %d, this is %d: the state is lost",
 			d.cfg.ID, req.GetJobId(), req.GetIncarnation(), inc)
 	}
 	return sluicev1.NewExecutorClient(p.conn).CommitState(ctx, req)
