@@ -22,9 +22,7 @@ import (
 // The compute function runs in the driver process only. Executor
 // processes (which run the job's main to build the same graph) do not run
 // it: they get the value, encoded with its codec (rdd.CodecOf), from the
-// driver the first time a task reads it. Until the cluster runtime
-// provides that transfer (see setBroadcastFetcher), an executor computes
-// the value itself, once, on first use.
+// driver the first time a task reads it (JobDriver.FetchBroadcast).
 type Broadcast[T any] struct {
 	name    string
 	reg     *broadcastRegistry

@@ -279,6 +279,7 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 	case roleExecutor:
 		c.role = roleExecutor
 		c.resolver = &resolver{c: c, batches: map[time.Time]*batch{}, inputParts: map[inputKey]int{}, pool: pool, jobID: env.JobID}
+		c.setBroadcastFetcher(c.fetchBroadcast)
 		defer c.Stop()
 		srvOpts, err := cluster.ServerOptionsFromEnv()
 		if err != nil {
@@ -366,6 +367,59 @@ type contextBlocks struct{ c *Context }
 
 func (b contextBlocks) Get(id int64, part int) (arrow.Record, bool) { return b.c.blocks.Get(id, part) }
 func (b contextBlocks) Put(id int64, part int, rec arrow.Record)    { b.c.blocks.Put(id, part, rec) }
+
+// FetchBroadcast implements sluicev1.JobDriverServer: a broadcast value, as
+// the driver encoded it, in chunks.
+func (s *inputServer) FetchBroadcast(req *sluicev1.FetchBroadcastRequest, stream sluicev1.JobDriver_FetchBroadcastServer) error {
+	b, err := s.c.broadcastBytes(req.GetName())
+	if err != nil {
+		return status.Error(codes.NotFound, err.Error())
+	}
+	for first := true; first || len(b) > 0; first = false {
+		n := min(len(b), cluster.ChunkBytes)
+		if err := stream.Send(&sluicev1.Chunk{Data: b[:n]}); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// maxBroadcastBytes bounds a broadcast value an executor accepts.
+const maxBroadcastBytes = 1 << 30
+
+// fetchBroadcast gets, in the executor role, a broadcast value from the job's
+// driver.
+func (c *Context) fetchBroadcast(name string) ([]byte, error) {
+	addr := c.resolver.driverAddr()
+	if addr == "" {
+		return nil, fmt.Errorf("dstream: broadcast %q read before any task came: no driver address to fetch it from", name)
+	}
+	conn, err := c.resolver.pool.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	stream, err := sluicev1.NewJobDriverClient(conn).FetchBroadcast(ctx, &sluicev1.FetchBroadcastRequest{JobId: c.resolver.jobID, Name: name})
+	if err != nil {
+		return nil, fmt.Errorf("dstream: fetch broadcast %q from the driver: %w", name, err)
+	}
+	var b []byte
+	for {
+		ch, err := stream.Recv()
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dstream: fetch broadcast %q from the driver: %w", name, err)
+		}
+		if len(b)+len(ch.GetData()) > maxBroadcastBytes {
+			return nil, fmt.Errorf("dstream: broadcast %q is over %d bytes", name, maxBroadcastBytes)
+		}
+		b = append(b, ch.GetData()...)
+	}
+}
 
 // fetchInput gets, in the executor role, one source's input of batch t from
 // the job's driver.

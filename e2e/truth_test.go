@@ -125,6 +125,30 @@ func TestClusterOutputsRunOnlyInDriver(t *testing.T) {
 	if committed < len(printed) {
 		t.Errorf("%d batch directories committed, %d batches printed", committed, len(printed))
 	}
+	// The broadcast value every task read is the driver's pid (computed
+	// only there), and the accumulator counted each record once.
+	bcast := regexp.MustCompile(`^broadcast \S+: tasks saw \[(.*)\], driver is (\d+); accumulator (\d+)$`)
+	nb := 0
+	for _, l := range strings.Split(c.jobStdout(id), "\n") {
+		m := bcast.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		nb++
+		for _, v := range strings.Fields(m[1]) {
+			if v != m[2] {
+				t.Errorf("%s: a task read broadcast %s, the driver computed %s", l, v, m[2])
+			}
+		}
+		// The line is the batch's first output: the batches before it
+		// counted 1000 records each, exactly once.
+		if n, _ := strconv.ParseInt(m[3], 10, 64); n != int64(1000*(nb-1)) {
+			t.Errorf("%s: accumulator %d after %d batches of 1000 records", l, n, nb-1)
+		}
+	}
+	if nb == 0 {
+		t.Errorf("no broadcast lines:\n%s", c.jobStdout(id))
+	}
 	b, err := os.ReadFile(marker)
 	if err != nil {
 		t.Fatal(err)

@@ -47,7 +47,26 @@ func main() {
 	sum := func(a, b int64) int64 { return a + b }
 	switch *mode {
 	case "outputs":
-		pairs := dstream.Map(dstream.Rate(ctx, *rate), func(i int64) kv { return kv{Key: fmt.Sprint("k", i%13), Value: 1} })
+		// A broadcast value computed in the driver only (its pid), read by
+		// every task, and an accumulator counting the records tasks saw.
+		driverPID, err := dstream.NewBroadcast(ctx, "driver-pid", func() (int64, error) { return int64(os.Getpid()), nil })
+		if err != nil {
+			log.Fatal(err)
+		}
+		seen := dstream.NewAccumulator(ctx, "seen", dstream.Sum[int64])
+		pairs := dstream.MapWithTask(dstream.Rate(ctx, *rate), func(task *dstream.Task, i int64) kv {
+			seen.Add(task, 1)
+			return kv{Key: fmt.Sprint("k", i%13), Value: 1}
+		})
+		pids := dstream.Map(dstream.Rate(ctx, 2), func(int64) int64 { return driverPID.Value() })
+		dstream.ForeachRDD(pids, func(b *dstream.Batch, r *rdd.RDD[int64]) error {
+			vs, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("broadcast %s: tasks saw %v, driver is %d; accumulator %d\n", b.Time().UTC().Format(time.TimeOnly), vs, os.Getpid(), seen.Value())
+			return nil
+		})
 		counts := dstream.ReduceByKey(pairs, sum)
 		dstream.SaveAsTextFiles(dstream.Map(counts, func(e kv) string { return fmt.Sprintf("%s\t%d", e.Key, e.Value) }), *out, "")
 		dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[kv]) error {

@@ -27,6 +27,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type FetchBroadcastRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchBroadcastRequest) Reset() {
+	*x = FetchBroadcastRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchBroadcastRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchBroadcastRequest) ProtoMessage() {}
+
+func (x *FetchBroadcastRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchBroadcastRequest.ProtoReflect.Descriptor instead.
+func (*FetchBroadcastRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FetchBroadcastRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *FetchBroadcastRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type FetchInputRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	JobId             string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -38,7 +90,7 @@ type FetchInputRequest struct {
 
 func (x *FetchInputRequest) Reset() {
 	*x = FetchInputRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +102,7 @@ func (x *FetchInputRequest) String() string {
 func (*FetchInputRequest) ProtoMessage() {}
 
 func (x *FetchInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +115,7 @@ func (x *FetchInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchInputRequest.ProtoReflect.Descriptor instead.
 func (*FetchInputRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{0}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *FetchInputRequest) GetJobId() string {
@@ -101,7 +153,7 @@ type InputChunk struct {
 
 func (x *InputChunk) Reset() {
 	*x = InputChunk{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -113,7 +165,7 @@ func (x *InputChunk) String() string {
 func (*InputChunk) ProtoMessage() {}
 
 func (x *InputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -126,7 +178,7 @@ func (x *InputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputChunk.ProtoReflect.Descriptor instead.
 func (*InputChunk) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InputChunk) GetPartition() int32 {
@@ -166,7 +218,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +230,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +243,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -211,7 +263,7 @@ type Platform struct {
 
 func (x *Platform) Reset() {
 	*x = Platform{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +275,7 @@ func (x *Platform) String() string {
 func (*Platform) ProtoMessage() {}
 
 func (x *Platform) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +288,7 @@ func (x *Platform) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Platform.ProtoReflect.Descriptor instead.
 func (*Platform) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Platform) GetGoos() string {
@@ -265,7 +317,7 @@ type RegisterExecutorRequest struct {
 
 func (x *RegisterExecutorRequest) Reset() {
 	*x = RegisterExecutorRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +329,7 @@ func (x *RegisterExecutorRequest) String() string {
 func (*RegisterExecutorRequest) ProtoMessage() {}
 
 func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +342,7 @@ func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterExecutorRequest) GetExecutorId() string {
@@ -331,7 +383,7 @@ type RegisterExecutorResponse struct {
 
 func (x *RegisterExecutorResponse) Reset() {
 	*x = RegisterExecutorResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +395,7 @@ func (x *RegisterExecutorResponse) String() string {
 func (*RegisterExecutorResponse) ProtoMessage() {}
 
 func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +408,7 @@ func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterExecutorResponse) GetEpoch() int64 {
@@ -385,7 +437,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +449,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +462,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatRequest) GetExecutorId() string {
@@ -451,7 +503,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +515,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +528,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatResponse) GetReregister() bool {
@@ -495,7 +547,7 @@ type FetchBinaryRequest struct {
 
 func (x *FetchBinaryRequest) Reset() {
 	*x = FetchBinaryRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +559,7 @@ func (x *FetchBinaryRequest) String() string {
 func (*FetchBinaryRequest) ProtoMessage() {}
 
 func (x *FetchBinaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +572,7 @@ func (x *FetchBinaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBinaryRequest.ProtoReflect.Descriptor instead.
 func (*FetchBinaryRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FetchBinaryRequest) GetSha256() string {
@@ -543,7 +595,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +607,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +620,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubmitJobRequest) GetPart() isSubmitJobRequest_Part {
@@ -625,7 +677,7 @@ type SubmitHeader struct {
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +689,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +702,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitHeader) GetName() string {
@@ -697,7 +749,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +761,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +774,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -740,7 +792,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +804,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +817,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{13}
 }
 
 type ListJobsResponse struct {
@@ -777,7 +829,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +841,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +854,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -821,7 +873,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +885,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +898,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JobStatusRequest) GetJobId() string {
@@ -865,7 +917,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +929,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +942,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StopJobRequest) GetJobId() string {
@@ -915,7 +967,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +979,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +992,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -1000,7 +1052,7 @@ type ListExecutorsRequest struct {
 
 func (x *ListExecutorsRequest) Reset() {
 	*x = ListExecutorsRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1064,7 @@ func (x *ListExecutorsRequest) String() string {
 func (*ListExecutorsRequest) ProtoMessage() {}
 
 func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1077,7 @@ func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{18}
 }
 
 type ListExecutorsResponse struct {
@@ -1037,7 +1089,7 @@ type ListExecutorsResponse struct {
 
 func (x *ListExecutorsResponse) Reset() {
 	*x = ListExecutorsResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1101,7 @@ func (x *ListExecutorsResponse) String() string {
 func (*ListExecutorsResponse) ProtoMessage() {}
 
 func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1114,7 @@ func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutorsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
@@ -1085,7 +1137,7 @@ type ExecutorInfo struct {
 
 func (x *ExecutorInfo) Reset() {
 	*x = ExecutorInfo{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1149,7 @@ func (x *ExecutorInfo) String() string {
 func (*ExecutorInfo) ProtoMessage() {}
 
 func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1162,7 @@ func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutorInfo.ProtoReflect.Descriptor instead.
 func (*ExecutorInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExecutorInfo) GetExecutorId() string {
@@ -1198,7 +1250,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1262,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1275,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TaskRequest) GetJobId() string {
@@ -1384,7 +1436,7 @@ type InputRef struct {
 
 func (x *InputRef) Reset() {
 	*x = InputRef{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1448,7 @@ func (x *InputRef) String() string {
 func (*InputRef) ProtoMessage() {}
 
 func (x *InputRef) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1461,7 @@ func (x *InputRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputRef.ProtoReflect.Descriptor instead.
 func (*InputRef) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InputRef) GetInput() int32 {
@@ -1444,7 +1496,7 @@ type ShuffleInput struct {
 
 func (x *ShuffleInput) Reset() {
 	*x = ShuffleInput{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1508,7 @@ func (x *ShuffleInput) String() string {
 func (*ShuffleInput) ProtoMessage() {}
 
 func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1521,7 @@ func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShuffleInput.ProtoReflect.Descriptor instead.
 func (*ShuffleInput) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ShuffleInput) GetOrdinal() int32 {
@@ -1517,7 +1569,7 @@ type TaskResponse struct {
 
 func (x *TaskResponse) Reset() {
 	*x = TaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1581,7 @@ func (x *TaskResponse) String() string {
 func (*TaskResponse) ProtoMessage() {}
 
 func (x *TaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1594,7 @@ func (x *TaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResponse.ProtoReflect.Descriptor instead.
 func (*TaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskResponse) GetTaskId() int64 {
@@ -1639,7 +1691,7 @@ type KillTaskRequest struct {
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1703,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1716,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KillTaskRequest) GetTaskId() int64 {
@@ -1689,7 +1741,7 @@ type KillTaskResponse struct {
 
 func (x *KillTaskResponse) Reset() {
 	*x = KillTaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1753,7 @@ func (x *KillTaskResponse) String() string {
 func (*KillTaskResponse) ProtoMessage() {}
 
 func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1766,7 @@ func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskResponse.ProtoReflect.Descriptor instead.
 func (*KillTaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
 }
 
 type EndJobRequest struct {
@@ -1726,7 +1778,7 @@ type EndJobRequest struct {
 
 func (x *EndJobRequest) Reset() {
 	*x = EndJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1790,7 @@ func (x *EndJobRequest) String() string {
 func (*EndJobRequest) ProtoMessage() {}
 
 func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1803,7 @@ func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobRequest.ProtoReflect.Descriptor instead.
 func (*EndJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EndJobRequest) GetJobId() string {
@@ -1769,7 +1821,7 @@ type EndJobResponse struct {
 
 func (x *EndJobResponse) Reset() {
 	*x = EndJobResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1833,7 @@ func (x *EndJobResponse) String() string {
 func (*EndJobResponse) ProtoMessage() {}
 
 func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1846,7 @@ func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobResponse.ProtoReflect.Descriptor instead.
 func (*EndJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
 }
 
 type CommitStateRequest struct {
@@ -1813,7 +1865,7 @@ type CommitStateRequest struct {
 
 func (x *CommitStateRequest) Reset() {
 	*x = CommitStateRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1877,7 @@ func (x *CommitStateRequest) String() string {
 func (*CommitStateRequest) ProtoMessage() {}
 
 func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1890,7 @@ func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateRequest.ProtoReflect.Descriptor instead.
 func (*CommitStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CommitStateRequest) GetJobId() string {
@@ -1877,7 +1929,7 @@ type CommitStateResponse struct {
 
 func (x *CommitStateResponse) Reset() {
 	*x = CommitStateResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +1941,7 @@ func (x *CommitStateResponse) String() string {
 func (*CommitStateResponse) ProtoMessage() {}
 
 func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +1954,7 @@ func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateResponse.ProtoReflect.Descriptor instead.
 func (*CommitStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
 }
 
 type FetchBlockRequest struct {
@@ -1917,7 +1969,7 @@ type FetchBlockRequest struct {
 
 func (x *FetchBlockRequest) Reset() {
 	*x = FetchBlockRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +1981,7 @@ func (x *FetchBlockRequest) String() string {
 func (*FetchBlockRequest) ProtoMessage() {}
 
 func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +1994,7 @@ func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlockRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlockRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FetchBlockRequest) GetJobId() string {
@@ -1977,7 +2029,10 @@ var File_sluice_v1_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\"q\n" +
+	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\"B\n" +
+	"\x15FetchBroadcastRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"q\n" +
 	"\x11FetchInputRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\x05R\x05input\x12/\n" +
@@ -2144,10 +2199,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\aRunTask\x12\x16.sluice.v1.TaskRequest\x1a\x17.sluice.v1.TaskResponse\x12C\n" +
 	"\bKillTask\x12\x1a.sluice.v1.KillTaskRequest\x1a\x1b.sluice.v1.KillTaskResponse\x12=\n" +
 	"\x06EndJob\x12\x18.sluice.v1.EndJobRequest\x1a\x19.sluice.v1.EndJobResponse\x12L\n" +
-	"\vCommitState\x12\x1d.sluice.v1.CommitStateRequest\x1a\x1e.sluice.v1.CommitStateResponse2P\n" +
+	"\vCommitState\x12\x1d.sluice.v1.CommitStateRequest\x1a\x1e.sluice.v1.CommitStateResponse2\x98\x01\n" +
 	"\tJobDriver\x12C\n" +
 	"\n" +
-	"FetchInput\x12\x1c.sluice.v1.FetchInputRequest\x1a\x15.sluice.v1.InputChunk0\x012I\n" +
+	"FetchInput\x12\x1c.sluice.v1.FetchInputRequest\x1a\x15.sluice.v1.InputChunk0\x01\x12F\n" +
+	"\x0eFetchBroadcast\x12 .sluice.v1.FetchBroadcastRequest\x1a\x10.sluice.v1.Chunk0\x012I\n" +
 	"\aShuffle\x12>\n" +
 	"\n" +
 	"FetchBlock\x12\x1c.sluice.v1.FetchBlockRequest\x1a\x10.sluice.v1.Chunk0\x01B5Z3github.com/sluicehq/sluice/proto/sluice/v1;sluicev1b\x06proto3"
@@ -2164,82 +2220,85 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_sluice_v1_sluice_proto_goTypes = []any{
-	(*FetchInputRequest)(nil),        // 0: sluice.v1.FetchInputRequest
-	(*InputChunk)(nil),               // 1: sluice.v1.InputChunk
-	(*Chunk)(nil),                    // 2: sluice.v1.Chunk
-	(*Platform)(nil),                 // 3: sluice.v1.Platform
-	(*RegisterExecutorRequest)(nil),  // 4: sluice.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 5: sluice.v1.RegisterExecutorResponse
-	(*HeartbeatRequest)(nil),         // 6: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 7: sluice.v1.HeartbeatResponse
-	(*FetchBinaryRequest)(nil),       // 8: sluice.v1.FetchBinaryRequest
-	(*SubmitJobRequest)(nil),         // 9: sluice.v1.SubmitJobRequest
-	(*SubmitHeader)(nil),             // 10: sluice.v1.SubmitHeader
-	(*SubmitJobResponse)(nil),        // 11: sluice.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),          // 12: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 13: sluice.v1.ListJobsResponse
-	(*JobStatusRequest)(nil),         // 14: sluice.v1.JobStatusRequest
-	(*StopJobRequest)(nil),           // 15: sluice.v1.StopJobRequest
-	(*JobInfo)(nil),                  // 16: sluice.v1.JobInfo
-	(*ListExecutorsRequest)(nil),     // 17: sluice.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 18: sluice.v1.ListExecutorsResponse
-	(*ExecutorInfo)(nil),             // 19: sluice.v1.ExecutorInfo
-	(*TaskRequest)(nil),              // 20: sluice.v1.TaskRequest
-	(*InputRef)(nil),                 // 21: sluice.v1.InputRef
-	(*ShuffleInput)(nil),             // 22: sluice.v1.ShuffleInput
-	(*TaskResponse)(nil),             // 23: sluice.v1.TaskResponse
-	(*KillTaskRequest)(nil),          // 24: sluice.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),         // 25: sluice.v1.KillTaskResponse
-	(*EndJobRequest)(nil),            // 26: sluice.v1.EndJobRequest
-	(*EndJobResponse)(nil),           // 27: sluice.v1.EndJobResponse
-	(*CommitStateRequest)(nil),       // 28: sluice.v1.CommitStateRequest
-	(*CommitStateResponse)(nil),      // 29: sluice.v1.CommitStateResponse
-	(*FetchBlockRequest)(nil),        // 30: sluice.v1.FetchBlockRequest
-	nil,                              // 31: sluice.v1.TaskResponse.ReportsEntry
-	nil,                              // 32: sluice.v1.CommitStateRequest.ReportsEntry
+	(*FetchBroadcastRequest)(nil),    // 0: sluice.v1.FetchBroadcastRequest
+	(*FetchInputRequest)(nil),        // 1: sluice.v1.FetchInputRequest
+	(*InputChunk)(nil),               // 2: sluice.v1.InputChunk
+	(*Chunk)(nil),                    // 3: sluice.v1.Chunk
+	(*Platform)(nil),                 // 4: sluice.v1.Platform
+	(*RegisterExecutorRequest)(nil),  // 5: sluice.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 6: sluice.v1.RegisterExecutorResponse
+	(*HeartbeatRequest)(nil),         // 7: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 8: sluice.v1.HeartbeatResponse
+	(*FetchBinaryRequest)(nil),       // 9: sluice.v1.FetchBinaryRequest
+	(*SubmitJobRequest)(nil),         // 10: sluice.v1.SubmitJobRequest
+	(*SubmitHeader)(nil),             // 11: sluice.v1.SubmitHeader
+	(*SubmitJobResponse)(nil),        // 12: sluice.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),          // 13: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 14: sluice.v1.ListJobsResponse
+	(*JobStatusRequest)(nil),         // 15: sluice.v1.JobStatusRequest
+	(*StopJobRequest)(nil),           // 16: sluice.v1.StopJobRequest
+	(*JobInfo)(nil),                  // 17: sluice.v1.JobInfo
+	(*ListExecutorsRequest)(nil),     // 18: sluice.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 19: sluice.v1.ListExecutorsResponse
+	(*ExecutorInfo)(nil),             // 20: sluice.v1.ExecutorInfo
+	(*TaskRequest)(nil),              // 21: sluice.v1.TaskRequest
+	(*InputRef)(nil),                 // 22: sluice.v1.InputRef
+	(*ShuffleInput)(nil),             // 23: sluice.v1.ShuffleInput
+	(*TaskResponse)(nil),             // 24: sluice.v1.TaskResponse
+	(*KillTaskRequest)(nil),          // 25: sluice.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),         // 26: sluice.v1.KillTaskResponse
+	(*EndJobRequest)(nil),            // 27: sluice.v1.EndJobRequest
+	(*EndJobResponse)(nil),           // 28: sluice.v1.EndJobResponse
+	(*CommitStateRequest)(nil),       // 29: sluice.v1.CommitStateRequest
+	(*CommitStateResponse)(nil),      // 30: sluice.v1.CommitStateResponse
+	(*FetchBlockRequest)(nil),        // 31: sluice.v1.FetchBlockRequest
+	nil,                              // 32: sluice.v1.TaskResponse.ReportsEntry
+	nil,                              // 33: sluice.v1.CommitStateRequest.ReportsEntry
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
-	3,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
-	10, // 1: sluice.v1.SubmitJobRequest.header:type_name -> sluice.v1.SubmitHeader
-	3,  // 2: sluice.v1.SubmitHeader.platform:type_name -> sluice.v1.Platform
-	16, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
-	19, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
-	22, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
-	21, // 6: sluice.v1.TaskRequest.inputs:type_name -> sluice.v1.InputRef
-	31, // 7: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
-	32, // 8: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
-	4,  // 9: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
-	6,  // 10: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	8,  // 11: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
-	9,  // 12: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	12, // 13: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	14, // 14: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
-	15, // 15: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
-	17, // 16: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
-	20, // 17: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
-	24, // 18: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
-	26, // 19: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
-	28, // 20: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
-	0,  // 21: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
-	30, // 22: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
-	5,  // 23: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
-	7,  // 24: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	2,  // 25: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
-	11, // 26: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	13, // 27: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	16, // 28: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
-	16, // 29: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
-	18, // 30: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
-	23, // 31: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
-	25, // 32: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
-	27, // 33: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
-	29, // 34: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
-	1,  // 35: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
-	2,  // 36: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
-	23, // [23:37] is the sub-list for method output_type
-	9,  // [9:23] is the sub-list for method input_type
+	4,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
+	11, // 1: sluice.v1.SubmitJobRequest.header:type_name -> sluice.v1.SubmitHeader
+	4,  // 2: sluice.v1.SubmitHeader.platform:type_name -> sluice.v1.Platform
+	17, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
+	20, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
+	23, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
+	22, // 6: sluice.v1.TaskRequest.inputs:type_name -> sluice.v1.InputRef
+	32, // 7: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
+	33, // 8: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
+	5,  // 9: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
+	7,  // 10: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	9,  // 11: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
+	10, // 12: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	13, // 13: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	15, // 14: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
+	16, // 15: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
+	18, // 16: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
+	21, // 17: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
+	25, // 18: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
+	27, // 19: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
+	29, // 20: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
+	1,  // 21: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
+	0,  // 22: sluice.v1.JobDriver.FetchBroadcast:input_type -> sluice.v1.FetchBroadcastRequest
+	31, // 23: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
+	6,  // 24: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
+	8,  // 25: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	3,  // 26: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
+	12, // 27: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	14, // 28: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	17, // 29: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
+	17, // 30: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
+	19, // 31: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
+	24, // 32: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
+	26, // 33: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
+	28, // 34: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
+	30, // 35: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
+	2,  // 36: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
+	3,  // 37: sluice.v1.JobDriver.FetchBroadcast:output_type -> sluice.v1.Chunk
+	3,  // 38: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
+	24, // [24:39] is the sub-list for method output_type
+	9,  // [9:24] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -2250,7 +2309,7 @@ func file_sluice_v1_sluice_proto_init() {
 	if File_sluice_v1_sluice_proto != nil {
 		return
 	}
-	file_sluice_v1_sluice_proto_msgTypes[9].OneofWrappers = []any{
+	file_sluice_v1_sluice_proto_msgTypes[10].OneofWrappers = []any{
 		(*SubmitJobRequest_Header)(nil),
 		(*SubmitJobRequest_Data)(nil),
 	}
@@ -2260,7 +2319,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

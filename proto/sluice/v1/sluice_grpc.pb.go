@@ -638,7 +638,8 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	JobDriver_FetchInput_FullMethodName = "/sluice.v1.JobDriver/FetchInput"
+	JobDriver_FetchInput_FullMethodName     = "/sluice.v1.JobDriver/FetchInput"
+	JobDriver_FetchBroadcast_FullMethodName = "/sluice.v1.JobDriver/FetchBroadcast"
 )
 
 // JobDriverClient is the client API for JobDriver service.
@@ -650,6 +651,9 @@ const (
 type JobDriverClient interface {
 	// FetchInput streams every partition of one source's input for one batch.
 	FetchInput(ctx context.Context, in *FetchInputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InputChunk], error)
+	// FetchBroadcast streams a broadcast value as the driver encoded it
+	// (computed only in the driver; executors never run its function).
+	FetchBroadcast(ctx context.Context, in *FetchBroadcastRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
 }
 
 type jobDriverClient struct {
@@ -679,6 +683,25 @@ func (c *jobDriverClient) FetchInput(ctx context.Context, in *FetchInputRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobDriver_FetchInputClient = grpc.ServerStreamingClient[InputChunk]
 
+func (c *jobDriverClient) FetchBroadcast(ctx context.Context, in *FetchBroadcastRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobDriver_ServiceDesc.Streams[1], JobDriver_FetchBroadcast_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchBroadcastRequest, Chunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_FetchBroadcastClient = grpc.ServerStreamingClient[Chunk]
+
 // JobDriverServer is the server API for JobDriver service.
 // All implementations must embed UnimplementedJobDriverServer
 // for forward compatibility.
@@ -688,6 +711,9 @@ type JobDriver_FetchInputClient = grpc.ServerStreamingClient[InputChunk]
 type JobDriverServer interface {
 	// FetchInput streams every partition of one source's input for one batch.
 	FetchInput(*FetchInputRequest, grpc.ServerStreamingServer[InputChunk]) error
+	// FetchBroadcast streams a broadcast value as the driver encoded it
+	// (computed only in the driver; executors never run its function).
+	FetchBroadcast(*FetchBroadcastRequest, grpc.ServerStreamingServer[Chunk]) error
 	mustEmbedUnimplementedJobDriverServer()
 }
 
@@ -700,6 +726,9 @@ type UnimplementedJobDriverServer struct{}
 
 func (UnimplementedJobDriverServer) FetchInput(*FetchInputRequest, grpc.ServerStreamingServer[InputChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method FetchInput not implemented")
+}
+func (UnimplementedJobDriverServer) FetchBroadcast(*FetchBroadcastRequest, grpc.ServerStreamingServer[Chunk]) error {
+	return status.Errorf(codes.Unimplemented, "method FetchBroadcast not implemented")
 }
 func (UnimplementedJobDriverServer) mustEmbedUnimplementedJobDriverServer() {}
 func (UnimplementedJobDriverServer) testEmbeddedByValue()                   {}
@@ -733,6 +762,17 @@ func _JobDriver_FetchInput_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobDriver_FetchInputServer = grpc.ServerStreamingServer[InputChunk]
 
+func _JobDriver_FetchBroadcast_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchBroadcastRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(JobDriverServer).FetchBroadcast(m, &grpc.GenericServerStream[FetchBroadcastRequest, Chunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_FetchBroadcastServer = grpc.ServerStreamingServer[Chunk]
+
 // JobDriver_ServiceDesc is the grpc.ServiceDesc for JobDriver service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -744,6 +784,11 @@ var JobDriver_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "FetchInput",
 			Handler:       _JobDriver_FetchInput_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "FetchBroadcast",
+			Handler:       _JobDriver_FetchBroadcast_Handler,
 			ServerStreams: true,
 		},
 	},
