@@ -360,3 +360,36 @@ func TestClusterStopWithoutExecutors(t *testing.T) {
 	c.waitJobState(id, 20*time.Second, "finished", "failed")
 	t.Logf("job ended %v after stop", time.Since(start).Round(time.Millisecond))
 }
+
+// TestClusterFrozenExecutor: an executor paused with SIGSTOP is declared
+// lost after its missed heartbeats and its tasks run elsewhere at once;
+// the job does not wait for gRPC to give up on the frozen calls, and the
+// results stay exact when it resumes.
+func TestClusterFrozenExecutor(t *testing.T) {
+	c := newCluster(t, 2)
+	id := c.submit(jobArgs...)
+	want := localReference(t, 16, jobArgs...)
+	c.waitBatches(id, 3)
+	c.execs[0].signal(t, syscall.SIGSTOP)
+	time.Sleep(15 * time.Second)
+	c.execs[0].signal(t, syscall.SIGCONT)
+	n := len(batches(c.jobStdout(id)))
+	c.waitBatches(id, n+3)
+	checkAgainst(t, batches(c.jobStdout(id)), want)
+	checkNoGap(t, c.jobStdout(id))
+	var worst time.Duration
+	for _, l := range parseLogLines(c.jobStderr(id)) {
+		if l["msg"] != "batch" {
+			continue
+		}
+		if d, err := time.ParseDuration(l["total_delay"]); err == nil && d > worst {
+			worst = d
+		}
+	}
+	t.Logf("worst total delay with an executor frozen for 15 s: %v", worst)
+	// Not a performance figure: without failing the frozen executor's
+	// calls, a batch waits until gRPC's keepalive gives up (~12 s or more).
+	if worst > 10*time.Second {
+		t.Errorf("a batch was delayed %v by the frozen executor: its calls were not failed when it was declared lost", worst)
+	}
+}
