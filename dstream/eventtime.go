@@ -53,6 +53,9 @@ type EventTimeSpec[K comparable, V any] struct {
 	// Reduce merges two values of one key and window (associative and
 	// commutative).
 	Reduce func(V, V) V
+	// Partitions is the number of state partitions (and of the shuffle
+	// that feeds them); 0 means Config.Parallelism.
+	Partitions int
 }
 
 // EventTimeStream is the output of ReduceByKeyAndEventWindow.
@@ -186,6 +189,9 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 	}
 	ctx := s.b.ctx
 	n := ctx.Parallelism()
+	if spec.Partitions != 0 {
+		n = numParts(ctx, []ShuffleOption{Partitions(spec.Partitions)})
+	}
 	win, slide := spec.Window, spec.Slide
 	if slide == 0 {
 		slide = win

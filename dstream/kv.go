@@ -12,13 +12,16 @@ func KVOf[K comparable, V any](key K, value V) KV[K, V] { return KV[K, V]{Key: k
 func PairOf[A, B any](first A, second B) Pair[A, B] { return Pair[A, B]{First: first, Second: second} }
 
 // ShuffleOption is an optional setting of one shuffle operator (ReduceByKey,
-// GroupByKey, CombineByKey, CountByValue, the joins, CoGroup and the keyed
-// window operators): pass it as the operator's last arguments.
+// GroupByKey, CombineByKey, CountByValue, the joins, CoGroup, the keyed
+// window operators and UpdateStateByKey): pass it as the operator's last
+// arguments. MapWithState and the event-time window take their partition
+// count in their spec (Partitions).
 type ShuffleOption func(*shuffleOpts)
 
 type shuffleOpts struct {
-	parts int
-	err   error
+	parts   int
+	initial any // WithInitialState's pairs
+	err     error
 }
 
 // Partitions sets the number of partitions of the operator's shuffle (and
@@ -54,26 +57,35 @@ func numParts(ctx *Context, opts []ShuffleOption) int {
 	return ctx.Parallelism()
 }
 
-// UpdateOption is an optional setting of UpdateStateByKey.
-type UpdateOption[K comparable, S any] func(*updateOpts[K, S])
-
-type updateOpts[K comparable, S any] struct {
-	initial []KV[K, S]
-}
-
 // WithInitialState sets the state of UpdateStateByKey before the first
 // batch (Spark's initialRDD): every pair's key starts with its value, and
 // the update function sees it (exists is true) from the first batch on.
-func WithInitialState[K comparable, S any](initial []KV[K, S]) UpdateOption[K, S] {
-	return func(o *updateOpts[K, S]) { o.initial = append(o.initial, initial...) }
+// It is an option of UpdateStateByKey only; its types must be the
+// operator's key and state types (checked by Start).
+func WithInitialState[K comparable, S any](initial []KV[K, S]) ShuffleOption {
+	return func(o *shuffleOpts) {
+		prev, _ := o.initial.([]KV[K, S])
+		o.initial = append(prev, initial...)
+	}
 }
 
-func updateInitial[K comparable, S any](opts []UpdateOption[K, S]) []KV[K, S] {
-	var o updateOpts[K, S]
+// initialState returns the WithInitialState pairs among opts; pairs of
+// other types are a graph error naming the operator.
+func initialState[K comparable, S any](ctx *Context, op string, opts []ShuffleOption) []KV[K, S] {
+	var o shuffleOpts
 	for _, f := range opts {
 		if f != nil {
 			f(&o)
 		}
 	}
-	return o.initial
+	if o.initial == nil {
+		return nil
+	}
+	init, ok := o.initial.([]KV[K, S])
+	if !ok {
+		ctx.mu.Lock()
+		ctx.graphErrs = append(ctx.graphErrs, fmt.Errorf("dstream: %s: WithInitialState of %T, but the state is %T", op, o.initial, []KV[K, S]{}))
+		ctx.mu.Unlock()
+	}
+	return init
 }

@@ -103,6 +103,17 @@ func TestShufflePartitions(t *testing.T) {
 	forParts(pairs, "reduceByKeyAndWindowInv", record("reduceByKeyAndWindowInv"), func(s *dstream.DStream[dstream.KV[string, int]]) *dstream.DStream[dstream.KV[string, int]] {
 		return dstream.ReduceByKeyAndWindowInv(s, "inv", sum, func(a, b int) int { return a - b }, time.Second, 0, nil, op)
 	})
+	forParts(pairs, "updateStateByKey", record("updateStateByKey"), func(s *dstream.DStream[dstream.KV[string, int]]) *dstream.DStream[dstream.KV[string, int]] {
+		return dstream.UpdateStateByKey(s, "parts-u", func(vs []int, st int, _ bool) (int, bool) { return st + len(vs), true }, op)
+	})
+	forParts(pairs, "mapWithState", record("mapWithState"), func(s *dstream.DStream[dstream.KV[string, int]]) *dstream.DStream[int] {
+		return dstream.MapWithState(s, dstream.StateSpec[string, int, int, int]{Name: "parts-m", Partitions: 5,
+			Func: func(_ string, v dstream.Option[int], st *dstream.State[int]) (int, bool) { return 1, true }}).DStream
+	})
+	forParts(pairs, "eventWindow", record("eventWindow"), func(s *dstream.DStream[dstream.KV[string, int]]) *dstream.DStream[dstream.EventWindow[string, int]] {
+		return dstream.ReduceByKeyAndEventWindow(s, dstream.EventTimeSpec[string, int]{Name: "parts-e", Partitions: 5, Window: time.Second,
+			Timestamp: func(dstream.KV[string, int]) time.Time { return time.Unix(0, 0) }, Reduce: sum}).DStream
+	})
 	h.Run(1)
 	for name, n := range parts {
 		want := 5
@@ -113,7 +124,7 @@ func TestShufflePartitions(t *testing.T) {
 			t.Errorf("%s: %d partitions, want %d", name, *n, want)
 		}
 	}
-	if len(parts) != 14 {
+	if len(parts) != 17 {
 		t.Errorf("%d operators checked", len(parts))
 	}
 }

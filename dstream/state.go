@@ -133,6 +133,9 @@ type StateSpec[K comparable, V, S, U any] struct {
 	Timeout time.Duration
 	// Initial is the state before the first batch.
 	Initial []KV[K, S]
+	// Partitions is the number of state partitions (and of the shuffle
+	// that feeds them); 0 means Config.Parallelism.
+	Partitions int
 }
 
 // MapWithStateStream is the output of MapWithState: the emitted elements,
@@ -156,6 +159,9 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 	}
 	ctx := s.b.ctx
 	n := ctx.Parallelism()
+	if spec.Partitions != 0 {
+		n = numParts(ctx, []ShuffleOption{Partitions(spec.Partitions)})
+	}
 	store := newStateStore[K, S](spec.Name, n)
 	timeout := spec.Timeout
 	wake := func(_ K, e stateEntry[S]) time.Time {
@@ -282,10 +288,12 @@ func (f *statefulStream[U]) begin() {
 // for every key that has new values or state, with the batch's values of the
 // key (possibly none) and its state; returning false as the second result
 // removes the key. The stream holds the whole state after each batch.
-// WithInitialState sets the state before the first batch.
-func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string, update func(values []V, state S, exists bool) (S, bool), opts ...UpdateOption[K, S]) *DStream[KV[K, S]] {
+// WithInitialState sets the state before the first batch, Partitions the
+// number of state partitions.
+func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string, update func(values []V, state S, exists bool) (S, bool), opts ...ShuffleOption) *DStream[KV[K, S]] {
 	ctx := s.b.ctx
-	n := ctx.Parallelism()
+	n := numParts(ctx, opts)
+	initial := initialState[K, S](ctx, "updateStateByKey("+name+")", opts)
 	store := newStateStore[K, S](name, n)
 	out := keyedState(s, "updateStateByKey", name, store, func(_ *rdd.TaskContext, t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(KV[K, S]) bool) error {
 		seen := map[K]bool{}
@@ -323,7 +331,7 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 	ctx.registerStateful(name, out.b, &statefulStream[KV[K, S]]{
 		s: out, name: "updateStateByKey(" + name + ")",
 		commit_: func(t time.Time) { store.commit(t, nil) },
-		start:   func() { store.load(updateInitial(opts), ctx.zeroTime) },
+		start:   func() { store.load(initial, ctx.zeroTime) },
 	})
 	return out
 }
