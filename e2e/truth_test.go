@@ -393,3 +393,65 @@ func TestClusterFrozenExecutor(t *testing.T) {
 		t.Errorf("a batch was delayed %v by the frozen executor: its calls were not failed when it was declared lost", worst)
 	}
 }
+
+// rssOfJobProcesses returns the resident set size of the job processes an
+// executor runs (its work directory's binaries), from /proc.
+func rssOfJobProcesses(t *testing.T, workDir string) (total int64) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, exe := range procs {
+		target, err := os.Readlink(exe)
+		if err != nil || !strings.HasPrefix(target, filepath.Join(workDir, "binaries")) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(exe), "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}
+
+// TestClusterExecutorCacheIsBounded: a windowed job whose per-batch results
+// are persisted and re-read runs hundreds of batches; the executors' job
+// processes forget cached partitions with their streams, so their memory
+// stays flat once the window is full (it grew with every batch when the
+// cache was never cleaned).
+func TestClusterExecutorCacheIsBounded(t *testing.T) {
+	if _, err := os.Stat("/proc/self/exe"); err != nil {
+		t.Skip("needs /proc")
+	}
+	c := newCluster(t, 2)
+	id := c.submitBinary(truthjobBin, "--mode=cachewindow", "--interval=100ms", "--rate=200000", "--keys=10000")
+	count := func() int { return strings.Count(c.jobStdout(id), "\nbatch ") }
+	c.driver.waitFor(t, "60 batches", func() bool { return count() >= 60 })
+	early := rssOfJobProcesses(t, filepath.Join(c.dir, "exec0")) + rssOfJobProcesses(t, filepath.Join(c.dir, "exec1"))
+	c.driver.waitFor(t, "300 batches", func() bool {
+		if strings.Contains(c.jobStderr(id), "batch failed") {
+			t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
+		}
+		return count() >= 300
+	})
+	late := rssOfJobProcesses(t, filepath.Join(c.dir, "exec0")) + rssOfJobProcesses(t, filepath.Join(c.dir, "exec1"))
+	t.Logf("executor job processes: %d MB at batch 60, %d MB at batch %d", early>>20, late>>20, count())
+	if early == 0 {
+		t.Fatal("no executor job process found in /proc")
+	}
+	// Each batch caches ~10,000 keys (~0.5 MB); 240 more batches kept
+	// would add over 100 MB.
+	if late > early+60<<20 {
+		t.Errorf("executor memory grew from %d MB to %d MB over 240 batches of a 2-batch window", early>>20, late>>20)
+	}
+	for _, l := range strings.Split(c.jobStdout(id), "\n") {
+		if strings.HasPrefix(l, "batch ") && !strings.HasSuffix(l, "total 40000") && !strings.HasSuffix(l, "total 20000") {
+			t.Errorf("window total: %s, want 40000 (20000 for the first)", l)
+			break
+		}
+	}
+}

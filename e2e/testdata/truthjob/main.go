@@ -9,6 +9,10 @@
 //	--mode=window   dir source (--dir): per batch "batch T: input N", and a
 //	                4 s window sliding every 2 s, "window T: total N".
 //	--mode=crash    a map function that exits the executor's job process.
+//	--mode=cachewindow  rate source, counts per key over a 2-batch window
+//	                (ReduceByKeyAndWindow: per-batch results persisted and
+//	                re-read), "batch T: total N" per slide. --interval=D sets
+//	                the batch interval (read before the flags are parsed).
 package main
 
 import (
@@ -27,7 +31,15 @@ import (
 type kv = dstream.KV[string, int64]
 
 func main() {
-	ctx, err := dstream.New(dstream.Config{AppName: "truthjob", BatchInterval: time.Second, StopTimeout: 5 * time.Second})
+	interval := time.Second
+	for _, a := range os.Args[1:] {
+		if v, ok := strings.CutPrefix(a, "--interval="); ok {
+			if d, err := time.ParseDuration(v); err == nil {
+				interval = d
+			}
+		}
+	}
+	ctx, err := dstream.New(dstream.Config{AppName: "truthjob", BatchInterval: interval, StopTimeout: 5 * time.Second})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -37,6 +49,8 @@ func main() {
 	out := fl.String("out", "", "SaveAsTextFiles prefix (outputs)")
 	marker := fl.String("marker", "", "file the ForeachRDD body appends its pid to (outputs)")
 	dir := fl.String("dir", "", "input directory (window)")
+	fl.Duration("interval", time.Second, "batch interval")
+	keys := fl.Int64("keys", 1000, "distinct keys (cachewindow)")
 	if err := ctx.ParseFlags(os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, dstream.ErrHelp) {
 			os.Exit(0)
@@ -119,8 +133,23 @@ func main() {
 			return i
 		})
 		dstream.Print(crashed, 1)
+	case "cachewindow":
+		pairs := dstream.Map(dstream.Rate(ctx, *rate), func(i int64) kv { return kv{Key: fmt.Sprint("k", i%*keys), Value: 1} })
+		counts := dstream.ReduceByKeyAndWindow(pairs, sum, 2*interval, interval)
+		dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[kv]) error {
+			all, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			var n int64
+			for _, e := range all {
+				n += e.Value
+			}
+			fmt.Printf("batch %s: total %d\n", b.Time().UTC().Format("15:04:05.000"), n)
+			return nil
+		})
 	default:
-		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window or crash\n", *mode)
+		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window, crash or cachewindow\n", *mode)
 		os.Exit(2)
 	}
 	dstream.Main(ctx)
