@@ -124,6 +124,7 @@ type Context struct {
 	batchReports map[string][]byte // reports of the batch in flight, for commitRemote
 	args         []string          // the command-line arguments Main parsed
 	schedRef     atomic.Pointer[scheduler.Scheduler]
+	hooks        hooks // batch listeners and planned inputs (listener.go)
 
 	// Runtime, set by start.
 	log         *slog.Logger
@@ -310,6 +311,7 @@ type BatchInfo struct {
 	ProcessingTime  time.Duration // running the batch's jobs
 	TotalDelay      time.Duration // from batch time to the end of processing
 	Jobs            []scheduler.JobMetrics
+	Inputs          []InputInfo // what planned sources put into the batch
 }
 
 // batch is one generated batch: its jobs, in output definition order.
@@ -400,6 +402,7 @@ func (c *Context) generate(t time.Time) *batch {
 func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (BatchInfo, error) {
 	start := time.Now()
 	info := BatchInfo{Time: b.time, InputRecords: b.input, SchedulingDelay: max(0, start.Sub(scheduled))}
+	info.Inputs = c.hooks.inputs(b.time)
 	err := b.genErr
 	if err == nil {
 		for _, j := range b.jobs {
@@ -443,11 +446,13 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		slog.Int("jobs", len(info.Jobs)),
 	}
 	attrs = append(attrs, c.stateAttrs()...)
+	attrs = append(attrs, c.hooks.attrs(info.Inputs)...)
 	if err != nil {
 		// The error itself is returned to the caller, which reports it.
 		c.log.Error("batch failed", attrs...)
 	} else {
 		c.log.Info("batch", attrs...)
+		c.hooks.completed(info)
 	}
 	c.cleanup(b.time)
 	return info, err
