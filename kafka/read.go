@@ -1,0 +1,187 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// reader reads offset ranges in tasks, with one connection per partition
+// leader kept between batches (a pool per process).
+type reader[V any] struct {
+	cfg    Config
+	decode Decoder[V]
+	dialer *kafkago.Dialer
+
+	mu   sync.Mutex
+	pool map[TopicPartition][]*kafkago.Conn
+}
+
+func newReader[V any](cfg Config, decode Decoder[V]) *reader[V] {
+	return &reader[V]{
+		cfg:    cfg,
+		decode: decode,
+		dialer: &kafkago.Dialer{Timeout: cfg.RequestTimeout},
+		pool:   map[TopicPartition][]*kafkago.Conn{},
+	}
+}
+
+// conn returns a pooled connection to tp's leader (reused = true) or dials
+// a new one.
+func (r *reader[V]) conn(ctx context.Context, tp TopicPartition) (c *kafkago.Conn, reused bool, err error) {
+	r.mu.Lock()
+	if cs := r.pool[tp]; len(cs) > 0 {
+		c = cs[len(cs)-1]
+		r.pool[tp] = cs[:len(cs)-1]
+		r.mu.Unlock()
+		return c, true, nil
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, b := range r.cfg.Brokers {
+		c, err = r.dialer.DialLeader(ctx, "tcp", b, tp.Topic, tp.Partition)
+		if err == nil {
+			return c, false, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, false, fmt.Errorf("connect to the leader of %s via %v: %w", tp, r.cfg.Brokers, errors.Join(errs...))
+}
+
+func (r *reader[V]) release(tp TopicPartition, c *kafkago.Conn) {
+	r.mu.Lock()
+	r.pool[tp] = append(r.pool[tp], c)
+	r.mu.Unlock()
+}
+
+// read yields the records of rg, exactly: offsets below From or at or past
+// Until are never yielded (a fetch may return more).
+func (r *reader[V]) read(ctx context.Context, _ time.Time, rg OffsetRange, yield func(Record[V]) bool) error {
+	if rg.Count() <= 0 {
+		return nil
+	}
+	next := rg.From
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		var err error
+		next, reused, err = r.readFrom(ctx, rg, next, yield)
+		var lost *LostOffsetsError
+		switch {
+		case err == nil || errors.Is(err, errStopped):
+			return nil
+		case reused && attempt == 0 && ctx.Err() == nil && !errors.As(err, &lost):
+			// A pooled connection may have been closed by the broker
+			// while idle: go on once with a fresh one before failing.
+			continue
+		default:
+			return err
+		}
+	}
+}
+
+var errStopped = errors.New("stopped by the consumer")
+
+// readFrom reads rg from offset next on; it returns where it got to.
+func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yield func(Record[V]) bool) (int64, bool, error) {
+	tp := TopicPartition{rg.Topic, rg.Partition}
+	conn, reused, err := r.conn(ctx, tp)
+	if err != nil {
+		return next, false, err
+	}
+	healthy := false
+	defer func() {
+		if healthy {
+			r.release(tp, conn)
+		} else {
+			conn.Close()
+		}
+	}()
+	// Cancelling the task breaks the connection's pending read.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	for next < rg.Until {
+		if _, err := conn.Seek(next, kafkago.SeekAbsolute|kafkago.SeekDontCheck); err != nil {
+			return next, reused, fmt.Errorf("seek %s to %d: %w", tp, next, err)
+		}
+		conn.SetReadDeadline(time.Now().Add(r.cfg.RequestTimeout))
+		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: r.cfg.FetchMaxBytes, MaxWait: time.Second})
+		start := next
+		var ierr error
+		for {
+			msg, err := batch.ReadMessage()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					ierr = err
+				}
+				break
+			}
+			if msg.Offset < next {
+				continue
+			}
+			if msg.Offset >= rg.Until {
+				next = rg.Until
+				break
+			}
+			v, err := r.decode(msg.Value)
+			if err != nil {
+				batch.Close()
+				healthy = false
+				return next, reused, fmt.Errorf("decode the value of %s offset %d: %w", tp, msg.Offset, err)
+			}
+			next = msg.Offset + 1
+			if !yield(Record[V]{Topic: rg.Topic, Partition: rg.Partition, Offset: msg.Offset, Key: msg.Key, Value: v, Headers: msg.Headers, Time: msg.Time}) {
+				batch.Close()
+				healthy = true
+				return next, reused, errStopped
+			}
+		}
+		if next < rg.Until {
+			// Compacted or aborted records leave gaps: the batch knows the
+			// next offset past them.
+			next = max(next, min(batch.Offset(), rg.Until))
+		}
+		cerr := batch.Close()
+		if ierr == nil {
+			ierr = cerr
+		}
+		if ierr != nil {
+			if errors.Is(ierr, kafkago.OffsetOutOfRange) {
+				skipTo, err := r.lost(conn, rg, next)
+				if err != nil {
+					return next, reused, err
+				}
+				next = skipTo
+				continue
+			}
+			return next, reused, fmt.Errorf("fetch %s from offset %d (range %s): %w", tp, next, rg, ierr)
+		}
+		if next == start && batch.HighWaterMark() <= next {
+			return next, reused, fmt.Errorf("fetch %s: offsets up to %d were planned but the log ends at %d (range %s)", tp, rg.Until, batch.HighWaterMark(), rg)
+		}
+	}
+	healthy = true
+	return next, reused, nil
+}
+
+// lost handles offsets deleted between planning and reading: the default
+// fails the task (and so the batch) naming them; SkipLost returns the
+// offset to go on from, with a warning.
+func (r *reader[V]) lost(conn *kafkago.Conn, rg OffsetRange, next int64) (int64, error) {
+	first, err := conn.ReadFirstOffset()
+	if err != nil {
+		return next, fmt.Errorf("fetch %s from offset %d: offset out of range, and listing the first offset failed: %w", rg, next, err)
+	}
+	gone := OffsetRange{rg.Topic, rg.Partition, next, min(first, rg.Until)}
+	if r.cfg.OnLostOffsets != SkipLost || gone.Count() <= 0 {
+		return next, &LostOffsetsError{Range: gone}
+	}
+	r.cfg.Logger.Warn("kafka: offsets deleted before they were read; skipping them",
+		slog.String("lost", gone.String()), slog.Int64("records", gone.Count()))
+	return gone.Until, nil
+}
