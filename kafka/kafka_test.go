@@ -251,17 +251,28 @@ func TestStartPositionsAndNewPartitions(t *testing.T) {
 		{"earliest", kafka.Config{Start: kafka.StartEarliest}, []string{"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"}},
 		{"explicit", kafka.Config{StartOffsets: map[kafka.TopicPartition]int64{{Topic: topic, Partition: 0}: 8}}, []string{"a8", "a9"}},
 		{"committed", kafka.Config{GroupID: "g"}, []string{"a7", "a8", "a9"}},
+		{"new group", kafka.Config{GroupID: "fresh"}, []string{"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"}},
+		{"missing topic", kafka.Config{Topics: []string{"nope"}}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second})
 			cfg := c.cfg
-			cfg.Brokers, cfg.Topics, cfg.Logger = addrs, []string{topic}, quietLogger()
+			cfg.Brokers, cfg.Logger = addrs, quietLogger()
+			if cfg.Topics == nil {
+				cfg.Topics = []string{topic}
+			}
 			recs, err := kafka.NewDirectStream(h.Ctx, cfg, kafka.String())
 			if err != nil {
 				t.Fatal(err)
 			}
 			out := dstreamtest.Output(h, dstream.Map(recs, func(r kafka.Record[string]) string { return r.Value }))
+			if cfg.Topics[0] == "nope" {
+				if _, err := h.Step(); err == nil || !strings.Contains(err.Error(), "nope") {
+					t.Fatalf("start with a missing topic: %v, want an error naming it", err)
+				}
+				return
+			}
 			h.Run(1)
 			if got := out.Batch(0); fmt.Sprint(got) != fmt.Sprint(c.first) {
 				t.Fatalf("first batch %v, want %v", got, c.first)

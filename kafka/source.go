@@ -359,6 +359,9 @@ func (p *planner) committed(ctx context.Context, tps []TopicPartition) (map[Topi
 	if err == nil {
 		err = resp.Error
 	}
+	if errors.Is(err, kafkago.GroupIdNotFound) {
+		return map[TopicPartition]int64{}, nil // a new group: nothing committed
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kafka: committed offsets of group %q: %w", p.cfg.GroupID, err)
 	}
