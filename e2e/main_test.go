@@ -41,6 +41,8 @@ var (
 	driverBin    string
 	executorBin  string
 	statejobBin  string
+	kafkawcBin   string // examples/kafkawordcount
+	devbrokerBin string // cmd/devbroker
 )
 
 func TestMain(m *testing.M) {
@@ -69,7 +71,8 @@ func build(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "../cmd/driver", "../cmd/executor")
+		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "../cmd/driver", "../cmd/executor",
+		"../examples/kafkawordcount", "../cmd/devbroker")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.WaitDelay = waitDelay
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -80,6 +83,8 @@ func build(dir string) error {
 	driverBin = filepath.Join(dir, "driver")
 	executorBin = filepath.Join(dir, "executor")
 	statejobBin = filepath.Join(dir, "statejob")
+	kafkawcBin = filepath.Join(dir, "kafkawordcount")
+	devbrokerBin = filepath.Join(dir, "devbroker")
 	return nil
 }
 
