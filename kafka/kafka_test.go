@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow/go/v15/arrow/memory"
 	"github.com/sluicehq/sluice/dstream"
 	"github.com/sluicehq/sluice/dstream/dstreamtest"
 	"github.com/sluicehq/sluice/internal/wordgen"
@@ -449,5 +450,69 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := kafka.NewDirectStream(h.Ctx, cfg, kafka.Bytes()); err == nil {
 			t.Errorf("config %+v: no error", cfg)
 		}
+	}
+}
+
+// With backpressure a backlog is read in bounded batches: the first at the
+// initial rate, the next ones at the rate the (deliberately slowed) job
+// processes, never all at once; the rate is on the batch log line.
+func TestBackpressureBoundsCatchUp(t *testing.T) {
+	const topic, backlog = "backlog", 5000
+	const interval = 100 * time.Millisecond
+	addrs := broker(t, 2, topic)
+	cl := client(t, addrs)
+	values := make([]string, backlog/2)
+	for i := range values {
+		values[i] = strconv.Itoa(i)
+	}
+	produce(t, cl, topic, 0, values...)
+	produce(t, cl, topic, 1, values...)
+	logs := &syncBuffer{}
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	ctx, err := dstream.New(dstream.Config{BatchInterval: interval, Master: "local[2]", Allocator: mem, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := kafka.NewDirectStream(ctx, kafka.Config{
+		Brokers: addrs, Topics: []string{topic}, Start: kafka.StartEarliest,
+		Backpressure: true, InitialRate: 2000, Logger: quietLogger(),
+	}, kafka.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At least 100 µs per record: this job processes at most 10,000
+	// records/s, 1,000 per interval, whatever the machine.
+	slow := dstream.Map(recs, func(r kafka.Record[string]) int64 { time.Sleep(100 * time.Microsecond); return r.Offset })
+	dstream.ForeachPartition(slow, dstream.Sink[int64, struct{}]{Write: func(struct{}, int64) error { return nil }})
+	zero := time.Now().Truncate(interval)
+	if err := ctx.StartManual(zero); err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Stop()
+	var read int64
+	var batches int
+	for i := 1; read < backlog; i++ {
+		if i == 200 {
+			t.Fatalf("backlog not read after 200 batches: %d of %d", read, backlog)
+		}
+		info, err := ctx.RunBatch(context.Background(), zero.Add(time.Duration(i)*interval))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && info.InputRecords != 200 {
+			t.Fatalf("first batch read %d records, want 200 (the initial rate x 100 ms)", info.InputRecords)
+		}
+		if info.InputRecords > 1002 {
+			t.Fatalf("batch %d read %d records, more than the job processes in an interval (1,000): catch-up not bounded", i, info.InputRecords)
+		}
+		read += info.InputRecords
+		batches++
+	}
+	if read != backlog || batches < 5 {
+		t.Fatalf("read %d records in %d batches, want %d in 5 or more", read, batches, backlog)
+	}
+	if !strings.Contains(logs.String(), "rate=2000") {
+		t.Fatalf("no rate on the batch log line:\n%s", firstLines(logs.String(), 2))
 	}
 }

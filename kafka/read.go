@@ -75,6 +75,13 @@ func (r *reader[V]) read(ctx context.Context, _ time.Time, rg OffsetRange, yield
 		switch {
 		case err == nil || errors.Is(err, errStopped):
 			return nil
+		case errors.Is(err, errOutOfRange):
+			skipTo, lerr := r.lost(ctx, rg, next)
+			if lerr != nil {
+				return lerr
+			}
+			next, attempt = skipTo, -1
+			continue
 		case reused && attempt == 0 && ctx.Err() == nil && !errors.As(err, &lost):
 			// A pooled connection may have been closed by the broker
 			// while idle: go on once with a fresh one before failing.
@@ -85,7 +92,10 @@ func (r *reader[V]) read(ctx context.Context, _ time.Time, rg OffsetRange, yield
 	}
 }
 
-var errStopped = errors.New("stopped by the consumer")
+var (
+	errStopped    = errors.New("stopped by the consumer")
+	errOutOfRange = errors.New("offset out of range")
+)
 
 // readFrom reads rg from offset next on; it returns where it got to.
 func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yield func(Record[V]) bool) (int64, bool, error) {
@@ -152,12 +162,7 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 		}
 		if ierr != nil {
 			if errors.Is(ierr, kafkago.OffsetOutOfRange) {
-				skipTo, err := r.lost(conn, rg, next)
-				if err != nil {
-					return next, reused, err
-				}
-				next = skipTo
-				continue
+				return next, reused, errOutOfRange // this connection is not used again
 			}
 			return next, reused, fmt.Errorf("fetch %s from offset %d (range %s): %w", tp, next, rg, ierr)
 		}
@@ -172,13 +177,30 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 // lost handles offsets deleted between planning and reading: the default
 // fails the task (and so the batch) naming them; SkipLost returns the
 // offset to go on from, with a warning.
-func (r *reader[V]) lost(conn *kafkago.Conn, rg OffsetRange, next int64) (int64, error) {
-	first, err := conn.ReadFirstOffset()
+func (r *reader[V]) lost(ctx context.Context, rg OffsetRange, next int64) (int64, error) {
+	tp := TopicPartition{rg.Topic, rg.Partition}
+	var first int64
+	var err error
+	for _, b := range r.cfg.Brokers {
+		var conn *kafkago.Conn
+		if conn, err = r.dialer.DialLeader(ctx, "tcp", b, tp.Topic, tp.Partition); err != nil {
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(r.cfg.RequestTimeout))
+		first, err = conn.ReadFirstOffset()
+		conn.Close()
+		if err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return next, fmt.Errorf("fetch %s from offset %d: offset out of range, and listing the first offset failed: %w", rg, next, err)
 	}
 	gone := OffsetRange{rg.Topic, rg.Partition, next, min(first, rg.Until)}
-	if r.cfg.OnLostOffsets != SkipLost || gone.Count() <= 0 {
+	if gone.Count() <= 0 {
+		return next, fmt.Errorf("fetch %s from offset %d: offset out of range, though the log starts at %d", rg, next, first)
+	}
+	if r.cfg.OnLostOffsets != SkipLost {
 		return next, &LostOffsetsError{Range: gone}
 	}
 	r.cfg.Logger.Warn("kafka: offsets deleted before they were read; skipping them",
