@@ -97,27 +97,96 @@ var (
 	errOutOfRange = errors.New("offset out of range")
 )
 
-// readFrom reads rg from offset next on; it returns where it got to.
+// chunkSize is the number of messages handed from the fetching goroutine
+// to the task at a time.
+const chunkSize = 1024
+
+// readFrom reads rg from offset next on; it returns where it got to. A
+// fetching goroutine reads messages ahead (at most three chunks) while the
+// task decodes and processes the previous ones, so waiting for the broker
+// overlaps with work.
 func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yield func(Record[V]) bool) (int64, bool, error) {
 	tp := TopicPartition{rg.Topic, rg.Partition}
 	conn, reused, err := r.conn(ctx, tp)
 	if err != nil {
 		return next, false, err
 	}
-	healthy := false
-	defer func() {
-		if healthy {
-			r.release(tp, conn)
-		} else {
-			conn.Close()
-		}
-	}()
 	// Cancelling the task breaks the connection's pending read.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+
+	free := make(chan []kafkago.Message, 3)
+	for range cap(free) {
+		free <- make([]kafkago.Message, 0, chunkSize)
+	}
+	full := make(chan []kafkago.Message, cap(free))
+	quit := make(chan struct{})
+	var fetched int64
+	var ferr error
+	var wg sync.WaitGroup
+	wg.Go(func() { // owned by readFrom, which waits for it below
+		defer close(full)
+		fetched, ferr = r.fetch(conn, rg, next, free, full, quit)
+	})
+	var derr error
+	stopped := false
+	for msgs := range full {
+		if derr == nil && !stopped {
+			for _, msg := range msgs {
+				v, err := r.decode(msg.Value)
+				if err != nil {
+					derr = fmt.Errorf("decode the value of %s offset %d: %w", tp, msg.Offset, err)
+					break
+				}
+				next = msg.Offset + 1
+				if !yield(Record[V]{Topic: rg.Topic, Partition: rg.Partition, Offset: msg.Offset, Key: msg.Key, Value: v, Headers: msg.Headers, Time: msg.Time}) {
+					stopped = true
+					break
+				}
+			}
+			if derr != nil || stopped {
+				close(quit)
+			}
+		}
+		free <- msgs[:0]
+	}
+	wg.Wait()
+	switch {
+	case derr != nil:
+		conn.Close()
+		return next, reused, derr
+	case stopped:
+		conn.Close() // the fetch was abandoned midway
+		return next, reused, errStopped
+	case ferr != nil:
+		conn.Close()
+		return max(next, fetched), reused, ferr
+	}
+	r.release(tp, conn)
+	return fetched, reused, nil
+}
+
+// fetch reads the messages of rg from offset next on with per-partition
+// fetches and sends them in chunks; it returns the offset it got to. It
+// stops early when quit is closed.
+func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <-chan []kafkago.Message, full chan<- []kafkago.Message, quit <-chan struct{}) (int64, error) {
+	tp := TopicPartition{rg.Topic, rg.Partition}
+	chunk := <-free
+	send := func() bool {
+		if len(chunk) == 0 {
+			return true
+		}
+		full <- chunk
+		select {
+		case chunk = <-free:
+			return true
+		case <-quit:
+			return false
+		}
+	}
 	for next < rg.Until {
 		if _, err := conn.Seek(next, kafkago.SeekAbsolute|kafkago.SeekDontCheck); err != nil {
-			return next, reused, fmt.Errorf("seek %s to %d: %w", tp, next, err)
+			return next, fmt.Errorf("seek %s to %d: %w", tp, next, err)
 		}
 		conn.SetReadDeadline(time.Now().Add(r.cfg.RequestTimeout))
 		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: r.cfg.FetchMaxBytes, MaxWait: time.Second})
@@ -138,17 +207,11 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 				next = rg.Until
 				break
 			}
-			v, err := r.decode(msg.Value)
-			if err != nil {
-				batch.Close()
-				healthy = false
-				return next, reused, fmt.Errorf("decode the value of %s offset %d: %w", tp, msg.Offset, err)
-			}
 			next = msg.Offset + 1
-			if !yield(Record[V]{Topic: rg.Topic, Partition: rg.Partition, Offset: msg.Offset, Key: msg.Key, Value: v, Headers: msg.Headers, Time: msg.Time}) {
+			chunk = append(chunk, msg)
+			if len(chunk) == chunkSize && !send() {
 				batch.Close()
-				healthy = true
-				return next, reused, errStopped
+				return next, errStopped
 			}
 		}
 		if next < rg.Until {
@@ -160,18 +223,20 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 		if ierr == nil {
 			ierr = cerr
 		}
+		if !send() {
+			return next, errStopped
+		}
 		if ierr != nil {
 			if errors.Is(ierr, kafkago.OffsetOutOfRange) {
-				return next, reused, errOutOfRange // this connection is not used again
+				return next, errOutOfRange // this connection is not used again
 			}
-			return next, reused, fmt.Errorf("fetch %s from offset %d (range %s): %w", tp, next, rg, ierr)
+			return next, fmt.Errorf("fetch %s from offset %d (range %s): %w", tp, next, rg, ierr)
 		}
 		if next == start && batch.HighWaterMark() <= next {
-			return next, reused, fmt.Errorf("fetch %s: offsets up to %d were planned but the log ends at %d (range %s)", tp, rg.Until, batch.HighWaterMark(), rg)
+			return next, fmt.Errorf("fetch %s: offsets up to %d were planned but the log ends at %d (range %s)", tp, rg.Until, batch.HighWaterMark(), rg)
 		}
 	}
-	healthy = true
-	return next, reused, nil
+	return next, nil
 }
 
 // lost handles offsets deleted between planning and reading: the default
