@@ -90,6 +90,7 @@ func kafkaBench(cfg config, out io.Writer) error {
 	}
 	rates := make([][]float64, len(contenders))
 	shares := make([][]float64, len(contenders))
+	cpu := make([][]float64, len(contenders)) // consumer CPU µs per line
 	for round := range kafkaRounds {
 		for i, c := range contenders {
 			b0, s0 := cpuTicks(brk.Process.Pid), cpuTicks(os.Getpid())
@@ -107,14 +108,15 @@ func kafkaBench(cfg config, out io.Writer) error {
 			if tot := (b1 - b0) + (s1 - s0); tot > 0 {
 				shares[i] = append(shares[i], float64(b1-b0)/float64(tot))
 			}
+			cpu[i] = append(cpu[i], float64(s1-s0)/clockTicks*1e6/float64(n))
 			_ = round
 		}
 	}
 	best := 0.0
 	for i, c := range contenders {
 		med, lo := median(rates[i]), slices.Min(rates[i])
-		fmt.Fprintf(out, "  %s\n    median %s lines/s (min %s), broker CPU share %.0f%%\n", c.name,
-			wordgen.Label(med), wordgen.Label(lo), 100*median(shares[i]))
+		fmt.Fprintf(out, "  %s\n    median %s lines/s (min %s), consumer CPU %.2f µs/line, broker CPU share %.0f%%\n", c.name,
+			wordgen.Label(med), wordgen.Label(lo), median(cpu[i]), 100*median(shares[i]))
 		if i > 0 {
 			best = max(best, med)
 		}
@@ -144,6 +146,9 @@ func median(v []float64) float64 {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times.
+const clockTicks = 100
 
 // cpuTicks returns the user+system CPU ticks of a process (0 if unknown).
 func cpuTicks(pid int) int64 {
