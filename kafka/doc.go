@@ -16,7 +16,8 @@
 // After all of a batch's outputs succeed, its end offsets are committed to
 // the consumer group (Config.GroupID), so kafka-consumer-groups and kcat
 // show the job's progress. The offsets also appear on the batch log line
-// ("offsets") and in dstream.BatchInfo.Inputs (as []OffsetRange).
+// ("offsets", with "lag": the records left for later batches, and "rate"
+// under backpressure) and in dstream.BatchInfo.Inputs (as []OffsetRange).
 //
 // Offsets deleted by retention before they were read fail the batch with
 // an error naming the topic, partition and lost range; with

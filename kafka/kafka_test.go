@@ -512,7 +512,62 @@ func TestBackpressureBoundsCatchUp(t *testing.T) {
 	if read != backlog || batches < 5 {
 		t.Fatalf("read %d records in %d batches, want %d in 5 or more", read, batches, backlog)
 	}
-	if !strings.Contains(logs.String(), "rate=2000") {
+	if !strings.Contains(logs.String(), "rate=2000") || !strings.Contains(logs.String(), "lag=4800") {
 		t.Fatalf("no rate on the batch log line:\n%s", firstLines(logs.String(), 2))
+	}
+}
+
+type event struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+}
+
+// The job sees key, headers, timestamp, topic, partition and offset; JSON
+// values decode into a struct; a large range is split into several tasks;
+// a value that does not decode fails the batch naming its offset.
+func TestRecordFieldsJSONAndSplit(t *testing.T) {
+	const topic = "events"
+	addrs := broker(t, 1, topic)
+	cl := client(t, addrs)
+	ts := time.UnixMilli(1_700_000_000_123)
+	var recs []*kgo.Record
+	for i := range 100 {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte("k" + strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"id":%d,"name":"n%d"}`, i, i),
+			Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v" + strconv.Itoa(i))}}, Timestamp: ts})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second})
+	s, err := kafka.NewDirectStream(h.Ctx, kafka.Config{Brokers: addrs, Topics: []string{topic}, Start: kafka.StartEarliest,
+		MaxRecordsPerTask: 30, Logger: quietLogger()}, kafka.JSON[event]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dstreamtest.Output(h, dstream.Map(s, func(r kafka.Record[event]) string {
+		return fmt.Sprintf("%s/%d/%d %s %s=%s %d %d %s", r.Topic, r.Partition, r.Offset, r.Key, r.Headers[0].Key, r.Headers[0].Value,
+			r.Time.UnixMilli(), r.Value.ID, r.Value.Name)
+	}))
+	info, err := h.Step()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.Batch(0)
+	if len(got) != 100 {
+		t.Fatalf("read %d records, want 100", len(got))
+	}
+	for i, g := range got {
+		want := fmt.Sprintf("events/0/%d k%d h=v%d %d %d n%d", i, i, i, ts.UnixMilli(), i, i)
+		if g != want {
+			t.Fatalf("record %d = %q, want %q", i, g, want)
+		}
+	}
+	if st := info.Jobs[0].Stages[0]; st.Tasks != 4 {
+		t.Fatalf("the 100-record range ran as %d tasks, want 4 (at most 30 records each)", st.Tasks)
+	}
+
+	produce(t, cl, topic, 0, "not json")
+	if _, err := h.Step(); err == nil || !strings.Contains(err.Error(), "events/0 offset 100") {
+		t.Fatalf("batch with a malformed value: %v, want an error naming events/0 offset 100", err)
 	}
 }

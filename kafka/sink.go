@@ -72,7 +72,7 @@ func (c *SinkConfig) validate() error {
 }
 
 // Write writes every element of s as a message without a key (spread over
-// the topic's partitions round-robin). See the package documentation for
+// the topic's partitions at random). See the package documentation for
 // the delivery guarantee.
 func Write[V any](s *dstream.DStream[V], cfg SinkConfig, value Encoder[V]) error {
 	if value == nil {
@@ -85,7 +85,8 @@ func Write[V any](s *dstream.DStream[V], cfg SinkConfig, value Encoder[V]) error
 }
 
 // WriteKV writes every pair of s as a message with that key and value;
-// messages with the same key go to the same partition.
+// messages with the same key go to the same partition, the one the Java
+// client's default partitioner (murmur2) picks.
 func WriteKV[K comparable, V any](s *dstream.DStream[dstream.KV[K, V]], cfg SinkConfig, key Encoder[K], value Encoder[V]) error {
 	if key == nil || value == nil {
 		return errors.New("kafka: WriteKV: key or value encoder is nil")
@@ -131,7 +132,7 @@ func write[T any](s *dstream.DStream[T], cfg SinkConfig, encode func(T) (k, v []
 				w: &kafkago.Writer{
 					Addr:         kafkago.TCP(cfg.Brokers...),
 					Topic:        cfg.Topic,
-					Balancer:     &kafkago.Hash{}, // nil keys: round-robin
+					Balancer:     kafkago.Murmur2Balancer{}, // the Java client's partitioner; nil keys: random
 					RequiredAcks: kafkago.RequireAll,
 					BatchSize:    cfg.BatchSize,
 					BatchBytes:   64 << 20,

@@ -478,6 +478,7 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 	allow := p.ctl.Allow(lags)
 	ends := make(map[TopicPartition]int64, len(tps))
 	var ranges []OffsetRange
+	var lag int64 // records left behind by this plan
 	var desc strings.Builder
 	for i, tp := range tps {
 		n := lags[i]
@@ -488,6 +489,7 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 		ranges = append(ranges, r)
 		p.next[tp], ends[tp] = r.Until, r.Until
 		plan.Records += n
+		lag += lags[i] - n
 		if i > 0 {
 			desc.WriteByte(' ')
 		}
@@ -503,7 +505,7 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 	}
 	p.batches[t] = ends
 	plan.Metadata = ranges
-	plan.Attrs = []slog.Attr{slog.String("offsets", desc.String())}
+	plan.Attrs = []slog.Attr{slog.String("offsets", desc.String()), slog.Int64("lag", lag)}
 	if p.cfg.OnLostOffsets == SkipLost {
 		plan.Attrs = append(plan.Attrs, slog.Int64("lost_records", lost))
 	}
