@@ -84,7 +84,7 @@ func kafkaBench(cfg config, out io.Writer) error {
 		run  func() (int64, error) // returns the words counted
 	}
 	contenders := []contender{
-		{fmt.Sprintf("sluice local[%d], kafka.NewDirectStream, %d x 1 s batches", cfg.slots, kafkaBatches), func() (int64, error) { return sluiceKafka(cfg, addrs) }},
+		{fmt.Sprintf("sluice local[%d], kafka.NewValueStream, %d x 1 s batches", cfg.slots, kafkaBatches), func() (int64, error) { return sluiceKafka(cfg, addrs) }},
 		{"kafka-go: a goroutine per partition, Conn.ReadBatchWith + map", func() (int64, error) { return kafkaGoConsumer(addrs) }},
 		{"franz-go: one goroutine, PollFetches + map", func() (int64, error) { return franzConsumer(addrs) }},
 	}
@@ -182,7 +182,7 @@ func sluiceKafka(cfg config, addrs []string) (int64, error) {
 		return 0, err
 	}
 	defer ctx.Stop()
-	recs, err := kafka.NewDirectStream(ctx, kafka.Config{
+	lines, err := kafka.NewValueStream(ctx, kafka.Config{
 		Brokers: addrs, Topics: []string{"lines"}, Start: kafka.StartEarliest,
 		MaxRatePerPartition: float64(kafkaLines/kafkaPartitions/kafkaBatches + 1),
 		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -190,8 +190,8 @@ func sluiceKafka(cfg config, addrs []string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	pairs := dstream.FlatMapEmit(recs, func(r kafka.Record[string], emit func(dstream.KV[string, int64])) {
-		wordgen.Fields(r.Value, func(w string) { emit(dstream.KV[string, int64]{Key: w, Value: 1}) })
+	pairs := dstream.FlatMapEmit(lines, func(line string, emit func(dstream.KV[string, int64])) {
+		wordgen.Fields(line, func(w string) { emit(dstream.KV[string, int64]{Key: w, Value: 1}) })
 	})
 	counts := dstream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b })
 	var words int64

@@ -12,6 +12,8 @@
 // a cluster the executors read from the brokers themselves; only the
 // ranges travel from the job's driver. A recomputed task reads the same
 // records again, so every batch is deterministic and replayable.
+// NewValueStream is the same stream of values only, read without a
+// per-record allocation.
 //
 // After all of a batch's outputs succeed, its end offsets are committed to
 // the consumer group (Config.GroupID), so kafka-consumer-groups and kcat

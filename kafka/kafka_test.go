@@ -571,3 +571,49 @@ func TestRecordFieldsJSONAndSplit(t *testing.T) {
 		t.Fatalf("batch with a malformed value: %v, want an error naming events/0 offset 100", err)
 	}
 }
+
+// The values-only stream reads the same values in the same order, small
+// and large ones (larger than what is left of a read buffer), and values
+// handed to the job cannot overwrite each other.
+func TestValueStream(t *testing.T) {
+	const topic = "values"
+	addrs := broker(t, 1, topic)
+	cl := client(t, addrs, kgo.ProducerBatchMaxBytes(4<<20))
+	var want []string
+	for i := range 1000 {
+		want = append(want, "s"+strconv.Itoa(i))
+	}
+	for i := range 6 {
+		want = append(want, strings.Repeat(strconv.Itoa(i), 300<<10))
+	}
+	for i := range 1000 {
+		want = append(want, "t"+strconv.Itoa(i))
+	}
+	for _, v := range want {
+		produce(t, cl, topic, 0, v)
+	}
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second})
+	vals, err := kafka.NewValueStream(h.Ctx, kafka.Config{Brokers: addrs, Topics: []string{topic}, Start: kafka.StartEarliest,
+		MaxRatePerPartition: 700, Logger: quietLogger()}, kafka.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Appending to a value must not write into the next one.
+	out := dstreamtest.Output(h, dstream.Map(vals, func(v []byte) string { return string(append(v, '!')) }))
+	var got []string
+	for i := 0; len(got) < len(want); i++ {
+		if i == 10 {
+			t.Fatalf("read %d of %d values in 10 batches", len(got), len(want))
+		}
+		h.Run(1)
+		got = append(got, out.Batch(i)...)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d values, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i]+"!" {
+			t.Fatalf("value %d = %.20q (%d bytes), want %.20q (%d bytes)", i, got[i], len(got[i]), want[i]+"!", len(want[i])+1)
+		}
+	}
+}

@@ -15,9 +15,10 @@ import (
 // reader reads offset ranges in tasks, with one connection per partition
 // leader kept between batches (a pool per process).
 type reader[V any] struct {
-	cfg    Config
-	decode Decoder[V]
-	dialer *kafkago.Dialer
+	cfg        Config
+	decode     Decoder[V]
+	valuesOnly bool // read values only (Batch.Read), not keys, headers and times
+	dialer     *kafkago.Dialer
 
 	mu   sync.Mutex
 	pool map[TopicPartition][]*kafkago.Conn
@@ -97,9 +98,13 @@ var (
 	errOutOfRange = errors.New("offset out of range")
 )
 
-// chunkSize is the number of messages handed from the fetching goroutine
-// to the task at a time.
-const chunkSize = 1024
+const (
+	// chunkSize is the number of messages handed from the fetching
+	// goroutine to the task at a time.
+	chunkSize = 1024
+	// arenaSize and arenaMinFree size the arenas of values-only reads.
+	arenaSize, arenaMinFree = 1 << 20, 64 << 10
+)
 
 // readFrom reads rg from offset next on; it returns where it got to. A
 // fetching goroutine reads messages ahead (at most three chunks) while the
@@ -184,6 +189,13 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 			return false
 		}
 	}
+	// Values-only reads copy each value into a shared arena (a new one when
+	// it runs low, never reused: decoded values may alias it) instead of
+	// allocating per message. A value larger than the arena's free space is
+	// read again with ReadMessage.
+	var arena []byte
+	pos := 0
+	whole := !r.valuesOnly
 	for next < rg.Until {
 		if _, err := conn.Seek(next, kafkago.SeekAbsolute|kafkago.SeekDontCheck); err != nil {
 			return next, fmt.Errorf("seek %s to %d: %w", tp, next, err)
@@ -192,10 +204,29 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: r.cfg.FetchMaxBytes, MaxWait: time.Second})
 		start := next
 		var ierr error
+		short := false
 		for {
-			msg, err := batch.ReadMessage()
+			var msg kafkago.Message
+			var err error
+			if whole {
+				msg, err = batch.ReadMessage()
+				whole = !r.valuesOnly
+			} else {
+				if len(arena)-pos < arenaMinFree {
+					arena, pos = make([]byte, arenaSize), 0
+				}
+				var k int
+				if k, err = batch.Read(arena[pos:]); err == nil {
+					msg.Offset = batch.Offset() - 1
+					msg.Value = arena[pos : pos+k : pos+k]
+					pos += k
+				}
+			}
 			if err != nil {
-				if !errors.Is(err, io.EOF) {
+				switch {
+				case errors.Is(err, io.ErrShortBuffer):
+					short = true
+				case !errors.Is(err, io.EOF):
 					ierr = err
 				}
 				break
@@ -220,7 +251,9 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 			next = max(next, min(batch.Offset(), rg.Until))
 		}
 		cerr := batch.Close()
-		if ierr == nil {
+		if short {
+			whole = true // the next fetch starts with the value that did not fit
+		} else if ierr == nil {
 			ierr = cerr
 		}
 		if !send() {

@@ -203,11 +203,33 @@ func (c *Config) validate() error {
 // NewDirectStream makes an input stream reading cfg.Topics, each value
 // decoded by value. See the package documentation for the model.
 func NewDirectStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) (*dstream.DStream[Record[V]], error) {
-	if err := cfg.validate(); err != nil {
+	p, rd, err := newSource(ctx, &cfg, value)
+	if err != nil {
 		return nil, err
 	}
+	return plannedStream(ctx, p, rd.read), nil
+}
+
+// NewValueStream is NewDirectStream for jobs that need only the values:
+// it reads them without keys, headers and timestamps, into shared buffers
+// instead of one allocation per record, which is cheaper.
+func NewValueStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) (*dstream.DStream[V], error) {
+	p, rd, err := newSource(ctx, &cfg, value)
+	if err != nil {
+		return nil, err
+	}
+	rd.valuesOnly = true
+	return plannedStream(ctx, p, func(ctx context.Context, t time.Time, rg OffsetRange, yield func(V) bool) error {
+		return rd.read(ctx, t, rg, func(r Record[V]) bool { return yield(r.Value) })
+	}), nil
+}
+
+func newSource[V any](ctx *dstream.Context, cfg *Config, value Decoder[V]) (*planner, *reader[V], error) {
+	if err := cfg.validate(); err != nil {
+		return nil, nil, err
+	}
 	if value == nil {
-		return nil, errors.New("kafka: NewDirectStream: value decoder is nil; use kafka.Bytes(), kafka.String() or kafka.JSON[T]()")
+		return nil, nil, errors.New("kafka: value decoder is nil; use kafka.Bytes(), kafka.String() or kafka.JSON[T]()")
 	}
 	ctl, err := ratecontrol.New(ratecontrol.Config{
 		BatchInterval:       ctx.BatchInterval(),
@@ -216,26 +238,31 @@ func NewDirectStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) 
 		Backpressure:        cfg.Backpressure,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := &planner{
-		cfg:     cfg,
+		cfg:     *cfg,
 		ctl:     ctl,
 		next:    map[TopicPartition]int64{},
 		batches: map[time.Time]map[TopicPartition]int64{},
 	}
 	p.newClient()
-	rd := newReader(cfg, value)
-	s := dstream.NewPlannedStream(ctx, dstream.PlannedSource[OffsetRange, Record[V]]{
+	return p, newReader(*cfg, value), nil
+}
+
+// plannedStream makes the planned stream and registers the planner's
+// batch listener.
+func plannedStream[T any](ctx *dstream.Context, p *planner, read func(context.Context, time.Time, OffsetRange, func(T) bool) error) *dstream.DStream[T] {
+	s := dstream.NewPlannedStream(ctx, dstream.PlannedSource[OffsetRange, T]{
 		Name:  "kafka",
 		Start: p.start,
 		Stop:  p.stop,
 		Plan:  p.plan,
-		Read:  rd.read,
+		Read:  read,
 	})
 	p.stream = s.Name()
 	ctx.AddBatchListener(p.completed)
-	return s, nil
+	return s
 }
 
 // planner decides each batch's offset ranges in the job's driver.

@@ -76,12 +76,12 @@ func main() {
 	default:
 		exit(fmt.Errorf("--start=%q: use earliest, latest or committed", *start))
 	}
-	lines, err := kafka.NewDirectStream(ctx, cfg, kafka.String())
+	lines, err := kafka.NewValueStream(ctx, cfg, kafka.String()) // values only: NewDirectStream gives keys, headers, offsets too
 	if err != nil {
 		exit(err)
 	}
-	pairs := dstream.FlatMapEmit(lines, func(r kafka.Record[string], emit func(dstream.KV[string, int64])) {
-		wordgen.Fields(r.Value, func(w string) { emit(dstream.KV[string, int64]{Key: w, Value: 1}) })
+	pairs := dstream.FlatMapEmit(lines, func(line string, emit func(dstream.KV[string, int64])) {
+		wordgen.Fields(line, func(w string) { emit(dstream.KV[string, int64]{Key: w, Value: 1}) })
 	})
 	counts := dstream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b })
 
