@@ -617,3 +617,55 @@ func TestValueStream(t *testing.T) {
 		}
 	}
 }
+
+// A broker restart between batches (same port, same data) is ridden out:
+// the next batch's listing is retried, pooled connections to the old
+// process are replaced, and every record is read once.
+func TestBrokerRestart(t *testing.T) {
+	dir := t.TempDir()
+	const topic = "restart"
+	c1, err := kfake.NewCluster(kfake.Ports(0), kfake.SeedTopics(2, topic), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := c1.ListenAddrs()
+	port, _ := strconv.Atoi(addrs[0][strings.LastIndexByte(addrs[0], ':')+1:])
+	cl := client(t, addrs)
+	produce(t, cl, topic, 0, "a", "b")
+	produce(t, cl, topic, 1, "c")
+	cl.Close()
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second})
+	recs, err := kafka.NewValueStream(h.Ctx, kafka.Config{Brokers: addrs, Topics: []string{topic}, Start: kafka.StartEarliest, GroupID: "g", Logger: quietLogger()}, kafka.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dstreamtest.Output(h, recs)
+	h.Run(1)
+	c1.Close()
+	restarted := make(chan *kfake.Cluster, 1)
+	go func() { // the broker comes back 300 ms later
+		time.Sleep(300 * time.Millisecond)
+		c2, err := kfake.NewCluster(kfake.Ports(port), kfake.SeedTopics(2, topic), kfake.DataDir(dir))
+		if err != nil {
+			t.Errorf("restart broker: %v", err)
+		}
+		restarted <- c2
+	}()
+	info, err := h.Step()
+	c2 := <-restarted
+	if c2 == nil {
+		t.FailNow()
+	}
+	defer c2.Close()
+	if err != nil || info.InputRecords != 0 {
+		t.Fatalf("batch across the restart: %d records, %v", info.InputRecords, err)
+	}
+	cl2 := client(t, addrs)
+	produce(t, cl2, topic, 0, "d")
+	produce(t, cl2, topic, 1, "e")
+	h.Run(1)
+	got := append(sortedCopy(out.Batch(0)), sortedCopy(out.Batch(2))...)
+	if fmt.Sprint(got) != "[a b c d e]" {
+		t.Fatalf("read %v across a broker restart, want [a b c d e]", got)
+	}
+}

@@ -55,6 +55,18 @@ func (r *reader[V]) conn(ctx context.Context, tp TopicPartition) (c *kafkago.Con
 	return nil, false, fmt.Errorf("connect to the leader of %s via %v: %w", tp, r.cfg.Brokers, errors.Join(errs...))
 }
 
+// closeIdle closes the pooled connections.
+func (r *reader[V]) closeIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for tp, cs := range r.pool {
+		for _, c := range cs {
+			c.Close()
+		}
+		delete(r.pool, tp)
+	}
+}
+
 func (r *reader[V]) release(tp TopicPartition, c *kafkago.Conn) {
 	r.mu.Lock()
 	r.pool[tp] = append(r.pool[tp], c)

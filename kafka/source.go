@@ -207,7 +207,7 @@ func NewDirectStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) 
 	if err != nil {
 		return nil, err
 	}
-	return plannedStream(ctx, p, rd.read), nil
+	return plannedStream(ctx, p, rd.closeIdle, rd.read), nil
 }
 
 // NewValueStream is NewDirectStream for jobs that need only the values:
@@ -219,7 +219,7 @@ func NewValueStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) (
 		return nil, err
 	}
 	rd.valuesOnly = true
-	return plannedStream(ctx, p, func(ctx context.Context, t time.Time, rg OffsetRange, yield func(V) bool) error {
+	return plannedStream(ctx, p, rd.closeIdle, func(ctx context.Context, t time.Time, rg OffsetRange, yield func(V) bool) error {
 		return rd.read(ctx, t, rg, func(r Record[V]) bool { return yield(r.Value) })
 	}), nil
 }
@@ -252,11 +252,11 @@ func newSource[V any](ctx *dstream.Context, cfg *Config, value Decoder[V]) (*pla
 
 // plannedStream makes the planned stream and registers the planner's
 // batch listener.
-func plannedStream[T any](ctx *dstream.Context, p *planner, read func(context.Context, time.Time, OffsetRange, func(T) bool) error) *dstream.DStream[T] {
+func plannedStream[T any](ctx *dstream.Context, p *planner, closeReader func(), read func(context.Context, time.Time, OffsetRange, func(T) bool) error) *dstream.DStream[T] {
 	s := dstream.NewPlannedStream(ctx, dstream.PlannedSource[OffsetRange, T]{
 		Name:  "kafka",
 		Start: p.start,
-		Stop:  p.stop,
+		Stop:  func() { p.stop(); closeReader() },
 		Plan:  p.plan,
 		Read:  read,
 	})
@@ -461,17 +461,32 @@ func (p *planner) start() error {
 	return nil
 }
 
+// list lists the partitions and their first and last offsets, trying
+// three times (a broker may be restarting) before failing the batch.
+func (p *planner) list() (tps []TopicPartition, first, last map[TopicPartition]int64, err error) {
+	for attempt := range 3 {
+		if attempt > 0 {
+			p.cfg.Logger.Warn("kafka: listing offsets failed; retrying", slog.Any("err", err))
+			time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+		}
+		ctx, cancel := p.ctx()
+		tps, err = p.partitions(ctx)
+		if err == nil {
+			first, last, err = p.offsets(ctx, tps)
+		}
+		cancel()
+		if err == nil {
+			return tps, first, last, nil
+		}
+	}
+	return nil, nil, nil, err
+}
+
 // plan decides batch t: one range per partition, from where the previous
 // batch ended to the latest offset, bounded by the rate.
 func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 	var plan dstream.SourcePlan[OffsetRange]
-	ctx, cancel := p.ctx()
-	defer cancel()
-	tps, err := p.partitions(ctx)
-	if err != nil {
-		return plan, err
-	}
-	first, last, err := p.offsets(ctx, tps)
+	tps, first, last, err := p.list()
 	if err != nil {
 		return plan, err
 	}
