@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -54,7 +55,7 @@ func kafkaBench(cfg config, out io.Writer) error {
 	if b, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build devbroker: %v\n%s", err, b)
 	}
-	brk := exec.Command(filepath.Join(dir, "devbroker"), "--port=0", fmt.Sprintf("--partitions=%d", kafkaPartitions), "--topics=lines")
+	brk := exec.Command(filepath.Join(dir, "devbroker"), "--port=0", fmt.Sprintf("--partitions=%d", kafkaPartitions), "--topics=lines,bp")
 	stdout, err := brk.StdoutPipe()
 	if err != nil {
 		return err
@@ -123,7 +124,132 @@ func kafkaBench(cfg config, out io.Writer) error {
 	}
 	sl := median(rates[0])
 	fmt.Fprintf(out, "  sluice / faster hand-written consumer: %.2fx (target >= 1.0x and >= 2M lines/s); load average %s\n", sl/best, loadavg())
+	return backpressureDemo(cfg, addrs, out)
+}
+
+// backpressureDemo runs a deliberately slowed Kafka job (at most about
+// 20,000 lines/s: each of its 2 tasks sleeps 10 ms per 100 lines) with
+// backpressure on the wall clock: input is offered at 3x that for 20 s,
+// then at 0.3x until the backlog is gone. It prints every batch's size,
+// processing time, scheduling delay, lag and rate.
+func backpressureDemo(cfg config, addrs []string, out io.Writer) error {
+	const capacity, overload = 20_000, 10 * time.Second
+	ctx, err := newContext(cfg)
+	if err != nil {
+		return err
+	}
+	lines, err := kafka.NewValueStream(ctx, kafka.Config{
+		Brokers: addrs, Topics: []string{"bp"}, Start: kafka.StartLatest,
+		Backpressure: true, InitialRate: capacity, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, kafka.String())
+	if err != nil {
+		return err
+	}
+	slowed := dstream.MapPartitions(lines, func(in iter.Seq[string]) iter.Seq[int64] {
+		return func(yield func(int64) bool) {
+			var n int64
+			for range in {
+				if n++; n%100 == 0 {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			yield(n)
+		}
+	})
+	dstream.ForeachRDD(slowed, func(b *dstream.Batch, r *rdd.RDD[int64]) error {
+		_, err := dstream.Collect(b, r)
+		return err
+	})
+	fmt.Fprintf(out, "kafka backpressure (wall clock): a job that processes about %d lines/s, 1 s batches; input at 3x for %v, then at 0.3x\n", capacity, overload)
+	start := time.Now()
+	var mu sync.Mutex
+	var dropped time.Time // when input dropped to 0.3x
+	var lastLag, backlog int64
+	var overloadBatches []int64
+	var maxSched time.Duration
+	drained := make(chan time.Duration, 1)
+	ctx.AddBatchListener(func(info dstream.BatchInfo) {
+		var lag, rate int64
+		for _, in := range info.Inputs {
+			for _, a := range in.Attrs {
+				switch a.Key {
+				case "lag":
+					lag = a.Value.Int64()
+				case "rate":
+					rate = a.Value.Int64()
+				}
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		lastLag = lag
+		fmt.Fprintf(out, "  +%3.0fs records %6d processing %6v scheduling delay %6v lag %7d rate %6d\n", time.Since(start).Seconds(),
+			info.InputRecords, info.ProcessingTime.Round(time.Millisecond), info.SchedulingDelay.Round(time.Millisecond), lag, rate)
+		if dropped.IsZero() {
+			if time.Since(start) > overload/2 {
+				overloadBatches = append(overloadBatches, info.InputRecords)
+				maxSched = max(maxSched, info.SchedulingDelay)
+			}
+		} else if lag == 0 {
+			select {
+			case drained <- time.Since(dropped):
+			default:
+			}
+		}
+	})
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- ctx.Run(runCtx) }() // waited for below
+	time.Sleep(2 * time.Second)             // the job starts at the end of the topic
+	genCtx, stopGen := context.WithTimeout(context.Background(), overload)
+	var next int64
+	next, err = devkafka.Generate(genCtx, addrs, "bp", 3*capacity, 0, 0)
+	stopGen()
+	if err != nil {
+		return err
+	}
+	mu.Lock()
+	dropped, backlog = time.Now(), lastLag
+	mu.Unlock()
+	slowCtx, stopSlow := context.WithCancel(context.Background())
+	genDone := make(chan struct{})
+	go func() { // owned here: stopped and waited for below
+		defer close(genDone)
+		devkafka.Generate(slowCtx, addrs, "bp", 3*capacity/10, next, 0)
+	}()
+	var took time.Duration
+	select {
+	case took = <-drained:
+	case <-time.After(3 * time.Minute):
+		took = -1
+	case err = <-done:
+	}
+	stopSlow()
+	<-genDone
+	stop()
+	if err == nil {
+		err = <-done
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  under 3x load (second half): median batch %d lines (capacity %d per 1 s batch), max scheduling delay %v\n",
+		int64(median(toFloats(overloadBatches))), capacity, maxSched.Round(time.Millisecond))
+	if took < 0 {
+		fmt.Fprintln(out, "  backlog NOT drained within 3 minutes of the input dropping")
+	} else {
+		fmt.Fprintf(out, "  backlog (%d lines when the input dropped to 0.3x) drained %v later\n", backlog, took.Round(time.Second))
+	}
 	return nil
+}
+
+func toFloats(v []int64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
 }
 
 var brokerRE = regexp.MustCompile(`on (127\.0\.0\.1:\d+)`)
