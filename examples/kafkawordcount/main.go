@@ -50,6 +50,7 @@ func main() {
 	}
 
 	addrs := splitList(*brokers)
+	var demo func() // stops the embedded broker and generator
 	if len(addrs) == 0 {
 		if os.Getenv("SLUICE_ROLE") != "" {
 			exit(errors.New("--brokers is required in a cluster: every process of the job must read the same brokers"))
@@ -58,11 +59,16 @@ func main() {
 		if err != nil {
 			exit(err)
 		}
-		defer b.Close()
 		addrs = b.Addrs
 		fmt.Fprintf(os.Stderr, "kafkawordcount: embedded demo broker (kfake, in memory) on %s, generating %d lines/s into %q\n",
 			strings.Join(addrs, ","), *rate, *topic)
-		go devkafka.Generate(context.Background(), addrs, *topic, *rate, 0, 0) // ends with the process
+		genCtx, stopGen := context.WithCancel(context.Background())
+		genDone := make(chan struct{})
+		go func() { // owned by main: demo stops it and waits
+			defer close(genDone)
+			devkafka.Generate(genCtx, addrs, *topic, *rate, 0, 0)
+		}()
+		demo = func() { stopGen(); <-genDone; b.Close() }
 	}
 	cfg := kafka.Config{Brokers: addrs, Topics: []string{*topic}, GroupID: *group, Backpressure: *backpressure, MaxRatePerPartition: *maxRate}
 	switch *start {
@@ -114,7 +120,11 @@ func main() {
 			exit(err)
 		}
 	}
-	os.Exit(dstream.MainArgs(ctx, os.Args[1:], os.Stderr))
+	code := dstream.MainArgs(ctx, os.Args[1:], os.Stderr)
+	if demo != nil {
+		demo()
+	}
+	os.Exit(code)
 }
 
 func splitList(s string) []string {
