@@ -5,6 +5,7 @@
 //
 //	go run ./bench                      # all workloads
 //	go run ./bench -lines 2000000 -batches 10
+//	go run ./bench -workloads kafka     # Kafka WordCount vs hand-written consumers
 package main
 
 import (
@@ -106,6 +107,11 @@ func run(args []string, out io.Writer) error {
 	}
 	if want["cluster"] {
 		if err := clusterBench(cfg, out); err != nil {
+			return err
+		}
+	}
+	if want["kafka"] {
+		if err := kafkaBench(cfg, out); err != nil {
 			return err
 		}
 	}

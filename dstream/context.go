@@ -131,6 +131,7 @@ type Context struct {
 	inputNodes  map[int64]*sluicev1.InputRef
 	inputsMu    sync.Mutex
 	batchInputs map[time.Time][]*sluicev1.InputRef
+	hooks       hooks // batch listeners and planned inputs (listener.go)
 
 	// Runtime, set by start.
 	log         *slog.Logger
@@ -331,6 +332,7 @@ type BatchInfo struct {
 	ProcessingTime  time.Duration // running the batch's jobs
 	TotalDelay      time.Duration // from batch time to the end of processing
 	Jobs            []scheduler.JobMetrics
+	Inputs          []InputInfo // what planned sources put into the batch
 }
 
 // batch is one generated batch: its jobs, in output definition order.
@@ -427,6 +429,7 @@ func (c *Context) generate(t time.Time) *batch {
 func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (BatchInfo, error) {
 	start := time.Now()
 	info := BatchInfo{Time: b.time, InputRecords: b.input, SchedulingDelay: max(0, start.Sub(scheduled))}
+	info.Inputs = c.hooks.inputs(b.time)
 	err := b.genErr
 	if err == nil {
 		for _, j := range b.jobs {
@@ -471,11 +474,13 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 	}
 	attrs = append(attrs, c.stateAttrs()...)
 	attrs = append(attrs, c.inputAttrs(b.time)...) // skipped input: source_files.go
+	attrs = append(attrs, c.hooks.attrs(info.Inputs)...)
 	if err != nil {
 		// The error itself is returned to the caller, which reports it.
 		c.log.Error("batch failed", attrs...)
 	} else {
 		c.log.Info("batch", attrs...)
+		c.hooks.completed(info)
 	}
 	c.cleanup(b.time)
 	return info, err

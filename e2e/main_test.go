@@ -42,6 +42,8 @@ var (
 	executorBin  string
 	statejobBin  string
 	truthjobBin  string
+	kafkawcBin   string // examples/kafkawordcount
+	devbrokerBin string // cmd/devbroker
 )
 
 func TestMain(m *testing.M) {
@@ -70,7 +72,8 @@ func build(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
-		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "./testdata/truthjob", "../cmd/driver", "../cmd/executor")
+		"../examples/wordcount", "./testdata/panicjob", "./testdata/statejob", "./testdata/truthjob", "../cmd/driver", "../cmd/executor",
+		"../examples/kafkawordcount", "../cmd/devbroker")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.WaitDelay = waitDelay
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -82,6 +85,8 @@ func build(dir string) error {
 	executorBin = filepath.Join(dir, "executor")
 	statejobBin = filepath.Join(dir, "statejob")
 	truthjobBin = filepath.Join(dir, "truthjob")
+	kafkawcBin = filepath.Join(dir, "kafkawordcount")
+	devbrokerBin = filepath.Join(dir, "devbroker")
 	return nil
 }
 

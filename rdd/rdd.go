@@ -206,7 +206,8 @@ func CallSite() string {
 	for {
 		f, more := frames.Next()
 		inAPI := strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/rdd.") ||
-			strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/dstream.")
+			strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/dstream.") ||
+			strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/kafka.")
 		if !inAPI || strings.HasSuffix(f.File, "_test.go") {
 			file := f.File
 			if i := strings.LastIndexByte(file, '/'); i >= 0 {

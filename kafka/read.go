@@ -1,0 +1,319 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// reader reads offset ranges in tasks, with one connection per partition
+// leader kept between batches (a pool per process).
+type reader[V any] struct {
+	cfg        Config
+	decode     Decoder[V]
+	valuesOnly bool // read values only (Batch.Read), not keys, headers and times
+	dialer     *kafkago.Dialer
+
+	mu   sync.Mutex
+	pool map[TopicPartition][]*kafkago.Conn
+}
+
+func newReader[V any](cfg Config, decode Decoder[V]) *reader[V] {
+	return &reader[V]{
+		cfg:    cfg,
+		decode: decode,
+		dialer: &kafkago.Dialer{Timeout: cfg.RequestTimeout},
+		pool:   map[TopicPartition][]*kafkago.Conn{},
+	}
+}
+
+// conn returns a pooled connection to tp's leader (reused = true) or dials
+// a new one.
+func (r *reader[V]) conn(ctx context.Context, tp TopicPartition) (c *kafkago.Conn, reused bool, err error) {
+	r.mu.Lock()
+	if cs := r.pool[tp]; len(cs) > 0 {
+		c = cs[len(cs)-1]
+		r.pool[tp] = cs[:len(cs)-1]
+		r.mu.Unlock()
+		return c, true, nil
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, b := range r.cfg.Brokers {
+		c, err = r.dialer.DialLeader(ctx, "tcp", b, tp.Topic, tp.Partition)
+		if err == nil {
+			return c, false, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, false, fmt.Errorf("connect to the leader of %s via %v: %w", tp, r.cfg.Brokers, errors.Join(errs...))
+}
+
+// closeIdle closes the pooled connections.
+func (r *reader[V]) closeIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for tp, cs := range r.pool {
+		for _, c := range cs {
+			c.Close()
+		}
+		delete(r.pool, tp)
+	}
+}
+
+func (r *reader[V]) release(tp TopicPartition, c *kafkago.Conn) {
+	r.mu.Lock()
+	r.pool[tp] = append(r.pool[tp], c)
+	r.mu.Unlock()
+}
+
+// read yields the records of rg, exactly: offsets below From or at or past
+// Until are never yielded (a fetch may return more).
+func (r *reader[V]) read(ctx context.Context, _ time.Time, rg OffsetRange, yield func(Record[V]) bool) error {
+	if rg.Count() <= 0 {
+		return nil
+	}
+	next := rg.From
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		var err error
+		next, reused, err = r.readFrom(ctx, rg, next, yield)
+		var lost *LostOffsetsError
+		switch {
+		case err == nil || errors.Is(err, errStopped):
+			return nil
+		case errors.Is(err, errOutOfRange):
+			skipTo, lerr := r.lost(ctx, rg, next)
+			if lerr != nil {
+				return lerr
+			}
+			next, attempt = skipTo, -1
+			continue
+		case reused && attempt == 0 && ctx.Err() == nil && !errors.As(err, &lost):
+			// A pooled connection may have been closed by the broker
+			// while idle: go on once with a fresh one before failing.
+			continue
+		default:
+			return err
+		}
+	}
+}
+
+var (
+	errStopped    = errors.New("stopped by the consumer")
+	errOutOfRange = errors.New("offset out of range")
+)
+
+const (
+	// chunkSize is the number of messages handed from the fetching
+	// goroutine to the task at a time.
+	chunkSize = 1024
+	// arenaSize and arenaMinFree size the arenas of values-only reads.
+	arenaSize, arenaMinFree = 1 << 20, 64 << 10
+)
+
+// readFrom reads rg from offset next on; it returns where it got to. A
+// fetching goroutine reads messages ahead (at most three chunks) while the
+// task decodes and processes the previous ones, so waiting for the broker
+// overlaps with work.
+func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yield func(Record[V]) bool) (int64, bool, error) {
+	tp := TopicPartition{rg.Topic, rg.Partition}
+	conn, reused, err := r.conn(ctx, tp)
+	if err != nil {
+		return next, false, err
+	}
+	// Cancelling the task breaks the connection's pending read.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	free := make(chan []kafkago.Message, 3)
+	for range cap(free) {
+		free <- make([]kafkago.Message, 0, chunkSize)
+	}
+	full := make(chan []kafkago.Message, cap(free))
+	quit := make(chan struct{})
+	var fetched int64
+	var ferr error
+	var wg sync.WaitGroup
+	wg.Go(func() { // owned by readFrom, which waits for it below
+		defer close(full)
+		fetched, ferr = r.fetch(conn, rg, next, free, full, quit)
+	})
+	var derr error
+	stopped := false
+	for msgs := range full {
+		if derr == nil && !stopped {
+			for _, msg := range msgs {
+				v, err := r.decode(msg.Value)
+				if err != nil {
+					derr = fmt.Errorf("decode the value of %s offset %d: %w", tp, msg.Offset, err)
+					break
+				}
+				next = msg.Offset + 1
+				if !yield(Record[V]{Topic: rg.Topic, Partition: rg.Partition, Offset: msg.Offset, Key: msg.Key, Value: v, Headers: msg.Headers, Time: msg.Time}) {
+					stopped = true
+					break
+				}
+			}
+			if derr != nil || stopped {
+				close(quit)
+			}
+		}
+		free <- msgs[:0]
+	}
+	wg.Wait()
+	switch {
+	case derr != nil:
+		conn.Close()
+		return next, reused, derr
+	case stopped:
+		conn.Close() // the fetch was abandoned midway
+		return next, reused, errStopped
+	case ferr != nil:
+		conn.Close()
+		return max(next, fetched), reused, ferr
+	}
+	r.release(tp, conn)
+	return fetched, reused, nil
+}
+
+// fetch reads the messages of rg from offset next on with per-partition
+// fetches and sends them in chunks; it returns the offset it got to. It
+// stops early when quit is closed.
+func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <-chan []kafkago.Message, full chan<- []kafkago.Message, quit <-chan struct{}) (int64, error) {
+	tp := TopicPartition{rg.Topic, rg.Partition}
+	chunk := <-free
+	send := func() bool {
+		if len(chunk) == 0 {
+			return true
+		}
+		full <- chunk
+		select {
+		case chunk = <-free:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	// Values-only reads copy each value into a shared arena (a new one when
+	// it runs low, never reused: decoded values may alias it) instead of
+	// allocating per message. A value larger than the arena's free space is
+	// read again with ReadMessage.
+	var arena []byte
+	pos := 0
+	whole := !r.valuesOnly
+	for next < rg.Until {
+		if _, err := conn.Seek(next, kafkago.SeekAbsolute|kafkago.SeekDontCheck); err != nil {
+			return next, fmt.Errorf("seek %s to %d: %w", tp, next, err)
+		}
+		conn.SetReadDeadline(time.Now().Add(r.cfg.RequestTimeout))
+		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: r.cfg.FetchMaxBytes, MaxWait: time.Second})
+		start := next
+		var ierr error
+		short := false
+		for {
+			var msg kafkago.Message
+			var err error
+			if whole {
+				msg, err = batch.ReadMessage()
+				whole = !r.valuesOnly
+			} else {
+				if len(arena)-pos < arenaMinFree {
+					arena, pos = make([]byte, arenaSize), 0
+				}
+				var k int
+				if k, err = batch.Read(arena[pos:]); err == nil {
+					msg.Offset = batch.Offset() - 1
+					msg.Value = arena[pos : pos+k : pos+k]
+					pos += k
+				}
+			}
+			if err != nil {
+				switch {
+				case errors.Is(err, io.ErrShortBuffer):
+					short = true
+				case !errors.Is(err, io.EOF):
+					ierr = err
+				}
+				break
+			}
+			if msg.Offset < next {
+				continue
+			}
+			if msg.Offset >= rg.Until {
+				next = rg.Until
+				break
+			}
+			next = msg.Offset + 1
+			chunk = append(chunk, msg)
+			if len(chunk) == chunkSize && !send() {
+				batch.Close()
+				return next, errStopped
+			}
+		}
+		if next < rg.Until {
+			// Compacted or aborted records leave gaps: the batch knows the
+			// next offset past them.
+			next = max(next, min(batch.Offset(), rg.Until))
+		}
+		cerr := batch.Close()
+		if short {
+			whole = true // the next fetch starts with the value that did not fit
+		} else if ierr == nil {
+			ierr = cerr
+		}
+		if !send() {
+			return next, errStopped
+		}
+		if ierr != nil {
+			if errors.Is(ierr, kafkago.OffsetOutOfRange) {
+				return next, errOutOfRange // this connection is not used again
+			}
+			return next, fmt.Errorf("fetch %s from offset %d (range %s): %w", tp, next, rg, ierr)
+		}
+		if next == start && batch.HighWaterMark() <= next {
+			return next, fmt.Errorf("fetch %s: offsets up to %d were planned but the log ends at %d (range %s)", tp, rg.Until, batch.HighWaterMark(), rg)
+		}
+	}
+	return next, nil
+}
+
+// lost handles offsets deleted between planning and reading: the default
+// fails the task (and so the batch) naming them; SkipLost returns the
+// offset to go on from, with a warning.
+func (r *reader[V]) lost(ctx context.Context, rg OffsetRange, next int64) (int64, error) {
+	tp := TopicPartition{rg.Topic, rg.Partition}
+	var first int64
+	var err error
+	for _, b := range r.cfg.Brokers {
+		var conn *kafkago.Conn
+		if conn, err = r.dialer.DialLeader(ctx, "tcp", b, tp.Topic, tp.Partition); err != nil {
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(r.cfg.RequestTimeout))
+		first, err = conn.ReadFirstOffset()
+		conn.Close()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return next, fmt.Errorf("fetch %s from offset %d: offset out of range, and listing the first offset failed: %w", rg, next, err)
+	}
+	gone := OffsetRange{rg.Topic, rg.Partition, next, min(first, rg.Until)}
+	if gone.Count() <= 0 {
+		return next, fmt.Errorf("fetch %s from offset %d: offset out of range, though the log starts at %d", rg, next, first)
+	}
+	if r.cfg.OnLostOffsets != SkipLost {
+		return next, &LostOffsetsError{Range: gone}
+	}
+	r.cfg.Logger.Warn("kafka: offsets deleted before they were read; skipping them",
+		slog.String("lost", gone.String()), slog.Int64("records", gone.Count()))
+	return gone.Until, nil
+}
