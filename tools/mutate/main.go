@@ -44,6 +44,7 @@ const (
 	survived outcome = "SURVIVED"
 	timedOut outcome = "TIMEOUT" // counted as killed: the tests noticed a hang
 	invalid  outcome = "INVALID" // does not compile: not counted
+	equiv    outcome = "EQUIV"   // survived, and the spec explains why no test can see it: not counted
 )
 
 type result struct {
@@ -59,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	repo := fs.String("repo", "", "repository root (default: the git top level of the current directory)")
 	specPath := fs.String("spec", "", "mutant list (default: tools/mutate/mutants.txt in the repository)")
 	only := fs.String("only", "", "run only mutants whose file or name matches this regular expression")
-	timeout := fs.Duration("timeout", 10*time.Minute, "time limit of one mutant's test command")
+	timeout := fs.Duration("timeout", 5*time.Minute, "time limit of one mutant's test command")
 	check := fs.Bool("check", false, "only check that every mutant applies and compiles")
 	verbose := fs.Bool("v", false, "print the failing test lines of killed mutants")
 	work := fs.String("work", "", "directory for the copy of the repository (default: a fixed directory under the system temp dir, so the Go build cache is reused between runs)")
@@ -151,7 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r := runMutant(ctx, dir, m, originals[m.File], *timeout, *check)
 		results = append(results, r)
 		fmt.Fprintf(stdout, "%-8s %-26s %-34s %6s  %s\n", r.out, m.File, m.Name, r.took.Round(100*time.Millisecond), m.Why)
-		if r.detail != "" && (*verbose || r.out == invalid) {
+		if r.detail != "" && (*verbose || r.out == invalid || r.out == equiv) {
 			fmt.Fprintln(stdout, indent(r.detail))
 		}
 	}
@@ -187,6 +188,8 @@ func runMutant(ctx context.Context, dir string, m *Mutant, orig string, timeout 
 		r.out, r.detail = timedOut, tail(out, 10)
 	case err != nil:
 		r.out, r.detail = killed, failures(out)
+	case m.Equivalent != "":
+		r.out, r.detail = equiv, m.Equivalent
 	default:
 		r.out = survived
 	}
@@ -197,8 +200,8 @@ func runMutant(ctx context.Context, dir string, m *Mutant, orig string, timeout 
 // mutants that compiled.
 func report(w io.Writer, results []result) {
 	type score struct {
-		killed, total int
-		survivors     []string
+		killed, total, equiv int
+		survivors            []string
 	}
 	scores := map[string]*score{}
 	var files []string
@@ -216,9 +219,11 @@ func report(w io.Writer, results []result) {
 		case survived:
 			s.total++
 			s.survivors = append(s.survivors, r.m.Name)
+		case equiv:
+			s.equiv++
 		}
 	}
-	fmt.Fprintln(w, "\nscore per file (killed / mutants that compile):")
+	fmt.Fprintln(w, "\nscore per file (killed / mutants that compile and are not marked equivalent):")
 	for _, f := range files {
 		s := scores[f]
 		pct := 0.0
@@ -226,6 +231,9 @@ func report(w io.Writer, results []result) {
 			pct = 100 * float64(s.killed) / float64(s.total)
 		}
 		line := fmt.Sprintf("  %-30s %3d/%-3d %5.1f%%", f, s.killed, s.total, pct)
+		if s.equiv > 0 {
+			line += fmt.Sprintf("  (+%d equivalent)", s.equiv)
+		}
 		if len(s.survivors) > 0 {
 			line += "  survived: " + strings.Join(s.survivors, ", ")
 		}

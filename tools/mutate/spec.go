@@ -17,7 +17,10 @@ type Mutant struct {
 	Test string // shell command run from the repository root
 	Orig []string
 	Repl []string
-	Line int // of the mutant line in the spec, for errors
+	// Equivalent, if set, says why no test can notice the change (the
+	// behaviour is unchanged): a survivor is then not counted.
+	Equivalent string
+	Line       int // of the mutant line in the spec, for errors
 }
 
 // parseSpec reads a mutant list. The format is line based:
@@ -28,6 +31,7 @@ type Mutant struct {
 //	mutant name: what it breaks         starts a mutant
 //	- original line                     one or more: the snippet to replace
 //	+ replacement line                  zero or more: what replaces it
+//	= why no test can see it            optional: the mutant is equivalent
 //
 // Snippet lines are matched without their leading indentation, so they can
 // be written unindented; each must match exactly one place in the file.
@@ -56,6 +60,11 @@ func parseSpec(r io.Reader, name string) ([]*Mutant, error) {
 			id, why, _ := strings.Cut(strings.TrimSpace(line[7:]), ":")
 			cur = &Mutant{Name: strings.TrimSpace(id), Why: strings.TrimSpace(why), File: file, Test: test, Line: n}
 			out = append(out, cur)
+		case strings.HasPrefix(line, "= "):
+			if cur == nil {
+				return nil, fmt.Errorf("%s:%d: equivalence note outside a mutant", name, n)
+			}
+			cur.Equivalent = strings.TrimSpace(cur.Equivalent + " " + strings.TrimSpace(line[2:]))
 		case line == "-" || strings.HasPrefix(line, "- ") || line == "+" || strings.HasPrefix(line, "+ "):
 			if cur == nil {
 				return nil, fmt.Errorf("%s:%d: snippet line outside a mutant (start one with \"mutant NAME: WHY\")", name, n)

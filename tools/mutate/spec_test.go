@@ -16,6 +16,8 @@ mutant drop-two: two lines removed
 - a()
 - b()
 mutant swap: two lines for one
+= c and d do the same
+= in this test
 - c()
 + d()
 + e()
@@ -39,6 +41,9 @@ func TestParseAndApply(t *testing.T) {
 	}
 	if len(ms) != 3 || ms[0].File != "a/b.go" || ms[0].Test != "go test ./a" || ms[0].Why != "the condition inverted" {
 		t.Fatalf("parsed %+v", ms[0])
+	}
+	if ms[2].Equivalent != "c and d do the same in this test" || ms[0].Equivalent != "" {
+		t.Fatalf("equivalence notes %q, %q", ms[0].Equivalent, ms[2].Equivalent)
 	}
 	want := []string{
 		"package a\n\nfunc f() {\n\tif x >= y {\n\t\ta()\n\t\tb()\n\t}\n\tc()\n}\n",
