@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 5*time.Minute, "time limit of one mutant's test command")
 	check := fs.Bool("check", false, "only check that every mutant applies and compiles")
 	verbose := fs.Bool("v", false, "print the failing test lines of killed mutants")
-	work := fs.String("work", "", "directory for the copy of the repository (default: a fixed directory under the system temp dir, so the Go build cache is reused between runs)")
+	work := fs.String("work", "", "directory for the copy of the repository, kept after the run (default: a fixed directory under the system temp dir, removed after the run)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -121,8 +121,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	dir := *work
 	if dir == "" {
+		// The same path every run: the Go build cache keys on it, so a
+		// second run recompiles only what the mutants change.
 		sum := sha256.Sum256([]byte(*repo))
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("sluice-mutate-%x", sum[:6]))
+		defer os.RemoveAll(dir)
 	}
 	if err := copyRepo(ctx, *repo, dir); err != nil {
 		return err
