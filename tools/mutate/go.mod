@@ -1,0 +1,3 @@
+module github.com/sluicehq/sluice/tools/mutate
+
+go 1.26.0
