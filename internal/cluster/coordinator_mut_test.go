@@ -231,18 +231,19 @@ func (f *coordFixture) waitState(t *testing.T, id, state string) *sluicev1.JobIn
 }
 
 // A job that runs until SIGTERM, then says so and exits 0. (Short sleeps,
-// so that a killed script leaves no long-lived child behind.)
+// so that a killed script leaves no long-lived child behind; the wait
+// builtin lets the trap run at once.)
 const untilTerm = `#!/bin/sh
 trap 'echo "stopping on TERM"; exit 0' TERM
 echo ready
-while :; do sleep 0.05; done
+while :; do sleep 0.05 & wait $!; done
 `
 
 // A job that ignores SIGTERM (but says it got it).
 const ignoresTerm = `#!/bin/sh
 trap 'echo "TERM ignored"' TERM
 echo ready
-while :; do sleep 0.05; done
+while :; do sleep 0.05 & wait $!; done
 `
 
 // Kills: executors that miss heartbeats never expire (the delete in expire
@@ -447,6 +448,15 @@ func TestCoordinatorPlatformCheckComparesOSAndArch(t *testing.T) {
 				p.GetGoos(), p.GetGoarch(), runtime.GOOS, runtime.GOARCH, err, want)
 		}
 	}
+	// A stream that does not start with its header.
+	stream, err := f.dc.SubmitJob(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Data{Data: script}})
+	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "first message must be the header") {
+		t.Errorf("a submission without a header: %v, want InvalidArgument saying the header comes first", err)
+	}
 	if jobs := f.jobs(t); len(jobs) != 0 {
 		t.Fatalf("refused binaries started jobs: %v", jobs)
 	}
@@ -474,8 +484,12 @@ func TestCoordinatorEndsFinishedJobsOnExecutors(t *testing.T) {
 	for _, id := range []string{ok, bad} {
 		eventually(t, "EndJob of "+id+" on both executors", func() bool { return f.executor.endedJob(id) && other.endedJob(id) })
 	}
-	if j := f.job(t, ok); j.GetState() != "finished" || j.GetError() != "" {
+	if j := f.job(t, ok); j.GetState() != "finished" || j.GetError() != "" || j.GetName() != "test-job" ||
+		j.GetSha256() != scriptHeader([]byte("#!/bin/sh\necho fine\n"), nil).Sha256 {
 		t.Errorf("job that exited 0: %v", j)
+	}
+	if jobs := f.jobs(t); len(jobs) != 2 || jobs[0].GetJobId() != ok || jobs[1].GetJobId() != bad {
+		t.Errorf("ListJobs: %v, want %s then %s (in submission order)", jobs, ok, bad)
 	}
 	if j := f.job(t, bad); j.GetState() != "failed" || !strings.Contains(j.GetError(), "exit status 3") || !strings.Contains(j.GetError(), "no such topic: clicks") {
 		t.Errorf("job that exited 3: %v; want failed with its exit status and last stderr line", j)
@@ -513,17 +527,39 @@ func TestCoordinatorStopJobSignalsTheJob(t *testing.T) {
 	}
 }
 
-// Kills: stopAll never killing a job past its stop timeout (Run would never
-// return); stopAll not sending SIGTERM first; Run not stopping jobs when
-// its context ends.
-func TestCoordinatorStopKillsJobsPastTheStopTimeout(t *testing.T) {
-	f := newCoordFixture(t, CoordinatorConfig{StopTimeout: 300 * time.Millisecond})
+// Kills: stopAll not sending SIGTERM (a job that would stop on it waits for
+// a stop timeout of minutes); Run not stopping jobs when its context ends.
+func TestCoordinatorStopTermsJobs(t *testing.T) {
+	f := newCoordFixture(t, CoordinatorConfig{StopTimeout: 10 * time.Minute})
 	f.register(t, "e1", 1, here())
-	stubborn := f.submit(t, ignoresTerm)
-	polite := f.submit(t, untilTerm+"# another binary\n")
-	for _, id := range []string{stubborn, polite} {
-		eventually(t, "job "+id+" to start", func() bool { return strings.Contains(f.stdout(id), "ready") })
+	id := f.submit(t, untilTerm)
+	eventually(t, "the job to start", func() bool { return strings.Contains(f.stdout(id), "ready") })
+	f.runAndStop(t)
+	if j := f.job(t, id); j.GetState() != "finished" || !strings.Contains(f.stdout(id), "stopping on TERM") {
+		t.Errorf("the job that stops on SIGTERM: %v, printed %q; want finished on TERM", j, f.stdout(id))
 	}
+}
+
+// Kills: stopAll never killing a job past its stop timeout (Run would never
+// return).
+func TestCoordinatorStopKillsJobsPastTheStopTimeout(t *testing.T) {
+	f := newCoordFixture(t, CoordinatorConfig{StopTimeout: time.Second})
+	f.register(t, "e1", 1, here())
+	id := f.submit(t, ignoresTerm)
+	eventually(t, "the job to start", func() bool { return strings.Contains(f.stdout(id), "ready") })
+	f.runAndStop(t)
+	if j := f.job(t, id); j.GetState() != "failed" || !strings.Contains(j.GetError(), "killed") {
+		t.Errorf("the job that ignored SIGTERM: %v; want failed, killed", j)
+	}
+	if out := f.stdout(id); !strings.Contains(out, "TERM ignored") {
+		t.Errorf("the job was killed without SIGTERM first; it printed %q", out)
+	}
+}
+
+// runAndStop runs the coordinator, ends its context and waits for Run to
+// return (it stops every job first).
+func (f *coordFixture) runAndStop(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { f.c.Run(ctx); close(ran) }()
@@ -531,16 +567,7 @@ func TestCoordinatorStopKillsJobsPastTheStopTimeout(t *testing.T) {
 	select {
 	case <-ran:
 	case <-time.After(30 * time.Second):
-		t.Fatal("the coordinator did not stop: a job that ignores SIGTERM was not killed after the stop timeout")
-	}
-	if j := f.job(t, stubborn); j.GetState() != "failed" || !strings.Contains(j.GetError(), "killed") {
-		t.Errorf("the job that ignored SIGTERM: %v; want failed, killed", j)
-	}
-	if out := f.stdout(stubborn); !strings.Contains(out, "TERM ignored") {
-		t.Errorf("the stubborn job was killed without SIGTERM first; it printed %q", out)
-	}
-	if j := f.job(t, polite); j.GetState() != "finished" || !strings.Contains(f.stdout(polite), "stopping on TERM") {
-		t.Errorf("the job that stops on SIGTERM: %v, printed %q; want finished on TERM", j, f.stdout(polite))
+		t.Fatal("the coordinator did not stop: Run still waits for its jobs")
 	}
 }
 
