@@ -52,7 +52,8 @@ type Coordinator struct {
 	execs   map[string]*execRec
 	jobs    map[string]*jobRec
 	nextJob int
-	wg      sync.WaitGroup // job process waiters
+	wg      sync.WaitGroup   // job process waiters
+	now     func() time.Time // the clock of heartbeats and expiry: time.Now but in tests
 }
 
 type execRec struct {
@@ -90,7 +91,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 			return nil, fmt.Errorf("cluster: state directory: %w", err)
 		}
 	}
-	return &Coordinator{cfg: cfg, execs: map[string]*execRec{}, jobs: map[string]*jobRec{}}, nil
+	return &Coordinator{cfg: cfg, execs: map[string]*execRec{}, jobs: map[string]*jobRec{}, now: time.Now}, nil
 }
 
 // Run expires executors that miss their heartbeats until ctx is done, then
@@ -103,8 +104,8 @@ func (c *Coordinator) Run(ctx context.Context) {
 		case <-ctx.Done():
 			c.stopAll()
 			return
-		case now := <-t.C:
-			c.expire(now)
+		case <-t.C:
+			c.expire(c.now())
 		}
 	}
 }
@@ -153,7 +154,7 @@ func (c *Coordinator) RegisterExecutor(_ context.Context, req *sluicev1.Register
 	c.execs[req.GetExecutorId()] = &execRec{
 		info:     &sluicev1.ExecutorInfo{ExecutorId: req.GetExecutorId(), Address: req.GetAddress(), Slots: req.GetSlots(), Epoch: c.epoch},
 		platform: req.GetPlatform(),
-		lastSeen: time.Now(),
+		lastSeen: c.now(),
 	}
 	c.cfg.Log.Info("executor registered", slog.String("executor", req.GetExecutorId()), slog.String("addr", req.GetAddress()),
 		slog.Int("slots", int(req.GetSlots())), slog.Int64("epoch", c.epoch))
@@ -168,7 +169,7 @@ func (c *Coordinator) Heartbeat(_ context.Context, req *sluicev1.HeartbeatReques
 	if e == nil || e.info.GetEpoch() != req.GetEpoch() {
 		return &sluicev1.HeartbeatResponse{Reregister: true}, nil
 	}
-	e.lastSeen = time.Now()
+	e.lastSeen = c.now()
 	if req.GetDraining() && !e.info.GetDraining() {
 		c.cfg.Log.Info("executor draining", slog.String("executor", req.GetExecutorId()))
 	}
