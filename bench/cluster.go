@@ -16,6 +16,8 @@ import (
 	"github.com/sluicehq/sluice/internal/wordgen"
 )
 
+var _ = register("cluster", false, clusterBench)
+
 // clusterBench runs the demo WordCount (its lines are generated in the tasks,
 // the standard workload's shape) in local mode and on a cluster of a driver
 // and two executors on loopback, with the same total task slots, and compares
