@@ -240,4 +240,3 @@ func emptyBench(cfg config, out io.Writer) error {
 		median(ds).Round(time.Microsecond), slices.Min(ds).Round(time.Microsecond), len(ds))
 	return nil
 }
-

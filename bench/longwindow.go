@@ -64,4 +64,3 @@ func longWindow(cfg config, out io.Writer) error {
 	fmt.Fprintf(out, "  %d batches in %v\n", cfg.longBatches, time.Since(start).Round(time.Millisecond))
 	return nil
 }
-

@@ -248,15 +248,6 @@ func snapshotStream[K comparable, S, U any](s *DStream[U], store *stateStore[K, 
 	})
 }
 
-func (p *statePart[K, S]) deltaAt(t time.Time) map[K]*stateEntry[S] {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if d := p.deltas[t]; d != nil {
-		return d
-	}
-	return map[K]*stateEntry[S]{}
-}
-
 // statefulStream adapts a stateful DStream to statefulOp.
 type statefulStream[U any] struct {
 	s       *DStream[U]
