@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -242,10 +243,10 @@ func newContext(cfg config, interval time.Duration) (*dstream.Context, error) {
 	})
 }
 
-// rss returns the resident set size of this process in bytes after a GC
-// (0 if unknown).
+// rss returns the resident set size of this process in bytes after a GC that
+// returns freed memory to the system (0 if unknown).
 func rss() int64 {
-	runtime.GC()
+	debug.FreeOSMemory() // a GC, and freed pages back to the system
 	return procStatus("VmRSS:")
 }
 

@@ -1,6 +1,7 @@
 package dstream
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -137,6 +138,10 @@ type txn[K comparable, S any] struct {
 	p     *statePart[K, S]
 	t     time.Time
 	delta *stateDelta[K, S]
+	// hint is the committed position after the last one each visited or set
+	// found: UpdateStateByKey sets keys in the order each visits them, so a
+	// set usually finds its key there without a hash lookup.
+	hint int
 }
 
 func (st *stateStore[K, S]) begin(part int, t time.Time) (*txn[K, S], error) {
@@ -184,9 +189,18 @@ func (x *txn[K, S]) get(k K) (stateEntry[S], bool) {
 
 func (x *txn[K, S]) set(k K, e stateEntry[S]) {
 	x.p.mu.Lock()
+	defer x.p.mu.Unlock()
 	x.rebase()
-	x.delta.set(x.p, k, e)
-	x.p.mu.Unlock()
+	d, p := x.delta, x.p
+	for _, pos := range [2]int{x.hint, x.hint + 1} {
+		if pos < len(p.keys) && p.keys[pos] == k { // committed, so not among the added keys
+			d.ensureOps()
+			d.op[pos], d.vals[pos], d.touched[pos] = opSet, rdd.Clone(e.value), packTime(e.touched)
+			x.hint = pos + 1
+			return
+		}
+	}
+	d.set(p, k, e)
 }
 
 // rebase moves the delta onto the current committed state if a commit
@@ -286,6 +300,7 @@ func (x *txn[K, S]) each(f func(k K, e stateEntry[S]) bool) {
 				e = stateEntry[S]{value: d.vals[pos], touched: unpackTime(d.touched[pos])}
 			}
 		}
+		x.hint = pos
 		if !f(keys[pos], e) {
 			return
 		}
@@ -295,6 +310,7 @@ func (x *txn[K, S]) each(f func(k K, e stateEntry[S]) bool) {
 			return
 		}
 	}
+	x.hint = 0
 }
 
 // finish stores the attempt's delta as the batch's, replacing earlier attempts.
@@ -447,14 +463,11 @@ func (a *addedKeys[K, S]) sortedLive() []int {
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(i, j int) int {
-		switch hi, hj := a.hashes[i], a.hashes[j]; {
-		case hi < hj:
-			return -1
-		case hi > hj:
-			return 1
+	slices.SortFunc(order, func(i, j int) int {
+		if c := cmp.Compare(a.hashes[i], a.hashes[j]); c != 0 {
+			return c
 		}
-		return 0
+		return cmp.Compare(i, j) // equal hashes: first set first
 	})
 	return order
 }
@@ -464,17 +477,24 @@ func (a *addedKeys[K, S]) sortedLive() []int {
 type hashIndex struct {
 	slots []int32
 	mask  uint64
+	shift uint // slot of hash h: (h * fib) >> shift
 	n     int
 }
 
+// fib spreads hashes over the slots by their high bits: a partition's keys
+// share their hash modulo the partition count, so low bits alone would
+// cluster.
+const fib = 0x9E3779B97F4A7C15
+
 func buildIndex(hashes []uint64) hashIndex {
 	var ix hashIndex
-	size := 8
+	size, bits := 8, uint(3)
 	for size*3 < len(hashes)*4+4 {
-		size *= 2
+		size, bits = size*2, bits+1
 	}
 	ix.slots = make([]int32, size)
 	ix.mask = uint64(size - 1)
+	ix.shift = 64 - bits
 	for i, h := range hashes {
 		ix.place(h, i)
 	}
@@ -483,7 +503,7 @@ func buildIndex(hashes []uint64) hashIndex {
 }
 
 func (ix *hashIndex) place(h uint64, pos int) {
-	for i := h & ix.mask; ; i = (i + 1) & ix.mask {
+	for i := (h * fib) >> ix.shift; ; i = (i + 1) & ix.mask {
 		if ix.slots[i] == 0 {
 			ix.slots[i] = int32(pos + 1)
 			return
@@ -495,7 +515,7 @@ func (ix *hashIndex) find(h uint64, hashes []uint64, match func(int) bool) int {
 	if ix.n == 0 {
 		return -1
 	}
-	for i := h & ix.mask; ; i = (i + 1) & ix.mask {
+	for i := (h * fib) >> ix.shift; ; i = (i + 1) & ix.mask {
 		s := ix.slots[i]
 		if s == 0 {
 			return -1
