@@ -1,33 +1,66 @@
 package dstream
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/array"
+	"github.com/apache/arrow/go/v15/arrow/memory"
 )
 
 // maxLineBytes bounds one line of a socket text stream.
 const maxLineBytes = 1 << 20
 
+// DefaultReceiverBytes is the memory bound of a receiver when none is given
+// (see MaxBufferedBytes).
+const DefaultReceiverBytes = 256 << 20
+
+// readChunk is the size of one read from the connection.
+const readChunk = 256 << 10
+
+// SocketOption configures SocketTextStream.
+type SocketOption func(*socketReceiver)
+
+// MaxBufferedBytes bounds the bytes a socket receiver holds for batches not
+// yet cut (line bytes plus 4 bytes of offset per line). When the bound is
+// reached the receiver stops reading until the next batch takes the lines,
+// so the sender is slowed by TCP flow control instead of memory growing.
+// Pick at least one batch interval's worth of input at the expected rate,
+// or the bound limits throughput. Values <= 0 mean DefaultReceiverBytes.
+func MaxBufferedBytes(n int64) SocketOption {
+	return func(r *socketReceiver) {
+		if n > 0 {
+			r.limit = n
+		}
+	}
+}
+
 // SocketTextStream receives newline-separated text from a TCP server (as
 // served by `nc -lk 9999`): one element per line. A receiver goroutine
-// connects, reconnects with backoff when the connection drops, and buffers
-// lines; each batch takes the lines received before its batch time. Lines
-// longer than 1 MiB end the connection (logged) and it is reopened.
-func SocketTextStream(ctx *Context, addr string) *DStream[string] {
-	r := &socketReceiver{addr: addr}
+// connects, reconnects with backoff when the connection drops, and appends
+// lines straight into an Arrow string column (no Go string per line); each
+// batch takes the lines received before its batch time, split into
+// zero-copy slices of that column. The receiver holds at most
+// MaxBufferedBytes (default 256 MiB) and then stops reading (backpressure).
+// Lines longer than 1 MiB end the connection (logged) and it is reopened; a
+// trailing "\r" is dropped.
+func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[string] {
+	r := &socketReceiver{addr: addr, limit: DefaultReceiverBytes, mem: ctx.cfg.Allocator}
+	for _, o := range opts {
+		o(r)
+	}
+	r.cond = sync.NewCond(&r.mu)
 	in := newInput[string](ctx, "socketText", func(time.Time) ([]arrow.Record, int64, error) {
-		r.mu.Lock()
-		lines := r.buf
-		r.buf = nil
-		r.mu.Unlock()
-		return split(ctx, lines, ctx.Parallelism()), int64(len(lines)), nil
+		return r.cut(ctx.Parallelism())
 	})
+	in.s.b.inputBuffered = r.bufferedBytes
 	in.startFn = func() error {
 		rctx, cancel := context.WithCancel(context.Background())
 		r.cancel = cancel
@@ -42,19 +75,113 @@ func SocketTextStream(ctx *Context, addr string) *DStream[string] {
 	in.stopFn = func() {
 		if r.cancel != nil {
 			r.cancel()
+			r.mu.Lock()
+			r.stopped = true
+			r.cond.Broadcast()
+			r.mu.Unlock()
 			<-r.done
 		}
+		r.mu.Lock()
+		if r.sb != nil {
+			r.sb.Release()
+			r.sb = nil
+		}
+		r.mu.Unlock()
 	}
 	return in.s
 }
 
 type socketReceiver struct {
-	addr   string
-	mu     sync.Mutex
-	buf    []string
+	addr  string
+	limit int64
+	mem   memory.Allocator
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when a cut frees space, or on stop
+	sb       *array.StringBuilder
+	lines    int64
+	buffered int64 // line bytes + 4 per line, since the last cut
+	lastData int   // line bytes of the last cut, to size the next column
+	stopped  bool
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// bufferedBytes returns the bytes held for the next batch.
+func (r *socketReceiver) bufferedBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buffered
+}
+
+// cut takes every line received so far as up to parts records (slices of
+// one column) and wakes the receiver if it was waiting for space.
+func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
+	r.mu.Lock()
+	if r.sb == nil || r.lines == 0 {
+		r.mu.Unlock()
+		return nil, 0, nil
+	}
+	arr := r.sb.NewStringArray()
+	n := r.lines
+	r.lastData = arr.ValueOffset(arr.Len()) - arr.ValueOffset(0)
+	r.lines, r.buffered = 0, 0
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	defer arr.Release()
+	parts = max(1, min(parts, int(n)))
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
+	out := make([]arrow.Record, parts)
+	for p := range out {
+		lo, hi := int64(p)*n/int64(parts), int64(p+1)*n/int64(parts)
+		s := array.NewSlice(arr, lo, hi)
+		out[p] = array.NewRecord(schema, []arrow.Array{s}, hi-lo)
+		s.Release()
+	}
+	return out, n, nil
+}
+
+// appendLines adds the complete lines of buf to the column and returns the
+// bytes consumed (up to the last newline).
+func (r *socketReceiver) appendLines(buf []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sb == nil {
+		r.sb = array.NewStringBuilder(r.mem)
+	}
+	if r.lines == 0 && r.lastData > 0 { // size the column like the last batch's
+		r.sb.ReserveData(r.lastData)
+	}
+	used := 0
+	for {
+		i := bytes.IndexByte(buf[used:], '\n')
+		if i < 0 {
+			return used
+		}
+		line := buf[used : used+i]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		r.sb.BinaryBuilder.Append(line)
+		r.lines++
+		r.buffered += int64(len(line)) + 4
+		used += i + 1
+	}
+}
+
+// waitForSpace blocks while the receiver holds its bound; it reports false
+// when the receiver stops.
+func (r *socketReceiver) waitForSpace() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.buffered >= r.limit && !r.stopped {
+		r.cond.Wait()
+	}
+	return !r.stopped
+}
+
+var errLineTooLong = errors.New("line longer than 1 MiB")
 
 func (r *socketReceiver) run(ctx context.Context, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
@@ -78,18 +205,43 @@ func (r *socketReceiver) run(ctx context.Context, log *slog.Logger) {
 		connected, backoff = true, 100*time.Millisecond
 		log.Info("socket source: connected")
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		sc := bufio.NewScanner(conn)
-		sc.Buffer(make([]byte, 64<<10), maxLineBytes)
-		for sc.Scan() {
-			line := sc.Text()
-			r.mu.Lock()
-			r.buf = append(r.buf, line)
-			r.mu.Unlock()
-		}
+		err = r.read(conn)
 		stop()
 		conn.Close()
 		if ctx.Err() == nil {
-			log.Warn("socket source: connection ended; reconnecting", slog.Any("err", sc.Err()))
+			log.Warn("socket source: connection ended; reconnecting", slog.Any("err", err))
+		}
+	}
+}
+
+// read appends the lines of one connection until it ends. A partial last
+// line is dropped with the connection.
+func (r *socketReceiver) read(conn net.Conn) error {
+	buf := make([]byte, readChunk)
+	filled := 0
+	for {
+		if !r.waitForSpace() {
+			return nil
+		}
+		if filled == len(buf) { // no newline in a full buffer: grow up to the line bound
+			if len(buf) >= maxLineBytes+1 {
+				return fmt.Errorf("socket source: %w", errLineTooLong)
+			}
+			nb := make([]byte, min(2*len(buf), maxLineBytes+1))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := conn.Read(buf[filled:])
+		filled += n
+		if n > 0 {
+			used := r.appendLines(buf[:filled])
+			filled = copy(buf, buf[used:filled])
+			if len(buf) > readChunk && filled < readChunk { // a long line is done
+				buf = append(make([]byte, 0, readChunk), buf[:filled]...)[:readChunk]
+			}
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

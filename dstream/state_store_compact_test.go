@@ -119,7 +119,7 @@ func TestStateStoreClonesKeys(t *testing.T) {
 // rebased by key, not applied to stale positions.
 func TestStateStoreRebasesStaleDelta(t *testing.T) {
 	st := newStateStore[string, int64]("rebase", 1)
-	st.load([]KV[string, int64]{{"a", 1}, {"b", 2}, {"c", 3}}, time.Unix(0, 0))
+	st.load([]KV[string, int64]{{Key: "a", Value: 1}, {Key: "b", Value: 2}, {Key: "c", Value: 3}}, time.Unix(0, 0))
 	x1, _ := st.begin(0, time.Unix(1, 0))
 	x2, _ := st.begin(0, time.Unix(2, 0))
 	x1.remove("a")

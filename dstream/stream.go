@@ -29,6 +29,9 @@ type streamBase struct {
 	stateSize func() (keys, bytes int64)
 	// lateDropped, if set, reports the records an event-time operator dropped.
 	lateDropped func() int64
+	// inputBuffered, if set, reports the bytes a receiver holds for the
+	// next batch.
+	inputBuffered func() int64
 }
 
 // DStream is a discretized stream: a sequence of RDDs, one per batch
