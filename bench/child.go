@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 )
@@ -20,6 +22,17 @@ func runChild(cfg config, args []string, out io.Writer) error {
 		}
 		sort.Strings(have)
 		return fmt.Errorf("-child %q: unknown (have %s)", cfg.child, strings.Join(have, ","))
+	}
+	if p := os.Getenv("BENCH_CHILD_CPUPROFILE"); p != "" { // for looking into a child's time
+		w, err := os.Create(p + "." + cfg.child)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		if err := pprof.StartCPUProfile(w); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return f(cfg, args, out)
 }

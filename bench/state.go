@@ -183,12 +183,6 @@ func stateSluiceChild(cfg config, _ []string, out io.Writer) error {
 	if counted != int64(cfg.stateKeys) {
 		return fmt.Errorf("state holds %d keys, want %d", counted, cfg.stateKeys)
 	}
-	if p := os.Getenv("BENCH_CPUPROFILE"); p != "" {
-		if w, err := os.Create(p); err == nil {
-			pprof.StartCPUProfile(w)
-			defer func() { pprof.StopCPUProfile(); w.Close() }()
-		}
-	}
 	var f stateFigures
 	for b := 0; b < cfg.stateBatches; b++ {
 		start, cpu := time.Now(), cpuTime()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
@@ -28,12 +29,14 @@ const readChunk = 256 << 10
 // SocketOption configures SocketTextStream.
 type SocketOption func(*socketReceiver)
 
-// MaxBufferedBytes bounds the bytes a socket receiver holds for batches not
-// yet cut (line bytes plus 4 bytes of offset per line). When the bound is
-// reached the receiver stops reading until the next batch takes the lines,
-// so the sender is slowed by TCP flow control instead of memory growing.
-// Pick at least one batch interval's worth of input at the expected rate,
-// or the bound limits throughput. Values <= 0 mean DefaultReceiverBytes.
+// MaxBufferedBytes bounds the memory a socket receiver holds: the Arrow
+// column it is filling plus the input of batches that has not been released
+// yet (a batch's input lives until the next batch is done, longer under a
+// window). When the bound is reached the receiver stops reading until memory
+// is released, so the sender is slowed by TCP flow control instead of
+// memory growing, also when processing falls behind. Pick at least three
+// batch intervals' worth of input at the expected rate, or the bound limits
+// throughput. Values <= 0 mean DefaultReceiverBytes.
 func MaxBufferedBytes(n int64) SocketOption {
 	return func(r *socketReceiver) {
 		if n > 0 {
@@ -47,20 +50,23 @@ func MaxBufferedBytes(n int64) SocketOption {
 // connects, reconnects with backoff when the connection drops, and appends
 // lines straight into an Arrow string column (no Go string per line); each
 // batch takes the lines received before its batch time, split into
-// zero-copy slices of that column. The receiver holds at most
-// MaxBufferedBytes (default 256 MiB) and then stops reading (backpressure).
+// zero-copy slices of that column. The receiver's memory (the column and
+// batches' input not yet released) is bounded by MaxBufferedBytes (default
+// 256 MiB); at the bound it stops reading (backpressure). The column may
+// double its capacity once past the bound.
 // Lines longer than 1 MiB end the connection (logged) and it is reopened; a
 // trailing "\r" is dropped.
 func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[string] {
-	r := &socketReceiver{addr: addr, limit: DefaultReceiverBytes, mem: ctx.cfg.Allocator}
+	r := &socketReceiver{addr: addr, limit: DefaultReceiverBytes}
 	for _, o := range opts {
 		o(r)
 	}
-	r.cond = sync.NewCond(&r.mu)
+	r.mem = &countingAllocator{mem: ctx.cfg.Allocator, freed: r.memFreed}
+	r.memCond = sync.NewCond(&r.memMu)
 	in := newInput[string](ctx, "socketText", func(time.Time) ([]arrow.Record, int64, error) {
 		return r.cut(ctx.Parallelism())
 	})
-	in.s.b.inputBuffered = r.bufferedBytes
+	in.s.b.inputBuffered = func() int64 { return r.mem.n.Load() }
 	in.startFn = func() error {
 		rctx, cancel := context.WithCancel(context.Background())
 		r.cancel = cancel
@@ -75,10 +81,10 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 	in.stopFn = func() {
 		if r.cancel != nil {
 			r.cancel()
-			r.mu.Lock()
+			r.memMu.Lock()
 			r.stopped = true
-			r.cond.Broadcast()
-			r.mu.Unlock()
+			r.memCond.Broadcast()
+			r.memMu.Unlock()
 			<-r.done
 		}
 		r.mu.Lock()
@@ -94,25 +100,54 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 type socketReceiver struct {
 	addr  string
 	limit int64
-	mem   memory.Allocator
+	mem   *countingAllocator // every buffer of the receiver and of its batches' input
 
 	mu       sync.Mutex
-	cond     *sync.Cond // signalled when a cut frees space, or on stop
 	sb       *array.StringBuilder
 	lines    int64
 	buffered int64 // line bytes + 4 per line, since the last cut
 	lastData int   // line bytes of the last cut, to size the next column
-	stopped  bool
+
+	// memMu is taken after mu, never before (Free may run under mu).
+	memMu   sync.Mutex
+	memCond *sync.Cond // signalled when memory is released, or on stop
+	stopped bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-// bufferedBytes returns the bytes held for the next batch.
-func (r *socketReceiver) bufferedBytes() int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buffered
+func (r *socketReceiver) memFreed() {
+	r.memMu.Lock()
+	r.memCond.Broadcast()
+	r.memMu.Unlock()
+}
+
+// countingAllocator counts the bytes allocated through it and not yet
+// freed, and calls freed after every release.
+type countingAllocator struct {
+	mem   memory.Allocator
+	n     atomic.Int64
+	freed func()
+}
+
+func (a *countingAllocator) Allocate(size int) []byte {
+	b := a.mem.Allocate(size)
+	a.n.Add(int64(len(b)))
+	return b
+}
+
+func (a *countingAllocator) Reallocate(size int, b []byte) []byte {
+	old := len(b)
+	b = a.mem.Reallocate(size, b)
+	a.n.Add(int64(len(b) - old))
+	return b
+}
+
+func (a *countingAllocator) Free(b []byte) {
+	a.mem.Free(b)
+	a.n.Add(-int64(len(b)))
+	a.freed()
 }
 
 // cut takes every line received so far as up to parts records (slices of
@@ -127,7 +162,6 @@ func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
 	n := r.lines
 	r.lastData = arr.ValueOffset(arr.Len()) - arr.ValueOffset(0)
 	r.lines, r.buffered = 0, 0
-	r.cond.Broadcast()
 	r.mu.Unlock()
 	defer arr.Release()
 	parts = max(1, min(parts, int(n)))
@@ -173,10 +207,10 @@ func (r *socketReceiver) appendLines(buf []byte) int {
 // waitForSpace blocks while the receiver holds its bound; it reports false
 // when the receiver stops.
 func (r *socketReceiver) waitForSpace() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for r.buffered >= r.limit && !r.stopped {
-		r.cond.Wait()
+	r.memMu.Lock()
+	defer r.memMu.Unlock()
+	for r.mem.n.Load() >= r.limit && !r.stopped {
+		r.memCond.Wait()
 	}
 	return !r.stopped
 }
