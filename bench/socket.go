@@ -117,6 +117,7 @@ func socketBench(cfg config, out io.Writer) error {
 	fmt.Fprintf(out, "socket WordCount: %d lines (%s bytes) from a feeder on 127.0.0.1, %v batches, receiver bound %s\n",
 		n, wordgen.Label(float64(len(block)*(n/blockLines))), cfg.socketBatch, boundLabel(cfg.receiverBytes))
 	figs := map[string][]socketFigures{}
+	cpus := map[string][]time.Duration{}
 	round := func(name string) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
 			f, err := newFeeder(block, blockLines, n)
@@ -125,7 +126,7 @@ func socketBench(cfg config, out io.Writer) error {
 			}
 			defer f.stop()
 			var fig socketFigures
-			err = runChildJSON(cfg, name, &fig, "-socket-lines", strconv.Itoa(n), "-socket-batch", cfg.socketBatch.String(),
+			cpu, err := runChildCPU(cfg, name, &fig, "-socket-lines", strconv.Itoa(n), "-socket-batch", cfg.socketBatch.String(),
 				"-receiver-bytes", strconv.FormatInt(cfg.receiverBytes, 10), "--", f.addr())
 			if err != nil {
 				return 0, err
@@ -137,6 +138,7 @@ func socketBench(cfg config, out io.Writer) error {
 				return 0, fmt.Errorf("child %s never connected", name)
 			}
 			figs[name] = append(figs[name], fig)
+			cpus[name] = append(cpus[name], cpu)
 			return time.Unix(0, fig.End).Sub(start), nil
 		}
 	}
@@ -148,6 +150,8 @@ func socketBench(cfg config, out io.Writer) error {
 	printRates(out, sl, float64(n), "lines")
 	printRates(out, rd, float64(n), "lines")
 	printRatio(out, "ratio to like-for-like baseline (single-goroutine reader)", sl, rd, " (target >= 1.3x)")
+	fmt.Fprintf(out, "  CPU per million lines (user+system, whole process; less sensitive to load): sluice %v, reader %v (medians)\n",
+		(median(cpus["socket-sluice"])*1e6/time.Duration(n)).Round(time.Millisecond), (median(cpus["socket-reader"])*1e6/time.Duration(n)).Round(time.Millisecond))
 	medFig := func(name string, get func(socketFigures) int64) int64 {
 		var v []int64
 		for _, f := range figs[name] {
@@ -323,7 +327,13 @@ func latencyBench(cfg config, out io.Writer) error {
 		return err
 	}
 	defer ln.Close()
-	lineBytes := len(block) / blockLines
+	var starts []int // where each line of the block starts, and the end
+	for i := 0; i < len(block); i++ {
+		if i == 0 || block[i-1] == '\n' {
+			starts = append(starts, i)
+		}
+	}
+	starts = append(starts, len(block))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	feedErr := make(chan error, 1)
@@ -335,21 +345,18 @@ func latencyBench(cfg config, out io.Writer) error {
 		}
 		defer c.Close()
 		start := time.Now()
-		sent, off := 0, 0
+		sent, line := 0, 0 // lines sent; next line of the block
 		for sent < n {
-			due := int(time.Since(start).Seconds() * float64(cfg.latencyRate))
-			if due > n {
-				due = n
-			}
+			due := min(n, int(time.Since(start).Seconds()*float64(cfg.latencyRate)))
 			for sent < due { // whole lines, in pieces of the block
-				k := min(due-sent, blockLines-off/lineBytes)
-				if _, err := c.Write(block[off : off+k*lineBytes]); err != nil {
+				k := min(due-sent, blockLines-line)
+				if _, err := c.Write(block[starts[line]:starts[line+k]]); err != nil {
 					feedErr <- err
 					return
 				}
 				sent += k
-				if off += k * lineBytes; off == len(block) {
-					off = 0
+				if line += k; line == blockLines {
+					line = 0
 				}
 			}
 			time.Sleep(time.Millisecond)

@@ -103,9 +103,16 @@ func stateBench(cfg config, out io.Writer) error {
 // runChildJSON runs this binary as child name and decodes the JSON on the
 // last line of its stdout into v.
 func runChildJSON(cfg config, name string, v any, extra ...string) error {
+	_, err := runChildCPU(cfg, name, v, extra...)
+	return err
+}
+
+// runChildCPU is runChildJSON that also returns the CPU time (user +
+// system) the child used.
+func runChildCPU(cfg config, name string, v any, extra ...string) (time.Duration, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	args := append([]string{"-child", name, "-slots", strconv.Itoa(cfg.slots),
 		"-state-keys", strconv.Itoa(cfg.stateKeys), "-state-batches", strconv.Itoa(cfg.stateBatches)}, extra...)
@@ -113,16 +120,17 @@ func runChildJSON(cfg config, name string, v any, extra ...string) error {
 	cmd.Stderr = os.Stderr
 	b, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("child %s: %w", name, err)
+		return 0, fmt.Errorf("child %s: %w", name, err)
 	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	lines := splitLines(b)
 	if len(lines) == 0 {
-		return fmt.Errorf("child %s printed nothing", name)
+		return 0, fmt.Errorf("child %s printed nothing", name)
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), v); err != nil {
-		return fmt.Errorf("child %s: %w in %q", name, err, lines[len(lines)-1])
+		return 0, fmt.Errorf("child %s: %w in %q", name, err, lines[len(lines)-1])
 	}
-	return nil
+	return cpu, nil
 }
 
 func splitLines(b []byte) []string {

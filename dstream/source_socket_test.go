@@ -205,3 +205,30 @@ func TestSocketReceiverBoundsMemory(t *testing.T) {
 		t.Fatalf("the batches took %d lines, want >= %d", taken, min)
 	}
 }
+
+// BenchmarkSocketAppendLines is the receiver's per-line path: complete lines
+// of a read buffer appended to the Arrow column, cut into a batch every 64
+// reads. allocs/op (one op = one 256 KiB read) must stay a small constant:
+// no allocation per line.
+func BenchmarkSocketAppendLines(b *testing.B) {
+	var buf bytes.Buffer
+	for i := 0; buf.Len() < readChunk-100; i++ {
+		fmt.Fprintf(&buf, "word%d alpha beta gamma delta epsilon zeta eta theta iota\n", i%1000)
+	}
+	chunk := buf.Bytes()
+	r := &socketReceiver{limit: 1 << 40}
+	r.mem = &countingAllocator{mem: memory.NewGoAllocator(), freed: func() {}}
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if used := r.appendLines(chunk); used != len(chunk) {
+			b.Fatalf("consumed %d of %d bytes", used, len(chunk))
+		}
+		if i%64 == 63 {
+			recs, _, _ := r.cut(2)
+			for _, rec := range recs {
+				rec.Release()
+			}
+		}
+	}
+}

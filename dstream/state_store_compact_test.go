@@ -164,3 +164,32 @@ func TestStateStoreArenaCompacts(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStateStoreBatch is one updateStateByKey-style batch over idle
+// keys: walk every key, set it, commit. allocs/op must not grow with the
+// number of keys (per batch, not per key): compare the two sizes.
+func BenchmarkStateStoreBatch(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			st := newStateStore[string, int64]("bench", 1)
+			init := make([]KV[string, int64], n)
+			for i := range init {
+				init[i] = KV[string, int64]{Key: fmt.Sprintf("user-%d", i), Value: 1}
+			}
+			st.load(init, time.Unix(0, 0))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				bt := time.Unix(int64(i+1), 0)
+				x, _ := st.begin(0, bt)
+				x.each(func(k string, e stateEntry[int64]) bool {
+					x.set(k, stateEntry[int64]{value: e.value + 1, touched: bt})
+					return true
+				})
+				x.finish()
+				st.commit(bt, nil)
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "keys/s")
+		})
+	}
+}
