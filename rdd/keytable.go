@@ -7,12 +7,13 @@ import (
 )
 
 // This file is the columnar side of keyed aggregation: an open-addressing
-// hash table from keys to dense slots, used by the map-side combiner and the
-// reduce side of CombineByKey for string and fixed-width integer keys. Keys
-// and combiners live in dense slices (a key column and a value column, in
-// first-seen order), the index holds (hash, slot) pairs, and string keys are
-// hashed in place (a decoded string is a view of the Arrow buffer, so no key
-// is copied or boxed). Other key types use a Go map (see combiner).
+// hash table from string keys to dense slots, used by the map-side combiner
+// and the reduce side of CombineByKey. Keys and combiners live in dense
+// slices (a key column and a value column, in first-seen order) and string
+// keys are hashed in place (a decoded string is a view of the Arrow buffer,
+// so no key is copied or boxed). Other key types use a Go map (see
+// combiner): measured, a generic table with an indirect hash call was
+// slower than Go's map, a string-only one is faster.
 
 // tableSeed randomises the in-process table hash per process, so that input
 // cannot be crafted to collide. Only placement inside one table depends on it;
@@ -22,21 +23,6 @@ var tableSeed = func() uint64 {
 	h.WriteString("sluice")
 	return h.Sum64() | 1
 }()
-
-// fastHash returns an in-process hash function for K when K is a string or
-// a fixed-width integer, and nil otherwise.
-func fastHash[K comparable]() func(K) uint64 {
-	var zero K
-	switch any(zero).(type) {
-	case string:
-		return func(k K) uint64 { return strHash(*(*string)(unsafe.Pointer(&k))) }
-	case int64, uint64, int, uint:
-		return func(k K) uint64 { return mix(*(*uint64)(unsafe.Pointer(&k)) ^ tableSeed) }
-	case int32, uint32:
-		return func(k K) uint64 { return mix(uint64(*(*uint32)(unsafe.Pointer(&k))) ^ tableSeed) }
-	}
-	return nil
-}
 
 func load64(p unsafe.Pointer) uint64 { return *(*uint64)(p) }
 func load32(p unsafe.Pointer) uint64 { return uint64(*(*uint32)(p)) }
@@ -70,61 +56,56 @@ func strHash(s string) uint64 {
 	return mix(hi ^ lo ^ h)
 }
 
-// keyTable maps keys to dense slots 0, 1, 2... in first-seen order.
-type keyTable[K comparable] struct {
-	hash  func(K) uint64
-	slots []tableSlot[K] // power-of-two sized; slot == 0 means empty
+// strTable maps string keys to dense slots 0, 1, 2... in first-seen order.
+// The hash is inlined, slots hold the key and its hash so a probe touches
+// one cache line, and keys are compared by hash and length before bytes.
+type strTable struct {
+	slots []strSlot
 	mask  uint64
-	keys  []K
+	keys  []string
 }
 
-type tableSlot[K comparable] struct {
+type strSlot struct {
 	h   uint64
+	key string
 	pos uint32 // index into keys, plus 1 (0: empty)
-	key K      // a copy of keys[pos-1], so a probe touches one cache line
 }
 
-func newKeyTable[K comparable](hash func(K) uint64) *keyTable[K] {
-	return &keyTable[K]{hash: hash, slots: make([]tableSlot[K], 64), mask: 63}
+func newStrTable() *strTable {
+	return &strTable{slots: make([]strSlot, 64), mask: 63}
 }
 
-// grow doubles the index, re-placing slots by their stored hashes.
-func (t *keyTable[K]) grow() {
-	old := t.slots
-	t.slots = make([]tableSlot[K], 2*len(old))
-	t.mask = uint64(len(t.slots) - 1)
-	for _, s := range old {
-		if s.pos != 0 {
-			t.place(s.h, s.pos, s.key)
-		}
-	}
-}
-
-func (t *keyTable[K]) place(h uint64, pos uint32, k K) {
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
-		if t.slots[i].pos == 0 {
-			t.slots[i] = tableSlot[K]{h: h, pos: pos, key: k}
-			return
-		}
-	}
-}
-
-// slot returns the dense slot of k, adding k if it is new.
-func (t *keyTable[K]) slot(k K) (pos int, added bool) {
-	h := t.hash(k)
+func (t *strTable) slot(k string) (pos int, added bool) {
+	h := strHash(k)
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.pos == 0 {
 			break
 		}
-		if s.h == h && s.key == k {
+		if s.h == h && len(s.key) == len(k) && s.key == k {
 			return int(s.pos - 1), false
 		}
 	}
 	if (len(t.keys)+1)*4 > len(t.slots)*3 {
-		t.grow()
+		old := t.slots
+		t.slots = make([]strSlot, 2*len(old))
+		t.mask = uint64(len(t.slots) - 1)
+		for _, s := range old {
+			if s.pos != 0 {
+				t.place(s)
+			}
+		}
 	}
 	t.keys = append(t.keys, k)
-	t.place(h, uint32(len(t.keys)), k)
+	t.place(strSlot{h: h, key: k, pos: uint32(len(t.keys))})
 	return len(t.keys) - 1, true
+}
+
+func (t *strTable) place(s strSlot) {
+	for i := s.h & t.mask; ; i = (i + 1) & t.mask {
+		if t.slots[i].pos == 0 {
+			t.slots[i] = s
+			return
+		}
+	}
 }

@@ -1,6 +1,8 @@
 package rdd
 
 import (
+	"unsafe"
+
 	"github.com/apache/arrow/go/v15/arrow"
 )
 
@@ -20,18 +22,19 @@ func partitionOf(h uint64, n int) int { return int(h % uint64(n)) }
 // combiner is a hash table from K to C that hashes each key once per
 // record: the index maps keys to dense slots of a key column and a value
 // column, which also give a deterministic output order (first-seen order).
-// String and integer keys use keyTable (hashed in place, no boxing); other
-// key types a Go map.
+// String keys use strTable (hashed in place, no boxing); other key types
+// a Go map.
 type combiner[K comparable, C any] struct {
-	tab  *keyTable[K]
+	tab  *strTable // K is string
 	idx  map[K]int32
-	keys []K // with idx; tab keeps its own
+	keys []K // with idx
 	vals []C
 }
 
 func newCombiner[K comparable, C any]() *combiner[K, C] {
-	if h := fastHash[K](); h != nil {
-		return &combiner[K, C]{tab: newKeyTable(h)}
+	var zero K
+	if _, ok := any(zero).(string); ok {
+		return &combiner[K, C]{tab: newStrTable()}
 	}
 	return &combiner[K, C]{idx: make(map[K]int32)}
 }
@@ -40,7 +43,7 @@ func newCombiner[K comparable, C any]() *combiner[K, C] {
 // caller appends its first combiner to vals.
 func (m *combiner[K, C]) slot(k K) (int, bool) {
 	if m.tab != nil {
-		return m.tab.slot(k)
+		return m.tab.slot(*(*string)(unsafe.Pointer(&k)))
 	}
 	if i, ok := m.idx[k]; ok {
 		return int(i), false
@@ -53,7 +56,7 @@ func (m *combiner[K, C]) slot(k K) (int, bool) {
 // keyList returns the keys in slot order.
 func (m *combiner[K, C]) keyList() []K {
 	if m.tab != nil {
-		return m.tab.keys
+		return *(*[]K)(unsafe.Pointer(&m.tab.keys))
 	}
 	return m.keys
 }
