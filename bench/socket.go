@@ -151,7 +151,7 @@ func socketBench(cfg config, out io.Writer) error {
 	printRates(out, rd, float64(n), "lines")
 	printRatio(out, "ratio to like-for-like baseline (single-goroutine reader)", sl, rd, " (target >= 1.3x)")
 	fmt.Fprintf(out, "  CPU per million lines (user+system, whole process; less sensitive to load): sluice %v, reader %v (medians)\n",
-		(median(cpus["socket-sluice"])*1e6/time.Duration(n)).Round(time.Millisecond), (median(cpus["socket-reader"])*1e6/time.Duration(n)).Round(time.Millisecond))
+		(median(cpus["socket-sluice"]) * 1e6 / time.Duration(n)).Round(time.Millisecond), (median(cpus["socket-reader"]) * 1e6 / time.Duration(n)).Round(time.Millisecond))
 	medFig := func(name string, get func(socketFigures) int64) int64 {
 		var v []int64
 		for _, f := range figs[name] {
@@ -175,7 +175,7 @@ func boundLabel(b int64) string {
 	if b <= 0 {
 		return mb(dstream.DefaultReceiverBytes) + " (default)"
 	}
-	return mb(b)
+	return mb(b) + " (-receiver-bytes)"
 }
 
 func socketOpts(cfg config) []dstream.SocketOption {

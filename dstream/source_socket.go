@@ -53,7 +53,9 @@ func MaxBufferedBytes(n int64) SocketOption {
 // zero-copy slices of that column. The receiver's memory (the column and
 // batches' input not yet released) is bounded by MaxBufferedBytes (default
 // 256 MiB); at the bound it stops reading (backpressure). The column may
-// double its capacity once past the bound.
+// double its capacity once past the bound. On Linux the column's large
+// buffers live outside the Go heap (mmap), so they cost their size in
+// resident memory and are returned to the system when released.
 // Lines longer than 1 MiB end the connection (logged) and it is reopened; a
 // trailing "\r" is dropped.
 func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[string] {
@@ -61,7 +63,7 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 	for _, o := range opts {
 		o(r)
 	}
-	r.mem = &countingAllocator{mem: ctx.cfg.Allocator, freed: r.memFreed}
+	r.mem = &countingAllocator{mem: offHeap(ctx.cfg.Allocator), freed: r.memFreed}
 	r.memCond = sync.NewCond(&r.memMu)
 	in := newInput[string](ctx, "socketText", func(time.Time) ([]arrow.Record, int64, error) {
 		return r.cut(ctx.Parallelism())

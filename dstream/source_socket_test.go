@@ -136,6 +136,9 @@ func TestSocketLinesRoundTrip(t *testing.T) {
 		}
 	}
 	ctx.Stop()
+	if n := lines.b.inputBuffered(); n != 0 { // off-heap buffers included
+		t.Fatalf("%d bytes of the receiver not released after Stop", n)
+	}
 }
 
 // With a memory bound, a receiver facing a feeder that sends as fast as it
@@ -171,7 +174,12 @@ func TestSocketReceiverBoundsMemory(t *testing.T) {
 	if err := ctx.StartManual(time.Unix(0, 0)); err != nil {
 		t.Fatal(err)
 	}
-	defer ctx.Stop()
+	defer func() {
+		ctx.Stop()
+		if n := lines.b.inputBuffered(); n != 0 { // off-heap buffers included
+			t.Errorf("%d bytes of the receiver not released after Stop", n)
+		}
+	}()
 	stalled := func() bool { // the feeder made no progress for a while
 		before := written.Load()
 		time.Sleep(200 * time.Millisecond)
