@@ -240,3 +240,51 @@ func BenchmarkSocketAppendLines(b *testing.B) {
 		}
 	}
 }
+
+// A line over 1 MiB ends the connection: the lines before it arrive, the
+// long one is never delivered, and the receiver connects again.
+func TestSocketLongLineEndsConnection(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	var accepted atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if accepted.Add(1) == 1 {
+				c.Write([]byte("before\n" + strings.Repeat("x", maxLineBytes+10) + "\nafter\n"))
+			}
+			wg.Go(func() { io.Copy(io.Discard, c); c.Close() }) // until the receiver closes it
+		}
+	})
+	ctx := socketContext(t, mem, 1)
+	lines := SocketTextStream(ctx, ln.Addr().String())
+	var got []string
+	ForeachRDD(lines, func(b *Batch, r *rdd.RDD[string]) error {
+		vals, err := Collect(b, r)
+		for _, v := range vals {
+			got = append(got, strings.Clone(v))
+		}
+		return err
+	})
+	if err := ctx.StartManual(time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the receiver to reconnect", func() bool { return accepted.Load() >= 2 })
+	if _, err := ctx.RunBatch(context.Background(), time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	ctx.Stop()
+	if fmt.Sprint(got) != "[before]" {
+		t.Fatalf("got %q, want only the line before the long one", got)
+	}
+}
