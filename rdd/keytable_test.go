@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/memory"
 	"github.com/sluicehq/sluice/internal/wordgen"
 )
 
@@ -73,5 +75,42 @@ func BenchmarkKeyTable(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(ws)*b.N)/b.Elapsed().Seconds(), "words/s")
 	})
-	_ = fmt.Sprint
+}
+
+// BenchmarkWordCountReduceSide is the reduce side of WordCount: fetch the
+// map outputs' blocks, decode the string keys in place and merge the counts
+// in the string table. allocs/op must not grow with the number of lines
+// (per batch, not per record): compare the two sizes.
+func BenchmarkWordCountReduceSide(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			mem := memory.NewGoAllocator()
+			lines := wordgen.New(1).Lines(n)
+			recs := []arrow.Record{Encode(mem, CodecOf[string](), lines[:n/2]), Encode(mem, CodecOf[string](), lines[n/2:])}
+			defer recs[0].Release()
+			defer recs[1].Release()
+			tc, done := newTC(mem)
+			defer done()
+			src := FromRecords("lines", CodecOf[string](), recs)
+			counts := ReduceByKey(Map(FlatMapEmit(src, wordgen.Fields), func(w string) KV[string, int64] {
+				return KV[string, int64]{Key: w, Value: 1}
+			}), func(a, b int64) int64 { return a + b }, 1)
+			for p := 0; p < 2; p++ {
+				if err := counts.Node().Deps[0].Shuffle.WriteMap(tc, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var total int64
+				if err := counts.Iterate(tc, 0, func(kv KV[string, int64]) bool { total += kv.Value; return true }); err != nil {
+					b.Fatal(err)
+				}
+				if total != int64(n*wordgen.WordsPerLine) {
+					b.Fatalf("counted %d words", total)
+				}
+			}
+		})
+	}
 }
