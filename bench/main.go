@@ -64,6 +64,7 @@ type config struct {
 
 	clusterLines   int
 	clusterBatches int
+	clusterRate    int
 }
 
 // workload is one named benchmark; byDefault ones run without -workloads.
@@ -101,7 +102,8 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&cfg.latencySeconds, "latency-seconds", 10, "latency: seconds of input")
 	fs.DurationVar(&cfg.latencyInterval, "latency-batch", 100*time.Millisecond, "latency: batch interval")
 	fs.IntVar(&cfg.clusterLines, "cluster-lines", 400_000, "cluster: generated lines per 1 s batch")
-	fs.IntVar(&cfg.clusterBatches, "cluster-batches", 7, "cluster: batches measured per mode")
+	fs.IntVar(&cfg.clusterBatches, "cluster-batches", 7, "cluster, cluster-socket: batches measured per run")
+	fs.IntVar(&cfg.clusterRate, "cluster-rate", 200_000, "cluster-socket: socket input lines per second")
 	fs.IntVar(&cfg.longBatch, "long-lines", 2000, "longwindow: lines per 1 s batch")
 	fs.IntVar(&cfg.longBatches, "long-batches", 4000, "longwindow: batches to run through the 1 h window")
 	if err := fs.Parse(args); err != nil {
