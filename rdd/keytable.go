@@ -31,21 +31,32 @@ func load32(p unsafe.Pointer) uint64 { return uint64(*(*uint32)(p)) }
 // handling: short keys cost two loads and a multiply). It never reads past
 // the end of s.
 func strHash(s string) uint64 {
+	h, _ := strHashFP(s)
+	return h
+}
+
+// strHashFP returns the hash of s and, for len(s) <= 8, a fingerprint that
+// together with the length determines s (the loads the hash reads: for 4-8
+// bytes the first and last 4, for 1-3 bytes the first, middle and last), so
+// short keys compare without reading their bytes again.
+func strHashFP(s string) (h, fp uint64) {
 	n := len(s)
-	h := tableSeed ^ uint64(n)*0x9E3779B97F4A7C15
+	h = tableSeed ^ uint64(n)*0x9E3779B97F4A7C15
 	if n == 0 {
-		return mix(h)
+		return mix(h), 0
 	}
 	p := unsafe.Pointer(unsafe.StringData(s))
 	var a, b uint64
 	switch {
-	case n >= 8:
+	case n > 8:
 		i := 0
 		for ; i+8 < n; i += 8 {
 			hi, lo := bits.Mul64(h^load64(unsafe.Add(p, i)), 0xa0761d6478bd642f)
 			h = hi ^ lo
 		}
 		a = load64(unsafe.Add(p, n-8))
+	case n == 8:
+		a = load64(p)
 	case n >= 4:
 		a = load32(p)
 		b = load32(unsafe.Add(p, n-4))
@@ -53,12 +64,13 @@ func strHash(s string) uint64 {
 		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
 	}
 	hi, lo := bits.Mul64(a^0xe7037ed1a0b428db^h, b^0x8ebc6af09c88c6e3)
-	return mix(hi ^ lo ^ h)
+	return mix(hi ^ lo ^ h), a ^ b<<32
 }
 
 // strTable maps string keys to dense slots 0, 1, 2... in first-seen order.
-// The hash is inlined, slots hold the key and its hash so a probe touches
-// one cache line, and keys are compared by hash and length before bytes.
+// The hash is inlined, slots hold the key, its hash and fingerprint so a
+// probe touches one cache line, and keys of up to 8 bytes (every word of the
+// standard workload) compare without reading their bytes.
 type strTable struct {
 	slots []strSlot
 	mask  uint64
@@ -67,6 +79,7 @@ type strTable struct {
 
 type strSlot struct {
 	h   uint64
+	fp  uint64 // strHashFP's fingerprint
 	key string
 	pos uint32 // index into keys, plus 1 (0: empty)
 }
@@ -76,13 +89,13 @@ func newStrTable() *strTable {
 }
 
 func (t *strTable) slot(k string) (pos int, added bool) {
-	h := strHash(k)
+	h, fp := strHashFP(k)
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.pos == 0 {
 			break
 		}
-		if s.h == h && len(s.key) == len(k) && s.key == k {
+		if s.h == h && s.fp == fp && len(s.key) == len(k) && (len(k) <= 8 || s.key == k) {
 			return int(s.pos - 1), false
 		}
 	}
@@ -97,7 +110,7 @@ func (t *strTable) slot(k string) (pos int, added bool) {
 		}
 	}
 	t.keys = append(t.keys, k)
-	t.place(strSlot{h: h, key: k, pos: uint32(len(t.keys))})
+	t.place(strSlot{h: h, fp: fp, key: k, pos: uint32(len(t.keys))})
 	return len(t.keys) - 1, true
 }
 

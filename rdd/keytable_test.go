@@ -33,6 +33,27 @@ func TestStrTableMatchesMap(t *testing.T) {
 			t.Fatalf("%q: slot %d added %v, want %d added %v", w, pos, added, want, !ok)
 		}
 	}
+	// Short keys compare by length and fingerprint alone: every string of
+	// up to 8 bytes over a small alphabet must get its own fingerprint.
+	fps := map[[2]uint64]string{}
+	var gen func(prefix []byte)
+	gen = func(prefix []byte) {
+		if len(prefix) > 0 {
+			_, fp := strHashFP(string(prefix))
+			k := [2]uint64{uint64(len(prefix)), fp}
+			if other, ok := fps[k]; ok {
+				t.Fatalf("%q and %q share length and fingerprint", other, prefix)
+			}
+			fps[k] = string(prefix)
+		}
+		if len(prefix) == 8 || (len(prefix) >= 5 && prefix[0] != 'a') {
+			return
+		}
+		for _, c := range []byte("ab\x00\xff") {
+			gen(append(prefix, c))
+		}
+	}
+	gen(nil)
 	for n := 0; n < 40; n++ { // every length path, short reads included
 		b := make([]byte, n)
 		for i := range b {
