@@ -36,11 +36,12 @@ type SocketOption func(*socketReceiver)
 // is released, so the sender is slowed by TCP flow control instead of
 // memory growing, also when processing falls behind. Pick at least three
 // batch intervals' worth of input at the expected rate, or the bound limits
-// throughput. Values <= 0 mean DefaultReceiverBytes.
+// throughput. Values <= 0 mean DefaultReceiverBytes; values over 1 GiB
+// mean 1 GiB (a column's offsets are 32-bit).
 func MaxBufferedBytes(n int64) SocketOption {
 	return func(r *socketReceiver) {
 		if n > 0 {
-			r.limit = n
+			r.limit = min(n, 1<<30)
 		}
 	}
 }
@@ -90,10 +91,7 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 			<-r.done
 		}
 		r.mu.Lock()
-		if r.sb != nil {
-			r.sb.Release()
-			r.sb = nil
-		}
+		r.col.release()
 		r.mu.Unlock()
 	}
 	return in.s
@@ -104,11 +102,10 @@ type socketReceiver struct {
 	limit int64
 	mem   *countingAllocator // every buffer of the receiver and of its batches' input
 
-	mu       sync.Mutex
-	sb       *array.StringBuilder
-	lines    int64
-	buffered int64 // line bytes + 4 per line, since the last cut
-	lastData int   // line bytes of the last cut, to size the next column
+	mu        sync.Mutex
+	col       lineColumn
+	lastData  int // line bytes of the last cut, to size the next column
+	lastLines int
 
 	// memMu is taken after mu, never before (Free may run under mu).
 	memMu   sync.Mutex
@@ -156,14 +153,13 @@ func (a *countingAllocator) Free(b []byte) {
 // one column) and wakes the receiver if it was waiting for space.
 func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
 	r.mu.Lock()
-	if r.sb == nil || r.lines == 0 {
+	if r.col.n == 0 {
 		r.mu.Unlock()
 		return nil, 0, nil
 	}
-	arr := r.sb.NewStringArray()
-	n := r.lines
-	r.lastData = arr.ValueOffset(arr.Len()) - arr.ValueOffset(0)
-	r.lines, r.buffered = 0, 0
+	r.lastData, r.lastLines = r.col.dataLen, r.col.n
+	arr := r.col.finish()
+	n := int64(arr.Len())
 	r.mu.Unlock()
 	defer arr.Release()
 	parts = max(1, min(parts, int(n)))
@@ -183,11 +179,8 @@ func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
 func (r *socketReceiver) appendLines(buf []byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.sb == nil {
-		r.sb = array.NewStringBuilder(r.mem)
-	}
-	if r.lines == 0 && r.lastData > 0 { // size the column like the last batch's
-		r.sb.ReserveData(r.lastData)
+	if r.col.data == nil { // size the column like the last batch's
+		r.col.init(r.mem, r.lastData, r.lastLines)
 	}
 	used := 0
 	for {
@@ -199,9 +192,7 @@ func (r *socketReceiver) appendLines(buf []byte) int {
 		if len(line) > 0 && line[len(line)-1] == '\r' {
 			line = line[:len(line)-1]
 		}
-		r.sb.BinaryBuilder.Append(line)
-		r.lines++
-		r.buffered += int64(len(line)) + 4
+		r.col.append(line)
 		used += i + 1
 	}
 }
@@ -215,6 +206,56 @@ func (r *socketReceiver) waitForSpace() bool {
 		r.memCond.Wait()
 	}
 	return !r.stopped
+}
+
+// lineColumn is an Arrow string column being filled: line bytes and
+// offsets written straight into allocator-owned buffers (no per-line
+// builder bookkeeping, no zeroing of grown capacity).
+type lineColumn struct {
+	data, offs *memory.Buffer
+	dataLen    int
+	n          int // lines
+}
+
+func (c *lineColumn) init(mem memory.Allocator, dataCap, lines int) {
+	c.data = memory.NewResizableBuffer(mem)
+	c.data.Reserve(max(dataCap, 64<<10))
+	c.offs = memory.NewResizableBuffer(mem)
+	c.offs.Reserve(4 * (max(lines, 1<<10) + 1))
+	arrow.Int32Traits.CastFromBytes(c.offs.Buf())[0] = 0
+	c.dataLen, c.n = 0, 0
+}
+
+func (c *lineColumn) append(line []byte) {
+	if end := c.dataLen + len(line); end > c.data.Cap() {
+		c.data.Reserve(max(2*c.data.Cap(), end))
+	}
+	copy(c.data.Buf()[c.dataLen:], line)
+	c.dataLen += len(line)
+	c.n++
+	if 4*(c.n+1) > c.offs.Cap() {
+		c.offs.Reserve(2 * c.offs.Cap())
+	}
+	arrow.Int32Traits.CastFromBytes(c.offs.Buf())[c.n] = int32(c.dataLen)
+}
+
+// finish returns the column as a string array and empties c.
+func (c *lineColumn) finish() *array.String {
+	c.data.ResizeNoShrink(c.dataLen)
+	c.offs.ResizeNoShrink(4 * (c.n + 1))
+	d := array.NewData(arrow.BinaryTypes.String, c.n, []*memory.Buffer{nil, c.offs, c.data}, nil, 0, 0)
+	arr := array.NewStringData(d)
+	d.Release()
+	c.release()
+	return arr
+}
+
+func (c *lineColumn) release() {
+	if c.data != nil {
+		c.data.Release()
+		c.offs.Release()
+	}
+	*c = lineColumn{}
 }
 
 var errLineTooLong = errors.New("line longer than 1 MiB")
