@@ -95,7 +95,7 @@ func run(args []string, out io.Writer) error {
 	fs.StringVar(&cfg.child, "child", "", "internal: run one measured side of a workload in this process")
 	fs.IntVar(&cfg.socketLines, "socket-lines", 4_000_000, "socket: lines sent per round")
 	fs.DurationVar(&cfg.socketBatch, "socket-batch", 250*time.Millisecond, "socket: batch interval")
-	fs.Int64Var(&cfg.receiverBytes, "receiver-bytes", 64<<20, "socket, latency: receiver memory bound in bytes (0: the engine default, 256 MiB)")
+	fs.Int64Var(&cfg.receiverBytes, "receiver-bytes", 128<<20, "socket, latency: receiver memory bound in bytes (0: the engine default, 256 MiB)")
 	fs.IntVar(&cfg.stateKeys, "state-keys", 1_000_000, "state: distinct keys")
 	fs.IntVar(&cfg.stateBatches, "state-batches", 5, "state: empty batches measured")
 	fs.IntVar(&cfg.latencyRate, "latency-rate", 1_500_000, "latency: socket input lines per second")
