@@ -10,6 +10,7 @@
 //	go run ./bench                               # default workloads (a couple of minutes)
 //	go run ./bench -workloads local,socket -rounds 5
 //	go run ./bench -workloads state,latency       # opt-in: 1M keys of state, 100 ms batches at 1.5M lines/s
+//	go run ./bench -workloads cluster-socket      # opt-in: socket input, 100k keys, driver + 2 executors vs local
 //
 // Workloads register themselves with register (one line per workload), in
 // file order; -workloads picks them by name.
