@@ -29,8 +29,8 @@ type streamBase struct {
 	stateSize func() (keys, bytes int64)
 	// lateDropped, if set, reports the records an event-time operator dropped.
 	lateDropped func() int64
-	// inputBuffered, if set, reports the bytes a receiver holds for the
-	// next batch.
+	// inputBuffered, if set, reports the bytes a receiver holds: its column
+	// for the next batch plus batches' input not yet released.
 	inputBuffered func() int64
 }
 
