@@ -16,6 +16,8 @@ import (
 	"github.com/sluicehq/sluice/internal/wordgen"
 )
 
+var _ = register("cluster", false, clusterBench)
+
 // clusterBench runs the demo WordCount (its lines are generated in the tasks,
 // the standard workload's shape) in local mode and on a cluster of a driver
 // and two executors on loopback, with the same total task slots, and compares
@@ -87,9 +89,15 @@ func medianProcessing(r io.Reader, n int) (time.Duration, error) {
 }
 
 func localTimes(dir string, lines, n, slots int) (time.Duration, error) {
+	return localJobTimes(dir, n, slots, fmt.Sprintf("--lines-per-second=%d", lines), "--top=0")
+}
+
+// localJobTimes runs the wordcount job with args in local mode and returns
+// the median processing time of n batches after two warm-up ones.
+func localJobTimes(dir string, n, slots int, args ...string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(dir, "wordcount"), fmt.Sprintf("--lines-per-second=%d", lines), fmt.Sprintf("--master=local[%d]", slots), "--top=0")
+	cmd := exec.CommandContext(ctx, filepath.Join(dir, "wordcount"), append([]string{fmt.Sprintf("--master=local[%d]", slots)}, args...)...)
 	cmd.Stdout = io.Discard
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -104,6 +112,13 @@ func localTimes(dir string, lines, n, slots int) (time.Duration, error) {
 }
 
 func clusterTimes(dir string, lines, n, slots int) (time.Duration, error) {
+	return clusterJobTimes(dir, n, slots, fmt.Sprintf("--lines-per-second=%d", lines), "--top=0")
+}
+
+// clusterJobTimes runs the wordcount job with args on a driver and two
+// executors on loopback and returns the median processing time of n
+// batches after two warm-up ones.
+func clusterJobTimes(dir string, n, slots int, jobArgs ...string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	work, err := os.MkdirTemp(dir, "cluster-")
@@ -143,8 +158,8 @@ func clusterTimes(dir string, lines, n, slots int) (time.Duration, error) {
 	}
 	var id string
 	for try := 0; ; try++ {
-		b, err := exec.CommandContext(ctx, filepath.Join(dir, "driver"), "submit", "--master", addr, "--secret-file", secret,
-			filepath.Join(dir, "wordcount"), "--", fmt.Sprintf("--lines-per-second=%d", lines), "--top=0").Output()
+		args := append([]string{"submit", "--master", addr, "--secret-file", secret, filepath.Join(dir, "wordcount"), "--"}, jobArgs...)
+		b, err := exec.CommandContext(ctx, filepath.Join(dir, "driver"), args...).Output()
 		if err == nil {
 			id = strings.TrimSpace(string(b))
 			break

@@ -44,6 +44,8 @@ const (
 	kafkaBatches    = 4 // Sluice reads the topic in this many 1 s batches
 )
 
+var _ = register("kafka", false, kafkaBench)
+
 func kafkaBench(cfg config, out io.Writer) error {
 	dir, err := os.MkdirTemp("", "sluice-bench-kafka-")
 	if err != nil {
@@ -115,14 +117,14 @@ func kafkaBench(cfg config, out io.Writer) error {
 	}
 	best := 0.0
 	for i, c := range contenders {
-		med, lo := median(rates[i]), slices.Min(rates[i])
+		med, lo := medianF(rates[i]), slices.Min(rates[i])
 		fmt.Fprintf(out, "  %s\n    median %s lines/s (min %s), consumer CPU %.2f µs/line, broker CPU share %.0f%%\n", c.name,
-			wordgen.Label(med), wordgen.Label(lo), median(cpu[i]), 100*median(shares[i]))
+			wordgen.Label(med), wordgen.Label(lo), medianF(cpu[i]), 100*medianF(shares[i]))
 		if i > 0 {
 			best = max(best, med)
 		}
 	}
-	sl := median(rates[0])
+	sl := medianF(rates[0])
 	fmt.Fprintf(out, "  sluice / faster hand-written consumer: %.2fx (target >= 1.0x and >= 2M lines/s); load average %s\n", sl/best, loadavg())
 	return backpressureDemo(cfg, addrs, out)
 }
@@ -134,7 +136,7 @@ func kafkaBench(cfg config, out io.Writer) error {
 // processing time, scheduling delay, lag and rate.
 func backpressureDemo(cfg config, addrs []string, out io.Writer) error {
 	const capacity, overload = 20_000, 10 * time.Second
-	ctx, err := newContext(cfg)
+	ctx, err := newContext(cfg, time.Second)
 	if err != nil {
 		return err
 	}
@@ -235,7 +237,7 @@ func backpressureDemo(cfg config, addrs []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "  under 3x load (second half): median batch %d lines (capacity %d per 1 s batch), max scheduling delay %v\n",
-		int64(median(toFloats(overloadBatches))), capacity, maxSched.Round(time.Millisecond))
+		int64(medianF(toFloats(overloadBatches))), capacity, maxSched.Round(time.Millisecond))
 	if took < 0 {
 		fmt.Fprintln(out, "  backlog NOT drained within 3 minutes of the input dropping")
 	} else {
@@ -264,7 +266,7 @@ func brokerAddr(r io.Reader) (string, error) {
 	return "", errors.New("devbroker exited without printing its address")
 }
 
-func median(v []float64) float64 {
+func medianF(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}
@@ -292,18 +294,11 @@ func cpuTicks(pid int) int64 {
 	return u + st
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
 
 // sluiceKafka reads the whole topic with Sluice in kafkaBatches batches
 // and counts words per batch.
 func sluiceKafka(cfg config, addrs []string) (int64, error) {
-	ctx, err := newContext(cfg)
+	ctx, err := newContext(cfg, time.Second)
 	if err != nil {
 		return 0, err
 	}

@@ -1,28 +1,36 @@
 // Command bench runs the standard workload of the mission (section 4) and
-// reports Sluice's throughput next to a baseline measured in the same run:
-// WordCount over lines of 10 words from a 10,000-word vocabulary, counted per
-// batch, in local mode from an in-memory source.
+// reports every Sluice figure next to a like-for-like hand-written baseline
+// measured in the same process (or, for memory figures, in sibling child
+// processes): same input bytes, same splitter, as many goroutines as Sluice
+// has task slots, the same output work. Sluice and its baselines run
+// interleaved (A, B, A, B...) for -rounds rounds; medians and minimums are
+// printed with the load average. Lines containing "like-for-like" carry the
+// ratio Sluice/baseline (above 1 means Sluice is faster).
 //
-//	go run ./bench                      # all workloads
-//	go run ./bench -lines 2000000 -batches 10
-//	go run ./bench -workloads kafka     # Kafka WordCount vs hand-written consumers
+//	go run ./bench                               # default workloads (a couple of minutes)
+//	go run ./bench -workloads local,socket -rounds 5
+//	go run ./bench -workloads state,latency       # opt-in: 1M keys of state, 100 ms batches at 1.5M lines/s
+//	go run ./bench -workloads cluster-socket      # opt-in: socket input, 100k keys, driver + 2 executors vs local
+//	go run ./bench -workloads kafka               # opt-in: Kafka WordCount vs hand-written consumers
+//
+// Workloads register themselves with register (one line per workload), in
+// file order; -workloads picks them by name.
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/dstream"
 	"github.com/sluicehq/sluice/internal/wordgen"
-	"github.com/sluicehq/sluice/rdd"
 )
 
 func main() {
@@ -32,311 +40,236 @@ func main() {
 	}
 }
 
+// config holds the flags every workload may read.
 type config struct {
-	lines       int
-	batches     int
-	slots       int
-	empty       int
-	workloads   string
+	lines     int
+	batches   int
+	rounds    int
+	slots     int
+	empty     int
+	workloads string
+	child     string
+
+	socketLines   int
+	socketBatch   time.Duration
+	receiverBytes int64
+
+	stateKeys    int
+	stateBatches int
+
+	latencyRate     int
+	latencySeconds  int
+	latencyInterval time.Duration
+
 	longBatch   int
 	longBatches int
 
 	clusterLines   int
 	clusterBatches int
+	clusterRate    int
+}
+
+// workload is one named benchmark; byDefault ones run without -workloads.
+type workload struct {
+	name      string
+	byDefault bool
+	run       func(cfg config, out io.Writer) error
+}
+
+var workloads []workload
+
+// register adds a workload. Each workload file registers itself with one
+// line, e.g. `var _ = register("kafka", false, kafkaBench)`.
+func register(name string, byDefault bool, run func(cfg config, out io.Writer) error) bool {
+	workloads = append(workloads, workload{name: name, byDefault: byDefault, run: run})
+	return true
 }
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var cfg config
-	fs.IntVar(&cfg.lines, "lines", 1_000_000, "lines per batch")
-	fs.IntVar(&cfg.batches, "batches", 8, "batches per measurement")
-	fs.IntVar(&cfg.slots, "slots", runtime.NumCPU(), "local task slots")
+	fs.IntVar(&cfg.lines, "lines", 1_000_000, "in-memory workloads: lines per batch")
+	fs.IntVar(&cfg.batches, "batches", 4, "in-memory workloads: batches per round")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds (A, B, A, B...) per comparison")
+	fs.IntVar(&cfg.slots, "slots", runtime.NumCPU(), "local task slots (and baseline goroutines)")
 	fs.IntVar(&cfg.empty, "empty-batches", 300, "batches for the empty-batch overhead")
-	fs.StringVar(&cfg.workloads, "workloads", "local,strings,windowed,empty,longwindow,cluster", "comma-separated workloads to run")
+	fs.StringVar(&cfg.workloads, "workloads", "", "comma-separated workloads (default: the default ones; 'all' for every one)")
+	fs.StringVar(&cfg.child, "child", "", "internal: run one measured side of a workload in this process")
+	fs.IntVar(&cfg.socketLines, "socket-lines", 4_000_000, "socket: lines sent per round")
+	fs.DurationVar(&cfg.socketBatch, "socket-batch", 250*time.Millisecond, "socket: batch interval")
+	fs.Int64Var(&cfg.receiverBytes, "receiver-bytes", 128<<20, "socket, latency: receiver memory bound in bytes (0: the engine default, 256 MiB)")
+	fs.IntVar(&cfg.stateKeys, "state-keys", 1_000_000, "state: distinct keys")
+	fs.IntVar(&cfg.stateBatches, "state-batches", 5, "state: empty batches measured")
+	fs.IntVar(&cfg.latencyRate, "latency-rate", 1_500_000, "latency: socket input lines per second")
+	fs.IntVar(&cfg.latencySeconds, "latency-seconds", 10, "latency: seconds of input")
+	fs.DurationVar(&cfg.latencyInterval, "latency-batch", 100*time.Millisecond, "latency: batch interval")
 	fs.IntVar(&cfg.clusterLines, "cluster-lines", 400_000, "cluster: generated lines per 1 s batch")
-	fs.IntVar(&cfg.clusterBatches, "cluster-batches", 7, "cluster: batches measured per mode")
+	fs.IntVar(&cfg.clusterBatches, "cluster-batches", 7, "cluster, cluster-socket: batches measured per run")
+	fs.IntVar(&cfg.clusterRate, "cluster-rate", 200_000, "cluster-socket: socket input lines per second")
 	fs.IntVar(&cfg.longBatch, "long-lines", 2000, "longwindow: lines per 1 s batch")
 	fs.IntVar(&cfg.longBatches, "long-batches", 4000, "longwindow: batches to run through the 1 h window")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if cfg.rounds < 1 || cfg.batches < 1 || cfg.slots < 1 {
+		return fmt.Errorf("-rounds, -batches and -slots must be >= 1")
+	}
+	if cfg.child != "" {
+		return runChild(cfg, fs.Args(), out)
+	}
 	want := map[string]bool{}
 	for _, w := range strings.Split(cfg.workloads, ",") {
-		want[strings.TrimSpace(w)] = true
+		if w = strings.TrimSpace(w); w != "" {
+			want[w] = true
+		}
 	}
-	fmt.Fprintf(out, "workload: WordCount, %d lines x %d words per batch, vocabulary %d, %d batches, %d cores, local[%d]\n",
-		cfg.lines, wordgen.WordsPerLine, wordgen.VocabularySize, cfg.batches, runtime.NumCPU(), cfg.slots)
-	lines := wordgen.New(1).Lines(cfg.lines)
-	words := float64(cfg.lines * wordgen.WordsPerLine * cfg.batches)
+	for w := range want {
+		if w != "all" && !slices.ContainsFunc(workloads, func(x workload) bool { return x.name == w }) {
+			return fmt.Errorf("-workloads: unknown workload %q (have %s)", w, names())
+		}
+	}
+	fmt.Fprintf(out, "bench: %d cores, local[%d], %d interleaved rounds; workloads %s\n", runtime.NumCPU(), cfg.slots, cfg.rounds, names())
+	for _, w := range workloads {
+		if len(want) == 0 && !w.byDefault || len(want) > 0 && !want[w.name] && !want["all"] {
+			continue
+		}
+		fmt.Fprintf(out, "\n== %s (load average %s)\n", w.name, loadavg())
+		if err := w.run(cfg, out); err != nil {
+			return fmt.Errorf("%s: %w", w.name, err)
+		}
+	}
+	fmt.Fprintf(out, "\nload average at the end: %s\n", loadavg())
+	return nil
+}
 
-	base := baseline(lines, cfg.batches)
-	report(out, "baseline: one goroutine, strings.Fields + map[string]int", words, base, nil)
+func names() string {
+	var s []string
+	for _, w := range workloads {
+		n := w.name
+		if !w.byDefault {
+			n += "(opt-in)"
+		}
+		s = append(s, n)
+	}
+	return strings.Join(s, ",")
+}
 
-	var local result
-	if want["local"] || want["windowed"] {
-		res, err := sluiceWordCount(cfg, lines, splitFast, 0)
-		if err != nil {
-			return err
-		}
-		local = res
-		report(out, "sluice local, allocation-free splitter", words, res.total, res.batchTimes)
-		fmt.Fprintf(out, "  ratio to baseline: %.2fx (target >= 1.2x, >= 30M words/s)\n", base.Seconds()/res.total.Seconds())
+// loadavg returns the 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
 	}
-	if want["strings"] {
-		res, err := sluiceWordCount(cfg, lines, splitStrings, 0)
-		if err != nil {
-			return err
-		}
-		report(out, "sluice local, strings.Fields", words, res.total, res.batchTimes)
-		fmt.Fprintf(out, "  ratio to baseline: %.2fx\n", base.Seconds()/res.total.Seconds())
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
 	}
-	if want["windowed"] {
-		res, err := sluiceWordCount(cfg, lines, splitFast, 10*time.Second)
-		if err != nil {
-			return err
-		}
-		report(out, "sluice local, windowed WordCount (10 s window, 1 s slide)", words, res.total, res.batchTimes)
-		fmt.Fprintf(out, "  ratio to unwindowed: %.2fx (target >= 0.7x)\n", local.total.Seconds()/res.total.Seconds())
-	}
-	if want["empty"] {
-		per, err := emptyBatches(cfg)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "empty-batch overhead (local): %v per batch (target <= 2ms)\n", per)
-	}
-	if want["cluster"] {
-		if err := clusterBench(cfg, out); err != nil {
-			return err
+	return strings.Join(f[:3], " ")
+}
+
+// side is one measured variant of a comparison: each call runs one round
+// and returns its duration.
+type side struct {
+	name  string
+	round func() (time.Duration, error)
+	times []time.Duration
+}
+
+// interleave runs the sides' rounds in turn, A, B, C, A, B, C... for rounds
+// rounds, after one unmeasured warm-up round of each.
+func interleave(rounds int, sides ...*side) error {
+	for _, s := range sides {
+		if _, err := s.round(); err != nil {
+			return fmt.Errorf("%s (warm-up): %w", s.name, err)
 		}
 	}
-	if want["kafka"] {
-		if err := kafkaBench(cfg, out); err != nil {
-			return err
-		}
-	}
-	if want["longwindow"] {
-		if err := longWindow(cfg, out); err != nil {
-			return err
+	for r := 0; r < rounds; r++ {
+		for _, s := range sides {
+			d, err := s.round()
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			s.times = append(s.times, d)
 		}
 	}
 	return nil
 }
 
-func report(out io.Writer, name string, words float64, total time.Duration, batchTimes []time.Duration) {
-	fmt.Fprintf(out, "%s\n  %s words/s, %s lines/s", name,
-		wordgen.Label(words/total.Seconds()), wordgen.Label(words/wordgen.WordsPerLine/total.Seconds()))
-	if len(batchTimes) > 0 {
-		s := slices.Clone(batchTimes)
-		slices.Sort(s)
-		fmt.Fprintf(out, ", batch processing p50 %v p99 %v", pct(s, 0.50).Round(time.Microsecond), pct(s, 0.99).Round(time.Microsecond))
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
 	}
-	fmt.Fprintln(out)
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func pct(sorted []time.Duration, p float64) time.Duration {
-	i := int(float64(len(sorted)-1) * p)
-	return sorted[i]
+// printRates prints a side's rate (unit per second for work units per
+// round): median and best round.
+func printRates(out io.Writer, s *side, work float64, unit string) {
+	fmt.Fprintf(out, "  %-58s median %7s %s/s  best %7s %s/s  (rounds: %s)\n", s.name,
+		wordgen.Label(work/median(s.times).Seconds()), unit, wordgen.Label(work/slices.Min(s.times).Seconds()), unit, fmtDurations(s.times))
 }
 
-// baseline is the hand-written loop of the mission: one goroutine,
-// strings.Fields and a map, counts per batch.
-func baseline(lines []string, batches int) time.Duration {
-	start := time.Now()
-	for b := 0; b < batches; b++ {
-		counts := make(map[string]int)
-		for _, l := range lines {
-			for _, w := range strings.Fields(l) {
-				counts[w]++
-			}
+func fmtDurations(ds []time.Duration) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, d.Round(time.Millisecond).String())
+	}
+	return strings.Join(s, " ")
+}
+
+// printRatio prints the ratio of a's speed to b's: medians, and the range
+// over rounds paired in the order they ran.
+func printRatio(out io.Writer, label string, a, b *side, target string) {
+	lo, hi := 0.0, 0.0
+	for i := range a.times {
+		r := b.times[i].Seconds() / a.times[i].Seconds()
+		if i == 0 || r < lo {
+			lo = r
 		}
-		if len(counts) == 0 {
-			panic("no words")
+		if r > hi {
+			hi = r
 		}
 	}
-	return time.Since(start)
+	fmt.Fprintf(out, "  %s: %.2fx (median of %d interleaved rounds; paired rounds %.2fx-%.2fx)%s\n",
+		label, median(b.times).Seconds()/median(a.times).Seconds(), len(a.times), lo, hi, target)
 }
 
-type result struct {
-	total      time.Duration
-	batchTimes []time.Duration
-}
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newContext(cfg config) (*dstream.Context, error) {
+func newContext(cfg config, interval time.Duration) (*dstream.Context, error) {
 	return dstream.New(dstream.Config{
 		AppName:       "bench",
-		BatchInterval: time.Second,
+		BatchInterval: interval,
 		Master:        fmt.Sprintf("local[%d]", cfg.slots),
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:        quietLogger(),
 	})
 }
 
-const (
-	splitFast    = true
-	splitStrings = false
-)
-
-// sluiceWordCount runs WordCount over lines in every batch; with window > 0
-// it counts over a sliding window of that length (1 s slide) instead.
-func sluiceWordCount(cfg config, lines []string, fast bool, window time.Duration) (result, error) {
-	ctx, err := newContext(cfg)
-	if err != nil {
-		return result{}, err
-	}
-	defer ctx.Stop()
-	q := dstream.NewQueue[string](ctx)
-	var words *dstream.DStream[string]
-	if fast {
-		words = dstream.FlatMapEmit(q.Stream(), wordgen.Fields)
-	} else {
-		words = dstream.FlatMap(q.Stream(), strings.Fields)
-	}
-	pairs := dstream.Map(words, func(w string) dstream.KV[string, int64] { return dstream.KV[string, int64]{Key: w, Value: 1} })
-	sum := func(a, b int64) int64 { return a + b }
-	counts := dstream.ReduceByKey(pairs, sum)
-	want := int64(len(lines) * wordgen.WordsPerLine)
-	if window > 0 {
-		counts = dstream.ReduceByKeyAndWindow(pairs, sum, window, time.Second)
-		want *= int64(window / time.Second)
-	}
-	batchNo := 0
-	var bad error
-	dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
-		all, err := dstream.Collect(b, r)
-		if err != nil {
-			return err
-		}
-		var total int64
-		for _, kv := range all {
-			total += kv.Value
-		}
-		batchNo++
-		// Until a window is full it holds fewer batches.
-		w := want
-		if window > 0 && int64(batchNo) < int64(window/time.Second) {
-			w = want / int64(window/time.Second) * int64(batchNo)
-		}
-		if total != w {
-			bad = fmt.Errorf("batch %v counted %d words, want %d", b.Time(), total, w)
-		}
-		return nil
-	})
-	zero := time.Unix(0, 0)
-	if err := ctx.StartManual(zero); err != nil {
-		return result{}, err
-	}
-	// One warm-up batch, not measured.
-	q.Push(lines...)
-	if _, err := ctx.RunBatch(context.Background(), zero.Add(time.Second)); err != nil {
-		return result{}, err
-	}
-	var res result
-	for b := 0; b < cfg.batches; b++ {
-		q.Push(lines...)
-		start := time.Now()
-		if _, err := ctx.RunBatch(context.Background(), zero.Add(time.Duration(b+2)*time.Second)); err != nil {
-			return result{}, err
-		}
-		d := time.Since(start)
-		res.total += d
-		res.batchTimes = append(res.batchTimes, d)
-	}
-	return res, bad
-}
-
-func emptyBatches(cfg config) (time.Duration, error) {
-	ctx, err := newContext(cfg)
-	if err != nil {
-		return 0, err
-	}
-	defer ctx.Stop()
-	// A rate source at 0 rows/s: every batch has one empty partition per
-	// slot, so both stages of the job run, with nothing to do.
-	counts := dstream.ReduceByKey(dstream.Map(dstream.Rate(ctx, 0), func(w int64) dstream.KV[int64, int64] {
-		return dstream.KV[int64, int64]{Key: w, Value: 1}
-	}), func(a, b int64) int64 { return a + b })
-	dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[int64, int64]]) error {
-		_, err := dstream.Collect(b, r)
-		return err
-	})
-	zero := time.Unix(0, 0)
-	if err := ctx.StartManual(zero); err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	for b := 1; b <= cfg.empty; b++ {
-		if _, err := ctx.RunBatch(context.Background(), zero.Add(time.Duration(b)*time.Second)); err != nil {
-			return 0, err
-		}
-	}
-	return time.Since(start) / time.Duration(cfg.empty), nil
-}
-
-// longWindow runs word counts over a 1-hour window sliding by 1 s with an
-// inverse function, from a generated source, and reports the state size and
-// the process's resident memory as batches accumulate: both must follow the
-// number of keys, not the number of batches.
-func longWindow(cfg config, out io.Writer) error {
-	ctx, err := newContext(cfg)
-	if err != nil {
-		return err
-	}
-	defer ctx.Stop()
-	vocab := wordgen.Vocabulary(wordgen.VocabularySize)
-	lines := dstream.Map(dstream.Rate(ctx, int64(cfg.longBatch)), func(i int64) string { return wordgen.LineAt(vocab, i) })
-	pairs := dstream.Map(dstream.FlatMapEmit(lines, wordgen.Fields), func(w string) dstream.KV[string, int64] {
-		return dstream.KV[string, int64]{Key: w, Value: 1}
-	})
-	counts := dstream.ReduceByKeyAndWindowInv(pairs, "hour", func(a, b int64) int64 { return a + b },
-		func(a, b int64) int64 { return a - b }, time.Hour, time.Second, func(kv dstream.KV[string, int64]) bool { return kv.Value != 0 })
-	var total int64
-	dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
-		all, err := dstream.Collect(b, r)
-		total = 0
-		for _, kv := range all {
-			total += kv.Value
-		}
-		return err
-	})
-	zero := time.Unix(0, 0)
-	if err := ctx.StartManual(zero); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "1 h window, 1 s slide, inverse function, %d lines per batch, vocabulary %d:\n", cfg.longBatch, wordgen.VocabularySize)
-	marks := map[int]bool{60: true, 600: true, 1800: true, 3600: true, cfg.longBatches: true}
-	start := time.Now()
-	for b := 1; b <= cfg.longBatches; b++ {
-		info, err := ctx.RunBatch(context.Background(), zero.Add(time.Duration(b)*time.Second))
-		if err != nil {
-			return err
-		}
-		if marks[b] {
-			keys, bytes := ctx.StateSize()
-			inWindow := int64(min(b, 3600) * cfg.longBatch * wordgen.WordsPerLine)
-			fmt.Fprintf(out, "  after %5d batches: state %d keys, %s bytes; window holds %d words (counted %d); RSS %s; batch %v\n",
-				b, keys, wordgen.Label(float64(bytes)), inWindow, total, wordgen.Label(float64(rss())), info.ProcessingTime.Round(time.Microsecond))
-			if total != inWindow {
-				return fmt.Errorf("1 h window after %d batches counted %d words, want %d", b, total, inWindow)
-			}
-		}
-	}
-	fmt.Fprintf(out, "  %d batches in %v\n", cfg.longBatches, time.Since(start).Round(time.Millisecond))
-	return nil
-}
-
-// rss returns the resident set size of this process in bytes (0 if unknown).
+// rss returns the resident set size of this process in bytes after a GC that
+// returns freed memory to the system (0 if unknown).
 func rss() int64 {
-	runtime.GC()
+	debug.FreeOSMemory() // a GC, and freed pages back to the system
+	return procStatus("VmRSS:")
+}
+
+// peakRSS returns the peak resident set size of this process in bytes.
+func peakRSS() int64 { return procStatus("VmHWM:") }
+
+func procStatus(field string) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field) {
 			var kb int64
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, field)), "%d", &kb)
 			return kb * 1024
 		}
 	}
 	return 0
 }
+
+func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/1e6) }

@@ -571,8 +571,8 @@ func (c *Context) cleanup(done time.Time) {
 
 // stateAttrs reports the size of stateful operators for the batch log line.
 func (c *Context) stateAttrs() []any {
-	var keys, bytes, late int64
-	var stateful, eventTime bool
+	var keys, bytes, late, buffered int64
+	var stateful, eventTime, receiver bool
 	for _, s := range c.streams {
 		if s.stateSize != nil {
 			k, b := s.stateSize()
@@ -584,6 +584,10 @@ func (c *Context) stateAttrs() []any {
 			late += s.lateDropped()
 			eventTime = true
 		}
+		if s.inputBuffered != nil {
+			buffered += s.inputBuffered()
+			receiver = true
+		}
 	}
 	var attrs []any
 	if stateful {
@@ -591,6 +595,9 @@ func (c *Context) stateAttrs() []any {
 	}
 	if eventTime {
 		attrs = append(attrs, slog.Int64("late_dropped", late))
+	}
+	if receiver {
+		attrs = append(attrs, slog.Int64("receiver_buffered_bytes", buffered))
 	}
 	return attrs
 }

@@ -1,33 +1,73 @@
 package dstream
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/array"
+	"github.com/apache/arrow/go/v15/arrow/memory"
 )
 
 // maxLineBytes bounds one line of a socket text stream.
 const maxLineBytes = 1 << 20
 
+// DefaultReceiverBytes is the memory bound of a receiver when none is given
+// (see MaxBufferedBytes).
+const DefaultReceiverBytes = 256 << 20
+
+// readChunk is the size of one read from the connection.
+const readChunk = 256 << 10
+
+// SocketOption configures SocketTextStream.
+type SocketOption func(*socketReceiver)
+
+// MaxBufferedBytes bounds the memory a socket receiver holds: the Arrow
+// column it is filling plus the input of batches that has not been released
+// yet (a batch's input lives until the next batch is done, longer under a
+// window). When the bound is reached the receiver stops reading until memory
+// is released, so the sender is slowed by TCP flow control instead of
+// memory growing, also when processing falls behind. Pick at least three
+// batch intervals' worth of input at the expected rate, or the bound limits
+// throughput. Values <= 0 mean DefaultReceiverBytes; values over 1 GiB
+// mean 1 GiB (a column's offsets are 32-bit).
+func MaxBufferedBytes(n int64) SocketOption {
+	return func(r *socketReceiver) {
+		if n > 0 {
+			r.limit = min(n, 1<<30)
+		}
+	}
+}
+
 // SocketTextStream receives newline-separated text from a TCP server (as
 // served by `nc -lk 9999`): one element per line. A receiver goroutine
-// connects, reconnects with backoff when the connection drops, and buffers
-// lines; each batch takes the lines received before its batch time. Lines
-// longer than 1 MiB end the connection (logged) and it is reopened.
-func SocketTextStream(ctx *Context, addr string) *DStream[string] {
-	r := &socketReceiver{addr: addr}
+// connects, reconnects with backoff when the connection drops, and appends
+// lines straight into an Arrow string column (no Go string per line); each
+// batch takes the lines received before its batch time, split into
+// zero-copy slices of that column. The receiver's memory (the column and
+// batches' input not yet released) is bounded by MaxBufferedBytes (default
+// 256 MiB); at the bound it stops reading (backpressure). The column may
+// double its capacity once past the bound.
+// Lines longer than 1 MiB end the connection (logged) and it is reopened; a
+// trailing "\r" is dropped.
+func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[string] {
+	r := &socketReceiver{addr: addr, limit: DefaultReceiverBytes}
+	for _, o := range opts {
+		o(r)
+	}
+	r.mem = &countingAllocator{mem: offHeap(ctx.cfg.Allocator), freed: r.memFreed}
+	r.memCond = sync.NewCond(&r.memMu)
 	in := newInput[string](ctx, "socketText", func(time.Time) ([]arrow.Record, int64, error) {
-		r.mu.Lock()
-		lines := r.buf
-		r.buf = nil
-		r.mu.Unlock()
-		return split(ctx, lines, ctx.Parallelism()), int64(len(lines)), nil
+		return r.cut(ctx.Parallelism())
 	})
+	in.s.b.inputBuffered = func() int64 { return r.mem.n.Load() }
 	in.startFn = func() error {
 		rctx, cancel := context.WithCancel(context.Background())
 		r.cancel = cancel
@@ -42,19 +82,181 @@ func SocketTextStream(ctx *Context, addr string) *DStream[string] {
 	in.stopFn = func() {
 		if r.cancel != nil {
 			r.cancel()
+			r.memMu.Lock()
+			r.stopped = true
+			r.memCond.Broadcast()
+			r.memMu.Unlock()
 			<-r.done
 		}
+		r.mu.Lock()
+		r.col.release()
+		r.mu.Unlock()
 	}
 	return in.s
 }
 
 type socketReceiver struct {
-	addr   string
-	mu     sync.Mutex
-	buf    []string
+	addr  string
+	limit int64
+	mem   *countingAllocator // every buffer of the receiver and of its batches' input
+
+	mu        sync.Mutex
+	col       lineColumn
+	lastData  int // line bytes of the last cut, to size the next column
+	lastLines int
+
+	// memMu is taken after mu, never before (Free may run under mu).
+	memMu   sync.Mutex
+	memCond *sync.Cond // signalled when memory is released, or on stop
+	stopped bool
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+func (r *socketReceiver) memFreed() {
+	r.memMu.Lock()
+	r.memCond.Broadcast()
+	r.memMu.Unlock()
+}
+
+// countingAllocator counts the bytes allocated through it and not yet
+// freed, and calls freed after every release.
+type countingAllocator struct {
+	mem   memory.Allocator
+	n     atomic.Int64
+	freed func()
+}
+
+func (a *countingAllocator) Allocate(size int) []byte {
+	b := a.mem.Allocate(size)
+	a.n.Add(int64(len(b)))
+	return b
+}
+
+func (a *countingAllocator) Reallocate(size int, b []byte) []byte {
+	old := len(b)
+	b = a.mem.Reallocate(size, b)
+	a.n.Add(int64(len(b) - old))
+	return b
+}
+
+func (a *countingAllocator) Free(b []byte) {
+	a.mem.Free(b)
+	a.n.Add(-int64(len(b)))
+	a.freed()
+}
+
+// cut takes every line received so far as up to parts records (slices of
+// one column) and wakes the receiver if it was waiting for space.
+func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
+	r.mu.Lock()
+	if r.col.n == 0 {
+		r.mu.Unlock()
+		return nil, 0, nil
+	}
+	r.lastData, r.lastLines = r.col.dataLen, r.col.n
+	arr := r.col.finish()
+	n := int64(arr.Len())
+	r.mu.Unlock()
+	defer arr.Release()
+	parts = max(1, min(parts, int(n)))
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
+	out := make([]arrow.Record, parts)
+	for p := range out {
+		lo, hi := int64(p)*n/int64(parts), int64(p+1)*n/int64(parts)
+		s := array.NewSlice(arr, lo, hi)
+		out[p] = array.NewRecord(schema, []arrow.Array{s}, hi-lo)
+		s.Release()
+	}
+	return out, n, nil
+}
+
+// appendLines adds the complete lines of buf to the column and returns the
+// bytes consumed (up to the last newline).
+func (r *socketReceiver) appendLines(buf []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.col.data == nil { // size the column like the last batch's
+		r.col.init(r.mem, r.lastData, r.lastLines)
+	}
+	used := 0
+	for {
+		i := bytes.IndexByte(buf[used:], '\n')
+		if i < 0 {
+			return used
+		}
+		line := buf[used : used+i]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		r.col.append(line)
+		used += i + 1
+	}
+}
+
+// waitForSpace blocks while the receiver holds its bound; it reports false
+// when the receiver stops.
+func (r *socketReceiver) waitForSpace() bool {
+	r.memMu.Lock()
+	defer r.memMu.Unlock()
+	for r.mem.n.Load() >= r.limit && !r.stopped {
+		r.memCond.Wait()
+	}
+	return !r.stopped
+}
+
+// lineColumn is an Arrow string column being filled: line bytes and
+// offsets written straight into allocator-owned buffers (no per-line
+// builder bookkeeping, no zeroing of grown capacity).
+type lineColumn struct {
+	data, offs *memory.Buffer
+	dataLen    int
+	n          int // lines
+}
+
+func (c *lineColumn) init(mem memory.Allocator, dataCap, lines int) {
+	c.data = memory.NewResizableBuffer(mem)
+	c.data.Reserve(max(dataCap, 64<<10))
+	c.offs = memory.NewResizableBuffer(mem)
+	c.offs.Reserve(4 * (max(lines, 1<<10) + 1))
+	arrow.Int32Traits.CastFromBytes(c.offs.Buf())[0] = 0
+	c.dataLen, c.n = 0, 0
+}
+
+func (c *lineColumn) append(line []byte) {
+	if end := c.dataLen + len(line); end > c.data.Cap() {
+		c.data.Reserve(max(2*c.data.Cap(), end))
+	}
+	copy(c.data.Buf()[c.dataLen:], line)
+	c.dataLen += len(line)
+	c.n++
+	if 4*(c.n+1) > c.offs.Cap() {
+		c.offs.Reserve(2 * c.offs.Cap())
+	}
+	arrow.Int32Traits.CastFromBytes(c.offs.Buf())[c.n] = int32(c.dataLen)
+}
+
+// finish returns the column as a string array and empties c.
+func (c *lineColumn) finish() *array.String {
+	c.data.ResizeNoShrink(c.dataLen)
+	c.offs.ResizeNoShrink(4 * (c.n + 1))
+	d := array.NewData(arrow.BinaryTypes.String, c.n, []*memory.Buffer{nil, c.offs, c.data}, nil, 0, 0)
+	arr := array.NewStringData(d)
+	d.Release()
+	c.release()
+	return arr
+}
+
+func (c *lineColumn) release() {
+	if c.data != nil {
+		c.data.Release()
+		c.offs.Release()
+	}
+	*c = lineColumn{}
+}
+
+var errLineTooLong = errors.New("line longer than 1 MiB")
 
 func (r *socketReceiver) run(ctx context.Context, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
@@ -78,18 +280,43 @@ func (r *socketReceiver) run(ctx context.Context, log *slog.Logger) {
 		connected, backoff = true, 100*time.Millisecond
 		log.Info("socket source: connected")
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		sc := bufio.NewScanner(conn)
-		sc.Buffer(make([]byte, 64<<10), maxLineBytes)
-		for sc.Scan() {
-			line := sc.Text()
-			r.mu.Lock()
-			r.buf = append(r.buf, line)
-			r.mu.Unlock()
-		}
+		err = r.read(conn)
 		stop()
 		conn.Close()
 		if ctx.Err() == nil {
-			log.Warn("socket source: connection ended; reconnecting", slog.Any("err", sc.Err()))
+			log.Warn("socket source: connection ended; reconnecting", slog.Any("err", err))
+		}
+	}
+}
+
+// read appends the lines of one connection until it ends. A partial last
+// line is dropped with the connection.
+func (r *socketReceiver) read(conn net.Conn) error {
+	buf := make([]byte, readChunk)
+	filled := 0
+	for {
+		if !r.waitForSpace() {
+			return nil
+		}
+		if filled == len(buf) { // no newline in a full buffer: grow up to the line bound
+			if len(buf) >= maxLineBytes+1 {
+				return fmt.Errorf("socket source: %w", errLineTooLong)
+			}
+			nb := make([]byte, min(2*len(buf), maxLineBytes+1))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := conn.Read(buf[filled:])
+		filled += n
+		if n > 0 {
+			used := r.appendLines(buf[:filled])
+			filled = copy(buf, buf[used:filled])
+			if len(buf) > readChunk && filled < readChunk { // a long line is done
+				buf = append(make([]byte, 0, readChunk), buf[:filled]...)[:readChunk]
+			}
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -234,6 +234,7 @@ func NewQueue[T any](ctx *Context) *Queue[T] {
 			q.pending = nil
 		default:
 			vals = q.pending[0]
+			q.pending[0] = nil // the batch's records hold the input now; let the slice go
 			q.pending = q.pending[1:]
 		}
 		q.mu.Unlock()

@@ -251,15 +251,6 @@ func snapshotStream[K comparable, S, U any](s *DStream[U], store *stateStore[K, 
 	})
 }
 
-func (p *statePart[K, S]) deltaAt(t time.Time) map[K]*stateEntry[S] {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if d := p.deltas[t]; d != nil {
-		return d
-	}
-	return map[K]*stateEntry[S]{}
-}
-
 // statefulStream adapts a stateful DStream to statefulOp.
 type statefulStream[U any] struct {
 	s       *DStream[U]
@@ -306,20 +297,16 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 			}
 			seen[rdd.Clone(kv.Key)] = true
 		}
-		var rest []KV[K, S]
-		x.each(func(k K, e stateEntry[S]) bool {
+		x.each(func(k K, e stateEntry[S]) bool { // keys with no data: update them in place
 			if !seen[k] {
-				rest = append(rest, KV[K, S]{Key: k, Value: e.value})
+				if ns, keep := update(nil, e.value, true); keep {
+					x.set(k, stateEntry[S]{value: ns, touched: t})
+				} else {
+					x.remove(k)
+				}
 			}
 			return true
 		})
-		for _, kv := range rest {
-			if ns, keep := update(nil, kv.Value, true); keep {
-				x.set(kv.Key, stateEntry[S]{value: ns, touched: t})
-			} else {
-				x.remove(kv.Key)
-			}
-		}
 		var stopped bool
 		x.each(func(k K, e stateEntry[S]) bool {
 			stopped = !yield(KV[K, S]{Key: k, Value: e.value})

@@ -1,8 +1,10 @@
 package dstream
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"math"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -17,7 +19,15 @@ import (
 // written by the batch in flight. A task attempt always starts from the
 // committed state and replaces the batch's delta, so retries and
 // recomputation are idempotent; the batch commits once all its outputs are
-// done. Issue 5/6 checkpoints the committed maps per partition.
+// done. Issue 5/6 checkpoints the committed state per partition.
+//
+// Storage is columnar: a partition's committed state is four parallel
+// slices (codec hash, key, value, last-data time) sorted by key hash, an
+// open-addressing index over the hashes, and, for string keys, an arena
+// holding the key bytes (one allocation per MiB, not per key). A delta keeps
+// changes to committed keys by position (an op byte, value and time per
+// key) and new keys in a small table of the same shape. 1M string -> int64
+// keys cost about 50 bytes each plus the key bytes.
 type stateStore[K comparable, S any] struct {
 	name  string
 	kc    rdd.Codec[K]
@@ -29,20 +39,72 @@ type stateEntry[S any] struct {
 	touched time.Time // the last batch that gave the key data
 }
 
+// noTime encodes the zero time.Time in the touched columns.
+const noTime = math.MinInt64
+
+func packTime(t time.Time) int64 {
+	if t.IsZero() {
+		return noTime
+	}
+	return t.UnixNano()
+}
+
+func unpackTime(n int64) time.Time {
+	if n == noTime {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
 type statePart[K comparable, S any] struct {
-	mu        sync.Mutex
-	committed map[K]stateEntry[S]
-	deltas    map[time.Time]map[K]*stateEntry[S] // nil entry: removed
-	bytes     int64
+	mu sync.Mutex
+	kc rdd.Codec[K]
+	// committed state, sorted by hash; gen changes whenever positions do
+	hashes  []uint64
+	keys    []K
+	vals    []S
+	touched []int64
+	index   hashIndex
+	gen     uint64
+	arena   keyArena // bytes of string keys (unused for other key types)
+	deltas  map[time.Time]*stateDelta[K, S]
 	// wake is the earliest batch time at which something in the partition
 	// may be due (a timeout, a window end); zero when nothing is.
 	wake time.Time
 }
 
+const (
+	opNone = iota
+	opSet
+	opRemove
+)
+
+// stateDelta is one task attempt's changes to a partition.
+type stateDelta[K comparable, S any] struct {
+	gen  uint64 // the committed generation positions refer to
+	base []K    // the committed keys at that generation
+	// changes to committed keys, by position (allocated on first change)
+	op      []uint8
+	vals    []S
+	touched []int64
+	// keys that were not committed, in first-set order
+	added addedKeys[K, S]
+}
+
+type addedKeys[K comparable, S any] struct {
+	hashes  []uint64
+	keys    []K
+	vals    []S
+	touched []int64
+	removed []bool
+	index   hashIndex
+}
+
 func newStateStore[K comparable, S any](name string, parts int) *stateStore[K, S] {
-	st := &stateStore[K, S]{name: name, kc: rdd.CodecOf[K](), parts: make([]*statePart[K, S], parts)}
+	kc := rdd.CodecOf[K]()
+	st := &stateStore[K, S]{name: name, kc: kc, parts: make([]*statePart[K, S], parts)}
 	for i := range st.parts {
-		st.parts[i] = &statePart[K, S]{committed: map[K]stateEntry[S]{}, deltas: map[time.Time]map[K]*stateEntry[S]{}}
+		st.parts[i] = &statePart[K, S]{kc: kc, deltas: map[time.Time]*stateDelta[K, S]{}}
 	}
 	return st
 }
@@ -50,13 +112,23 @@ func newStateStore[K comparable, S any](name string, parts int) *stateStore[K, S
 // partOf returns the partition of key k.
 func (st *stateStore[K, S]) partOf(k K) int { return rdd.PartitionOf(st.kc.Hash(k), len(st.parts)) }
 
-// load puts initial state into the committed maps.
+// load puts initial state into the committed state.
 func (st *stateStore[K, S]) load(init []KV[K, S], at time.Time) {
+	ds := make([]*stateDelta[K, S], len(st.parts))
+	for i, p := range st.parts {
+		ds[i] = p.newDelta()
+	}
 	for _, kv := range init {
-		p := st.parts[st.partOf(kv.Key)]
-		k := rdd.Clone(kv.Key)
-		p.committed[k] = stateEntry[S]{value: rdd.Clone(kv.Value), touched: at}
-		p.bytes += entrySize(k, kv.Value)
+		i := st.partOf(kv.Key)
+		p := st.parts[i]
+		p.mu.Lock()
+		ds[i].set(p, kv.Key, stateEntry[S]{value: kv.Value, touched: at})
+		p.mu.Unlock()
+	}
+	for i, p := range st.parts {
+		p.mu.Lock()
+		p.apply(ds[i])
+		p.mu.Unlock()
 	}
 }
 
@@ -65,38 +137,128 @@ type txn[K comparable, S any] struct {
 	part  int
 	p     *statePart[K, S]
 	t     time.Time
-	delta map[K]*stateEntry[S]
+	delta *stateDelta[K, S]
+	// hint is the committed position after the last one each visited or set
+	// found: UpdateStateByKey sets keys in the order each visits them, so a
+	// set usually finds its key there without a hash lookup.
+	hint int
 }
 
 func (st *stateStore[K, S]) begin(part int, t time.Time) (*txn[K, S], error) {
 	if part < 0 || part >= len(st.parts) {
 		return nil, fmt.Errorf("state %s: partition %d out of range [0,%d): the operator's input is not partitioned like its state", st.name, part, len(st.parts))
 	}
-	return &txn[K, S]{part: part, p: st.parts[part], t: t, delta: map[K]*stateEntry[S]{}}, nil
+	p := st.parts[part]
+	p.mu.Lock()
+	d := p.newDelta()
+	p.mu.Unlock()
+	return &txn[K, S]{part: part, p: p, t: t, delta: d}, nil
+}
+
+// newDelta returns an empty delta against the current committed state
+// (p.mu held).
+func (p *statePart[K, S]) newDelta() *stateDelta[K, S] {
+	return &stateDelta[K, S]{gen: p.gen, base: p.keys}
 }
 
 func (x *txn[K, S]) get(k K) (stateEntry[S], bool) {
-	if e, ok := x.delta[k]; ok {
-		if e == nil {
+	h := x.p.kc.Hash(k)
+	d := x.delta
+	if i := d.added.find(h, k); i >= 0 {
+		if d.added.removed[i] {
 			return stateEntry[S]{}, false
 		}
-		return *e, true
+		return stateEntry[S]{value: d.added.vals[i], touched: unpackTime(d.added.touched[i])}, true
 	}
 	x.p.mu.Lock()
-	e, ok := x.p.committed[k]
-	x.p.mu.Unlock()
-	return e, ok
+	defer x.p.mu.Unlock()
+	pos := x.p.find(h, k)
+	if pos < 0 {
+		return stateEntry[S]{}, false
+	}
+	if d.gen == x.p.gen && d.op != nil {
+		switch d.op[pos] {
+		case opSet:
+			return stateEntry[S]{value: d.vals[pos], touched: unpackTime(d.touched[pos])}, true
+		case opRemove:
+			return stateEntry[S]{}, false
+		}
+	}
+	return stateEntry[S]{value: x.p.vals[pos], touched: unpackTime(x.p.touched[pos])}, true
 }
 
 func (x *txn[K, S]) set(k K, e stateEntry[S]) {
-	k = rdd.Clone(k)
-	e.value = rdd.Clone(e.value)
-	x.delta[k] = &e
+	x.p.mu.Lock()
+	defer x.p.mu.Unlock()
+	x.rebase()
+	d, p := x.delta, x.p
+	for _, pos := range [2]int{x.hint, x.hint + 1} {
+		if pos < len(p.keys) && p.keys[pos] == k { // committed, so not among the added keys
+			d.ensureOps()
+			d.op[pos], d.vals[pos], d.touched[pos] = opSet, rdd.Clone(e.value), packTime(e.touched)
+			x.hint = pos + 1
+			return
+		}
+	}
+	d.set(p, k, e)
 }
 
-func (x *txn[K, S]) remove(k K) { x.delta[rdd.Clone(k)] = nil }
+// rebase moves the delta onto the current committed state if a commit
+// happened since it began (p.mu held).
+func (x *txn[K, S]) rebase() {
+	if x.delta.gen != x.p.gen {
+		x.delta = x.p.rebase(x.delta)
+	}
+}
 
-// wake reports whether something may be due in the partition at t.
+func (x *txn[K, S]) remove(k K) {
+	x.p.mu.Lock()
+	defer x.p.mu.Unlock()
+	x.rebase()
+	d := x.delta
+	h := x.p.kc.Hash(k)
+	if i := d.added.find(h, k); i >= 0 {
+		d.added.removed[i] = true
+		var zero S
+		d.added.vals[i] = zero
+		return
+	}
+	if pos := x.p.find(h, k); pos >= 0 {
+		d.ensureOps()
+		var zero S
+		d.op[pos], d.vals[pos] = opRemove, zero
+	}
+}
+
+// set records k = e in d (p.mu held). Keys and values are cloned: they may
+// alias Arrow buffers of this batch.
+func (d *stateDelta[K, S]) set(p *statePart[K, S], k K, e stateEntry[S]) {
+	h := p.kc.Hash(k)
+	v := rdd.Clone(e.value)
+	if i := d.added.find(h, k); i >= 0 {
+		d.added.vals[i], d.added.touched[i], d.added.removed[i] = v, packTime(e.touched), false
+		return
+	}
+	if d.gen != p.gen {
+		panic(fmt.Sprintf("dstream: state changed under a running task (generation %d, now %d)", d.gen, p.gen))
+	}
+	if pos := p.find(h, k); pos >= 0 {
+		d.ensureOps()
+		d.op[pos], d.vals[pos], d.touched[pos] = opSet, v, packTime(e.touched)
+		return
+	}
+	d.added.add(h, cloneKey(&p.arena, k), v, packTime(e.touched))
+}
+
+func (d *stateDelta[K, S]) ensureOps() {
+	if d.op == nil {
+		d.op = make([]uint8, len(d.base))
+		d.vals = make([]S, len(d.base))
+		d.touched = make([]int64, len(d.base))
+	}
+}
+
+// due reports whether something may be due in the partition at t.
 func (x *txn[K, S]) due() bool {
 	x.p.mu.Lock()
 	defer x.p.mu.Unlock()
@@ -105,29 +267,50 @@ func (x *txn[K, S]) due() bool {
 
 // each calls f for every key of the partition as the transaction sees it,
 // in a deterministic order (by key hash), so that recomputing the
-// partition routes its output exactly as before.
+// partition routes its output exactly as before. Keys set during the walk
+// are not visited; keys removed during it are skipped.
 func (x *txn[K, S]) each(f func(k K, e stateEntry[S]) bool) {
-	x.p.mu.Lock()
-	keys := make([]K, 0, len(x.p.committed)+len(x.delta))
-	for k := range x.p.committed {
-		if _, ok := x.delta[k]; !ok {
-			keys = append(keys, k)
+	p := x.p
+	p.mu.Lock()
+	x.rebase()
+	d := x.delta
+	hashes, keys, vals, touched := p.hashes, p.keys, p.vals, p.touched
+	p.mu.Unlock()
+	added := d.added.sortedLive()
+	ai := 0
+	emitAdded := func(i int) bool {
+		if d.added.removed[i] {
+			return true
 		}
+		return f(d.added.keys[i], stateEntry[S]{value: d.added.vals[i], touched: unpackTime(d.added.touched[i])})
 	}
-	x.p.mu.Unlock()
-	for k, e := range x.delta {
-		if e != nil {
-			keys = append(keys, k)
+	for pos := range keys {
+		for ai < len(added) && d.added.hashes[added[ai]] < hashes[pos] {
+			if !emitAdded(added[ai]) {
+				return
+			}
+			ai++
 		}
-	}
-	kc := rdd.CodecOf[K]()
-	sort.Slice(keys, func(i, j int) bool { return kc.Hash(keys[i]) < kc.Hash(keys[j]) })
-	for _, k := range keys {
-		e, ok := x.get(k)
-		if ok && !f(k, e) {
+		e := stateEntry[S]{value: vals[pos], touched: unpackTime(touched[pos])}
+		if d.op != nil {
+			switch d.op[pos] {
+			case opRemove:
+				continue
+			case opSet:
+				e = stateEntry[S]{value: d.vals[pos], touched: unpackTime(d.touched[pos])}
+			}
+		}
+		x.hint = pos
+		if !f(keys[pos], e) {
 			return
 		}
 	}
+	for ; ai < len(added); ai++ {
+		if !emitAdded(added[ai]) {
+			return
+		}
+	}
+	x.hint = 0
 }
 
 // finish stores the attempt's delta as the batch's, replacing earlier attempts.
@@ -135,6 +318,16 @@ func (x *txn[K, S]) finish() {
 	x.p.mu.Lock()
 	x.p.deltas[x.t] = x.delta
 	x.p.mu.Unlock()
+}
+
+// deltaAt returns batch t's delta (an empty one if there is none).
+func (p *statePart[K, S]) deltaAt(t time.Time) *stateDelta[K, S] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d := p.deltas[t]; d != nil {
+		return d
+	}
+	return p.newDelta()
 }
 
 // commit applies batch t's deltas. wake computes when an entry may next be
@@ -149,21 +342,14 @@ func (st *stateStore[K, S]) commit(t time.Time, wake func(k K, e stateEntry[S]) 
 				delete(p.deltas, bt)
 			}
 		}
-		for k, e := range d {
-			if old, ok := p.committed[k]; ok {
-				p.bytes -= entrySize(k, old.value)
-			}
-			if e == nil {
-				delete(p.committed, k)
-				continue
-			}
-			p.committed[k] = *e
-			p.bytes += entrySize(k, e.value)
+		changed := d != nil && (d.op != nil || len(d.added.keys) > 0)
+		if d != nil {
+			p.apply(d)
 		}
-		if wake != nil && (len(d) > 0 || (!p.wake.IsZero() && !t.Before(p.wake))) {
+		if wake != nil && (changed || (!p.wake.IsZero() && !t.Before(p.wake))) {
 			p.wake = time.Time{}
-			for k, e := range p.committed {
-				if w := wake(k, e); !w.IsZero() && (p.wake.IsZero() || w.Before(p.wake)) {
+			for i, k := range p.keys {
+				if w := wake(k, stateEntry[S]{value: p.vals[i], touched: unpackTime(p.touched[i])}); !w.IsZero() && (p.wake.IsZero() || w.Before(p.wake)) {
 					p.wake = w
 				}
 			}
@@ -172,39 +358,299 @@ func (st *stateStore[K, S]) commit(t time.Time, wake func(k K, e stateEntry[S]) 
 	}
 }
 
-// size returns the committed keys and approximate bytes.
+// apply makes d's changes committed (p.mu held). Value changes are written
+// in place; added or removed keys rebuild the columns, merged in hash order.
+func (p *statePart[K, S]) apply(d *stateDelta[K, S]) {
+	if d.gen != p.gen {
+		d = p.rebase(d)
+	}
+	removed := 0
+	for pos, op := range d.op {
+		switch op {
+		case opSet:
+			p.vals[pos], p.touched[pos] = d.vals[pos], d.touched[pos]
+		case opRemove:
+			removed++
+		}
+	}
+	added := d.added.sortedLive()
+	live := 0
+	for _, i := range added {
+		if !d.added.removed[i] {
+			live++
+		}
+	}
+	if removed == 0 && live == 0 {
+		return
+	}
+	n := len(p.keys) - removed + live
+	hashes, keys := make([]uint64, 0, n), make([]K, 0, n)
+	vals, touched := make([]S, 0, n), make([]int64, 0, n)
+	ai := 0
+	takeAdded := func(i int) {
+		if !d.added.removed[i] {
+			hashes, keys = append(hashes, d.added.hashes[i]), append(keys, d.added.keys[i])
+			vals, touched = append(vals, d.added.vals[i]), append(touched, d.added.touched[i])
+		}
+	}
+	for pos := range p.keys {
+		for ai < len(added) && d.added.hashes[added[ai]] < p.hashes[pos] {
+			takeAdded(added[ai])
+			ai++
+		}
+		if d.op != nil && d.op[pos] == opRemove {
+			continue
+		}
+		hashes, keys = append(hashes, p.hashes[pos]), append(keys, p.keys[pos])
+		vals, touched = append(vals, p.vals[pos]), append(touched, p.touched[pos])
+	}
+	for ; ai < len(added); ai++ {
+		takeAdded(added[ai])
+	}
+	p.hashes, p.keys, p.vals, p.touched = hashes, keys, vals, touched
+	p.index = buildIndex(hashes)
+	p.gen++
+	p.keys = compactKeys(&p.arena, p.keys)
+}
+
+// rebase returns d moved onto the current committed state: its positions
+// refer to older columns, so its changes are found again by key (p.mu held).
+func (p *statePart[K, S]) rebase(d *stateDelta[K, S]) *stateDelta[K, S] {
+	nd := p.newDelta()
+	for pos, op := range d.op {
+		switch op {
+		case opSet:
+			nd.set(p, d.base[pos], stateEntry[S]{value: d.vals[pos], touched: unpackTime(d.touched[pos])})
+		case opRemove:
+			if i := p.find(p.kc.Hash(d.base[pos]), d.base[pos]); i >= 0 {
+				nd.ensureOps()
+				nd.op[i] = opRemove
+			}
+		}
+	}
+	for i, k := range d.added.keys {
+		if !d.added.removed[i] {
+			nd.set(p, k, stateEntry[S]{value: d.added.vals[i], touched: unpackTime(d.added.touched[i])})
+		}
+	}
+	return nd
+}
+
+// find returns the committed position of k, or -1 (p.mu held).
+func (p *statePart[K, S]) find(h uint64, k K) int {
+	return p.index.find(h, p.hashes, func(i int) bool { return p.keys[i] == k })
+}
+
+func (a *addedKeys[K, S]) find(h uint64, k K) int {
+	return a.index.find(h, a.hashes, func(i int) bool { return a.keys[i] == k })
+}
+
+func (a *addedKeys[K, S]) add(h uint64, k K, v S, touched int64) {
+	a.hashes = append(a.hashes, h)
+	a.keys = append(a.keys, k)
+	a.vals = append(a.vals, v)
+	a.touched = append(a.touched, touched)
+	a.removed = append(a.removed, false)
+	a.index.insert(h, len(a.keys)-1, a.hashes)
+}
+
+// sortedLive returns the positions of added keys in hash order (stable).
+func (a *addedKeys[K, S]) sortedLive() []int {
+	if len(a.keys) == 0 {
+		return nil
+	}
+	order := make([]int, len(a.keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		if c := cmp.Compare(a.hashes[i], a.hashes[j]); c != 0 {
+			return c
+		}
+		return cmp.Compare(i, j) // equal hashes: first set first
+	})
+	return order
+}
+
+// hashIndex is an open-addressing index from a hash to positions in a
+// hashes column (linear probing, at most 3/4 full). Slots hold position+1.
+type hashIndex struct {
+	slots []int32
+	mask  uint64
+	shift uint // slot of hash h: (h * fib) >> shift
+	n     int
+}
+
+// fib spreads hashes over the slots by their high bits: a partition's keys
+// share their hash modulo the partition count, so low bits alone would
+// cluster.
+const fib = 0x9E3779B97F4A7C15
+
+func buildIndex(hashes []uint64) hashIndex {
+	var ix hashIndex
+	size, bits := 8, uint(3)
+	for size*3 < len(hashes)*4+4 {
+		size, bits = size*2, bits+1
+	}
+	ix.slots = make([]int32, size)
+	ix.mask = uint64(size - 1)
+	ix.shift = 64 - bits
+	for i, h := range hashes {
+		ix.place(h, i)
+	}
+	ix.n = len(hashes)
+	return ix
+}
+
+func (ix *hashIndex) place(h uint64, pos int) {
+	for i := (h * fib) >> ix.shift; ; i = (i + 1) & ix.mask {
+		if ix.slots[i] == 0 {
+			ix.slots[i] = int32(pos + 1)
+			return
+		}
+	}
+}
+
+func (ix *hashIndex) find(h uint64, hashes []uint64, match func(int) bool) int {
+	if ix.n == 0 {
+		return -1
+	}
+	for i := (h * fib) >> ix.shift; ; i = (i + 1) & ix.mask {
+		s := ix.slots[i]
+		if s == 0 {
+			return -1
+		}
+		if hashes[s-1] == h && match(int(s-1)) {
+			return int(s - 1)
+		}
+	}
+}
+
+func (ix *hashIndex) insert(h uint64, pos int, hashes []uint64) {
+	if (ix.n+1)*4 > len(ix.slots)*3 {
+		*ix = buildIndex(hashes[:pos])
+	}
+	ix.place(h, pos)
+	ix.n++
+}
+
+// keyArena holds the bytes of string keys in 1 MiB chunks, so state with
+// many keys costs no allocation per key. Removed keys leave garbage, which
+// compact reclaims when it exceeds the live bytes.
+type keyArena struct {
+	chunks [][]byte
+	used   int64 // bytes handed out
+}
+
+func isString[T any]() bool {
+	var zero T
+	_, ok := any(zero).(string)
+	return ok
+}
+
+const arenaChunk = 1 << 20
+
+// clone returns k with its bytes in the arena if K is a string, else a
+// deep copy of k (rdd.Clone).
+func cloneKey[K any](a *keyArena, k K) K {
+	if !isString[K]() {
+		return rdd.Clone(k)
+	}
+	s := *(*string)(unsafe.Pointer(&k))
+	if len(s) == 0 || len(s) > arenaChunk/4 {
+		return rdd.Clone(k)
+	}
+	var c []byte
+	if n := len(a.chunks); n > 0 && cap(a.chunks[n-1])-len(a.chunks[n-1]) >= len(s) {
+		c = a.chunks[n-1]
+	} else {
+		c = make([]byte, 0, arenaChunk)
+		a.chunks = append(a.chunks, c)
+	}
+	start := len(c)
+	c = append(c, s...)
+	a.chunks[len(a.chunks)-1] = c
+	a.used += int64(len(s))
+	b := c[start:]
+	out := unsafe.String(&b[0], len(s))
+	return *(*K)(unsafe.Pointer(&out))
+}
+
+// compact copies live string keys into fresh chunks once more than half
+// the arena is garbage, and returns the keys pointing there.
+func compactKeys[K any](a *keyArena, keys []K) []K {
+	if len(a.chunks) < 4 || !isString[K]() {
+		return keys
+	}
+	var live int64
+	for i := range keys {
+		live += int64(len(*(*string)(unsafe.Pointer(&keys[i]))))
+	}
+	if live*2 > a.used {
+		return keys
+	}
+	*a = keyArena{}
+	for i := range keys {
+		keys[i] = cloneKey(a, keys[i])
+	}
+	return keys
+}
+
+func (a *keyArena) bytes() int64 {
+	var n int64
+	for _, c := range a.chunks {
+		n += int64(cap(c))
+	}
+	return n
+}
+
+// size returns the committed keys and the bytes the committed columns,
+// index and key arena occupy (plus the bytes of string or byte-slice
+// values).
 func (st *stateStore[K, S]) size() (keys, bytes int64) {
+	var k K
+	var s S
 	for _, p := range st.parts {
 		p.mu.Lock()
-		keys += int64(len(p.committed))
-		bytes += p.bytes
+		keys += int64(len(p.keys))
+		bytes += int64(cap(p.hashes))*8 + int64(cap(p.keys))*int64(unsafe.Sizeof(k)) +
+			int64(cap(p.vals))*int64(unsafe.Sizeof(s)) + int64(cap(p.touched))*8 + int64(len(p.index.slots))*4 + p.arena.bytes()
+		if hasDynSize[S]() {
+			for i := range p.vals {
+				bytes += dynSize(any(p.vals[i]))
+			}
+		}
+		if hasDynSize[K]() && !isString[K]() {
+			for i := range p.keys {
+				bytes += dynSize(any(p.keys[i]))
+			}
+		}
 		p.mu.Unlock()
 	}
 	return keys, bytes
 }
 
-// snapshot returns the committed state, sorted by partition, for tests.
+// snapshot returns the committed state, sorted by partition then key hash,
+// for tests.
 func (st *stateStore[K, S]) snapshot() []KV[K, S] {
 	var out []KV[K, S]
 	for _, p := range st.parts {
 		p.mu.Lock()
-		start := len(out)
-		for k, e := range p.committed {
-			out = append(out, KV[K, S]{Key: k, Value: e.value})
+		for i, k := range p.keys {
+			out = append(out, KV[K, S]{Key: k, Value: p.vals[i]})
 		}
 		p.mu.Unlock()
-		part := out[start:]
-		sort.Slice(part, func(i, j int) bool { return st.kc.Hash(part[i].Key) < st.kc.Hash(part[j].Key) })
 	}
 	return out
 }
 
-// entrySize approximates the memory of one entry: the fixed size of key and
-// value plus the bytes of top-level strings and byte slices, plus map overhead.
-func entrySize[K, S any](k K, v S) int64 {
-	n := int64(unsafe.Sizeof(k)) + int64(unsafe.Sizeof(v)) + 16
-	n += dynSize(any(k)) + dynSize(any(v))
-	return n
+func hasDynSize[T any]() bool {
+	var zero T
+	switch any(zero).(type) {
+	case string, []byte:
+		return true
+	}
+	return false
 }
 
 func dynSize(v any) int64 {

@@ -67,13 +67,16 @@ func TestStateByteSizeFollowsTheState(t *testing.T) {
 		}
 		runTxn(t, st, st.partOf("k"), sec(2), func(x *txn[string, string]) { x.set("k", stateEntry[string]{value: short}) })
 		st.commit(sec(2), nil)
-		if _, small := st.size(); small >= big-900 {
+		_, small := st.size()
+		if small >= big-900 {
 			t.Fatalf("loaded %v: %d bytes after replacing a 1000-byte value by 1 byte, %d before", loaded, small, big)
 		}
 		runTxn(t, st, st.partOf("k"), sec(3), func(x *txn[string, string]) { x.remove("k") })
 		st.commit(sec(3), nil)
-		if keys, b := st.size(); keys != 0 || b != 0 {
-			t.Fatalf("loaded %v: size %d keys, %d bytes with the state empty", loaded, keys, b)
+		// The figure is the memory the store holds: its columns and key
+		// arena keep their capacity, the removed key's bytes go.
+		if keys, b := st.size(); keys != 0 || b > small {
+			t.Fatalf("loaded %v: size %d keys, %d bytes with the state empty (%d with one 1-byte value)", loaded, keys, b, small)
 		}
 	}
 }

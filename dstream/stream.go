@@ -32,6 +32,9 @@ type streamBase struct {
 	lateDropped func() int64
 	// skipped, if set, reports (and forgets) what a source skipped in batch t.
 	skipped func(t time.Time) (files, lines int64)
+	// inputBuffered, if set, reports the bytes a receiver holds: its column
+	// for the next batch plus batches' input not yet released.
+	inputBuffered func() int64
 }
 
 // DStream is a discretized stream: a sequence of RDDs, one per batch

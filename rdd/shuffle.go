@@ -1,6 +1,8 @@
 package rdd
 
 import (
+	"unsafe"
+
 	"github.com/apache/arrow/go/v15/arrow"
 )
 
@@ -18,26 +20,53 @@ type Aggregator[V, C any] struct {
 func partitionOf(h uint64, n int) int { return int(h % uint64(n)) }
 
 // combiner is a hash table from K to C that hashes each key once per
-// record: the map holds indexes into dense key and value slices, which also
-// give a deterministic output order (first-seen order).
+// record: the index maps keys to dense slots of a key column and a value
+// column, which also give a deterministic output order (first-seen order).
+// String keys use strTable (hashed in place, no boxing); other key types
+// a Go map.
 type combiner[K comparable, C any] struct {
+	tab  *strTable // K is string
 	idx  map[K]int32
-	keys []K
+	keys []K // with idx
 	vals []C
 }
 
 func newCombiner[K comparable, C any]() *combiner[K, C] {
+	var zero K
+	if _, ok := any(zero).(string); ok {
+		return &combiner[K, C]{tab: newStrTable()}
+	}
 	return &combiner[K, C]{idx: make(map[K]int32)}
 }
 
-func (m *combiner[K, C]) add(k K, create func() C, merge func(C) C) {
+// slot returns k's dense slot and whether k is new, in which case the
+// caller appends its first combiner to vals.
+func (m *combiner[K, C]) slot(k K) (int, bool) {
+	if m.tab != nil {
+		return m.tab.slot(*(*string)(unsafe.Pointer(&k)))
+	}
 	if i, ok := m.idx[k]; ok {
-		m.vals[i] = merge(m.vals[i])
-		return
+		return int(i), false
 	}
 	m.idx[k] = int32(len(m.keys))
 	m.keys = append(m.keys, k)
-	m.vals = append(m.vals, create())
+	return len(m.keys) - 1, true
+}
+
+// keyList returns the keys in slot order.
+func (m *combiner[K, C]) keyList() []K {
+	if m.tab != nil {
+		return *(*[]K)(unsafe.Pointer(&m.tab.keys))
+	}
+	return m.keys
+}
+
+func (m *combiner[K, C]) add(k K, create func() C, merge func(C) C) {
+	if i, added := m.slot(k); added {
+		m.vals = append(m.vals, create())
+	} else {
+		m.vals[i] = merge(m.vals[i])
+	}
 }
 
 // writeShuffle encodes the values of one map task into numReduce blocks,
@@ -109,14 +138,18 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 		m := newCombiner[K, C]()
 		err := r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
 			tc.cur = n
-			m.add(kv.Key, func() C { return agg.Create(kv.Value) }, func(c C) C { return agg.Merge(c, kv.Value) })
+			if i, added := m.slot(kv.Key); added {
+				m.vals = append(m.vals, agg.Create(kv.Value))
+			} else {
+				m.vals[i] = agg.Merge(m.vals[i], kv.Value)
+			}
 			return true
 		})
 		if err != nil {
 			return err
 		}
 		return writeShuffle(tc, dep, mapPart, outCodec, func(emit func(int, KV[K, C])) error {
-			for i, k := range m.keys {
+			for i, k := range m.keyList() {
 				emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: m.vals[i]})
 			}
 			return nil
@@ -128,7 +161,11 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 		release, err := fetchAll(tc, dep, part, func(rec arrow.Record) {
 			ForEach(outCodec, rec, func(kv KV[K, C]) bool {
 				tc.cur = n
-				m.add(kv.Key, func() C { return kv.Value }, func(c C) C { return agg.Combine(c, kv.Value) })
+				if i, added := m.slot(kv.Key); added {
+					m.vals = append(m.vals, kv.Value)
+				} else {
+					m.vals[i] = agg.Combine(m.vals[i], kv.Value)
+				}
 				return true
 			})
 		})
@@ -136,7 +173,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 		if err != nil {
 			return err
 		}
-		for i, k := range m.keys {
+		for i, k := range m.keyList() {
 			if !yield(KV[K, C]{Key: k, Value: m.vals[i]}) {
 				break
 			}
@@ -253,7 +290,7 @@ func CoGroup[K comparable, V, W any](a *RDD[KV[K, V]], b *RDD[KV[K, W]], numPart
 		if err != nil {
 			return err
 		}
-		for i, k := range m.keys {
+		for i, k := range m.keyList() {
 			if !yield(KV[K, Pair[[]V, []W]]{Key: k, Value: m.vals[i]}) {
 				break
 			}
