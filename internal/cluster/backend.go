@@ -309,7 +309,7 @@ func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.T
 		e := b.execs[at.Executor]
 		b.mu.Unlock()
 		if e == nil {
-			errs = append(errs, fmt.Errorf("commit state on executor %s: it is gone, and the operator state it held with it", at))
+			errs = append(errs, fmt.Errorf("commit the operator state held by executor %s: it is gone, and the state with it", at))
 			continue
 		}
 		client, err := b.cfg.Executor(e.addr)
@@ -319,7 +319,7 @@ func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.T
 			cancel()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("commit state on executor %s (%s): %w", at, e.addr, err))
+			errs = append(errs, fmt.Errorf("commit the operator state held by executor %s (%s): %w", at, e.addr, err))
 		}
 	}
 	return errors.Join(errs...)
