@@ -1,0 +1,311 @@
+package dstream
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/sluicehq/sluice/internal/ui"
+	"github.com/sluicehq/sluice/rdd"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+func TestHistoryRingKeepsTheLastBatches(t *testing.T) {
+	h := NewHistory(3)
+	t0 := time.Unix(1000, 0)
+	for i := 1; i <= 5; i++ {
+		r := BatchRecord{BatchInfo: BatchInfo{Time: t0.Add(time.Duration(i) * time.Second), InputRecords: int64(i)}}
+		if i == 4 {
+			r.Failed, r.Error = true, strings.Repeat("x", 5000)
+			r.Jobs = []scheduler.JobMetrics{{Stages: []scheduler.StageMetrics{{Failed: 2}, {Failed: 1}}}}
+		}
+		h.Add(r)
+	}
+	if h.Len() != 3 || h.Cap() != 3 {
+		t.Fatalf("len %d cap %d, want 3 3", h.Len(), h.Cap())
+	}
+	page, total := h.Page(0, 10)
+	if total != 3 || len(page) != 3 {
+		t.Fatalf("page of %d, total %d; want 3, 3", len(page), total)
+	}
+	for i, want := range []int64{5, 4, 3} { // newest first
+		if page[i].InputRecords != want {
+			t.Fatalf("page[%d] is batch %d, want %d", i, page[i].InputRecords, want)
+		}
+	}
+	if p, _ := h.Page(1, 1); len(p) != 1 || p[0].InputRecords != 4 {
+		t.Fatalf("Page(1,1) = %+v, want batch 4", p)
+	}
+	if p, _ := h.Page(3, 1); len(p) != 0 {
+		t.Fatalf("Page past the end = %+v, want none", p)
+	}
+	if _, ok := h.Find(t0.Add(2 * time.Second)); ok {
+		t.Fatal("found batch 2, which the ring of 3 dropped")
+	}
+	r, ok := h.Find(t0.Add(4 * time.Second))
+	if !ok || !r.Failed || len(r.Error) > maxBatchError+len("…") {
+		t.Fatalf("batch 4: found %v failed %v error of %d bytes; want found, failed, error cut to %d", ok, r.Failed, len(r.Error), maxBatchError)
+	}
+	c := h.Counters()
+	if c != (HistoryCounters{BatchesDone: 4, BatchesFailed: 1, InputRecords: 15, TaskFailures: 3}) {
+		t.Fatalf("counters %+v", c)
+	}
+	if last, ok := h.Last(); !ok || last.InputRecords != 5 {
+		t.Fatalf("last %+v", last)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the job's logger and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logLines returns the JSON log lines whose msg is one of msgs.
+func logLines(t *testing.T, log string, msgs ...string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			continue
+		}
+		for _, msg := range msgs {
+			if m["msg"] == msg {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("GET %s: %v in %s", url, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+// runUIJob runs a local job with --ui on a free loopback port: a rate
+// source of perBatch records a batch, counted by an output. It returns
+// the UI's base URL, the job's log and a function that stops the job and
+// waits for it.
+func runUIJob(t *testing.T, perBatch int64, extra ...string) (base string, log *syncBuffer, stop func()) {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	log = &syncBuffer{}
+	interval := 50 * time.Millisecond
+	cfg := Config{AppName: "ui job", BatchInterval: interval, Allocator: mem, Stdout: io.Discard}
+	var sc *Context
+	ready := make(chan struct{})
+	done := make(chan int, 1)
+	args := append([]string{"--ui=127.0.0.1:0", "--log-format=json", "--master=local[2]"}, extra...)
+	go func() { // the job; stop waits for it
+		done <- RunArgs(cfg, args, log, func(ctx *Context) error {
+			sc = ctx
+			close(ready)
+			ForeachRDD(Count(Rate(ctx, perBatch*int64(time.Second/interval))), func(b *Batch, r *rdd.RDD[int64]) error {
+				_, err := Collect(b, r)
+				return err
+			})
+			return nil
+		})
+	}()
+	<-ready
+	deadline := time.Now().Add(30 * time.Second)
+	for base == "" {
+		for _, l := range logLines(t, log.String(), "web UI") {
+			base = strings.TrimSuffix(l["url"].(string), "/")
+		}
+		if base != "" {
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("job exited %d before serving the UI: %s", code, log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"web UI\" log line after 30s: %s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			sc.Stop()
+			if code := <-done; code != 0 {
+				t.Errorf("job exited %d: %s", code, log.String())
+			}
+			mem.AssertSize(t, 0)
+		})
+	}
+	t.Cleanup(stop)
+	return base, log, stop
+}
+
+// waitBatches polls the job until it finished at least n batches.
+func waitBatches(t *testing.T, jobURL string, n int64) ui.Job {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var j ui.Job
+		if code := getJSON(t, jobURL, &j); code != 200 {
+			t.Fatalf("GET %s: status %d", jobURL, code)
+		}
+		if j.BatchesDone >= n {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job did %d batches in 60s, want %d", j.BatchesDone, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestUIAPIOfARunningLocalJob(t *testing.T) {
+	base, log, stop := runUIJob(t, 7)
+	var jobs []ui.Job
+	if code := getJSON(t, base+"/api/v1/jobs", &jobs); code != 200 || len(jobs) != 1 {
+		t.Fatalf("/api/v1/jobs: status %d, %d jobs; want 200 and the one job", code, len(jobs))
+	}
+	if jobs[0].ID != "ui_job" || jobs[0].Name != "ui job" || jobs[0].State != "running" || jobs[0].BatchIntervalMs != 50 {
+		t.Fatalf("job %+v", jobs[0])
+	}
+	jobURL := base + "/api/v1/jobs/" + jobs[0].ID
+	j := waitBatches(t, jobURL, 5)
+	if j.LastBatch == nil || j.HistoryCapacity != DefaultHistorySize {
+		t.Fatalf("job %+v: want a last batch and a history of %d", j, DefaultHistorySize)
+	}
+	var page ui.BatchPage
+	if code := getJSON(t, jobURL+"/batches?limit=3", &page); code != 200 {
+		t.Fatalf("batches: status %d", code)
+	}
+	if len(page.Batches) != 3 || page.Total < 5 || page.Limit != 3 {
+		t.Fatalf("page %+v: want 3 batches of at least 5", page)
+	}
+	for i := 1; i < len(page.Batches); i++ {
+		if page.Batches[i].ID >= page.Batches[i-1].ID {
+			t.Fatalf("batches not newest first: %d then %d", page.Batches[i-1].ID, page.Batches[i].ID)
+		}
+	}
+	var all ui.BatchPage
+	getJSON(t, jobURL+"/batches?limit=1000", &all)
+	var detail ui.BatchDetail
+	b0 := page.Batches[0]
+	if code := getJSON(t, fmt.Sprintf("%s/batches/%d", jobURL, b0.ID), &detail); code != 200 {
+		t.Fatalf("batch %d: status %d", b0.ID, code)
+	}
+	if detail.ID != b0.ID || len(detail.OutputJobs) != 1 || len(detail.OutputJobs[0].Stages) == 0 {
+		t.Fatalf("batch detail %+v: want the batch with one job and its stages", detail)
+	}
+	tasks := 0
+	for _, s := range detail.OutputJobs[0].Stages {
+		tasks += s.Tasks
+	}
+	if tasks == 0 {
+		t.Fatalf("batch detail %+v: no successful tasks", detail)
+	}
+	// Errors say what was wrong.
+	var e ui.Error
+	for path, want := range map[string]int{
+		"/api/v1/jobs/nope":                        404,
+		jobURL[len(base):] + "/batches/1":          404,
+		jobURL[len(base):] + "/batches/x":          400,
+		jobURL[len(base):] + "/batches?limit=1001": 400,
+		jobURL[len(base):] + "/batches?offset=-1":  400,
+		"/api/v2/": 404,
+	} {
+		if code := getJSON(t, base+path, &e); code != want || e.Error == "" {
+			t.Errorf("GET %s: %d %q, want %d and a message", path, code, e.Error, want)
+		}
+	}
+	resp, err := http.Post(base+"/api/v1/jobs", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
+	}
+	stop()
+
+	// The figures match the batch log lines.
+	logged := map[string]map[string]any{}
+	for _, l := range logLines(t, log.String(), "batch") {
+		logged[l["batch"].(string)] = l
+	}
+	for _, b := range all.Batches {
+		l, ok := logged[fmtTime(b.Time)]
+		if !ok {
+			t.Fatalf("batch %s is in the API but not in the log", fmtTime(b.Time))
+		}
+		if int64(l["input_records"].(float64)) != b.InputRecords || b.InputRecords != 7 {
+			t.Errorf("batch %s: API input %d, log %v, want 7", fmtTime(b.Time), b.InputRecords, l["input_records"])
+		}
+		if time.Duration(l["processing_time"].(float64)) != time.Duration(b.ProcessingTimeMs*1e6+0.5) {
+			t.Errorf("batch %s: API processing %vms, log %vns", fmtTime(b.Time), b.ProcessingTimeMs, l["processing_time"])
+		}
+	}
+	if len(logged) < len(all.Batches) {
+		t.Fatalf("log has %d batches, API %d", len(logged), len(all.Batches))
+	}
+}
+
+func TestUIFlagErrors(t *testing.T) {
+	for _, args := range [][]string{{"--ui=:99999"}, {"--ui=127.0.0.1:0", "--ui-history=0"}} {
+		var stderr syncBuffer
+		cfg := Config{AppName: "j", BatchInterval: time.Second, Stdout: io.Discard}
+		code := RunArgs(cfg, args, &stderr, func(ctx *Context) error {
+			Print(Rate(ctx, 1), 1)
+			return nil
+		})
+		if code == 0 || !strings.Contains(stderr.String(), "ui") {
+			t.Errorf("%v: exit %d, stderr %q; want a failure naming the flag", args, code, stderr.String())
+		}
+	}
+	if _, err := ui.NormalizeAddr(":4040"); err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{":4040": "127.0.0.1:4040", "4041": "127.0.0.1:4041", "0.0.0.0:80": "0.0.0.0:80", "localhost": "localhost:4040", "[::1]:5": "[::1]:5"} {
+		if got, err := ui.NormalizeAddr(in); err != nil || got != want {
+			t.Errorf("NormalizeAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ui.NormalizeAddr("a:b:c"); err == nil || !errors.Is(err, err) {
+		t.Error("NormalizeAddr(a:b:c): no error")
+	}
+}
