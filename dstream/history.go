@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/scheduler"
 )
 
@@ -154,27 +155,35 @@ func (h *History) Find(t time.Time) (BatchRecord, bool) {
 
 // observer is a Context's batch history and web UI; see ui.go.
 type observer struct {
-	mu       sync.Mutex
-	hist     *History
-	histSize *int    // --ui-history
-	uiAddr   *string // --ui
-	started  time.Time
-	stopped  bool
-	ui       *uiServer
-	onBatch  func(BatchRecord) // the metrics, once the UI serves them
+	mu        sync.Mutex
+	hist      *History
+	stateSize func() (keys, bytes int64)
+	histSize  *int    // --ui-history
+	uiAddr    *string // --ui
+	started   time.Time
+	stopped   bool
+	ui        *uiServer
+	metrics   *ui.Metrics // made with the history, so they count every batch
 }
 
 // newObserver registers the UI flags on the context's flag set.
 func newObserver(c *Context) *observer {
 	return &observer{
-		histSize: c.flags.Int("ui-history", DefaultHistorySize, "finished batches kept for the web UI and JSON API"),
-		uiAddr:   c.flags.String("ui", "", "serve the web UI, JSON API and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty"),
+		stateSize: c.StateSize,
+		histSize:  c.flags.Int("ui-history", DefaultHistorySize, "finished batches kept for the web UI and JSON API"),
+		uiAddr:    c.flags.String("ui", "", "serve the web UI, JSON API and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty"),
 	}
 }
 
 // history returns the job's history, made at the first use with the size
 // --ui-history gives.
 func (o *observer) history() *History {
+	h, _ := o.get()
+	return h
+}
+
+// get returns the history and the metrics, made at the first use.
+func (o *observer) get() (*History, *ui.Metrics) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.hist == nil {
@@ -183,8 +192,9 @@ func (o *observer) history() *History {
 			size = *o.histSize
 		}
 		o.hist = NewHistory(size)
+		o.metrics = ui.NewMetrics(o.stateSize)
 	}
-	return o.hist
+	return o.hist, o.metrics
 }
 
 // record adds a processed batch to the history: the hook in process.
@@ -195,14 +205,9 @@ func (o *observer) record(info BatchInfo, err error) {
 		r.Failed = true
 		r.Error = err.Error()
 	}
-	h := o.history()
-	o.mu.Lock()
+	h, m := o.get()
 	h.Add(r)
-	f := o.onBatch
-	o.mu.Unlock()
-	if f != nil {
-		f(r)
-	}
+	m.Observe(toUIBatch(r))
 }
 
 // History returns the job's bounded history of finished batches (the last

@@ -11,8 +11,7 @@ import (
 
 // uiServer is a local job's web UI (--ui): pages, JSON API and metrics.
 type uiServer struct {
-	srv     *ui.Server
-	metrics *ui.Metrics
+	srv *ui.Server
 }
 
 // startUI serves the web UI when --ui is set: the hook in Run. It returns
@@ -46,7 +45,7 @@ func (c *Context) startUI() (stop func(), err error) {
 // programs that start the context themselves may call it once.
 func (c *Context) ServeUI(addr string) (*ui.Server, *ui.Metrics, error) {
 	o := c.obs
-	m := ui.NewMetrics(c.StateSize)
+	_, m := o.get()
 	o.mu.Lock()
 	if o.ui != nil {
 		o.mu.Unlock()
@@ -60,17 +59,9 @@ func (c *Context) ServeUI(addr string) (*ui.Server, *ui.Metrics, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	// Batches before the UI started count too; record (history.go) adds
-	// a batch and reads onBatch under o.mu, so each is counted once.
-	h := c.History()
 	o.mu.Lock()
-	before := h.all()
-	o.ui = &uiServer{srv: srv, metrics: m}
-	o.onBatch = func(r BatchRecord) { m.Observe(toUIBatch(r)) }
+	o.ui = &uiServer{srv: srv}
 	o.mu.Unlock()
-	for _, r := range before {
-		m.Observe(toUIBatch(r))
-	}
 	return srv, m, nil
 }
 

@@ -166,7 +166,7 @@ async function jobPage(id, offset) {
       card("Records in", num(job.inputRecords)), card("Task failures", num(job.taskFailures)),
       card("Scheduling delay", last ? ms(last.schedulingDelayMs) : "–"),
       card("Total delay", last ? ms(last.totalDelayMs) : "–"),
-      card("State", num(job.stateKeys) + " keys, " + bytes(job.stateBytes))),
+      card("Operator state", num(job.stateKeys) + " keys, " + bytes(job.stateBytes))),
     el("h2", {}, `Last ${bs.length} batches`),
     el("div", { class: "charts" },
       chart("Input rate", "records/s", bs, b => b.inputRecords / sec, v => num(Math.round(v))),
