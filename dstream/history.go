@@ -160,6 +160,7 @@ type observer struct {
 	stateSize func() (keys, bytes int64)
 	histSize  *int    // --ui-history
 	uiAddr    *string // --ui
+	uiSecret  *string // --ui-secret-file
 	started   time.Time
 	stopped   bool
 	ui        *uiServer
@@ -172,6 +173,7 @@ func newObserver(c *Context) *observer {
 		stateSize: c.StateSize,
 		histSize:  c.flags.Int("ui-history", DefaultHistorySize, "finished batches kept for the web UI and JSON API"),
 		uiAddr:    c.flags.String("ui", "", "serve the web UI, JSON API and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty"),
+		uiSecret:  c.flags.String("ui-secret-file", "", "file holding the secret the web UI and API ask for (as the password, any user name); required to bind --ui beyond loopback"),
 	}
 }
 

@@ -3,6 +3,7 @@ package dstream
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -55,7 +56,24 @@ func (c *Context) ServeUI(addr string) (*ui.Server, *ui.Metrics, error) {
 		o.started = time.Now()
 	}
 	o.mu.Unlock()
-	srv, err := ui.Listen(addr, ui.Handler(uiSource{c}, m.Handler()))
+	a, err := ui.NormalizeAddr(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	var opts ui.Options
+	if o.uiSecret != nil && *o.uiSecret != "" {
+		b, err := os.ReadFile(*o.uiSecret)
+		if err != nil {
+			return nil, nil, Usagef("--ui-secret-file: %v", err)
+		}
+		if opts.Secret = strings.TrimSpace(string(b)); len(opts.Secret) < 16 {
+			return nil, nil, Usagef("--ui-secret-file %s: the secret is %d bytes; use at least 16 (e.g. head -c 32 /dev/urandom | base64 > FILE)", *o.uiSecret, len(opts.Secret))
+		}
+	}
+	if !ui.IsLoopback(a) && opts.Secret == "" {
+		return nil, nil, Usagef("--ui=%s binds beyond loopback: give --ui-secret-file FILE too (the pages and API then ask for it; /metrics stays open), or bind 127.0.0.1", addr)
+	}
+	srv, err := ui.Listen(a, ui.Handler(uiSource{c}, m.Handler(), opts))
 	if err != nil {
 		return nil, nil, err
 	}

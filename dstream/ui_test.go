@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -307,5 +309,68 @@ func TestUIFlagErrors(t *testing.T) {
 	}
 	if _, err := ui.NormalizeAddr("a:b:c"); err == nil || !errors.Is(err, err) {
 		t.Error("NormalizeAddr(a:b:c): no error")
+	}
+}
+
+func TestUISecret(t *testing.T) {
+	dir := t.TempDir()
+	secret := "0123456789abcdef0123456789abcdef"
+	file := filepath.Join(dir, "secret")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, _, _ := runUIJob(t, 3, "--ui-secret-file="+file)
+	do := func(path string, auth func(r *http.Request)) *http.Response {
+		req, err := http.NewRequest("GET", base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != nil {
+			auth(req)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for _, path := range []string{"/", "/app.js", "/api/v1/jobs", "/api/v1/jobs/ui_job/batches"} {
+		resp := do(path, nil)
+		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "Basic") {
+			t.Errorf("GET %s without the secret: %d, want 401 asking for Basic auth", path, resp.StatusCode)
+		}
+		if code := do(path, func(r *http.Request) { r.SetBasicAuth("me", "wrong-secret-wrong-secret") }).StatusCode; code != 401 {
+			t.Errorf("GET %s with a wrong secret: %d, want 401", path, code)
+		}
+		if code := do(path, func(r *http.Request) { r.SetBasicAuth("anyone", secret) }).StatusCode; code != 200 {
+			t.Errorf("GET %s with the secret as password: %d, want 200", path, code)
+		}
+		if code := do(path, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+secret) }).StatusCode; code != 200 {
+			t.Errorf("GET %s with the secret as bearer token: %d, want 200", path, code)
+		}
+	}
+	if code := do("/metrics", nil).StatusCode; code != 200 {
+		t.Errorf("GET /metrics without the secret: %d, want 200 (metrics stay open)", code)
+	}
+
+	// Beyond loopback the secret is required; a short one is refused.
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("abc"), 0o600)
+	for args, want := range map[string]string{
+		"--ui=0.0.0.0:0":                            "--ui-secret-file",
+		"--ui=:0 --ui-secret-file=" + short:         "at least 16",
+		"--ui=:0 --ui-secret-file=" + dir + "/none": "--ui-secret-file",
+	} {
+		var stderr syncBuffer
+		cfg := Config{AppName: "j", BatchInterval: time.Second, Stdout: io.Discard}
+		code := RunArgs(cfg, strings.Fields(args), &stderr, func(ctx *Context) error {
+			Print(Rate(ctx, 1), 1)
+			return nil
+		})
+		if code == 0 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("%s: exit %d, stderr %q; want a failure and %q", args, code, stderr.String(), want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -57,9 +58,17 @@ func NormalizeAddr(addr string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
+// Options configure Handler.
+type Options struct {
+	// Secret, when set, is required for everything but /metrics: as the
+	// password of HTTP Basic authentication (any user name; browsers ask
+	// for it) or as a bearer token (Authorization: Bearer SECRET).
+	Secret string
+}
+
 // Handler returns the UI's routes: the pages at /, the JSON API under
 // /api/v1/ and metrics (may be nil) at /metrics.
-func Handler(src Source, metrics http.Handler) http.Handler {
+func Handler(src Source, metrics http.Handler, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	a := &api{src: src}
 	mux.HandleFunc("GET /api/v1/jobs", a.jobs)
@@ -77,13 +86,44 @@ func Handler(src Source, metrics http.Handler) http.Handler {
 		panic(err) // the embedded tree is fixed at build time
 	}
 	mux.Handle("GET /", http.FileServerFS(sub))
-	return secure(mux)
+	return secure(mux, opts.Secret)
 }
 
-// secure refuses every method but GET and HEAD and sets headers that keep
-// the pages from being framed or sniffed.
-func secure(h http.Handler) http.Handler {
+// IsLoopback reports whether a listen address (see NormalizeAddr) binds
+// loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// authorized reports whether r carries the secret.
+func authorized(r *http.Request, secret string) bool {
+	got := ""
+	if _, pw, ok := r.BasicAuth(); ok {
+		got = pw
+	} else if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		got = tok
+	}
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(secret)) == 1
+}
+
+// secure asks for the secret (when set) for everything but /metrics,
+// refuses every method but GET and HEAD and sets headers that keep the
+// pages from being framed or sniffed.
+func secure(h http.Handler, secret string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if secret != "" && r.URL.Path != "/metrics" && !authorized(r, secret) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="sluice", charset="UTF-8"`)
+			writeError(w, http.StatusUnauthorized, "this UI needs the secret of --ui-secret-file: as the password (any user name) or as Authorization: Bearer SECRET")
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s: the UI is read-only; use GET", r.Method))
