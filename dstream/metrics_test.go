@@ -1,7 +1,10 @@
 package dstream
 
 import (
+	"encoding/json"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -65,6 +68,48 @@ func TestMetricsScrapeParses(t *testing.T) {
 			}
 		}
 	}
+	// The README lists every sluice_ metric with its type, and no other.
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(readme)
+	i := strings.Index(sec, "\n## Watching a job")
+	if i < 0 {
+		t.Fatal("README has no \"Watching a job\" section")
+	}
+	sec = sec[i+1:]
+	if j := strings.Index(sec, "\n## "); j >= 0 {
+		sec = sec[:j]
+	}
+	listed := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(sluice_[a-z_]+)` \\| ([a-z]+) \\|").FindAllStringSubmatch(sec, -1) {
+		listed[m[1]] = m[2]
+	}
+	for name, f := range fams {
+		if !strings.HasPrefix(name, "sluice_") {
+			continue
+		}
+		if typ := strings.ToLower(f.GetType().String()); listed[name] != typ {
+			t.Errorf("README lists %s as %q, /metrics serves a %s", name, listed[name], typ)
+		}
+		delete(listed, name)
+	}
+	for name := range listed {
+		t.Errorf("README lists %s, which /metrics does not serve", name)
+	}
+	// Its example answer has the API's fields and no others.
+	ex := regexp.MustCompile(`(?m)^    (\{"total":.*)$`).FindStringSubmatch(sec)
+	if ex == nil {
+		t.Fatal("README has no example /batches answer")
+	}
+	dec := json.NewDecoder(strings.NewReader(ex[1]))
+	dec.DisallowUnknownFields()
+	var page ui.BatchPage
+	if err := dec.Decode(&page); err != nil || len(page.Batches) != 1 || page.Batches[0].Status != ui.StatusSucceeded {
+		t.Errorf("README's example /batches answer: %v, %+v", err, page)
+	}
+
 	done := fams["sluice_batches_completed_total"].GetMetric()[0].GetCounter().GetValue()
 	if done < 3 || done > float64(j.BatchesDone) {
 		t.Errorf("batches completed %v, want 3..%d (the API's count after the scrape)", done, j.BatchesDone)

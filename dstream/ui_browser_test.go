@@ -29,12 +29,19 @@ func findChromium() string {
 	return ""
 }
 
-// TestUIInBrowser opens the jobs list, the streaming page and a batch page
-// of a running local job in headless Chromium: the charts draw a point per
-// batch, a batch link opens the batch, no page script fails, and each page
-// is saved as a screenshot (in $SLUICE_UI_SHOTS, or a new temp dir; the
-// paths are logged).
-func TestUIInBrowser(t *testing.T) {
+// browser is a headless Chromium tab that records the pages' errors.
+type browser struct {
+	ctx   context.Context
+	shots string
+	mu    sync.Mutex
+	errs  []string
+}
+
+// newBrowser starts headless Chromium for the test, or skips the test
+// with a notice when there is none. Screenshots go to $SLUICE_UI_SHOTS, or
+// a new temp dir; their paths are logged.
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts Chromium; skipped with -short")
 	}
@@ -42,36 +49,26 @@ func TestUIInBrowser(t *testing.T) {
 	if chromium == "" {
 		t.Skip("NOTICE: browser test skipped: no chromium on PATH (install Debian's chromium: apt-get install -y chromium; .ci/run does)")
 	}
-	base, _, stop := runUIJob(t, 9)
-	jobURL := base + "/api/v1/jobs/ui_job"
-	waitBatches(t, jobURL, 5)
-
-	shots := os.Getenv("SLUICE_UI_SHOTS")
-	if shots == "" {
+	b := &browser{shots: os.Getenv("SLUICE_UI_SHOTS")}
+	if b.shots == "" {
 		var err error
-		if shots, err = os.MkdirTemp("", "sluice-ui-shots-"); err != nil {
+		if b.shots, err = os.MkdirTemp("", "sluice-ui-shots-"); err != nil {
 			t.Fatal(err)
 		}
-	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+	} else if err := os.MkdirAll(b.shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.WindowSize(1400, 1000), chromedp.Flag("disable-dev-shm-usage", true))
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
 	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	defer cancelCtx()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-
+	b.ctx = ctx
 	// Every console error, uncaught exception and browser log error of the
-	// pages (a failed script, a refused resource) fails the test.
+	// pages (a failed script, a refused resource) is kept for checkErrors.
 	if err := chromedp.Do(ctx); err != nil { // starts the browser and the tab
 		t.Fatalf("start %s: %v", chromium, err)
 	}
-	var mu sync.Mutex
-	var pageErrs []string
 	consoleCtx, stopConsole := context.WithCancel(ctx)
 	consoleDone := make(chan struct{})
 	messages := chromedp.Console(consoleCtx)
@@ -82,24 +79,59 @@ func TestUIInBrowser(t *testing.T) {
 				return
 			}
 			if m.Type == chromedp.ConsoleError || m.IsException() {
-				mu.Lock()
-				pageErrs = append(pageErrs, fmt.Sprintf("%s (%s:%d)", m, m.URL, m.Line))
-				mu.Unlock()
+				b.mu.Lock()
+				b.errs = append(b.errs, fmt.Sprintf("%s (%s:%d)", m, m.URL, m.Line))
+				b.mu.Unlock()
 			}
 		}
 	}()
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return chromedp.Void{}, err
-			}
-			p := filepath.Join(shots, name)
-			t.Logf("screenshot: %s", p)
-			return chromedp.Void{}, os.WriteFile(p, buf, 0o644)
+	t.Cleanup(func() {
+		stopConsole()
+		<-consoleDone
+		cancel()
+		cancelCtx()
+		cancelAlloc()
+	})
+	return b
+}
+
+// shot saves a screenshot of the whole page.
+func (b *browser) shot(t *testing.T, name string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		buf, err := chromedp.FullScreenshot(100)(ctx, tg)
+		if err != nil {
+			return chromedp.Void{}, err
 		}
+		p := filepath.Join(b.shots, name)
+		t.Logf("screenshot: %s", p)
+		return chromedp.Void{}, os.WriteFile(p, buf, 0o644)
 	}
-	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+}
+
+// checkErrors fails the test if a page reported a script error.
+func (b *browser) checkErrors(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.errs) > 0 {
+		t.Fatalf("page script errors:\n%s", strings.Join(b.errs, "\n"))
+	}
+}
+
+func css(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+// TestUIInBrowser opens the jobs list, the streaming page and a batch page
+// of a running local job in headless Chromium: the charts draw a point per
+// batch and redraw as batches run, a batch link opens the batch, no page
+// script fails, and each page is saved as a screenshot (in
+// $SLUICE_UI_SHOTS, or a new temp dir; the paths are logged).
+func TestUIInBrowser(t *testing.T) {
+	br := newBrowser(t)
+	ctx := br.ctx
+	base, _, stop := runUIJob(t, 9)
+	jobURL := base + "/api/v1/jobs/ui_job"
+	waitBatches(t, jobURL, 5)
+	shot := func(name string) chromedp.Action[chromedp.Void] { return br.shot(t, name) }
 
 	// The jobs list links to the job.
 	if err := chromedp.Do(ctx,
@@ -153,6 +185,20 @@ func TestUIInBrowser(t *testing.T) {
 			t.Fatalf("the chart draws batch %d, which the API does not list", id)
 		}
 	}
+	// The page refreshes itself: new batches appear without a reload.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.chart svg.timeline')[0].querySelectorAll('circle.pt').length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > counts[0] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the streaming page still draws %d points after 30s: it does not refresh", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 
 	// A batch link opens its batch page with its stages.
 	href, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#batches a.batch`), "href"))
@@ -189,13 +235,6 @@ func TestUIInBrowser(t *testing.T) {
 	if !strings.Contains(title, want) {
 		t.Fatalf("batch page title %q, want the batch time %s", title, want)
 	}
-	stopConsole()
-	<-consoleDone
-	cancel()
 	stop()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(pageErrs) > 0 {
-		t.Fatalf("page script errors:\n%s", strings.Join(pageErrs, "\n"))
-	}
+	br.checkErrors(t)
 }

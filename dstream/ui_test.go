@@ -264,6 +264,9 @@ func TestUIAPIOfARunningLocalJob(t *testing.T) {
 		t.Errorf("POST: %d, want 405", resp.StatusCode)
 	}
 	stop()
+	if _, err := http.Get(base + "/api/v1/jobs"); err == nil {
+		t.Error("the UI still answers after the job stopped")
+	}
 
 	// The figures match the batch log lines.
 	logged := map[string]map[string]any{}
