@@ -34,6 +34,46 @@ func getBounded(t *testing.T, url string, max int64) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// syntheticUI serves a context that finished n synthetic batches (each
+// with 3 jobs of 4 stages, every 100th failed with a 1 MiB error), half of
+// them before the UI started, and keeps the last size. Batch i is at
+// zero + i seconds.
+func syntheticUI(t *testing.T, size, n int) (*ui.Server, time.Time) {
+	t.Helper()
+	c, err := New(Config{AppName: "big", BatchInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.flags.Parse([]string{fmt.Sprint("--ui-history=", size)}); err != nil {
+		t.Fatal(err)
+	}
+	zero := time.Unix(1_700_000_000, 0)
+	stage := scheduler.StageMetrics{Name: strings.Repeat("map ", 10), Tasks: 8, TaskTime: time.Second, MaxTaskTime: time.Second / 4, RecordsRead: 1000}
+	job := scheduler.JobMetrics{Stages: []scheduler.StageMetrics{stage, stage, stage, stage}}
+	add := func(i int) {
+		var err error
+		if i%100 == 0 {
+			err = fmt.Errorf("boom: %s", strings.Repeat("e", 1<<20))
+		}
+		c.obs.record(BatchInfo{Time: zero.Add(time.Duration(i) * time.Second), InputRecords: 10,
+			SchedulingDelay: time.Millisecond, ProcessingTime: time.Duration(i) * time.Microsecond,
+			TotalDelay: time.Millisecond + time.Duration(i)*time.Microsecond,
+			Jobs:       []scheduler.JobMetrics{job, job, job}}, err)
+	}
+	for i := 1; i <= n/2; i++ {
+		add(i)
+	}
+	srv, _, err := c.ServeUI("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for i := n/2 + 1; i <= n; i++ {
+		add(i)
+	}
+	return srv, zero
+}
+
 // TestUIWithTenThousandBatches serves a synthetic history of 10,000
 // batches (each with 3 jobs of 4 stages, every 100th failed with a long
 // error): every answer is bounded in size and count, the counters and the
@@ -41,38 +81,8 @@ func getBounded(t *testing.T, url string, max int64) (int, []byte) {
 func TestUIWithTenThousandBatches(t *testing.T) {
 	for _, size := range []int{DefaultHistorySize, 10_000} {
 		t.Run(fmt.Sprint("history=", size), func(t *testing.T) {
-			c, err := New(Config{AppName: "big", BatchInterval: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.flags.Parse([]string{fmt.Sprint("--ui-history=", size)}); err != nil {
-				t.Fatal(err)
-			}
-			zero := time.Unix(1_700_000_000, 0)
-			stage := scheduler.StageMetrics{Name: strings.Repeat("map ", 10), Tasks: 8, TaskTime: time.Second, MaxTaskTime: time.Second / 4, RecordsRead: 1000}
-			job := scheduler.JobMetrics{Stages: []scheduler.StageMetrics{stage, stage, stage, stage}}
 			const n = 10_000
-			add := func(i int) {
-				var err error
-				if i%100 == 0 {
-					err = fmt.Errorf("boom: %s", strings.Repeat("e", 1<<20))
-				}
-				c.obs.record(BatchInfo{Time: zero.Add(time.Duration(i) * time.Second), InputRecords: 10,
-					SchedulingDelay: time.Millisecond, ProcessingTime: time.Duration(i) * time.Microsecond,
-					TotalDelay: time.Millisecond + time.Duration(i)*time.Microsecond,
-					Jobs:       []scheduler.JobMetrics{job, job, job}}, err)
-			}
-			for i := 1; i <= n/2; i++ {
-				add(i)
-			}
-			srv, _, err := c.ServeUI("127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			for i := n/2 + 1; i <= n; i++ { // half before the UI, half after
-				add(i)
-			}
+			srv, zero := syntheticUI(t, size, n)
 			base := "http://" + srv.Addr()
 			jobURL := base + "/api/v1/jobs/big"
 

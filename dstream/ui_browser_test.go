@@ -238,3 +238,61 @@ func TestUIInBrowser(t *testing.T) {
 	stop()
 	br.checkErrors(t)
 }
+
+// TestUIInBrowserTenThousandBatches opens the streaming page of a job that
+// ran 10,000 batches and keeps them all: the timelines draw the last 300,
+// the table shows 50, and its "older" link pages back.
+func TestUIInBrowserTenThousandBatches(t *testing.T) {
+	br := newBrowser(t)
+	ctx := br.ctx
+	const n = 10_000
+	srv, zero := syntheticUI(t, n, n)
+	base := "http://" + srv.Addr()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/#/jobs/big"),
+		chromedp.WaitVisible(css(`.chart svg.timeline circle.pt`)),
+		chromedp.WaitVisible(css(`#batches a.batch`)),
+		br.shot(t, "streaming-10000.png"),
+	); err != nil {
+		t.Fatalf("streaming page: %v", err)
+	}
+	counts, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`[...document.querySelectorAll('.chart svg.timeline')].map(s => s.querySelectorAll('circle.pt').length)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts) != 4 || counts[0] != 300 || counts[3] != 300 {
+		t.Fatalf("timeline points %v: want 300 in each of 4", counts)
+	}
+	first := func() int64 {
+		href, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#batches a.batch`), "href"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := strconv.ParseInt(href.Value[strings.LastIndex(href.Value, "/")+1:], 10, 64)
+		if err != nil {
+			t.Fatalf("batch link %q: %v", href.Value, err)
+		}
+		return id
+	}
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#batches a.batch').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 50 || first() != zero.Add(n*time.Second).UnixMilli() {
+		t.Fatalf("table: %d rows from %d, want 50 from the newest batch", rows, first())
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(css(`.pager a`)),
+		chromedp.WaitVisible(css(`.pager a + a`)), // "newer" and "older" links
+	); err != nil {
+		t.Fatalf("older: %v", err)
+	}
+	want := zero.Add((n - 50) * time.Second).UnixMilli()
+	for deadline := time.Now().Add(30 * time.Second); first() != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after \"older\": the table starts at %d, want %d (the 51st newest)", first(), want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	br.checkErrors(t)
+}
