@@ -127,6 +127,17 @@ func getJSON(t *testing.T, url string, v any) int {
 // waits for it.
 func runUIJob(t *testing.T, perBatch int64, extra ...string) (base string, log *syncBuffer, stop func()) {
 	t.Helper()
+	return runUIJobGraph(t, perBatch, func(in *DStream[int64]) {
+		ForeachRDD(Count(in), func(b *Batch, r *rdd.RDD[int64]) error {
+			_, err := Collect(b, r)
+			return err
+		})
+	}, extra...)
+}
+
+// runUIJobGraph is runUIJob with the graph over the rate source given.
+func runUIJobGraph(t *testing.T, perBatch int64, graph func(in *DStream[int64]), extra ...string) (base string, log *syncBuffer, stop func()) {
+	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	log = &syncBuffer{}
 	interval := 50 * time.Millisecond
@@ -139,10 +150,7 @@ func runUIJob(t *testing.T, perBatch int64, extra ...string) (base string, log *
 		done <- RunArgs(cfg, args, log, func(ctx *Context) error {
 			sc = ctx
 			close(ready)
-			ForeachRDD(Count(Rate(ctx, perBatch*int64(time.Second/interval))), func(b *Batch, r *rdd.RDD[int64]) error {
-				_, err := Collect(b, r)
-				return err
-			})
+			graph(Rate(ctx, perBatch*int64(time.Second/interval)))
 			return nil
 		})
 	}()
@@ -375,5 +383,37 @@ func TestUISecret(t *testing.T) {
 		if code == 0 || !strings.Contains(stderr.String(), want) {
 			t.Errorf("%s: exit %d, stderr %q; want a failure and %q", args, code, stderr.String(), want)
 		}
+	}
+}
+
+// TestUIStateSize: the job's state size in the API and the metrics is its
+// stateful operators'.
+func TestUIStateSize(t *testing.T) {
+	base, _, stop := runUIJobGraph(t, 10, func(in *DStream[int64]) {
+		keyed := Map(in, func(v int64) KV[int64, int64] { return KVOf(v%5, int64(1)) })
+		sums := UpdateStateByKey(keyed, "sums", func(vs []int64, s int64, ok bool) (int64, bool) {
+			for _, v := range vs {
+				s += v
+			}
+			return s, true
+		})
+		ForeachRDD(Count(sums), func(b *Batch, r *rdd.RDD[int64]) error {
+			_, err := Collect(b, r)
+			return err
+		})
+	})
+	j := waitBatches(t, base+"/api/v1/jobs/ui_job", 2)
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	stop()
+	if j.StateKeys != 5 || j.StateBytes <= 0 {
+		t.Fatalf("job state %d keys, %d bytes; want 5 keys (v mod 5) and some bytes", j.StateKeys, j.StateBytes)
+	}
+	if !strings.Contains(string(body), "\nsluice_state_keys 5\n") {
+		t.Fatalf("/metrics has no sluice_state_keys 5:\n%s", body)
 	}
 }
