@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -309,17 +308,6 @@ func TestUIFlagErrors(t *testing.T) {
 		if code == 0 || !strings.Contains(stderr.String(), "ui") {
 			t.Errorf("%v: exit %d, stderr %q; want a failure naming the flag", args, code, stderr.String())
 		}
-	}
-	if _, err := ui.NormalizeAddr(":4040"); err != nil {
-		t.Fatal(err)
-	}
-	for in, want := range map[string]string{":4040": "127.0.0.1:4040", "4041": "127.0.0.1:4041", "0.0.0.0:80": "0.0.0.0:80", "localhost": "localhost:4040", "[::1]:5": "[::1]:5"} {
-		if got, err := ui.NormalizeAddr(in); err != nil || got != want {
-			t.Errorf("NormalizeAddr(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	if _, err := ui.NormalizeAddr("a:b:c"); err == nil || !errors.Is(err, err) {
-		t.Error("NormalizeAddr(a:b:c): no error")
 	}
 }
 
