@@ -32,7 +32,7 @@ func (c *Context) startUI() (stop func(), err error) {
 	if *o.histSize < 1 {
 		return nil, Usagef("--ui-history=%d: must be at least 1", *o.histSize)
 	}
-	srv, _, err := c.ServeUI(addr)
+	srv, _, err := c.serveUI(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -40,11 +40,11 @@ func (c *Context) startUI() (stop func(), err error) {
 	return func() { srv.Close() }, nil
 }
 
-// ServeUI serves the job's web UI, JSON API (/api/v1/) and Prometheus
+// serveUI serves the job's web UI, JSON API (/api/v1/) and Prometheus
 // metrics (/metrics) at addr (":4040" binds 127.0.0.1:4040) until the
-// returned server is closed. Main and Run call it for --ui; tests and
-// programs that start the context themselves may call it once.
-func (c *Context) ServeUI(addr string) (*ui.Server, *ui.Metrics, error) {
+// returned server is closed. Run calls it for --ui; tests of a context
+// started by hand may call it once.
+func (c *Context) serveUI(addr string) (*ui.Server, *ui.Metrics, error) {
 	o := c.obs
 	_, m := o.get()
 	o.mu.Lock()

@@ -63,7 +63,7 @@ func syntheticUI(t *testing.T, size, n int) (*ui.Server, time.Time) {
 	for i := 1; i <= n/2; i++ {
 		add(i)
 	}
-	srv, _, err := c.ServeUI("127.0.0.1:0")
+	srv, _, err := c.serveUI("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
