@@ -100,18 +100,19 @@ func jobID(name string) string {
 func (s uiSource) Job() ui.Job {
 	c := s.c
 	c.mu.Lock()
-	st := c.state
+	st, zero := c.state, c.zeroTime
 	c.mu.Unlock()
+	_, clocked := runs.Load(c) // batches come from the timer (Run), not by hand
 	o := c.obs
 	o.mu.Lock()
-	started := o.started
+	since := o.started
 	o.mu.Unlock()
 	h := c.History()
 	cnt := h.Counters()
 	keys, bytes := c.StateSize()
 	j := ui.Job{
 		ID: jobID(c.cfg.AppName), Name: c.cfg.AppName, State: "running", Master: c.cfg.Master,
-		StartTime: started, UptimeMs: time.Since(started).Milliseconds(),
+		StartTime: since, UptimeMs: time.Since(since).Milliseconds(),
 		BatchIntervalMs: c.cfg.BatchInterval.Milliseconds(),
 		BatchesDone:     cnt.BatchesDone, BatchesFailed: cnt.BatchesFailed,
 		InputRecords: cnt.InputRecords, TaskFailures: cnt.TaskFailures,
@@ -124,9 +125,14 @@ func (s uiSource) Job() ui.Job {
 	case stopped:
 		j.State = "stopped"
 	}
+	done := zero
 	if last, ok := h.Last(); ok {
 		b := toUIBatch(last)
 		j.LastBatch = &b
+		done = last.Time
+	}
+	if st == started && clocked && c.cfg.BatchInterval > 0 {
+		j.PendingBatches = max(0, int64(time.Since(done)/c.cfg.BatchInterval))
 	}
 	return j
 }

@@ -91,7 +91,7 @@ func TestUIWithTenThousandBatches(t *testing.T) {
 			if code != 200 || jsonUnmarshal(body, &j) != nil {
 				t.Fatalf("job: %d %s", code, body)
 			}
-			if j.BatchesDone != n-n/100 || j.BatchesFailed != n/100 || j.InputRecords != 10*n || j.HistoryBatches != size || j.HistoryCapacity != size {
+			if j.BatchesDone != n-n/100 || j.BatchesFailed != n/100 || j.InputRecords != 10*n || j.HistoryBatches != size || j.HistoryCapacity != size || j.PendingBatches != 0 {
 				t.Fatalf("job %+v: want %d done, %d failed, %d records, %d kept", j, n-n/100, n/100, 10*n, size)
 			}
 			// Pages: the default of 100, the largest of 1,000, the last.

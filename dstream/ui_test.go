@@ -405,3 +405,23 @@ func TestUIStateSize(t *testing.T) {
 		t.Fatalf("/metrics has no sluice_state_keys 5:\n%s", body)
 	}
 }
+
+// TestUIPendingBatches: a job whose batches take longer than its interval
+// shows the batches it owes.
+func TestUIPendingBatches(t *testing.T) {
+	base, _, stop := runUIJobGraph(t, 1, func(in *DStream[int64]) {
+		ForeachRDD(in, func(b *Batch, r *rdd.RDD[int64]) error {
+			time.Sleep(150 * time.Millisecond) // three batch intervals
+			return nil
+		})
+	})
+	jobURL := base + "/api/v1/jobs/ui_job"
+	var j ui.Job
+	for deadline := time.Now().Add(60 * time.Second); j.PendingBatches < 3; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("job %+v: pending batches never reached 3 while each batch takes 3 intervals", j)
+		}
+		getJSON(t, jobURL, &j)
+	}
+	stop()
+}

@@ -39,6 +39,10 @@ type Job struct {
 	// HistoryCapacity.
 	HistoryBatches  int `json:"historyBatches"`
 	HistoryCapacity int `json:"historyCapacity"`
+	// PendingBatches counts the batch times that have passed whose batch
+	// has not finished, the one running included: more than one means the
+	// job falls behind. Only while the job runs on its batch clock.
+	PendingBatches int64 `json:"pendingBatches"`
 	// LastBatch holds the current delays; nil before the first batch.
 	LastBatch *Batch `json:"lastBatch,omitempty"`
 }

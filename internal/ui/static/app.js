@@ -77,13 +77,14 @@ async function jobsPage() {
     el("td", {}, dur(j.uptimeMs)),
     el("td", {}, num(j.batchesDone)),
     el("td", {}, num(j.batchesFailed)),
+    el("td", {}, num(j.pendingBatches)),
     el("td", {}, num(j.inputRecords)),
     el("td", {}, j.lastBatch ? ms(j.lastBatch.schedulingDelayMs) : "–"),
     el("td", {}, j.lastBatch ? ms(j.lastBatch.totalDelayMs) : "–")));
   return [crumbParts, [el("h1", {}, "Jobs"),
     el("table", { id: "jobs" },
       el("tr", {}, el("th", { class: "l" }, "Job"), el("th", { class: "l" }, "State"), el("th", {}, "Uptime"),
-        el("th", {}, "Batches done"), el("th", {}, "Failed"), el("th", {}, "Records in"),
+        el("th", {}, "Batches done"), el("th", {}, "Failed"), el("th", {}, "Pending"), el("th", {}, "Records in"),
         el("th", {}, "Scheduling delay"), el("th", {}, "Total delay")),
       rows)]];
 }
@@ -164,6 +165,7 @@ async function jobPage(id, offset) {
       card("State", job.state), card("Uptime", dur(job.uptimeMs)), card("Batch interval", ms(job.batchIntervalMs)),
       card("Batches done", num(job.batchesDone)), card("Batches failed", num(job.batchesFailed)),
       card("Records in", num(job.inputRecords)), card("Task failures", num(job.taskFailures)),
+      card("Pending batches", num(job.pendingBatches)),
       card("Scheduling delay", last ? ms(last.schedulingDelayMs) : "–"),
       card("Total delay", last ? ms(last.totalDelayMs) : "–"),
       card("Operator state", num(job.stateKeys) + " keys, " + bytes(job.stateBytes))),
