@@ -163,7 +163,7 @@ type observer struct {
 	uiSecret  *string // --ui-secret-file
 	started   time.Time
 	stopped   bool
-	ui        *uiServer
+	serving   bool        // the web UI is served (ui.go)
 	metrics   *ui.Metrics // made with the history, so they count every batch
 }
 

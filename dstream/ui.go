@@ -10,11 +10,6 @@ import (
 	"github.com/sluicehq/sluice/internal/ui"
 )
 
-// uiServer is a local job's web UI (--ui): pages, JSON API and metrics.
-type uiServer struct {
-	srv *ui.Server
-}
-
 // startUI serves the web UI when --ui is set: the hook in Run. It returns
 // the function that stops it.
 func (c *Context) startUI() (stop func(), err error) {
@@ -44,18 +39,26 @@ func (c *Context) startUI() (stop func(), err error) {
 // metrics (/metrics) at addr (":4040" binds 127.0.0.1:4040) until the
 // returned server is closed. Run calls it for --ui; tests of a context
 // started by hand may call it once.
-func (c *Context) serveUI(addr string) (*ui.Server, *ui.Metrics, error) {
+func (c *Context) serveUI(addr string) (_ *ui.Server, _ *ui.Metrics, err error) {
 	o := c.obs
 	_, m := o.get()
 	o.mu.Lock()
-	if o.ui != nil {
+	if o.serving {
 		o.mu.Unlock()
-		return nil, nil, fmt.Errorf("dstream: the web UI is already served at %s", o.ui.srv.Addr())
+		return nil, nil, fmt.Errorf("dstream: the web UI is served already (once per job)")
 	}
+	o.serving = true
 	if o.started.IsZero() {
 		o.started = time.Now()
 	}
 	o.mu.Unlock()
+	defer func() {
+		if err != nil {
+			o.mu.Lock()
+			o.serving = false
+			o.mu.Unlock()
+		}
+	}()
 	a, err := ui.NormalizeAddr(addr)
 	if err != nil {
 		return nil, nil, err
@@ -77,9 +80,6 @@ func (c *Context) serveUI(addr string) (*ui.Server, *ui.Metrics, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	o.mu.Lock()
-	o.ui = &uiServer{srv: srv}
-	o.mu.Unlock()
 	return srv, m, nil
 }
 
