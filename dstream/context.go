@@ -144,6 +144,7 @@ type Context struct {
 	resources   map[time.Time]*batchResources
 	owned       map[int64]bool // lineage nodes already attributed to a batch
 	maxRemember time.Duration
+	obs         *observer // batch history, web UI and metrics: history.go, ui.go
 }
 
 // New creates a streaming context.
@@ -161,6 +162,7 @@ func New(cfg Config) (*Context, error) {
 	}
 	c := &Context{cfg: cfg, resources: map[time.Time]*batchResources{}, owned: map[int64]bool{}, inputNodes: map[int64]*sluicev1.InputRef{}}
 	c.flags, c.std = newFlagSet(cfg.AppName, cfg.Master)
+	c.obs = newObserver(c)
 	return c, nil
 }
 
@@ -482,6 +484,7 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		c.log.Info("batch", attrs...)
 		c.hooks.completed(info)
 	}
+	c.obs.record(info, err)
 	c.cleanup(b.time)
 	return info, err
 }

@@ -302,6 +302,11 @@ func (c *Context) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.finishRun()
+	stopUI, err := c.startUI() // --ui: ui.go
+	if err != nil {
+		return err
+	}
+	defer stopUI()
 	c.log.Info("started", slog.Duration("batch_interval", interval), slog.String("master", c.cfg.Master),
 		slog.Int("slots", c.slots), slog.Int("streams", len(c.streams)), slog.Int("outputs", len(c.outputs)))
 

@@ -1,0 +1,179 @@
+package dstream
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/ui"
+)
+
+// startUI serves the web UI when --ui is set: the hook in Run. It returns
+// the function that stops it.
+func (c *Context) startUI() (stop func(), err error) {
+	o := c.obs
+	o.mu.Lock()
+	o.started = time.Now()
+	addr := ""
+	if o.uiAddr != nil {
+		addr = *o.uiAddr
+	}
+	o.mu.Unlock()
+	if addr == "" {
+		return func() {}, nil
+	}
+	if *o.histSize < 1 {
+		return nil, Usagef("--ui-history=%d: must be at least 1", *o.histSize)
+	}
+	srv, _, err := c.serveUI(addr)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("web UI", slog.String("url", "http://"+srv.Addr()+"/"), slog.String("metrics", "http://"+srv.Addr()+"/metrics"))
+	return func() { srv.Close() }, nil
+}
+
+// serveUI serves the job's web UI, JSON API (/api/v1/) and Prometheus
+// metrics (/metrics) at addr (":4040" binds 127.0.0.1:4040) until the
+// returned server is closed. Run calls it for --ui; tests of a context
+// started by hand may call it once.
+func (c *Context) serveUI(addr string) (_ *ui.Server, _ *ui.Metrics, err error) {
+	o := c.obs
+	_, m := o.get()
+	o.mu.Lock()
+	if o.serving {
+		o.mu.Unlock()
+		return nil, nil, fmt.Errorf("dstream: the web UI is served already (once per job)")
+	}
+	o.serving = true
+	if o.started.IsZero() {
+		o.started = time.Now()
+	}
+	o.mu.Unlock()
+	defer func() {
+		if err != nil {
+			o.mu.Lock()
+			o.serving = false
+			o.mu.Unlock()
+		}
+	}()
+	a, err := ui.NormalizeAddr(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	var opts ui.Options
+	if o.uiSecret != nil && *o.uiSecret != "" {
+		b, err := os.ReadFile(*o.uiSecret)
+		if err != nil {
+			return nil, nil, Usagef("--ui-secret-file: %v", err)
+		}
+		if opts.Secret = strings.TrimSpace(string(b)); len(opts.Secret) < 16 {
+			return nil, nil, Usagef("--ui-secret-file %s: the secret is %d bytes; use at least 16 (e.g. head -c 32 /dev/urandom | base64 > FILE)", *o.uiSecret, len(opts.Secret))
+		}
+	}
+	if !ui.IsLoopback(a) && opts.Secret == "" {
+		return nil, nil, Usagef("--ui=%s binds beyond loopback: give --ui-secret-file FILE too (the pages and API then ask for it; /metrics stays open), or bind 127.0.0.1", addr)
+	}
+	srv, err := ui.Listen(a, ui.Handler(uiSource{c}, m.Handler(), opts))
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, m, nil
+}
+
+// uiSource shows a Context to package ui.
+type uiSource struct{ c *Context }
+
+// jobID is the job's id in the API paths: its app name, made URL-safe.
+func jobID(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+func (s uiSource) Job() ui.Job {
+	c := s.c
+	c.mu.Lock()
+	st, zero := c.state, c.zeroTime
+	c.mu.Unlock()
+	_, clocked := runs.Load(c) // batches come from the timer (Run), not by hand
+	o := c.obs
+	o.mu.Lock()
+	since := o.started
+	o.mu.Unlock()
+	h := c.History()
+	cnt := h.Counters()
+	keys, bytes := c.StateSize()
+	j := ui.Job{
+		ID: jobID(c.cfg.AppName), Name: c.cfg.AppName, State: "running", Master: c.cfg.Master,
+		StartTime: since, UptimeMs: time.Since(since).Milliseconds(),
+		BatchIntervalMs: c.cfg.BatchInterval.Milliseconds(),
+		BatchesDone:     cnt.BatchesDone, BatchesFailed: cnt.BatchesFailed,
+		InputRecords: cnt.InputRecords, TaskFailures: cnt.TaskFailures,
+		StateKeys: keys, StateBytes: bytes,
+		HistoryBatches: h.Len(), HistoryCapacity: h.Cap(),
+	}
+	switch st {
+	case created:
+		j.State = "created"
+	case stopped:
+		j.State = "stopped"
+	}
+	done := zero
+	if last, ok := h.Last(); ok {
+		b := toUIBatch(last)
+		j.LastBatch = &b
+		done = last.Time
+	}
+	if st == started && clocked && c.cfg.BatchInterval > 0 {
+		j.PendingBatches = max(0, int64(time.Since(done)/c.cfg.BatchInterval))
+	}
+	return j
+}
+
+func (s uiSource) Batches(offset, limit int) ([]ui.Batch, int) {
+	rs, total := s.c.History().Page(offset, limit)
+	out := make([]ui.Batch, len(rs))
+	for i, r := range rs {
+		out[i] = toUIBatch(r)
+	}
+	return out, total
+}
+
+func (s uiSource) Batch(ms int64) (ui.BatchDetail, bool) {
+	r, ok := s.c.History().Find(time.UnixMilli(ms))
+	if !ok {
+		return ui.BatchDetail{}, false
+	}
+	d := ui.BatchDetail{Batch: toUIBatch(r), OutputJobs: make([]ui.OutputJob, 0, len(r.Jobs))}
+	for i, j := range r.Jobs {
+		oj := ui.OutputJob{Index: i, Stages: make([]ui.Stage, 0, len(j.Stages))}
+		for _, st := range j.Stages {
+			oj.Stages = append(oj.Stages, ui.Stage{
+				ID: st.StageID, Name: st.Name, Tasks: st.Tasks, Failed: st.Failed, Resubmits: st.Resubmits,
+				TaskTimeMs: ui.Ms(st.TaskTime), MaxTaskTimeMs: ui.Ms(st.MaxTaskTime), RecordsRead: st.RecordsRead,
+			})
+		}
+		d.OutputJobs = append(d.OutputJobs, oj)
+	}
+	return d, true
+}
+
+func toUIBatch(r BatchRecord) ui.Batch {
+	b := ui.Batch{
+		ID: r.Time.UnixMilli(), Time: r.Time.UTC(), Status: ui.StatusSucceeded,
+		InputRecords:      r.InputRecords,
+		SchedulingDelayMs: ui.Ms(r.SchedulingDelay), ProcessingTimeMs: ui.Ms(r.ProcessingTime), TotalDelayMs: ui.Ms(r.TotalDelay),
+		Jobs: len(r.Jobs), TaskFailures: r.TaskFailures(), Error: r.Error,
+	}
+	if r.Failed {
+		b.Status = ui.StatusFailed
+	}
+	return b
+}

@@ -1,0 +1,298 @@
+package dstream
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/sluicehq/sluice/internal/ui"
+)
+
+// findChromium returns the path of a Chromium or Chrome binary, or "".
+func findChromium() string {
+	if p := os.Getenv("SLUICE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// browser is a headless Chromium tab that records the pages' errors.
+type browser struct {
+	ctx   context.Context
+	shots string
+	mu    sync.Mutex
+	errs  []string
+}
+
+// newBrowser starts headless Chromium for the test, or skips the test
+// with a notice when there is none. Screenshots go to $SLUICE_UI_SHOTS, or
+// a new temp dir; their paths are logged.
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts Chromium; skipped with -short")
+	}
+	chromium := findChromium()
+	if chromium == "" {
+		t.Skip("NOTICE: browser test skipped: no chromium on PATH (install Debian's chromium: apt-get install -y chromium; .ci/run does)")
+	}
+	b := &browser{shots: os.Getenv("SLUICE_UI_SHOTS")}
+	if b.shots == "" {
+		var err error
+		if b.shots, err = os.MkdirTemp("", "sluice-ui-shots-"); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := os.MkdirAll(b.shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.WindowSize(1400, 1000), chromedp.Flag("disable-dev-shm-usage", true))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	b.ctx = ctx
+	// Every console error, uncaught exception and browser log error of the
+	// pages (a failed script, a refused resource) is kept for checkErrors.
+	if err := chromedp.Do(ctx); err != nil { // starts the browser and the tab
+		t.Fatalf("start %s: %v", chromium, err)
+	}
+	consoleCtx, stopConsole := context.WithCancel(ctx)
+	consoleDone := make(chan struct{})
+	messages := chromedp.Console(consoleCtx)
+	go func() { // ends when stopConsole cancels the subscription
+		defer close(consoleDone)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				b.mu.Lock()
+				b.errs = append(b.errs, fmt.Sprintf("%s (%s:%d)", m, m.URL, m.Line))
+				b.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		stopConsole()
+		<-consoleDone
+		cancel()
+		cancelCtx()
+		cancelAlloc()
+	})
+	return b
+}
+
+// shot saves a screenshot of the whole page.
+func (b *browser) shot(t *testing.T, name string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		buf, err := chromedp.FullScreenshot(100)(ctx, tg)
+		if err != nil {
+			return chromedp.Void{}, err
+		}
+		p := filepath.Join(b.shots, name)
+		t.Logf("screenshot: %s", p)
+		return chromedp.Void{}, os.WriteFile(p, buf, 0o644)
+	}
+}
+
+// checkErrors fails the test if a page reported a script error.
+func (b *browser) checkErrors(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.errs) > 0 {
+		t.Fatalf("page script errors:\n%s", strings.Join(b.errs, "\n"))
+	}
+}
+
+func css(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+// TestUIInBrowser opens the jobs list, the streaming page and a batch page
+// of a running local job in headless Chromium: the charts draw a point per
+// batch and redraw as batches run, a batch link opens the batch, no page
+// script fails, and each page is saved as a screenshot (in
+// $SLUICE_UI_SHOTS, or a new temp dir; the paths are logged).
+func TestUIInBrowser(t *testing.T) {
+	br := newBrowser(t)
+	ctx := br.ctx
+	base, _, stop := runUIJob(t, 9)
+	jobURL := base + "/api/v1/jobs/ui_job"
+	waitBatches(t, jobURL, 5)
+	shot := func(name string) chromedp.Action[chromedp.Void] { return br.shot(t, name) }
+
+	// The jobs list links to the job.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(css(`#jobs a.job`)),
+		shot("jobs.png"),
+	); err != nil {
+		t.Fatalf("jobs list: %v", err)
+	}
+	jobsText, err := chromedp.Run(ctx, chromedp.Text(css(`#jobs`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(jobsText, "ui job") || !strings.Contains(jobsText, "running") {
+		t.Fatalf("jobs list shows %q: want the job and its state", jobsText)
+	}
+
+	// The streaming page: four timelines with a point per batch.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(css(`#jobs a.job`)),
+		chromedp.WaitVisible(css(`.chart svg.timeline circle.pt`)),
+		chromedp.WaitVisible(css(`#batches a.batch`)),
+		shot("streaming.png"),
+	); err != nil {
+		t.Fatalf("streaming page: %v", err)
+	}
+	counts, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`[...document.querySelectorAll('.chart svg.timeline')].map(s => s.querySelectorAll('circle.pt').length)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := chromedp.Run(ctx, chromedp.Evaluate[[]int64](`[...document.querySelectorAll('.chart svg.timeline')].flatMap(s => [...s.querySelectorAll('circle.pt')].map(c => Number(c.dataset.batch)))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page ui.BatchPage
+	getJSON(t, jobURL+"/batches?limit=1000", &page)
+	known := map[int64]bool{}
+	for _, b := range page.Batches {
+		known[b.ID] = true
+	}
+	if len(counts) != 4 {
+		t.Fatalf("%d timelines, want 4 (input rate, scheduling delay, processing time, total delay)", len(counts))
+	}
+	for _, n := range counts {
+		if n < 5 || n != counts[0] {
+			t.Fatalf("timeline points %v: want the same count, at least 5 (the batches that ran), in each", counts)
+		}
+	}
+	for _, id := range ids {
+		if !known[id] {
+			t.Fatalf("the chart draws batch %d, which the API does not list", id)
+		}
+	}
+	// The page refreshes itself: new batches appear without a reload.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.chart svg.timeline')[0].querySelectorAll('circle.pt').length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > counts[0] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the streaming page still draws %d points after 30s: it does not refresh", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A batch link opens its batch page with its stages.
+	href, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#batches a.batch`), "href"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(css(`#batches a.batch`)),
+		chromedp.WaitVisible(css(`#stages tr.stage`)),
+		shot("batch.png"),
+	); err != nil {
+		t.Fatalf("batch page: %v", err)
+	}
+	hash, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	title, err := chromedp.Run(ctx, chromedp.Text(css(`#batch-title`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#stages tr.stage').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hash != href.Value || !strings.Contains(hash, "/batches/") || stages == 0 {
+		t.Fatalf("after clicking %q: at %q with %d stage rows", href.Value, hash, stages)
+	}
+	id, err := strconv.ParseInt(hash[strings.LastIndex(hash, "/")+1:], 10, 64)
+	if err != nil {
+		t.Fatalf("batch link %q: %v", hash, err)
+	}
+	want := time.UnixMilli(id).UTC().Format("2006-01-02T15:04:05.000Z")
+	if !strings.Contains(title, want) {
+		t.Fatalf("batch page title %q, want the batch time %s", title, want)
+	}
+	stop()
+	br.checkErrors(t)
+}
+
+// TestUIInBrowserTenThousandBatches opens the streaming page of a job that
+// ran 10,000 batches and keeps them all: the timelines draw the last 300,
+// the table shows 50, and its "older" link pages back.
+func TestUIInBrowserTenThousandBatches(t *testing.T) {
+	br := newBrowser(t)
+	ctx := br.ctx
+	const n = 10_000
+	srv, zero := syntheticUI(t, n, n)
+	base := "http://" + srv.Addr()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/#/jobs/big"),
+		chromedp.WaitVisible(css(`.chart svg.timeline circle.pt`)),
+		chromedp.WaitVisible(css(`#batches a.batch`)),
+		br.shot(t, "streaming-10000.png"),
+	); err != nil {
+		t.Fatalf("streaming page: %v", err)
+	}
+	counts, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`[...document.querySelectorAll('.chart svg.timeline')].map(s => s.querySelectorAll('circle.pt').length)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts) != 4 || counts[0] != 300 || counts[3] != 300 {
+		t.Fatalf("timeline points %v: want 300 in each of 4", counts)
+	}
+	first := func() int64 {
+		href, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#batches a.batch`), "href"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := strconv.ParseInt(href.Value[strings.LastIndex(href.Value, "/")+1:], 10, 64)
+		if err != nil {
+			t.Fatalf("batch link %q: %v", href.Value, err)
+		}
+		return id
+	}
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#batches a.batch').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 50 || first() != zero.Add(n*time.Second).UnixMilli() {
+		t.Fatalf("table: %d rows from %d, want 50 from the newest batch", rows, first())
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(css(`.pager a`)),
+		chromedp.WaitVisible(css(`.pager a + a`)), // "newer" and "older" links
+	); err != nil {
+		t.Fatalf("older: %v", err)
+	}
+	want := zero.Add((n - 50) * time.Second).UnixMilli()
+	for deadline := time.Now().Add(30 * time.Second); first() != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after \"older\": the table starts at %d, want %d (the 51st newest)", first(), want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	br.checkErrors(t)
+}

@@ -1,0 +1,258 @@
+// Sluice web UI: a single page drawn from the JSON API under /api/v1/.
+// No framework, no network access beyond this server.
+"use strict";
+
+const API = "api/v1";
+const CHART_BATCHES = 300; // batches drawn on the timelines
+const PAGE = 50;           // rows of the batches table
+let timer = null;
+let route = "";
+
+function el(tag, attrs, ...kids) {
+  const svg = ["svg", "polyline", "circle", "line", "text", "rect", "g"].includes(tag);
+  const e = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const k of kids.flat()) {
+    if (k === null || k === undefined) continue;
+    e.appendChild(typeof k === "object" ? k : document.createTextNode(String(k)));
+  }
+  return e;
+}
+
+async function get(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || (r.status + " " + r.statusText));
+  return body;
+}
+
+function ms(v) {
+  if (v === undefined || v === null) return "–";
+  if (v >= 10000) return (v / 1000).toFixed(1) + " s";
+  if (v >= 100) return Math.round(v) + " ms";
+  return v.toFixed(1) + " ms";
+}
+function dur(msv) {
+  let s = Math.floor(msv / 1000);
+  const h = Math.floor(s / 3600); s -= h * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  return (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
+}
+function num(n) { return Number(n).toLocaleString("en-US"); }
+function clock(t) { return new Date(t).toISOString().slice(11, 23); }
+function bytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+}
+function jobHref(id) { return "#/jobs/" + encodeURIComponent(id); }
+function batchHref(id, b) { return jobHref(id) + "/batches/" + b; }
+
+function showError(err) {
+  const box = document.getElementById("error");
+  if (!err) { box.hidden = true; box.textContent = ""; return; }
+  box.hidden = false;
+  box.textContent = "Cannot reach the job: " + err.message;
+}
+
+function setMain(...kids) {
+  const m = document.getElementById("main");
+  m.replaceChildren(...kids);
+}
+
+function crumbs(...parts) {
+  const c = document.getElementById("crumbs");
+  c.replaceChildren(...parts.flatMap((p, i) => i ? [" / ", p] : [p]));
+}
+
+// ---- jobs list ----
+async function jobsPage() {
+  const jobs = await get(API + "/jobs");
+  const crumbParts = ["Jobs"];
+  const rows = jobs.map(j => el("tr", {},
+    el("td", { class: "l" }, el("a", { href: jobHref(j.id), class: "job" }, j.name)),
+    el("td", { class: "l" }, j.state),
+    el("td", {}, dur(j.uptimeMs)),
+    el("td", {}, num(j.batchesDone)),
+    el("td", {}, num(j.batchesFailed)),
+    el("td", {}, num(j.pendingBatches)),
+    el("td", {}, num(j.inputRecords)),
+    el("td", {}, j.lastBatch ? ms(j.lastBatch.schedulingDelayMs) : "–"),
+    el("td", {}, j.lastBatch ? ms(j.lastBatch.totalDelayMs) : "–")));
+  return [crumbParts, [el("h1", {}, "Jobs"),
+    el("table", { id: "jobs" },
+      el("tr", {}, el("th", { class: "l" }, "Job"), el("th", { class: "l" }, "State"), el("th", {}, "Uptime"),
+        el("th", {}, "Batches done"), el("th", {}, "Failed"), el("th", {}, "Pending"), el("th", {}, "Records in"),
+        el("th", {}, "Scheduling delay"), el("th", {}, "Total delay")),
+      rows)]];
+}
+
+// ---- charts ----
+// chart draws values (oldest first) as an SVG timeline with a point per
+// batch, and a histogram of the values beside it.
+function chart(title, unit, batches, value, fmt) {
+  const W = 420, H = 150, L = 44, R = 8, T = 8, B = 18;
+  const vals = batches.map(value);
+  const maxV = Math.max(1e-9, ...vals);
+  const t0 = batches.length ? batches[0].id : 0;
+  const t1 = batches.length ? batches[batches.length - 1].id : 1;
+  const x = id => L + (t1 === t0 ? (W - L - R) / 2 : (id - t0) / (t1 - t0) * (W - L - R));
+  const y = v => T + (1 - v / maxV) * (H - T - B);
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "timeline", "data-points": vals.length, role: "img", "aria-label": title });
+  svg.appendChild(el("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  svg.appendChild(el("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
+  svg.appendChild(el("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, fmt(maxV)));
+  svg.appendChild(el("text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0"));
+  if (batches.length) {
+    svg.appendChild(el("text", { x: L, y: H - 4 }, clock(batches[0].time)));
+    svg.appendChild(el("text", { x: W - R, y: H - 4, "text-anchor": "end" }, clock(batches[batches.length - 1].time)));
+    svg.appendChild(el("polyline", { class: "line", points: batches.map((b, i) => x(b.id).toFixed(1) + "," + y(vals[i]).toFixed(1)).join(" ") }));
+    const g = el("g", {});
+    batches.forEach((b, i) => {
+      const c = el("circle", { class: "pt" + (b.status === "failed" ? " failed" : ""), cx: x(b.id).toFixed(1), cy: y(vals[i]).toFixed(1), r: 2.2, "data-batch": b.id });
+      c.appendChild(el("title", {}, clock(b.time) + ": " + fmt(vals[i])));
+      g.appendChild(c);
+    });
+    svg.appendChild(g);
+  }
+  // Histogram: 10 bins over [0, max].
+  const HW = 150;
+  const hist = el("svg", { viewBox: `0 0 ${HW} ${H}`, class: "histogram" });
+  const bins = new Array(10).fill(0);
+  for (const v of vals) bins[Math.min(9, Math.floor(v / maxV * 10))]++;
+  const maxBin = Math.max(1, ...bins);
+  bins.forEach((n, i) => {
+    const bh = (n / maxBin) * (H - T - B);
+    hist.appendChild(el("rect", { class: "bar", x: 4 + i * (HW - 8) / 10, y: H - B - bh, width: (HW - 8) / 10 - 2, height: bh }, el("title", {}, n + " batches")));
+  });
+  hist.appendChild(el("text", { x: 4, y: H - 4 }, "0"));
+  hist.appendChild(el("text", { x: HW - 4, y: H - 4, "text-anchor": "end" }, fmt(maxV)));
+  const avg = vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : 0;
+  return el("div", { class: "chart", "data-chart": title },
+    el("div", {}, el("span", { class: "t" }, title), " ", unit, vals.length ? " — avg " + fmt(avg) : ""),
+    el("div", { class: "pair" }, svg, hist));
+}
+
+// ---- streaming page ----
+async function jobPage(id, offset) {
+  const [job, recent, page] = await Promise.all([
+    get(`${API}/jobs/${encodeURIComponent(id)}`),
+    get(`${API}/jobs/${encodeURIComponent(id)}/batches?limit=${CHART_BATCHES}`),
+    get(`${API}/jobs/${encodeURIComponent(id)}/batches?offset=${offset}&limit=${PAGE}`),
+  ]);
+  const crumbParts = [el("a", { href: "#/" }, "Jobs"), job.name];
+  const bs = recent.batches.slice().reverse(); // oldest first
+  const sec = job.batchIntervalMs / 1000;
+  const last = job.lastBatch;
+  const card = (label, v) => el("div", { class: "card" }, label, el("b", {}, v));
+  const rows = page.batches.map(b => el("tr", { class: b.status === "failed" ? "failed" : "" },
+    el("td", { class: "l" }, el("a", { href: batchHref(job.id, b.id), class: "batch" }, clock(b.time))),
+    el("td", {}, num(b.inputRecords)),
+    el("td", {}, ms(b.schedulingDelayMs)),
+    el("td", {}, ms(b.processingTimeMs)),
+    el("td", {}, ms(b.totalDelayMs)),
+    el("td", {}, b.jobs),
+    el("td", { class: "l" }, b.status)));
+  const pager = el("div", { class: "pager" },
+    offset > 0 ? el("a", { href: jobHref(job.id) + "?offset=" + Math.max(0, offset - PAGE) }, "« newer") : null,
+    offset + PAGE < page.total ? el("a", { href: jobHref(job.id) + "?offset=" + (offset + PAGE) }, "older »") : null,
+    `batches ${page.total ? offset + 1 : 0}–${Math.min(page.total, offset + PAGE)} of ${num(page.total)} kept (last ${num(job.historyCapacity)})`);
+  return [crumbParts, [
+    el("h1", {}, "Streaming: " + job.name),
+    el("div", { class: "cards" },
+      card("State", job.state), card("Uptime", dur(job.uptimeMs)), card("Batch interval", ms(job.batchIntervalMs)),
+      card("Batches done", num(job.batchesDone)), card("Batches failed", num(job.batchesFailed)),
+      card("Records in", num(job.inputRecords)), card("Task failures", num(job.taskFailures)),
+      card("Pending batches", num(job.pendingBatches)),
+      card("Scheduling delay", last ? ms(last.schedulingDelayMs) : "–"),
+      card("Total delay", last ? ms(last.totalDelayMs) : "–"),
+      card("Operator state", num(job.stateKeys) + " keys, " + bytes(job.stateBytes))),
+    el("h2", {}, `Last ${bs.length} batches`),
+    el("div", { class: "charts" },
+      chart("Input rate", "records/s", bs, b => b.inputRecords / sec, v => num(Math.round(v))),
+      chart("Scheduling delay", "", bs, b => b.schedulingDelayMs, ms),
+      chart("Processing time", "", bs, b => b.processingTimeMs, ms),
+      chart("Total delay", "", bs, b => b.totalDelayMs, ms)),
+    el("h2", {}, "Completed batches"),
+    pager,
+    el("table", { id: "batches" },
+      el("tr", {}, el("th", { class: "l" }, "Batch time"), el("th", {}, "Records in"), el("th", {}, "Scheduling delay"),
+        el("th", {}, "Processing time"), el("th", {}, "Total delay"), el("th", {}, "Jobs"), el("th", { class: "l" }, "Status")),
+      rows)]];
+}
+
+// ---- batch page ----
+async function batchPage(id, t) {
+  const [job, b] = await Promise.all([
+    get(`${API}/jobs/${encodeURIComponent(id)}`),
+    get(`${API}/jobs/${encodeURIComponent(id)}/batches/${encodeURIComponent(t)}`),
+  ]);
+  const crumbParts = [el("a", { href: "#/" }, "Jobs"), el("a", { href: jobHref(job.id) }, job.name), "batch " + clock(b.time)];
+  const rows = [];
+  for (const j of b.outputJobs) {
+    for (const s of j.stages) {
+      rows.push(el("tr", { class: "stage" },
+        el("td", {}, j.index), el("td", {}, s.id), el("td", { class: "l" }, s.name),
+        el("td", {}, num(s.tasks)), el("td", {}, num(s.failed)), el("td", {}, num(s.resubmits)),
+        el("td", {}, ms(s.taskTimeMs)), el("td", {}, ms(s.maxTaskTimeMs)), el("td", {}, num(s.recordsRead))));
+    }
+  }
+  return [crumbParts, [
+    el("h1", { id: "batch-title" }, "Batch " + new Date(b.time).toISOString()),
+    el("div", { class: "cards" },
+      el("div", { class: "card" }, "Status", el("b", {}, b.status)),
+      el("div", { class: "card" }, "Records in", el("b", {}, num(b.inputRecords))),
+      el("div", { class: "card" }, "Scheduling delay", el("b", {}, ms(b.schedulingDelayMs))),
+      el("div", { class: "card" }, "Processing time", el("b", {}, ms(b.processingTimeMs))),
+      el("div", { class: "card" }, "Total delay", el("b", {}, ms(b.totalDelayMs))),
+      el("div", { class: "card" }, "Task failures", el("b", {}, num(b.taskFailures)))),
+    b.error ? el("p", { class: "err" }, b.error) : null,
+    el("h2", {}, "Jobs and stages"),
+    el("table", { id: "stages" },
+      el("tr", {}, el("th", {}, "Job"), el("th", {}, "Stage"), el("th", { class: "l" }, "Name"), el("th", {}, "Tasks"),
+        el("th", {}, "Failed attempts"), el("th", {}, "Resubmits"), el("th", {}, "Task time"),
+        el("th", {}, "Longest task"), el("th", {}, "Records read")),
+      rows)]];
+}
+
+// ---- routing ----
+// render draws the page of the current route, unless the route changed
+// while its data was on the way.
+async function render() {
+  const at = route;
+  const h = location.hash || "#/";
+  const [path, query] = h.slice(1).split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    let view;
+    if (parts.length === 0) view = await jobsPage();
+    else if (parts[0] === "jobs" && parts.length === 2) view = await jobPage(parts[1], Math.max(0, parseInt(params.get("offset") || "0", 10) || 0));
+    else if (parts[0] === "jobs" && parts.length === 4 && parts[2] === "batches") view = await batchPage(parts[1], parts[3]);
+    else view = [["Not found"], [el("p", {}, "No such page: ", h)]];
+    if (at !== route) return;
+    crumbs(...view[0]);
+    setMain(...view[1].filter(k => k !== null));
+    showError(null);
+    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.rendered = h;
+  } catch (e) {
+    if (at === route) showError(e);
+  }
+}
+
+function navigate() {
+  route = location.hash;
+  clearTimeout(timer);
+  const tick = async () => {
+    const at = route;
+    await render();
+    if (at === route) timer = setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+window.addEventListener("hashchange", navigate);
+navigate();
