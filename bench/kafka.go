@@ -294,7 +294,6 @@ func cpuTicks(pid int) int64 {
 	return u + st
 }
 
-
 // sluiceKafka reads the whole topic with Sluice in kafkaBatches batches
 // and counts words per batch.
 func sluiceKafka(cfg config, addrs []string) (int64, error) {
