@@ -86,6 +86,10 @@ type remoteCall struct {
 	task   *scheduler.Task
 	exec   *remoteExec
 	cancel context.CancelFunc
+	// lostInput is set when the call was cancelled because an executor
+	// holding one of the task's shuffle inputs was lost: the task would
+	// wait on a fetch from it until gRPC gives up.
+	lostInput *rdd.FetchFailedError
 }
 
 // NewRemoteBackend returns a backend; Start begins fetching executors.
@@ -177,7 +181,22 @@ func (b *RemoteBackend) refresh() {
 	}
 	b.mu.Unlock()
 	for _, id := range lost {
-		b.cfg.Lost(id)
+		b.cfg.Lost(id) // the scheduler forgets its outputs before the failures below come
+	}
+	if len(lost) > 0 {
+		// Tasks elsewhere that read shuffle output of a lost executor would
+		// wait on their fetch from it until gRPC gives up: stop them now,
+		// failing as that fetch would.
+		b.mu.Lock()
+		for _, rc := range b.running {
+			if rc.lostInput == nil {
+				if ff := lostInput(rc.task, lost); ff != nil {
+					rc.lostInput = ff
+					rc.cancel()
+				}
+			}
+		}
+		b.mu.Unlock()
 	}
 	b.dispatch()
 }
@@ -379,6 +398,16 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 	defer stopKill()
 	resp, err := client.RunTask(ctx, req)
 	if err != nil {
+		b.mu.Lock()
+		var ff *rdd.FetchFailedError
+		if rc := b.running[t.ID]; rc != nil && rc.task == t {
+			ff = rc.lostInput
+		}
+		b.mu.Unlock()
+		if ff != nil {
+			res.Err = ff // the executor is fine; its input is gone
+			return
+		}
 		res.Err = classify(e.id, err)
 		if errors.Is(res.Err, scheduler.ErrExecutorLost) {
 			b.suspect(e)
@@ -403,6 +432,24 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 	case len(resp.GetResultIpc()) > 0:
 		res.Result, res.Err = b.cfg.Decode(t, resp.GetResultIpc())
 	}
+}
+
+// lostInput returns the fetch failure of a task that reads a shuffle map
+// output held by one of the lost executors, nil if it reads none.
+func lostInput(t *scheduler.Task, lost []string) *rdd.FetchFailedError {
+	ids := make([]int64, 0, len(t.Inputs))
+	for id := range t.Inputs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		for mp, holder := range t.Inputs[id] {
+			if slices.Contains(lost, holder) {
+				return &rdd.FetchFailedError{ShuffleID: id, MapPart: mp, Reason: "executor " + holder + " holding it was lost"}
+			}
+		}
+	}
+	return nil
 }
 
 // current reports whether e is still the registered executor with the given

@@ -1,0 +1,114 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+	"github.com/sluicehq/sluice/rdd"
+	"github.com/sluicehq/sluice/scheduler"
+	"google.golang.org/grpc"
+)
+
+// listDriver answers ListExecutors with the executors it is given.
+type listDriver struct {
+	sluicev1.DriverClient
+	mu    sync.Mutex
+	execs []*sluicev1.ExecutorInfo
+}
+
+func (d *listDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRequest, ...grpc.CallOption) (*sluicev1.ListExecutorsResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return &sluicev1.ListExecutorsResponse{Executors: d.execs}, nil
+}
+
+func (d *listDriver) set(execs ...*sluicev1.ExecutorInfo) {
+	d.mu.Lock()
+	d.execs = execs
+	d.mu.Unlock()
+}
+
+// blockingExecutor runs every task until its call is cancelled.
+type blockingExecutor struct {
+	sluicev1.ExecutorClient
+	started chan struct{}
+}
+
+func (e *blockingExecutor) RunTask(ctx context.Context, _ *sluicev1.TaskRequest, _ ...grpc.CallOption) (*sluicev1.TaskResponse, error) {
+	close(e.started)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (e *blockingExecutor) KillTask(context.Context, *sluicev1.KillTaskRequest, ...grpc.CallOption) (*sluicev1.KillTaskResponse, error) {
+	return &sluicev1.KillTaskResponse{}, nil
+}
+
+// A task on a healthy executor that reads map output of an executor that is
+// lost is stopped at once and fails as the fetch would (a fetch failure, so
+// the map output is recomputed), instead of waiting for gRPC to give up on
+// the lost executor.
+func TestRemoteBackendStopsTasksReadingALostExecutor(t *testing.T) {
+	drv := &listDriver{}
+	drv.set(&sluicev1.ExecutorInfo{ExecutorId: "e0", Address: "a0", Slots: 1, Epoch: 1},
+		&sluicev1.ExecutorInfo{ExecutorId: "e1", Address: "a1", Slots: 1, Epoch: 2})
+	e1 := &blockingExecutor{started: make(chan struct{})}
+	var lostMu sync.Mutex
+	var lost []string
+	b := NewRemoteBackend(BackendConfig{
+		Driver: drv,
+		Executor: func(addr string) (sluicev1.ExecutorClient, error) {
+			return e1, nil
+		},
+		Request: func(t *scheduler.Task) (*sluicev1.TaskRequest, error) {
+			return &sluicev1.TaskRequest{JobId: "j", TaskId: t.ID}, nil
+		},
+		Lost: func(id string) {
+			lostMu.Lock()
+			lost = append(lost, id)
+			lostMu.Unlock()
+		},
+		StateLocations: func() map[string]scheduler.Location { return nil },
+		Refresh:        time.Hour, // refreshed by hand
+	})
+	results := make(chan scheduler.TaskResult, 1)
+	b.Start(func(r scheduler.TaskResult) { results <- r })
+	defer b.Stop()
+	node := &rdd.Node{ID: 1, Op: "reduce", Parts: 1}
+	job := &scheduler.Job{Final: node, Desc: "t"}
+	task := &scheduler.Task{ID: 9, Job: job, Stage: &scheduler.Stage{Node: node, NumTasks: 1}, Inputs: map[int64][]string{7: {"e1", "e0"}}}
+	// e0 is busy, so the task goes to e1.
+	b.mu.Lock()
+	b.execs["e0"].running = 1
+	b.mu.Unlock()
+	b.Launch(task)
+	select {
+	case <-e1.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task never started on e1")
+	}
+	drv.set(&sluicev1.ExecutorInfo{ExecutorId: "e1", Address: "a1", Slots: 1, Epoch: 2})
+	b.refresh()
+	select {
+	case r := <-results:
+		ff, ok := rdd.IsFetchFailed(r.Err)
+		if !ok || ff.ShuffleID != 7 || ff.MapPart != 1 {
+			t.Fatalf("result error %v, want a fetch failure of shuffle 7 map 1", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task reading the lost executor's output was not stopped")
+	}
+	lostMu.Lock()
+	defer lostMu.Unlock()
+	if len(lost) != 1 || lost[0] != "e0" {
+		t.Errorf("lost executors reported: %v", lost)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.execs["e1"]; e == nil || !e.avoidUntil.IsZero() {
+		t.Errorf("the healthy executor was suspected: %+v", e)
+	}
+}
