@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -110,5 +111,43 @@ func TestRemoteBackendStopsTasksReadingALostExecutor(t *testing.T) {
 	defer b.mu.Unlock()
 	if e := b.execs["e1"]; e == nil || !e.avoidUntil.IsZero() {
 		t.Errorf("the healthy executor was suspected: %+v", e)
+	}
+}
+
+// A lost executor's own calls end at once, as executor-lost failures
+// (retried elsewhere), instead of when gRPC gives up on the connection.
+func TestRemoteBackendFailsALostExecutorsCalls(t *testing.T) {
+	drv := &listDriver{}
+	drv.set(&sluicev1.ExecutorInfo{ExecutorId: "e0", Address: "a0", Slots: 1, Epoch: 1})
+	e0 := &blockingExecutor{started: make(chan struct{})}
+	b := NewRemoteBackend(BackendConfig{
+		Driver:   drv,
+		Executor: func(string) (sluicev1.ExecutorClient, error) { return e0, nil },
+		Request: func(t *scheduler.Task) (*sluicev1.TaskRequest, error) {
+			return &sluicev1.TaskRequest{JobId: "j", TaskId: t.ID}, nil
+		},
+		Lost:           func(string) {},
+		StateLocations: func() map[string]scheduler.Location { return nil },
+		Refresh:        time.Hour,
+	})
+	results := make(chan scheduler.TaskResult, 1)
+	b.Start(func(r scheduler.TaskResult) { results <- r })
+	defer b.Stop()
+	node := &rdd.Node{ID: 1, Op: "map", Parts: 1}
+	b.Launch(&scheduler.Task{ID: 3, Job: &scheduler.Job{Final: node, Desc: "t"}, Stage: &scheduler.Stage{Node: node, NumTasks: 1}})
+	select {
+	case <-e0.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task never started")
+	}
+	drv.set() // e0 missed its heartbeats
+	b.refresh()
+	select {
+	case r := <-results:
+		if !errors.Is(r.Err, scheduler.ErrExecutorLost) {
+			t.Fatalf("result error %v, want executor lost", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lost executor's call was not ended")
 	}
 }
