@@ -162,12 +162,27 @@ func TestStateDoesNotAliasReleasedArrowBuffers(t *testing.T) {
 		t.Fatalf("committed state %q after its input was released, want %q=%q", got, key, val)
 	}
 
+	// A value set in place during a walk over the state (as
+	// UpdateStateByKey does) must be copied too.
+	vals, rec = decoded(t, strings.Repeat("walked", 10))
+	runTxn(t, st, 0, sec(2), func(x *txn[string, string]) {
+		x.each(func(k string, _ stateEntry[string]) bool {
+			x.set(k, stateEntry[string]{value: vals[0]})
+			return true
+		})
+	})
+	rec.Release()
+	st.commit(sec(2), nil)
+	if got := committedState(st); len(got) != 1 || got[key] != strings.Repeat("walked", 10) {
+		t.Fatalf("committed state %q after a walk set a value from released input", got)
+	}
+
 	// A removal keyed by a decoded string must still find the key when
 	// the batch commits.
 	vals, rec = decoded(t, key)
-	runTxn(t, st, 0, sec(2), func(x *txn[string, string]) { x.remove(vals[0]) })
+	runTxn(t, st, 0, sec(3), func(x *txn[string, string]) { x.remove(vals[0]) })
 	rec.Release()
-	st.commit(sec(2), nil)
+	st.commit(sec(3), nil)
 	if got := committedState(st); len(got) != 0 {
 		t.Fatalf("state %q after removing its only key", got)
 	}
