@@ -136,6 +136,9 @@ type Context struct {
 	// Runtime, set by start.
 	log         *slog.Logger
 	sched       *scheduler.Scheduler
+	// droppedCached collects the cached nodes cleanup forgot, for the
+	// scheduler's registry of what executors hold (graphMu).
+	droppedCached []int64
 	shuffle     *rdd.MemShuffle
 	blocks      *rdd.MemBlocks
 	slots       int
@@ -337,6 +340,18 @@ type BatchInfo struct {
 	Inputs          []InputInfo // what planned sources put into the batch
 }
 
+// Tasks returns how many tasks of the batch's jobs succeeded (a partition
+// read from a cache, or a stage whose shuffle output was there, runs none).
+func (b BatchInfo) Tasks() int {
+	n := 0
+	for _, j := range b.Jobs {
+		for _, s := range j.Stages {
+			n += s.Tasks
+		}
+	}
+	return n
+}
+
 // batch is one generated batch: its jobs, in output definition order.
 type batch struct {
 	time   time.Time
@@ -473,8 +488,17 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		slog.Duration("processing_time", info.ProcessingTime),
 		slog.Duration("total_delay", info.TotalDelay),
 		slog.Int("jobs", len(info.Jobs)),
+		slog.Int("tasks", info.Tasks()),
 	}
 	attrs = append(attrs, c.stateAttrs()...)
+	if c.role == roleDriver && c.sched != nil {
+		// What executors cache, as the scheduler's registry knows it.
+		n := 0
+		for _, k := range c.sched.CachedLocations() {
+			n += k
+		}
+		attrs = append(attrs, slog.Int("cached_partitions", n))
+	}
 	attrs = append(attrs, c.inputAttrs(b.time)...) // skipped input: source_files.go
 	attrs = append(attrs, c.hooks.attrs(info.Inputs)...)
 	if err != nil {
@@ -570,6 +594,22 @@ func (c *Context) cleanup(done time.Time) {
 		delete(c.resources, t)
 	}
 	c.forgetBatchInputs(done.Add(-c.maxRemember))
+	if len(c.droppedCached) > 0 {
+		if c.sched != nil {
+			c.sched.ForgetCached(c.droppedCached...)
+		}
+		c.droppedCached = c.droppedCached[:0]
+	}
+}
+
+// dropCached forgets the cached partitions of a node its stream forgot: in
+// this process's block store and, in the scheduler's registry, on executors
+// (each of which forgets its own copy with its stream). Called with graphMu.
+func (c *Context) dropCached(id int64) {
+	if c.blocks != nil {
+		c.blocks.Remove(id)
+	}
+	c.droppedCached = append(c.droppedCached, id)
 }
 
 // stateAttrs reports the size of stateful operators for the batch log line.

@@ -66,8 +66,8 @@ func newStream[T any](ctx *Context, op string, slide time.Duration, parents []*s
 			if !t.After(before) {
 				delete(s.generated, t)
 				// Partitions this stream persisted go with it.
-				if r != nil && r.Node().Cached && ctx.blocks != nil {
-					ctx.blocks.Remove(r.Node().ID)
+				if r != nil && r.Node().Cached {
+					ctx.dropCached(r.Node().ID)
 				}
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -448,10 +449,87 @@ func TestClusterExecutorCacheIsBounded(t *testing.T) {
 	if late > early+60<<20 {
 		t.Errorf("executor memory grew from %d MB to %d MB over 240 batches of a 2-batch window", early>>20, late>>20)
 	}
+	// The scheduler's registry of cached partitions stays flat too: the
+	// window's two batches, never a growing history.
+	var held []int
+	for _, m := range cachedRE.FindAllStringSubmatch(c.jobStderr(id), -1) {
+		n, _ := strconv.Atoi(m[1])
+		held = append(held, n)
+	}
+	if len(held) < 300 {
+		t.Fatalf("%d batch log lines with cached_partitions, want 300", len(held))
+	}
+	t.Logf("cached partitions registered: %d at batch 60, %d at batch %d, max %d", held[59], held[len(held)-1], len(held), slices.Max(held[60:]))
+	if m := slices.Max(held[60:]); m > slices.Max(held[20:60]) || m == 0 {
+		t.Errorf("cached partitions registered after batch 60: max %d, batches 20-60: max %d (want flat and non-zero)", m, slices.Max(held[20:60]))
+	}
 	for _, l := range strings.Split(c.jobStdout(id), "\n") {
 		if strings.HasPrefix(l, "batch ") && !strings.HasSuffix(l, "total 40000") && !strings.HasSuffix(l, "total 20000") {
 			t.Errorf("window total: %s, want 40000 (20000 for the first)", l)
 			break
 		}
 	}
+}
+
+// batchTasks returns the tasks figure of every batch log line in a job's
+// log, in order.
+func batchTasks(log string) []int {
+	var out []int
+	for _, m := range batchTasksRE.FindAllStringSubmatch(log, -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, n)
+	}
+	return out
+}
+
+var cachedRE = regexp.MustCompile(`msg=batch .*\bcached_partitions=(\d+)`)
+
+var batchTasksRE = regexp.MustCompile(`msg=batch .*\btasks=(\d+)`)
+
+// TestClusterWindowDoesNotRecomputeOldBatches: the executors report the
+// partitions they cache, the driver's scheduler registers them, and a
+// window reads the old batch's partitions from the executor holding them,
+// with the task there, instead of recomputing that batch's lineage. So a
+// steady batch runs as many tasks in a cluster as in local mode, where the
+// driver's own cache serves them (with recomputation each batch would add
+// the old batch's map tasks).
+func TestClusterWindowDoesNotRecomputeOldBatches(t *testing.T) {
+	args := []string{"--mode=cachewindow", "--interval=200ms", "--rate=20000", "--keys=1000"}
+	local := start(t, truthjobBin, append(args, "--master=local[4]")...)
+	local.waitFor(t, "40 local batches", func() bool { return len(batchTasks(local.stderr.String())) >= 40 })
+	local.signal(t, syscall.SIGTERM)
+	local.wait(t, 15*time.Second)
+	want := median(batchTasks(local.stderr.String())[5:])
+
+	c := newCluster(t, 2) // 2 executors x 2 slots: the same 4 partitions
+	id := c.submitBinary(truthjobBin, args...)
+	c.driver.waitFor(t, "60 batches", func() bool {
+		if strings.Contains(c.jobStderr(id), "batch failed") {
+			t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
+		}
+		return len(batchTasks(c.jobStderr(id))) >= 60
+	})
+	got := batchTasks(c.jobStderr(id))[5:]
+	more := 0
+	for _, n := range got {
+		if n > want {
+			more++
+		}
+	}
+	t.Logf("tasks per batch: local mode %d (median), cluster median %d, %d of %d cluster batches ran more", want, median(got), more, len(got))
+	if median(got) != want {
+		t.Errorf("a steady cluster batch runs %d tasks, local mode %d: the window recomputes cached batches", median(got), want)
+	}
+	if more > len(got)/10 {
+		t.Errorf("%d of %d batches ran more tasks than local mode's %d", more, len(got), want)
+	}
+}
+
+func median(xs []int) int {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return -1
+	}
+	return s[len(s)/2]
 }

@@ -102,6 +102,9 @@ func (r *RDD[T]) Persist() *RDD[T] {
 
 func (r *RDD[T]) iterateCached(tc *TaskContext, part int, yield func(T) bool) error {
 	rec, ok := tc.Blocks.Get(r.node.ID, part)
+	if !ok && tc.Required != nil && tc.Required(r.node.ID, part) {
+		return &CacheMissError{NodeID: r.node.ID, Part: part, Op: r.node.String()}
+	}
 	if !ok {
 		b := NewBuilder(tc.Alloc, r.codec)
 		defer b.Release()
@@ -111,6 +114,7 @@ func (r *RDD[T]) iterateCached(tc *TaskContext, part int, yield func(T) bool) er
 		}
 		rec = b.NewRecord()
 		tc.Blocks.Put(r.node.ID, part, rec) // the store keeps its own reference
+		tc.CachedPuts = append(tc.CachedPuts, BlockRef{Node: r.node.ID, Part: part})
 	}
 	defer rec.Release()
 	ForEach(r.codec, rec, yield)
@@ -135,6 +139,15 @@ type TaskContext struct {
 	// Reports are small figures an operator sends to the driver with the
 	// task's result (an event-time operator's newest timestamp), by key.
 	Reports map[string][]byte
+
+	// CachedPuts lists the cached partitions this task computed and stored
+	// in Blocks: in a cluster the driver registers them where the task ran.
+	CachedPuts []BlockRef
+	// Required, if set, names the cached partitions the scheduler planned
+	// this task to read from Blocks instead of computing their lineage
+	// (whose shuffle inputs may be gone): a miss of one of them fails the
+	// task with a *CacheMissError instead of computing it.
+	Required func(node int64, part int) bool
 
 	cur *Node
 }
@@ -175,6 +188,25 @@ type BlockStore interface {
 	Get(nodeID int64, part int) (arrow.Record, bool)
 	// Put stores rec, retaining it; a later Put of the same block wins.
 	Put(nodeID int64, part int, rec arrow.Record)
+}
+
+// BlockRef names one partition of a cached node.
+type BlockRef struct {
+	Node int64
+	Part int
+}
+
+// CacheMissError reports that a cached partition the scheduler planned a
+// task to read is not in its executor's block store. The scheduler forgets
+// that the executor holds it and plans its lineage instead.
+type CacheMissError struct {
+	NodeID int64
+	Part   int
+	Op     string
+}
+
+func (e *CacheMissError) Error() string {
+	return fmt.Sprintf("rdd: cached partition %d of %s is not in this executor's block store", e.Part, e.Op)
 }
 
 // FetchFailedError reports that a shuffle map output is gone (its executor

@@ -113,3 +113,48 @@ func StateOf(s *Stage) string {
 	}
 	return find(s.Node)
 }
+
+// NodePart is one partition of a lineage node.
+type NodePart struct {
+	Node *rdd.Node
+	Part int
+}
+
+// NarrowParents returns the parent partitions that partition part of n
+// reads through its narrow dependencies: the same partition of a parent with
+// as many partitions (map-like operators), or, for a node whose narrow
+// parents' partitions add up to its own (union), the parent partition at
+// that position. Any other shape is answered with every partition of every
+// narrow parent, which is never wrong for the callers (they only look for
+// cached partitions).
+func NarrowParents(n *rdd.Node, part int) []NodePart {
+	var narrow []*rdd.Node
+	total := 0
+	for _, d := range n.Deps {
+		if d.Shuffle == nil {
+			narrow = append(narrow, d.Parent)
+			total += d.Parent.Parts
+		}
+	}
+	switch {
+	case len(narrow) == 0:
+		return nil
+	case len(narrow) == 1 && narrow[0].Parts == n.Parts:
+		return []NodePart{{narrow[0], part}}
+	case len(narrow) > 1 && total == n.Parts && len(narrow) == len(n.Deps):
+		for _, p := range narrow {
+			if part < p.Parts {
+				return []NodePart{{p, part}}
+			}
+			part -= p.Parts
+		}
+		return nil
+	}
+	var out []NodePart
+	for _, p := range narrow {
+		for i := 0; i < p.Parts; i++ {
+			out = append(out, NodePart{p, i})
+		}
+	}
+	return out
+}

@@ -80,6 +80,18 @@ type Task struct {
 	// successful task places the partition).
 	State   string
 	StateAt Location
+	// Cached lists the cached partitions the plan has this task read
+	// instead of computing their lineage, with where they are held, and
+	// Prefer the executor holding most of them: the backend runs the task
+	// there while that executor is alive (zero: anywhere).
+	Cached []CachedInput
+	Prefer Location
+}
+
+// CachedInput is a cached partition a task reads and the executor holding it.
+type CachedInput struct {
+	Block rdd.BlockRef
+	At    Location
 }
 
 // Location is where executor-held data lives: an executor's stable id and
@@ -110,6 +122,11 @@ type TaskResult struct {
 	Result      arrow.Record // result tasks only; owned by the receiver
 	Metrics     TaskMetrics
 	Reports     map[string][]byte // rdd.TaskContext.Reports of a successful attempt
+	// CachedPuts are the cached partitions the task stored where it ran
+	// (rdd.TaskContext.CachedPuts, in the driver's node ids); a backend
+	// whose executors' caches the driver cannot read reports them, and the
+	// core registers them at the executor.
+	CachedPuts []rdd.BlockRef
 }
 
 // TaskMetrics are measured by the executor for one task attempt.
@@ -250,6 +267,10 @@ type Core struct {
 	incarnations map[string]int64
 	state        map[string]Location
 	lostState    map[string]*StateLostError
+	// blocks holds where executors keep cached partitions (reported by
+	// their tasks): the planner reads a node every partition of which is
+	// held instead of walking its lineage, and tasks go to the holders.
+	blocks map[rdd.BlockRef]Location
 }
 
 type jobState struct {
@@ -280,8 +301,7 @@ func NewCore(maxAttempts int, cached func(*rdd.Node) bool) *Core {
 	if maxAttempts <= 0 {
 		maxAttempts = DefaultMaxAttempts
 	}
-	return &Core{
-		planner:      newPlanner(cached),
+	c := &Core{
 		maxAttempts:  maxAttempts,
 		maxLosses:    DefaultMaxExecutorLosses,
 		jobs:         map[int64]*jobState{},
@@ -290,7 +310,25 @@ func NewCore(maxAttempts int, cached func(*rdd.Node) bool) *Core {
 		incarnations: map[string]int64{},
 		state:        map[string]Location{},
 		lostState:    map[string]*StateLostError{},
+		blocks:       map[rdd.BlockRef]Location{},
 	}
+	c.planner = newPlanner(func(n *rdd.Node) bool {
+		return (cached != nil && cached(n)) || c.heldEverywhere(n)
+	})
+	return c
+}
+
+// heldEverywhere reports whether executors hold every partition of n.
+func (c *Core) heldEverywhere(n *rdd.Node) bool {
+	if len(c.blocks) == 0 {
+		return false
+	}
+	for p := 0; p < n.Parts; p++ {
+		if _, ok := c.blocks[rdd.BlockRef{Node: n.ID, Part: p}]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Submit plans a job and returns the launches of its first tasks.
@@ -335,6 +373,9 @@ func (c *Core) submitStage(js *jobState, s *Stage, acts []Action) []Action {
 		run = &stageRun{stage: s, pending: map[int]bool{}, running: map[int]bool{}, failures: map[int]int{}, losses: map[int]int{}}
 		js.runs[s.ID] = run
 	}
+	// Plan the parents again: cached partitions registered or dropped
+	// since the stage was planned change which shuffles it reads.
+	c.planner.refresh(s)
 	var missingParents bool
 	for _, p := range s.Parents {
 		if !c.available(js, p) {
@@ -382,6 +423,7 @@ func (c *Core) launch(js *jobState, run *stageRun, part int, acts []Action) []Ac
 	if t.State = StateOf(run.stage); t.State != "" {
 		t.StateAt = c.state[stateKey(t.State, part)]
 	}
+	t.Cached, t.Prefer = c.cachedInputs(run.stage, part)
 	for _, p := range run.stage.Parents {
 		if t.Inputs == nil {
 			t.Inputs = map[int64][]string{}
@@ -460,6 +502,12 @@ func (c *Core) Completed(res TaskResult) []Action {
 				Reason: fmt.Sprintf("a task ran on %s instead", at)}, acts)
 		}
 	}
+	if res.Executor != "" {
+		at := Location{res.Executor, res.Incarnation}
+		for _, b := range res.CachedPuts {
+			c.blocks[b] = at
+		}
+	}
 	if len(res.Reports) > 0 {
 		acts = append(acts, Reported{Task: t, Reports: res.Reports})
 	}
@@ -527,6 +575,39 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 		res.Result.Release()
 	}
 	m.Failed++
+	var miss *rdd.CacheMissError
+	if errors.As(res.Err, &miss) {
+		// The executor does not have a partition the plan has it read:
+		// forget that it holds it, and plan the stage again (its lineage
+		// now, or another holder).
+		b := rdd.BlockRef{Node: miss.NodeID, Part: miss.Part}
+		if at, ok := c.blocks[b]; ok && at.Executor == res.Executor {
+			delete(c.blocks, b)
+		}
+		m.Resubmits++
+		if m.Resubmits > maxStageResubmits {
+			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
+				Partition: t.Partition, Attempts: m.Resubmits, Err: res.Err}, acts)
+		}
+		return c.submitStage(js, t.Stage, acts)
+	}
+	if ff, ok := rdd.IsFetchFailed(res.Err); ok && !readsShuffle(t.Stage, ff.ShuffleID) {
+		// The task computed the lineage of a cached partition it was to
+		// read from another executor, and that lineage's shuffle output is
+		// gone: those partitions cannot be read from here, so plan their
+		// lineage instead.
+		for _, in := range t.Cached {
+			if in.At.Executor != res.Executor {
+				delete(c.blocks, in.Block)
+			}
+		}
+		m.Resubmits++
+		if m.Resubmits > maxStageResubmits {
+			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
+				Partition: t.Partition, Attempts: m.Resubmits, Err: res.Err}, acts)
+		}
+		return c.submitStage(js, t.Stage, acts)
+	}
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok {
 		if t.epoch < run.epoch {
 			// Launched before the stage was last set back: retry the
@@ -572,7 +653,64 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 	if run.waiting {
 		return acts // relaunched when the stage resumes
 	}
+	if len(t.Cached) > 0 {
+		// The cached partitions it was to read may be gone with their
+		// executor: submitting the stage plans their lineage if so.
+		return c.submitStage(js, t.Stage, acts)
+	}
 	return c.launch(js, run, t.Partition, acts)
+}
+
+// readsShuffle reports whether stage s reads the output of shuffle id
+// directly (it is one of its planned parents).
+func readsShuffle(s *Stage, id int64) bool {
+	for _, p := range s.Parents {
+		if p.Shuffle.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// cachedInputs returns the cached partitions executors hold that partition
+// part of stage s reads (walking its narrow lineage, not past a held
+// partition), and the executor holding most of them.
+func (c *Core) cachedInputs(s *Stage, part int) ([]CachedInput, Location) {
+	if len(c.blocks) == 0 {
+		return nil, Location{}
+	}
+	var out []CachedInput
+	seen := map[rdd.BlockRef]bool{}
+	var walk func(n *rdd.Node, p int)
+	walk = func(n *rdd.Node, p int) {
+		b := rdd.BlockRef{Node: n.ID, Part: p}
+		if seen[b] {
+			return
+		}
+		seen[b] = true
+		if n.Cached {
+			if at, ok := c.blocks[b]; ok {
+				out = append(out, CachedInput{Block: b, At: at})
+				return
+			}
+		}
+		for _, np := range NarrowParents(n, p) {
+			walk(np.Node, np.Part)
+		}
+	}
+	walk(s.Node, part)
+	if len(out) == 0 {
+		return nil, Location{}
+	}
+	votes := map[Location]int{}
+	var best Location
+	for _, in := range out {
+		votes[in.At]++
+		if n := votes[in.At]; n > votes[best] || (n == votes[best] && in.At.String() < best.String()) {
+			best = in.At
+		}
+	}
+	return out, best
 }
 
 // ExecutorLost forgets everything an executor held: its map outputs (stages
@@ -600,6 +738,11 @@ func (c *Core) seen(executor string, inc int64, acts []Action) []Action {
 
 // drop forgets what executor held and fails the jobs that need its state.
 func (c *Core) drop(executor, reason string, acts []Action) []Action {
+	for b, at := range c.blocks {
+		if at.Executor == executor {
+			delete(c.blocks, b)
+		}
+	}
 	for _, outs := range c.outputs {
 		for p, e := range outs {
 			if e == executor {
@@ -669,6 +812,33 @@ func (c *Core) Cancel(jobID int64, err error) []Action {
 		return nil
 	}
 	return c.finish(js, err, nil)
+}
+
+// ForgetCached forgets every cached partition of the given nodes (their
+// stream forgot them; executors drop them from their block stores too).
+func (c *Core) ForgetCached(nodeIDs ...int64) {
+	if len(c.blocks) == 0 {
+		return
+	}
+	ids := map[int64]bool{}
+	for _, id := range nodeIDs {
+		ids[id] = true
+	}
+	for b := range c.blocks {
+		if ids[b.Node] {
+			delete(c.blocks, b)
+		}
+	}
+}
+
+// CachedLocations returns, per executor incarnation, how many cached
+// partitions it holds.
+func (c *Core) CachedLocations() map[Location]int {
+	out := map[Location]int{}
+	for _, at := range c.blocks {
+		out[at]++
+	}
+	return out
 }
 
 // RemoveShuffles forgets the outputs of shuffles whose data was deleted.

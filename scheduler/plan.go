@@ -131,6 +131,17 @@ func (p *planner) shuffleStage(dep *rdd.ShuffleDep) *Stage {
 	return s
 }
 
+// refresh plans the parents of s again, with the cache as it is now.
+func (p *planner) refresh(s *Stage) {
+	p.replanned = map[int64]bool{}
+	if s.IsShuffleMap() {
+		p.replanned[s.Shuffle.ID] = true
+		s.Parents = p.parentStages(s.Shuffle.Parent)
+		return
+	}
+	s.Parents = p.parentStages(s.Node)
+}
+
 // forget drops the memoized stages of the given shuffles (their outputs were
 // removed), so that later jobs plan them afresh.
 func (p *planner) forget(shuffleIDs ...int64) {

@@ -232,6 +232,27 @@ func (s *Scheduler) StateLocations() map[string]Location {
 	}
 }
 
+// ForgetCached tells the scheduler that the given nodes' cached partitions
+// were dropped (their stream forgot them).
+func (s *Scheduler) ForgetCached(ids ...int64) {
+	select {
+	case s.query <- func(c *Core) { c.ForgetCached(ids...) }:
+	case <-s.done:
+	}
+}
+
+// CachedLocations returns how many cached partitions each executor
+// incarnation holds, as the scheduler's registry knows it.
+func (s *Scheduler) CachedLocations() map[Location]int {
+	out := make(chan map[Location]int, 1)
+	select {
+	case s.query <- func(c *Core) { out <- c.CachedLocations() }:
+		return <-out
+	case <-s.done:
+		return nil
+	}
+}
+
 // ForgetShuffles tells the scheduler that the given shuffles' outputs were deleted.
 func (s *Scheduler) ForgetShuffles(ids ...int64) {
 	select {

@@ -280,8 +280,18 @@ func (b *RemoteBackend) pick(t *scheduler.Task) (e *remoteExec, lost bool) {
 		}
 		return nil, false
 	}
-	var free []*remoteExec
 	now := time.Now()
+	if !t.Prefer.IsZero() {
+		// The task reads cached partitions held there: wait for a slot
+		// while the holder is healthy (elsewhere it would recompute them).
+		if e := b.execs[t.Prefer.Executor]; e != nil && !e.draining && !now.Before(e.avoidUntil) {
+			if e.running < e.slots {
+				return e, false
+			}
+			return nil, false
+		}
+	}
+	var free []*remoteExec
 	for _, e := range b.execs {
 		if !e.draining && e.running < e.slots && !now.Before(e.avoidUntil) {
 			free = append(free, e)
@@ -369,6 +379,21 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 	}
 	req.ExecutorEpoch = e.epoch
 	req.RequiredIncarnation = t.StateAt.Incarnation
+	var nodes []*rdd.Node
+	if len(t.Cached) > 0 || len(t.Job.Final.Deps) > 0 {
+		nodes = scheduler.Walk(t.Job.Final)
+	}
+	if len(t.Cached) > 0 {
+		ord := make(map[int64]int32, len(nodes))
+		for i, n := range nodes {
+			ord[n.ID] = int32(i)
+		}
+		for _, in := range t.Cached {
+			if o, ok := ord[in.Block.Node]; ok && in.At.Executor == e.id {
+				req.Cached = append(req.Cached, &sluicev1.CachedBlock{Ordinal: o, Partition: int32(in.Block.Part)})
+			}
+		}
+	}
 	b.mu.Lock()
 	for _, in := range req.Shuffles {
 		for i, id := range in.MapLocations {
@@ -422,7 +447,26 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 	}
 	res.Metrics = scheduler.TaskMetrics{Duration: time.Duration(resp.GetDurationNs()), RecordsRead: resp.GetRecordsRead()}
 	res.Reports = resp.GetReports()
+	node := func(cb *sluicev1.CachedBlock) (rdd.BlockRef, bool) {
+		o, p := int(cb.GetOrdinal()), int(cb.GetPartition())
+		if o < 0 || o >= len(nodes) || p < 0 || p >= nodes[o].Parts {
+			return rdd.BlockRef{}, false
+		}
+		return rdd.BlockRef{Node: nodes[o].ID, Part: p}, true
+	}
+	for _, cb := range resp.GetCachedPuts() {
+		if b, ok := node(cb); ok && nodes[cb.GetOrdinal()].Cached {
+			res.CachedPuts = append(res.CachedPuts, b)
+		}
+	}
 	switch {
+	case resp.GetCacheMissing() != nil:
+		b, ok := node(resp.GetCacheMissing())
+		if !ok {
+			res.Err = fmt.Errorf("executor %s: %s (an unknown cached partition)", e.id, resp.GetError())
+			break
+		}
+		res.Err = &rdd.CacheMissError{NodeID: b.Node, Part: b.Part, Op: nodes[resp.GetCacheMissing().GetOrdinal()].String()}
 	case resp.GetFetchFailed():
 		res.Err = &rdd.FetchFailedError{ShuffleID: resp.GetFetchFailedShuffle(), MapPart: int(resp.GetFetchFailedMap()), Reason: resp.GetError()}
 	case resp.GetFatal():

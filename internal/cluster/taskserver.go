@@ -169,6 +169,18 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 	if p := int(req.GetPartition()); p < 0 || p >= stage.NumTasks {
 		return nil, invalidArgument("partition %d out of range [0,%d)", p, stage.NumTasks)
 	}
+	nodes := scheduler.Walk(job.Final)
+	var required map[rdd.BlockRef]bool
+	for _, cb := range req.GetCached() {
+		o, p := int(cb.GetOrdinal()), int(cb.GetPartition())
+		if o < 0 || o >= len(nodes) || p < 0 || p >= nodes[o].Parts {
+			return nil, invalidArgument("cached partition %d of lineage node %d out of range", p, o)
+		}
+		if required == nil {
+			required = map[rdd.BlockRef]bool{}
+		}
+		required[rdd.BlockRef{Node: nodes[o].ID, Part: p}] = true
+	}
 	tc := &rdd.TaskContext{
 		Ctx:   ctx,
 		Alloc: s.cfg.Alloc,
@@ -178,6 +190,9 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 			}
 		}},
 		Blocks: s.cfg.Blocks,
+	}
+	if required != nil {
+		tc.Required = func(node int64, part int) bool { return required[rdd.BlockRef{Node: node, Part: part}] }
 	}
 	task := &scheduler.Task{
 		ID:        req.GetTaskId(),
@@ -189,7 +204,26 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 	res := scheduler.RunTask(tc, task)
 	resp.DurationNs, resp.RecordsRead = int64(res.Metrics.Duration), res.Metrics.RecordsRead
 	resp.Reports = res.Reports
+	if len(tc.CachedPuts) > 0 {
+		ord := make(map[int64]int32, len(nodes))
+		for i, n := range nodes {
+			ord[n.ID] = int32(i)
+		}
+		for _, b := range tc.CachedPuts {
+			if o, ok := ord[b.Node]; ok {
+				resp.CachedPuts = append(resp.CachedPuts, &sluicev1.CachedBlock{Ordinal: o, Partition: int32(b.Part)})
+			}
+		}
+	}
 	if res.Err != nil {
+		var miss *rdd.CacheMissError
+		if errors.As(res.Err, &miss) {
+			for i, n := range nodes {
+				if n.ID == miss.NodeID {
+					resp.CacheMissing = &sluicev1.CachedBlock{Ordinal: int32(i), Partition: int32(miss.Part)}
+				}
+			}
+		}
 		return fail(res.Err)
 	}
 	if res.Result != nil {

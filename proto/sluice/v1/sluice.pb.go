@@ -1244,8 +1244,12 @@ type TaskRequest struct {
 	// another incarnation (a restarted process or daemon) fails instead of
 	// running on empty state.
 	RequiredIncarnation int64 `protobuf:"varint,21,opt,name=required_incarnation,json=requiredIncarnation,proto3" json:"required_incarnation,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Cached partitions the driver's plan has this task read from the
+	// executor's block store instead of computing their lineage (whose
+	// shuffle output may be gone): a miss fails the task with cache_missing.
+	Cached        []*CachedBlock `protobuf:"bytes,22,rep,name=cached,proto3" json:"cached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskRequest) Reset() {
@@ -1425,6 +1429,13 @@ func (x *TaskRequest) GetRequiredIncarnation() int64 {
 	return 0
 }
 
+func (x *TaskRequest) GetCached() []*CachedBlock {
+	if x != nil {
+		return x.Cached
+	}
+	return nil
+}
+
 type InputRef struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Input             int32                  `protobuf:"varint,1,opt,name=input,proto3" json:"input,omitempty"` // the source's place among the job's sources
@@ -1485,6 +1496,60 @@ func (x *InputRef) GetPartitions() int32 {
 	return 0
 }
 
+// CachedBlock names one partition of a cached node by the node's ordinal in
+// the job's lineage walk (scheduler.Walk), as stage_node does.
+type CachedBlock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ordinal       int32                  `protobuf:"varint,1,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CachedBlock) Reset() {
+	*x = CachedBlock{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CachedBlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CachedBlock) ProtoMessage() {}
+
+func (x *CachedBlock) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CachedBlock.ProtoReflect.Descriptor instead.
+func (*CachedBlock) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CachedBlock) GetOrdinal() int32 {
+	if x != nil {
+		return x.Ordinal
+	}
+	return 0
+}
+
+func (x *CachedBlock) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
 type ShuffleInput struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ordinal       int32                  `protobuf:"varint,1,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
@@ -1496,7 +1561,7 @@ type ShuffleInput struct {
 
 func (x *ShuffleInput) Reset() {
 	*x = ShuffleInput{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1573,7 @@ func (x *ShuffleInput) String() string {
 func (*ShuffleInput) ProtoMessage() {}
 
 func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1586,7 @@ func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShuffleInput.ProtoReflect.Descriptor instead.
 func (*ShuffleInput) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ShuffleInput) GetOrdinal() int32 {
@@ -1562,14 +1627,19 @@ type TaskResponse struct {
 	// changes when the daemon re-registers or the process is (re)started.
 	Incarnation int64 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// fatal marks an error no retry can fix (graph mismatch, lost state).
-	Fatal         bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	Fatal bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	// Cached partitions the task computed and stored, for the driver's
+	// registry of what each executor holds.
+	CachedPuts []*CachedBlock `protobuf:"bytes,13,rep,name=cached_puts,json=cachedPuts,proto3" json:"cached_puts,omitempty"`
+	// Set when a partition listed in TaskRequest.cached was not there.
+	CacheMissing  *CachedBlock `protobuf:"bytes,14,opt,name=cache_missing,json=cacheMissing,proto3" json:"cache_missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResponse) Reset() {
 	*x = TaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1651,7 @@ func (x *TaskResponse) String() string {
 func (*TaskResponse) ProtoMessage() {}
 
 func (x *TaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1664,7 @@ func (x *TaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResponse.ProtoReflect.Descriptor instead.
 func (*TaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TaskResponse) GetTaskId() int64 {
@@ -1681,6 +1751,20 @@ func (x *TaskResponse) GetFatal() bool {
 	return false
 }
 
+func (x *TaskResponse) GetCachedPuts() []*CachedBlock {
+	if x != nil {
+		return x.CachedPuts
+	}
+	return nil
+}
+
+func (x *TaskResponse) GetCacheMissing() *CachedBlock {
+	if x != nil {
+		return x.CacheMissing
+	}
+	return nil
+}
+
 type KillTaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        int64                  `protobuf:"varint,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1691,7 +1775,7 @@ type KillTaskRequest struct {
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1787,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1800,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *KillTaskRequest) GetTaskId() int64 {
@@ -1741,7 +1825,7 @@ type KillTaskResponse struct {
 
 func (x *KillTaskResponse) Reset() {
 	*x = KillTaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1837,7 @@ func (x *KillTaskResponse) String() string {
 func (*KillTaskResponse) ProtoMessage() {}
 
 func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1850,7 @@ func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskResponse.ProtoReflect.Descriptor instead.
 func (*KillTaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
 }
 
 type EndJobRequest struct {
@@ -1778,7 +1862,7 @@ type EndJobRequest struct {
 
 func (x *EndJobRequest) Reset() {
 	*x = EndJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1874,7 @@ func (x *EndJobRequest) String() string {
 func (*EndJobRequest) ProtoMessage() {}
 
 func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1887,7 @@ func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobRequest.ProtoReflect.Descriptor instead.
 func (*EndJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EndJobRequest) GetJobId() string {
@@ -1821,7 +1905,7 @@ type EndJobResponse struct {
 
 func (x *EndJobResponse) Reset() {
 	*x = EndJobResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1917,7 @@ func (x *EndJobResponse) String() string {
 func (*EndJobResponse) ProtoMessage() {}
 
 func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1930,7 @@ func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobResponse.ProtoReflect.Descriptor instead.
 func (*EndJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
 }
 
 type CommitStateRequest struct {
@@ -1865,7 +1949,7 @@ type CommitStateRequest struct {
 
 func (x *CommitStateRequest) Reset() {
 	*x = CommitStateRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +1961,7 @@ func (x *CommitStateRequest) String() string {
 func (*CommitStateRequest) ProtoMessage() {}
 
 func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +1974,7 @@ func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateRequest.ProtoReflect.Descriptor instead.
 func (*CommitStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CommitStateRequest) GetJobId() string {
@@ -1929,7 +2013,7 @@ type CommitStateResponse struct {
 
 func (x *CommitStateResponse) Reset() {
 	*x = CommitStateResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2025,7 @@ func (x *CommitStateResponse) String() string {
 func (*CommitStateResponse) ProtoMessage() {}
 
 func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2038,7 @@ func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateResponse.ProtoReflect.Descriptor instead.
 func (*CommitStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{31}
 }
 
 type FetchBlockRequest struct {
@@ -1969,7 +2053,7 @@ type FetchBlockRequest struct {
 
 func (x *FetchBlockRequest) Reset() {
 	*x = FetchBlockRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2065,7 @@ func (x *FetchBlockRequest) String() string {
 func (*FetchBlockRequest) ProtoMessage() {}
 
 func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2078,7 @@ func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlockRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlockRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FetchBlockRequest) GetJobId() string {
@@ -2107,7 +2191,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x1a\n" +
-	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xfa\x05\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xaa\x06\n" +
 	"\vTaskRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12+\n" +
@@ -2133,18 +2217,22 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"action_arg\x18\x12 \x01(\x03R\tactionArg\x12+\n" +
 	"\x06inputs\x18\x13 \x03(\v2\x13.sluice.v1.InputRefR\x06inputs\x12 \n" +
 	"\vparallelism\x18\x14 \x01(\x05R\vparallelism\x121\n" +
-	"\x14required_incarnation\x18\x15 \x01(\x03R\x13requiredIncarnation\"q\n" +
+	"\x14required_incarnation\x18\x15 \x01(\x03R\x13requiredIncarnation\x12.\n" +
+	"\x06cached\x18\x16 \x03(\v2\x16.sluice.v1.CachedBlockR\x06cached\"q\n" +
 	"\bInputRef\x12\x14\n" +
 	"\x05input\x18\x01 \x01(\x05R\x05input\x12/\n" +
 	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x03 \x01(\x05R\n" +
-	"partitions\"l\n" +
+	"partitions\"E\n" +
+	"\vCachedBlock\x12\x18\n" +
+	"\aordinal\x18\x01 \x01(\x05R\aordinal\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\"l\n" +
 	"\fShuffleInput\x12\x18\n" +
 	"\aordinal\x18\x01 \x01(\x05R\aordinal\x12\x1d\n" +
 	"\n" +
 	"shuffle_id\x18\x02 \x01(\x03R\tshuffleId\x12#\n" +
-	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xfa\x03\n" +
+	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xf0\x04\n" +
 	"\fTaskResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12!\n" +
@@ -2160,7 +2248,10 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\areports\x18\n" +
 	" \x03(\v2$.sluice.v1.TaskResponse.ReportsEntryR\areports\x12 \n" +
 	"\vincarnation\x18\v \x01(\x03R\vincarnation\x12\x14\n" +
-	"\x05fatal\x18\f \x01(\bR\x05fatal\x1a:\n" +
+	"\x05fatal\x18\f \x01(\bR\x05fatal\x127\n" +
+	"\vcached_puts\x18\r \x03(\v2\x16.sluice.v1.CachedBlockR\n" +
+	"cachedPuts\x12;\n" +
+	"\rcache_missing\x18\x0e \x01(\v2\x16.sluice.v1.CachedBlockR\fcacheMissing\x1a:\n" +
 	"\fReportsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"A\n" +
@@ -2220,7 +2311,7 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*FetchBroadcastRequest)(nil),    // 0: sluice.v1.FetchBroadcastRequest
 	(*FetchInputRequest)(nil),        // 1: sluice.v1.FetchInputRequest
@@ -2245,17 +2336,18 @@ var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*ExecutorInfo)(nil),             // 20: sluice.v1.ExecutorInfo
 	(*TaskRequest)(nil),              // 21: sluice.v1.TaskRequest
 	(*InputRef)(nil),                 // 22: sluice.v1.InputRef
-	(*ShuffleInput)(nil),             // 23: sluice.v1.ShuffleInput
-	(*TaskResponse)(nil),             // 24: sluice.v1.TaskResponse
-	(*KillTaskRequest)(nil),          // 25: sluice.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),         // 26: sluice.v1.KillTaskResponse
-	(*EndJobRequest)(nil),            // 27: sluice.v1.EndJobRequest
-	(*EndJobResponse)(nil),           // 28: sluice.v1.EndJobResponse
-	(*CommitStateRequest)(nil),       // 29: sluice.v1.CommitStateRequest
-	(*CommitStateResponse)(nil),      // 30: sluice.v1.CommitStateResponse
-	(*FetchBlockRequest)(nil),        // 31: sluice.v1.FetchBlockRequest
-	nil,                              // 32: sluice.v1.TaskResponse.ReportsEntry
-	nil,                              // 33: sluice.v1.CommitStateRequest.ReportsEntry
+	(*CachedBlock)(nil),              // 23: sluice.v1.CachedBlock
+	(*ShuffleInput)(nil),             // 24: sluice.v1.ShuffleInput
+	(*TaskResponse)(nil),             // 25: sluice.v1.TaskResponse
+	(*KillTaskRequest)(nil),          // 26: sluice.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),         // 27: sluice.v1.KillTaskResponse
+	(*EndJobRequest)(nil),            // 28: sluice.v1.EndJobRequest
+	(*EndJobResponse)(nil),           // 29: sluice.v1.EndJobResponse
+	(*CommitStateRequest)(nil),       // 30: sluice.v1.CommitStateRequest
+	(*CommitStateResponse)(nil),      // 31: sluice.v1.CommitStateResponse
+	(*FetchBlockRequest)(nil),        // 32: sluice.v1.FetchBlockRequest
+	nil,                              // 33: sluice.v1.TaskResponse.ReportsEntry
+	nil,                              // 34: sluice.v1.CommitStateRequest.ReportsEntry
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	4,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
@@ -2263,45 +2355,48 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	4,  // 2: sluice.v1.SubmitHeader.platform:type_name -> sluice.v1.Platform
 	17, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
 	20, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
-	23, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
+	24, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
 	22, // 6: sluice.v1.TaskRequest.inputs:type_name -> sluice.v1.InputRef
-	32, // 7: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
-	33, // 8: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
-	5,  // 9: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
-	7,  // 10: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	9,  // 11: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
-	10, // 12: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	13, // 13: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	15, // 14: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
-	16, // 15: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
-	18, // 16: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
-	21, // 17: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
-	25, // 18: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
-	27, // 19: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
-	29, // 20: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
-	1,  // 21: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
-	0,  // 22: sluice.v1.JobDriver.FetchBroadcast:input_type -> sluice.v1.FetchBroadcastRequest
-	31, // 23: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
-	6,  // 24: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
-	8,  // 25: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	3,  // 26: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
-	12, // 27: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	14, // 28: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	17, // 29: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
-	17, // 30: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
-	19, // 31: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
-	24, // 32: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
-	26, // 33: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
-	28, // 34: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
-	30, // 35: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
-	2,  // 36: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
-	3,  // 37: sluice.v1.JobDriver.FetchBroadcast:output_type -> sluice.v1.Chunk
-	3,  // 38: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
-	24, // [24:39] is the sub-list for method output_type
-	9,  // [9:24] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	23, // 7: sluice.v1.TaskRequest.cached:type_name -> sluice.v1.CachedBlock
+	33, // 8: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
+	23, // 9: sluice.v1.TaskResponse.cached_puts:type_name -> sluice.v1.CachedBlock
+	23, // 10: sluice.v1.TaskResponse.cache_missing:type_name -> sluice.v1.CachedBlock
+	34, // 11: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
+	5,  // 12: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
+	7,  // 13: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	9,  // 14: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
+	10, // 15: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	13, // 16: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	15, // 17: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
+	16, // 18: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
+	18, // 19: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
+	21, // 20: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
+	26, // 21: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
+	28, // 22: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
+	30, // 23: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
+	1,  // 24: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
+	0,  // 25: sluice.v1.JobDriver.FetchBroadcast:input_type -> sluice.v1.FetchBroadcastRequest
+	32, // 26: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
+	6,  // 27: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
+	8,  // 28: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	3,  // 29: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
+	12, // 30: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	14, // 31: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	17, // 32: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
+	17, // 33: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
+	19, // 34: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
+	25, // 35: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
+	27, // 36: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
+	29, // 37: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
+	31, // 38: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
+	2,  // 39: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
+	3,  // 40: sluice.v1.JobDriver.FetchBroadcast:output_type -> sluice.v1.Chunk
+	3,  // 41: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
+	27, // [27:42] is the sub-list for method output_type
+	12, // [12:27] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_sluice_proto_init() }
@@ -2319,7 +2414,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
