@@ -136,9 +136,6 @@ type Context struct {
 	// Runtime, set by start.
 	log         *slog.Logger
 	sched       *scheduler.Scheduler
-	// droppedCached collects the cached nodes cleanup forgot, for the
-	// scheduler's registry of what executors hold (graphMu).
-	droppedCached []int64
 	shuffle     *rdd.MemShuffle
 	blocks      *rdd.MemBlocks
 	slots       int
@@ -148,6 +145,10 @@ type Context struct {
 	owned       map[int64]bool // lineage nodes already attributed to a batch
 	maxRemember time.Duration
 	obs         *observer // batch history, web UI and metrics: history.go, ui.go
+
+	// droppedCached collects the cached nodes cleanup forgot, for the
+	// scheduler's registry of what executors hold (graphMu).
+	droppedCached []int64
 }
 
 // New creates a streaming context.
