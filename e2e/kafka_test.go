@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,5 +185,56 @@ func TestClusterKafkaSurvivesExecutorKill(t *testing.T) {
 	}
 	if !strings.Contains(c.jobStderr(id), "executor lost") {
 		t.Errorf("the job driver did not notice the lost executor:\n%s", tail(c.jobStderr(id)))
+	}
+}
+
+// TestClusterKafkaWindow: a window over Kafka input sliding slower than the
+// batch interval, on driver + 2 executors: every window's total equals the
+// sum of its batches' inputs, through the executor losing nothing when the
+// window's older batches are read from the executors' caches.
+func TestClusterKafkaWindow(t *testing.T) {
+	c := newCluster(t, 2)
+	addr := startDevbroker(t)
+	const lines = 40_000
+	produceLines(t, addr, 0, lines, 0)
+	id := c.submitBinary(truthjobBin, "--mode=kafkawindow", "--brokers="+addr, "--interval=500ms")
+	batchRE := regexp.MustCompile(`(?m)^batch (\S+): input (\d+)$`)
+	windowRE := regexp.MustCompile(`(?m)^window (\S+): total (\d+)$`)
+	c.driver.waitFor(t, "every line counted and 8 windows after", func() bool {
+		if strings.Contains(c.jobStderr(id), "batch failed") {
+			t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
+		}
+		var words int
+		for _, m := range batchRE.FindAllStringSubmatch(c.jobStdout(id), -1) {
+			n, _ := strconv.Atoi(m[2])
+			words += n
+		}
+		return words >= lines*wordgen.WordsPerLine && len(windowRE.FindAllString(c.jobStdout(id), -1)) >= 8
+	})
+	out := c.jobStdout(id)
+	input := map[string]int{}
+	var times []time.Time
+	for _, m := range batchRE.FindAllStringSubmatch(out, -1) {
+		n, _ := strconv.Atoi(m[2])
+		input[m[1]] = n
+		bt, _ := time.Parse("15:04:05.000", m[1])
+		times = append(times, bt)
+	}
+	checked := 0
+	for _, m := range windowRE.FindAllStringSubmatch(out, -1) {
+		wt, _ := time.Parse("15:04:05.000", m[1])
+		want := 0
+		for _, bt := range times {
+			if bt.After(wt.Add(-2*time.Second)) && !bt.After(wt) {
+				want += input[bt.Format("15:04:05.000")]
+			}
+		}
+		if got, _ := strconv.Atoi(m[2]); got != want {
+			t.Errorf("window %s: total %d, want %d (the sum of its 4 batches' input)", m[1], got, want)
+		}
+		checked++
+	}
+	if checked < 8 {
+		t.Fatalf("%d windows checked, want 8", checked)
 	}
 }

@@ -13,6 +13,10 @@
 //	                (ReduceByKeyAndWindow: per-batch results persisted and
 //	                re-read), "batch T: total N" per slide. --interval=D sets
 //	                the batch interval (read before the flags are parsed).
+//	--mode=kafkawindow  Kafka lines from --brokers (topic lines, earliest):
+//	                per batch "batch T: input N" (words), and the words of a
+//	                4-batch window sliding every 2 batches, per key, as
+//	                "window T: total N" (ReduceByKeyAndWindow).
 package main
 
 import (
@@ -25,6 +29,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/internal/wordgen"
+	"github.com/sluicehq/sluice/kafka"
 	"github.com/sluicehq/sluice/rdd"
 )
 
@@ -51,6 +57,7 @@ func main() {
 	dir := fl.String("dir", "", "input directory (window)")
 	fl.Duration("interval", time.Second, "batch interval")
 	keys := fl.Int64("keys", 1000, "distinct keys (cachewindow)")
+	brokers := fl.String("brokers", "", "Kafka brokers (kafkawindow)")
 	if err := ctx.ParseFlags(os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, dstream.ErrHelp) {
 			os.Exit(0)
@@ -148,8 +155,38 @@ func main() {
 			fmt.Printf("batch %s: total %d\n", b.Time().UTC().Format("15:04:05.000"), n)
 			return nil
 		})
+	case "kafkawindow":
+		lines, err := kafka.NewValueStream(ctx, kafka.Config{Brokers: strings.Split(*brokers, ","), Topics: []string{"lines"},
+			GroupID: "truthjob", Start: kafka.StartEarliest, MaxRatePerPartition: 2500}, kafka.String())
+		if err != nil {
+			log.Fatal(err)
+		}
+		pairs := dstream.FlatMapEmit(lines, func(line string, emit func(kv)) {
+			wordgen.Fields(line, func(w string) { emit(kv{Key: w, Value: 1}) })
+		})
+		dstream.ForeachRDD(dstream.Count(pairs), func(b *dstream.Batch, r *rdd.RDD[int64]) error {
+			n, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("batch %s: input %d\n", b.Time().UTC().Format("15:04:05.000"), total(n))
+			return nil
+		})
+		windowed := dstream.ReduceByKeyAndWindow(pairs, sum, 4*interval, 2*interval)
+		dstream.ForeachRDD(windowed, func(b *dstream.Batch, r *rdd.RDD[kv]) error {
+			all, err := dstream.Collect(b, r)
+			if err != nil {
+				return err
+			}
+			var n int64
+			for _, e := range all {
+				n += e.Value
+			}
+			fmt.Printf("window %s: total %d\n", b.Time().UTC().Format("15:04:05.000"), n)
+			return nil
+		})
 	default:
-		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window, crash or cachewindow\n", *mode)
+		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window, crash, cachewindow or kafkawindow\n", *mode)
 		os.Exit(2)
 	}
 	dstream.Main(ctx)
