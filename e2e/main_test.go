@@ -23,7 +23,7 @@ const (
 	buildTimeout = 5 * time.Minute
 	// processTimeout is the hard limit of every process a test starts: the
 	// process is killed when it runs longer, whatever the test is doing.
-	processTimeout = 2 * time.Minute
+	processTimeout = 4 * time.Minute
 	// waitDelay bounds how long Wait waits for the output pipes after the
 	// process was killed (exec.Cmd.WaitDelay).
 	waitDelay = 10 * time.Second

@@ -6,7 +6,8 @@
 //	                under --out, and a ForeachRDD running two jobs per batch
 //	                (CountRDD, then Collect), which also appends its pid to
 //	                --marker (the body must run only in the driver).
-//	--mode=window   dir source (--dir): per batch "batch T: input N", and a
+//	--mode=window   dir source (--dir) or socket (--socket): per batch
+//	                "batch T: input N", and a
 //	                4 s window sliding every 2 s, "window T: total N".
 //	--mode=crash    a map function that exits the executor's job process.
 //	--mode=cachewindow  rate source, counts per key over a 2-batch window
@@ -58,6 +59,7 @@ func main() {
 	fl.Duration("interval", time.Second, "batch interval")
 	keys := fl.Int64("keys", 1000, "distinct keys (cachewindow)")
 	brokers := fl.String("brokers", "", "Kafka brokers (kafkawindow)")
+	socket := fl.String("socket", "", "read lines from this address instead of --dir (window)")
 	if err := ctx.ParseFlags(os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, dstream.ErrHelp) {
 			os.Exit(0)
@@ -114,7 +116,12 @@ func main() {
 			return nil
 		})
 	case "window":
-		lines := dstream.TextFileStream(ctx, *dir)
+		var lines *dstream.DStream[string]
+		if *socket != "" {
+			lines = dstream.SocketTextStream(ctx, *socket)
+		} else {
+			lines = dstream.TextFileStream(ctx, *dir)
+		}
 		dstream.ForeachRDD(dstream.Count(lines), func(b *dstream.Batch, r *rdd.RDD[int64]) error {
 			n, err := dstream.Collect(b, r)
 			if err != nil {
