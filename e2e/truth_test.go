@@ -473,7 +473,7 @@ func TestClusterExecutorCacheIsBounded(t *testing.T) {
 	count := func() int { return strings.Count(c.jobStdout(id), "\nbatch ") }
 	c.driver.waitFor(t, "60 batches", func() bool { return count() >= 60 })
 	early := rssOfJobProcesses(t, filepath.Join(c.dir, "exec0")) + rssOfJobProcesses(t, filepath.Join(c.dir, "exec1"))
-	for target := 120; target <= 500; target += 40 { // progress bounded, not the whole run
+	for target := 100; target <= 500; target += 50 { // progress bounded, not the whole run
 		c.driver.waitFor(t, fmt.Sprint(target, " batches"), func() bool {
 			if strings.Contains(c.jobStderr(id), "batch failed") {
 				t.Fatalf("job failed:\n%s", tail(c.jobStderr(id)))
