@@ -584,12 +584,7 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 		if at, ok := c.blocks[b]; ok && at.Executor == res.Executor {
 			delete(c.blocks, b)
 		}
-		m.Resubmits++
-		if m.Resubmits > maxStageResubmits {
-			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
-				Partition: t.Partition, Attempts: m.Resubmits, Err: res.Err}, acts)
-		}
-		return c.submitStage(js, t.Stage, acts)
+		return c.setBack(js, t, m, res.Err, acts)
 	}
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok && !readsShuffle(t.Stage, ff.ShuffleID) {
 		// The task computed the lineage of a cached partition it was to
@@ -601,12 +596,7 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 				delete(c.blocks, in.Block)
 			}
 		}
-		m.Resubmits++
-		if m.Resubmits > maxStageResubmits {
-			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
-				Partition: t.Partition, Attempts: m.Resubmits, Err: res.Err}, acts)
-		}
-		return c.submitStage(js, t.Stage, acts)
+		return c.setBack(js, t, m, res.Err, acts)
 	}
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok {
 		if t.epoch < run.epoch {
@@ -618,17 +608,19 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 			return c.launch(js, run, t.Partition, acts)
 		}
 		// The parent's map output is gone: forget it, run the parent stage
-		// for what is missing, and retry this stage after it.
+		// for what is missing, and retry this stage after it. Every output
+		// its executor held is forgotten with it (as Spark does): the
+		// usual cause is that executor's death, which the driver may learn
+		// only seconds later, and one setback per lost map output would
+		// exhaust the stage's resubmits.
 		run.epoch++
 		if outs := c.outputs[ff.ShuffleID]; outs != nil {
+			if holder, ok := outs[ff.MapPart]; ok && holder != "" && holder != LocalID {
+				c.forgetOutputsOf(holder)
+			}
 			delete(outs, ff.MapPart)
 		}
-		m.Resubmits++
-		if m.Resubmits > maxStageResubmits {
-			return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
-				Partition: t.Partition, Attempts: m.Resubmits, Err: res.Err}, acts)
-		}
-		return c.submitStage(js, t.Stage, acts)
+		return c.setBack(js, t, m, res.Err, acts)
 	}
 	switch {
 	case IsFatal(res.Err):
@@ -659,6 +651,29 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 		return c.submitStage(js, t.Stage, acts)
 	}
 	return c.launch(js, run, t.Partition, acts)
+}
+
+// forgetOutputsOf forgets every shuffle map output executor holds.
+func (c *Core) forgetOutputsOf(executor string) {
+	for _, outs := range c.outputs {
+		for p, e := range outs {
+			if e == executor {
+				delete(outs, p)
+			}
+		}
+	}
+}
+
+// setBack counts one more setback of t's stage (input it needs was lost or
+// could not be read where it ran) and submits the stage again, which plans
+// what is missing; past maxStageResubmits the job fails.
+func (c *Core) setBack(js *jobState, t *Task, m *StageMetrics, err error, acts []Action) []Action {
+	m.Resubmits++
+	if m.Resubmits > maxStageResubmits {
+		return c.finish(js, &TaskFailedError{Job: js.job.Desc, BatchTime: js.job.BatchTime, Stage: t.Stage.String(),
+			Partition: t.Partition, Attempts: m.Resubmits, Err: err}, acts)
+	}
+	return c.submitStage(js, t.Stage, acts)
 }
 
 // readsShuffle reports whether stage s reads the output of shuffle id
@@ -743,13 +758,7 @@ func (c *Core) drop(executor, reason string, acts []Action) []Action {
 			delete(c.blocks, b)
 		}
 	}
-	for _, outs := range c.outputs {
-		for p, e := range outs {
-			if e == executor {
-				delete(outs, p)
-			}
-		}
-	}
+	c.forgetOutputsOf(executor)
 	for key, at := range c.state {
 		if at.Executor == executor {
 			name, part := splitStateKey(key)

@@ -431,7 +431,7 @@ func TestCoreFetchFailureRecomputesOnlyTheMissingMapOutput(t *testing.T) {
 	ct := newCoreTest(t, nil)
 	r, final := oneShuffle(2)
 	j := ct.job(final)
-	ct.expect("maps done", ct.runMaps(j, "e1", "e1", "e1"), "launch 0/0#0", "launch 0/1#0")
+	ct.expect("maps done", ct.runMaps(j, "e1", "e2", "e3"), "launch 0/0#0", "launch 0/1#0")
 	ct.expect("fetch failed", ct.fail("0/0", fetchFailed(r, 1)), "launch 1/1#0")
 	// The other reduce task was launched before the resubmission and
 	// fails on the same output: nothing more to do.
@@ -445,6 +445,25 @@ func TestCoreFetchFailureRecomputesOnlyTheMissingMapOutput(t *testing.T) {
 	}
 }
 
+// A fetch failure forgets every map output the failed one's executor held:
+// that executor is most likely dead, and the driver may learn it only
+// seconds later.
+func TestCoreFetchFailureForgetsEveryOutputOfItsExecutor(t *testing.T) {
+	ct := newCoreTest(t, nil)
+	r, final := oneShuffle(2)
+	j := ct.job(final)
+	ct.expect("maps done", ct.runMaps(j, "e1", "e1", "e2"), "launch 0/0#0", "launch 0/1#0")
+	ct.expect("fetch failed", ct.fail("0/0", fetchFailed(r, 0)), "launch 1/0#0", "launch 1/1#0")
+	ct.expect("the same executor's other output", ct.fail("0/1", fetchFailed(r, 1)))
+	ct.ok("1/0", "e2")
+	ct.expect("both recomputed", ct.ok("1/1", "e2"), "launch 0/0#0", "launch 0/1#0")
+	ct.ok("0/0", "e2")
+	ct.expect("result", ct.ok("0/1", "e2"), "done 1 ok")
+	if st := ct.dones[j.ID].Metrics.Stages; st[0].Resubmits != 1 {
+		t.Fatalf("resubmits %d, want 1", st[0].Resubmits)
+	}
+}
+
 func TestCoreFetchFailureSeenByEveryReduceTaskResubmitsOnce(t *testing.T) {
 	// One lost map output is seen by every reduce task that was running;
 	// that is one setback for the stage, not one per task.
@@ -452,7 +471,7 @@ func TestCoreFetchFailureSeenByEveryReduceTaskResubmitsOnce(t *testing.T) {
 	ct := newCoreTest(t, nil)
 	r, final := oneShuffle(reducers)
 	j := ct.job(final)
-	ct.runMaps(j, "e1", "e1", "e1")
+	ct.runMaps(j, "e1", "e2", "e3")
 	ct.expect("first fetch failure", ct.fail("0/0", fetchFailed(r, 2)), "launch 1/2#0")
 	for p := 1; p < reducers; p++ {
 		ct.expect("later fetch failure", ct.fail(fmt.Sprintf("0/%d", p), fetchFailed(r, 2)))
@@ -475,7 +494,7 @@ func TestCoreLateFetchFailureAfterRecoveryKeepsTheNewOutput(t *testing.T) {
 	ct := newCoreTest(t, nil)
 	r, final := oneShuffle(2)
 	j := ct.job(final)
-	ct.runMaps(j, "e1", "e1", "e1")
+	ct.runMaps(j, "e1", "e2", "e3")
 	ct.expect("fetch failed", ct.fail("0/0", fetchFailed(r, 0)), "launch 1/0#0")
 	ct.expect("map 0 recomputed", ct.ok("1/0", "e1"), "launch 0/0#0")
 	// Reduce task 1 was launched before map 0 was lost and reports it
@@ -493,7 +512,7 @@ func TestCoreFailsJobWhenShuffleOutputKeepsGettingLost(t *testing.T) {
 	ct := newCoreTest(t, nil)
 	r, final := oneShuffle(1)
 	j := ct.job(final)
-	ct.runMaps(j, "e1", "e1", "e1")
+	ct.runMaps(j, "e1", "e2", "e3")
 	for range maxStageResubmits {
 		ct.expect("fetch failed", ct.fail("0/0", fetchFailed(r, 0)), "launch 1/0#0")
 		ct.expect("map recomputed", ct.ok("1/0", "e1"), "launch 0/0#0")
