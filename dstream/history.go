@@ -3,8 +3,10 @@ package dstream
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -23,6 +25,10 @@ type BatchRecord struct {
 	Failed bool
 	Error  string // the batch's error, cut to 4 KiB; "" when it succeeded
 	Done   time.Time
+	// Tasks are the batch's task attempts in the order they ended (at
+	// most ui.MaxTaskRows; TasksDropped counts the rest).
+	Tasks        []ui.Task
+	TasksDropped int
 }
 
 // TaskFailures sums the failed task attempts of every stage of the batch.
@@ -165,6 +171,20 @@ type observer struct {
 	stopped   bool
 	serving   bool        // the web UI is served (ui.go)
 	metrics   *ui.Metrics // made with the history, so they count every batch
+	// tracker sees the scheduler's tasks (set when the scheduler starts);
+	// remote is the cluster backend of a job driver; clusterJob is the
+	// cluster's id of the job, the id of its API paths.
+	tracker    atomic.Pointer[taskTracker]
+	remote     atomic.Pointer[cluster.RemoteBackend]
+	clusterJob string
+}
+
+// track wraps the scheduler's backend in the task tracker: the hook in
+// Context.start.
+func (o *observer) track(b scheduler.Backend) scheduler.Backend {
+	t := newTaskTracker(b)
+	o.tracker.Store(t)
+	return t
 }
 
 // newObserver registers the UI flags on the context's flag set.
@@ -206,6 +226,9 @@ func (o *observer) record(info BatchInfo, err error) {
 	if err != nil {
 		r.Failed = true
 		r.Error = err.Error()
+	}
+	if t := o.tracker.Load(); t != nil {
+		r.Tasks, r.TasksDropped = t.take(info.Time)
 	}
 	h, m := o.get()
 	h.Add(r)
