@@ -66,3 +66,13 @@ func (b *RemoteBackend) ExecutorViews() []ExecutorView {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// UIClientTLS returns the TLS configuration a client of an https:// UI
+// uses: the TLS files' client certificate and CA, or nil for the system's
+// roots.
+func (s Secret) UIClientTLS() *tls.Config {
+	if s.tls == nil || s.client == nil {
+		return nil
+	}
+	return s.client.Clone()
+}
