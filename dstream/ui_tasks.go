@@ -198,10 +198,10 @@ func (c *Context) uiExecutors() []ui.Executor {
 	}
 	held := map[string][]string{}
 	for key, l := range locs {
-		held[l.String()] = append(held[l.String()], key)
+		held[l.Executor] = append(held[l.Executor], key)
 	}
 	fill := func(e *ui.Executor) {
-		e.StatePartitions = held[scheduler.Location{Executor: e.ID, Incarnation: e.Incarnation}.String()]
+		e.StatePartitions = held[e.ID]
 		if e.StatePartitions == nil {
 			e.StatePartitions = []string{}
 		}
@@ -213,6 +213,9 @@ func (c *Context) uiExecutors() []ui.Executor {
 		if t != nil {
 			cnt := t.counts(e.ID)
 			e.TasksSucceeded, e.TasksFailed = cnt.ok, cnt.failed
+			if e.Incarnation == 0 {
+				e.Incarnation = cnt.incarnation
+			}
 		}
 	}
 	var out []ui.Executor
@@ -221,7 +224,6 @@ func (c *Context) uiExecutors() []ui.Executor {
 		e := ui.Executor{ID: scheduler.LocalID, Address: "in-process", Slots: c.slots, State: ui.ExecutorActive}
 		if t != nil {
 			e.RunningTasks = t.runningCount()
-			e.Incarnation = t.counts(e.ID).incarnation
 		}
 		fill(&e)
 		return []ui.Executor{e}
@@ -229,7 +231,7 @@ func (c *Context) uiExecutors() []ui.Executor {
 	live := map[string]bool{}
 	for _, v := range rb.ExecutorViews() {
 		live[v.ID] = true
-		e := ui.Executor{ID: v.ID, Incarnation: v.Epoch, Address: v.Addr, Slots: v.Slots, RunningTasks: v.Running, State: ui.ExecutorActive}
+		e := ui.Executor{ID: v.ID, Epoch: v.Epoch, Address: v.Addr, Slots: v.Slots, RunningTasks: v.Running, State: ui.ExecutorActive}
 		if v.Draining {
 			e.State = ui.ExecutorDraining
 		}

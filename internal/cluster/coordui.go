@@ -206,7 +206,7 @@ func (u *coordUI) jobExecutors(w http.ResponseWriter, r *http.Request) {
 	}
 	seen := u.c.heartbeats()
 	for i := range es {
-		if hb, ok := seen[es[i].ID]; ok && hb.epoch == es[i].Incarnation {
+		if hb, ok := seen[es[i].ID]; ok && (hb.epoch == es[i].Epoch || es[i].State == ui.ExecutorLost) {
 			t := hb.at.UTC()
 			es[i].LastHeartbeat = &t
 		}
@@ -245,7 +245,7 @@ func (c *Coordinator) UIExecutors() []ui.Executor {
 	out := []ui.Executor{}
 	add := func(i *sluicev1.ExecutorInfo, seen time.Time, state string) {
 		t := seen.UTC()
-		out = append(out, ui.Executor{ID: i.GetExecutorId(), Incarnation: i.GetEpoch(), Address: i.GetAddress(),
+		out = append(out, ui.Executor{ID: i.GetExecutorId(), Epoch: i.GetEpoch(), Address: i.GetAddress(),
 			Slots: int(i.GetSlots()), State: state, StatePartitions: []string{}, LastHeartbeat: &t})
 	}
 	for _, e := range c.execs {

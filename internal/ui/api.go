@@ -119,8 +119,13 @@ type Task struct {
 // /api/v1/jobs/{id}/executors.
 type Executor struct {
 	ID string `json:"id"`
-	// Incarnation changes whenever the executor process restarts or
-	// re-registers: what an earlier incarnation held is gone.
+	// Epoch is the executor's registration with the coordinator: it
+	// changes whenever the executor restarts or re-registers.
+	Epoch int64 `json:"epoch"`
+	// Incarnation names the job's process on the executor as the
+	// scheduler's registry does (it changes with the epoch and whenever
+	// that process restarts): what an earlier incarnation held is gone.
+	// 0 until a task of the job ran there.
 	Incarnation int64  `json:"incarnation"`
 	Address     string `json:"address"`
 	Slots       int    `json:"slots"`

@@ -269,7 +269,7 @@ async function executorsPage(id) {
   const crumbParts = [el("a", { href: "#/" }, "Jobs"), el("a", { href: jobHref(job.id) }, job.name), "executors"];
   const ago = t => t ? ((Date.now() - new Date(t).getTime()) / 1000).toFixed(1) + " s ago" : "–";
   const rows = execs.map(e => el("tr", { class: "executor " + e.state },
-    el("td", { class: "l" }, e.id), el("td", {}, e.incarnation), el("td", { class: "l" }, e.address || "–"),
+    el("td", { class: "l" }, e.id), el("td", {}, e.epoch || "–"), el("td", {}, e.incarnation || "–"), el("td", { class: "l" }, e.address || "–"),
     el("td", {}, e.slots), el("td", {}, e.runningTasks), el("td", {}, num(e.tasksSucceeded)), el("td", {}, num(e.tasksFailed)),
     el("td", { class: "l" }, e.statePartitions.length ? e.statePartitions.length + ": " + e.statePartitions.join(" ") : "–"),
     el("td", {}, e.cachedBlocks === undefined ? "–" : num(e.cachedBlocks)),
@@ -279,7 +279,7 @@ async function executorsPage(id) {
   return [crumbParts, [
     el("h1", {}, "Executors of " + job.name),
     el("table", { id: "executors" },
-      el("tr", {}, el("th", { class: "l" }, "Executor"), el("th", {}, "Incarnation"), el("th", { class: "l" }, "Address"),
+      el("tr", {}, el("th", { class: "l" }, "Executor"), el("th", {}, "Epoch"), el("th", {}, "Incarnation"), el("th", { class: "l" }, "Address"),
         el("th", {}, "Slots"), el("th", {}, "Running tasks"), el("th", {}, "Tasks done"), el("th", {}, "Tasks failed"),
         el("th", { class: "l" }, "State partitions"), el("th", {}, "Cached blocks"), el("th", {}, "Shuffle served"),
         el("th", {}, "Last heartbeat"), el("th", { class: "l" }, "State")),
