@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,6 +171,24 @@ func (s uiSource) Batch(ms int64) (ui.BatchDetail, bool) {
 		Inputs: uiInputs(r.Inputs), Tasks: r.Tasks, TasksDropped: r.TasksDropped}
 	if d.Tasks == nil {
 		d.Tasks = []ui.Task{}
+	}
+	// The rows carry the scheduler's job ids; a batch's jobs run one after
+	// another, so their ids in order are the outputJobs indexes.
+	ids := map[int64]int64{}
+	for _, k := range d.Tasks {
+		ids[k.Job] = 0
+	}
+	order := make([]int64, 0, len(ids))
+	for id := range ids {
+		order = append(order, id)
+	}
+	slices.Sort(order)
+	for i, id := range order {
+		ids[id] = int64(i)
+	}
+	d.Tasks = slices.Clone(d.Tasks)
+	for i := range d.Tasks {
+		d.Tasks[i].Job = ids[d.Tasks[i].Job]
 	}
 	for i, j := range r.Jobs {
 		oj := ui.OutputJob{Index: i, Stages: make([]ui.Stage, 0, len(j.Stages))}

@@ -47,6 +47,9 @@ func TestUICluster(t *testing.T) {
 			}
 			var rowRecords int64
 			for _, k := range d.Tasks {
+				if k.Job < 0 || int(k.Job) >= len(d.OutputJobs) || !hasStage(d.OutputJobs[k.Job], k.Stage) {
+					t.Errorf("batch %d: task row %+v names a job and stage not in outputJobs", d.ID, k)
+				}
 				if k.Executor != "exec0" && k.Executor != "exec1" {
 					t.Errorf("batch %d: task %d ran on %q, not an executor of the cluster", d.ID, k.ID, k.Executor)
 				}
@@ -258,3 +261,12 @@ func clusterUIInBrowser(t *testing.T, base, id string) {
 }
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func hasStage(j ui.OutputJob, stage int) bool {
+	for _, s := range j.Stages {
+		if s.ID == stage {
+			return true
+		}
+	}
+	return false
+}

@@ -102,8 +102,10 @@ type Input struct {
 
 // Task is one task attempt of a batch.
 type Task struct {
-	ID          int64   `json:"id"`
-	Job         int64   `json:"job"` // the scheduler's job id
+	ID int64 `json:"id"`
+	// Job is the task's job: its index in outputJobs, in run order.
+	Job int64 `json:"job"`
+	// Output is the index of the output operation the job runs.
 	Output      int     `json:"output"`
 	Stage       int     `json:"stage"`
 	Partition   int     `json:"partition"`
