@@ -1,0 +1,100 @@
+package cluster
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/internal/ui"
+)
+
+// TestCoordinatorUIAuth checks who may read the coordinator's UI and stop
+// jobs through it: beyond loopback every read but /metrics needs the
+// secret (Basic password or bearer token); on loopback reads are open;
+// a stop always needs the secret as a bearer token, and --insecure has
+// none to give.
+func TestCoordinatorUIAuth(t *testing.T) {
+	const secret = "coordinator-ui-secret-0123456789"
+	s, err := NewSecret(secret, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type req struct {
+		method, path, auth string
+		want               int
+	}
+	basic := "Basic " + basicAuth("any", secret)
+	for _, tc := range []struct {
+		name   string
+		secret Secret
+		opts   func(tok string) ui.Options
+		reqs   []req
+	}{
+		{"beyond loopback", s, func(tok string) ui.Options { return ui.Options{Secret: tok} }, []req{
+			{"GET", "/api/v1/jobs", "", 401},
+			{"GET", "/", "", 401},
+			{"GET", "/api/v1/jobs", "Bearer wrong-wrong-wrong-wrong", 401},
+			{"GET", "/api/v1/jobs", "Bearer " + secret, 200},
+			{"GET", "/api/v1/executors", basic, 200},
+			{"GET", "/metrics", "", 200},
+			{"POST", "/api/v1/jobs/j/stop", "", 403},
+			{"POST", "/api/v1/jobs/j/stop", basic, 403},
+			{"POST", "/api/v1/jobs/j/stop", "Bearer " + secret, 404},
+			{"POST", "/api/v1/jobs", "Bearer " + secret, 405},
+			{"DELETE", "/api/v1/jobs/j", "Bearer " + secret, 405},
+		}},
+		{"loopback", s, func(tok string) ui.Options { return ui.Options{Secret: tok, OpenReads: true} }, []req{
+			{"GET", "/api/v1/jobs", "", 200},
+			{"GET", "/api/v1/jobs/j", "", 404},
+			{"GET", "/api/v1/jobs/j/batches", "", 404},
+			{"POST", "/api/v1/jobs/j/stop", "", 403},
+			{"POST", "/api/v1/jobs/j/stop", "Bearer " + secret, 404},
+		}},
+		{"insecure loopback", Insecure(), func(tok string) ui.Options { return ui.Options{Secret: tok, OpenReads: true} }, []req{
+			{"GET", "/api/v1/jobs", "", 200},
+			{"POST", "/api/v1/jobs/j/stop", "", 403},
+			{"POST", "/api/v1/jobs/j/stop", "Bearer ", 403},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewCoordinator(CoordinatorConfig{StateDir: t.TempDir(), Advertise: "127.0.0.1:1", Secret: tc.secret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(c.UIHandler(tc.opts(tc.secret.UIToken())))
+			defer srv.Close()
+			for _, r := range tc.reqs {
+				hr, _ := http.NewRequest(r.method, srv.URL+r.path, nil)
+				if r.auth != "" {
+					hr.Header.Set("Authorization", r.auth)
+				}
+				resp, err := http.DefaultClient.Do(hr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var e ui.Error
+				if r.want != 200 {
+					json.NewDecoder(resp.Body).Decode(&e)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != r.want {
+					t.Errorf("%s %s (auth %q): %d, want %d", r.method, r.path, r.auth, resp.StatusCode, r.want)
+				}
+				if r.want != 200 && e.Error == "" {
+					t.Errorf("%s %s: %d without a reason", r.method, r.path, resp.StatusCode)
+				}
+				if tc.secret.IsInsecure() && r.method == "POST" && !strings.Contains(e.Error, "--insecure") {
+					t.Errorf("POST stop in --insecure mode: %q, want a reason naming --insecure", e.Error)
+				}
+			}
+		})
+	}
+}
+
+func basicAuth(user, pw string) string {
+	r, _ := http.NewRequest("GET", "/", nil)
+	r.SetBasicAuth(user, pw)
+	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
+}
