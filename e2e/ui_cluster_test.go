@@ -125,6 +125,23 @@ func TestUICluster(t *testing.T) {
 		if execs["active"] != 2 || execs["lost"] != 0 {
 			t.Errorf("sluice_executors %v, want 2 active", execs)
 		}
+		// The job's own metrics, proxied from its driver.
+		resp, err = http.Get(jobURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		parser = expfmt.NewTextParser(model.LegacyValidation)
+		fams, err = parser.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j ui.Job
+		getAPI(t, jobURL, &j)
+		completed := fams["sluice_batches_completed_total"].GetMetric()
+		if len(completed) != 1 || completed[0].GetCounter().GetValue() < 3 || completed[0].GetCounter().GetValue() > float64(j.BatchesDone) {
+			t.Errorf("job metrics: sluice_batches_completed_total %v, want from 3 to %d", completed, j.BatchesDone)
+		}
 	})
 
 	t.Run("browser", func(t *testing.T) { clusterUIInBrowser(t, base, id) })

@@ -176,7 +176,7 @@ func (u *coordUI) proxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
-	for _, h := range []string{"Content-Type", "Cache-Control"} {
+	for _, h := range []string{"Content-Type", "Content-Encoding", "Cache-Control"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}

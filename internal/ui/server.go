@@ -88,6 +88,12 @@ func Handler(src Source, metrics http.Handler, opts Options) http.Handler {
 	})
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
+		// The same below the job: the path a cluster's coordinator proxies.
+		mux.HandleFunc("GET /api/v1/jobs/{id}/metrics", func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := a.checkJob(w, r); ok {
+				metrics.ServeHTTP(w, r)
+			}
+		})
 	}
 	mux.Handle("GET /", Static())
 	return Secure(mux, opts)
