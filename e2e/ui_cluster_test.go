@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,11 @@ func TestUICluster(t *testing.T) {
 					t.Errorf("state partition %s/%d is on no executor: %v", op, p, held)
 				}
 			}
+		}
+		// The job driver's API socket is the owner's only.
+		sock := filepath.Join(c.dir, "state", "jobs", id, "ui.sock")
+		if st, err := os.Stat(sock); err != nil || st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
+			t.Errorf("the job's UI socket %s: %v %v, want a socket with mode 0600", sock, st, err)
 		}
 		var all []ui.Executor
 		getAPI(t, base+"/api/v1/executors", &all)
@@ -188,6 +194,20 @@ func TestUICluster(t *testing.T) {
 		getAPI(t, jobURL, &j)
 		if j.State != "finished" {
 			t.Errorf("job state %q after stop, want finished", j.State)
+		}
+		// The history ended with the job's driver: its paths say so.
+		resp, err := http.Get(jobURL + "/batches")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e ui.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(e.Error, "is finished") || !strings.Contains(e.Error, "jobs/"+id) {
+			t.Errorf("GET batches of the finished job: %d %q, want 404 naming its log directory", resp.StatusCode, e.Error)
+		}
+		if _, err := os.Stat(filepath.Join(c.dir, "state", "jobs", id, "ui.sock")); !os.IsNotExist(err) {
+			t.Errorf("the finished job's UI socket is still there: %v", err)
 		}
 	})
 }

@@ -98,3 +98,66 @@ func basicAuth(user, pw string) string {
 	r.SetBasicAuth(user, pw)
 	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
 }
+
+// TestCoordinatorUITLSClientCerts serves the coordinator's UI over TLS from
+// the TLS files, as `driver serve --ui` does beyond loopback: a client
+// certificate signed by the CA stands for the secret (reads and stop); a
+// client without one needs the secret.
+func TestCoordinatorUITLSClientCerts(t *testing.T) {
+	dir := t.TempDir()
+	files := writeCerts(t, dir, "ui")
+	s, err := NewSecret("coordinator-ui-secret-0123456789", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = s.WithTLS(files); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCoordinator(CoordinatorConfig{StateDir: t.TempDir(), Advertise: "127.0.0.1:1", Secret: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.UITLS()
+	if cfg == nil || cfg.ClientCAs == nil {
+		t.Fatal("UITLS: no TLS config with the CA")
+	}
+	srv, err := ui.ListenTLS("127.0.0.1:0", c.UIHandler(ui.Options{Secret: s.UIToken(), ClientCerts: true}), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: s.UIClientTLS()}}
+	noCert := s.UIClientTLS()
+	noCert.Certificates = nil
+	without := &http.Client{Transport: &http.Transport{TLSClientConfig: noCert}}
+	for _, tc := range []struct {
+		client       *http.Client
+		method, path string
+		auth         string
+		want         int
+	}{
+		{withCert, "GET", "/api/v1/jobs", "", 200},
+		{withCert, "POST", "/api/v1/jobs/j/stop", "", 404}, // authorized; no such job
+		{without, "GET", "/api/v1/jobs", "", 401},
+		{without, "GET", "/metrics", "", 200},
+		{without, "GET", "/api/v1/jobs", "Bearer coordinator-ui-secret-0123456789", 200},
+		{without, "POST", "/api/v1/jobs/j/stop", "", 403},
+	} {
+		req, _ := http.NewRequest(tc.method, "https://"+srv.Addr()+tc.path, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := tc.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s (client cert: %v, auth %q): %d, want %d", tc.method, tc.path, tc.client == withCert, tc.auth, resp.StatusCode, tc.want)
+		}
+	}
+	// Plain HTTP is not served.
+	if resp, err := http.Get("http://" + srv.Addr() + "/metrics"); err == nil && resp.StatusCode == 200 {
+		t.Error("the TLS UI answered plain HTTP")
+	}
+}
