@@ -29,7 +29,15 @@ type BatchRecord struct {
 	// most ui.MaxTaskRows; TasksDropped counts the rest).
 	Tasks        []ui.Task
 	TasksDropped int
+	// TasksForgotten is set once the batch is older than the last
+	// TaskRowBatches batches: its task rows are dropped to bound memory.
+	TasksForgotten bool
 }
+
+// TaskRowBatches is how many of the newest batches keep their task rows:
+// at most ui.MaxTaskRows each, so the rows stay bounded whatever
+// --ui-history is.
+const TaskRowBatches = 100
 
 // TaskFailures sums the failed task attempts of every stage of the batch.
 func (r BatchRecord) TaskFailures() int64 {
@@ -88,10 +96,16 @@ func (h *History) Add(r BatchRecord) {
 	if h.n < len(h.ring) {
 		h.ring[(h.start+h.n)%len(h.ring)] = r
 		h.n++
-		return
+	} else {
+		h.ring[h.start] = r
+		h.start = (h.start + 1) % len(h.ring)
 	}
-	h.ring[h.start] = r
-	h.start = (h.start + 1) % len(h.ring)
+	if old := h.n - 1 - TaskRowBatches; old >= 0 {
+		o := &h.ring[(h.start+old)%len(h.ring)]
+		if !o.TasksForgotten {
+			o.Tasks, o.TasksForgotten = nil, true
+		}
+	}
 }
 
 // at returns the i-th oldest record held; h.mu is held.

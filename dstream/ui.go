@@ -168,7 +168,7 @@ func (s uiSource) Batch(ms int64) (ui.BatchDetail, bool) {
 		return ui.BatchDetail{}, false
 	}
 	d := ui.BatchDetail{Batch: toUIBatch(r), OutputJobs: make([]ui.OutputJob, 0, len(r.Jobs)),
-		Inputs: uiInputs(r.Inputs), Tasks: r.Tasks, TasksDropped: r.TasksDropped}
+		Inputs: uiInputs(r.Inputs), Tasks: r.Tasks, TasksDropped: r.TasksDropped, TasksForgotten: r.TasksForgotten}
 	if d.Tasks == nil {
 		d.Tasks = []ui.Task{}
 	}

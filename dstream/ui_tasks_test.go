@@ -3,6 +3,7 @@ package dstream
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/scheduler"
@@ -58,3 +59,32 @@ func TestUITaskRowsAndExecutorsLocal(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestHistoryKeepsTaskRowsOfTheNewestBatches checks the bound on task rows:
+// only the newest TaskRowBatches batches keep theirs, whatever the
+// history's size, and older batches say their rows were dropped.
+func TestHistoryKeepsTaskRowsOfTheNewestBatches(t *testing.T) {
+	h := NewHistory(3 * TaskRowBatches)
+	t0 := time.Unix(1000, 0)
+	const n = 2*TaskRowBatches + 7
+	for i := range n {
+		h.Add(BatchRecord{BatchInfo: BatchInfo{Time: t0.Add(time.Duration(i) * time.Second)}, Tasks: []ui.Task{{ID: int64(i)}}})
+	}
+	kept := 0
+	for i := range n {
+		r, ok := h.Find(t0.Add(time.Duration(i) * time.Second))
+		if !ok {
+			t.Fatalf("batch %d not in the history", i)
+		}
+		newest := i >= n-TaskRowBatches
+		if newest != (len(r.Tasks) == 1) || newest == r.TasksForgotten {
+			t.Fatalf("batch %d of %d: %d task rows, forgotten %v; want rows only in the newest %d", i, n, len(r.Tasks), r.TasksForgotten, TaskRowBatches)
+		}
+		if newest {
+			kept++
+		}
+	}
+	if kept != TaskRowBatches {
+		t.Fatalf("%d batches kept task rows, want %d", kept, TaskRowBatches)
+	}
+}

@@ -83,6 +83,9 @@ type BatchDetail struct {
 	// MaxTaskRows of them; TasksDropped counts the attempts left out.
 	Tasks        []Task `json:"tasks"`
 	TasksDropped int    `json:"tasksDropped,omitempty"`
+	// TasksForgotten is true for a batch older than the newest 100: its
+	// task rows are no longer kept (tasks is empty).
+	TasksForgotten bool `json:"tasksForgotten,omitempty"`
 }
 
 // MaxTaskRows bounds the task rows kept per batch.

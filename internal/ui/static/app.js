@@ -252,7 +252,8 @@ async function batchPage(id, t) {
       rows),
     b.inputs && b.inputs.length ? el("h2", {}, "Input") : null,
     inputsTable(b.inputs),
-    el("h2", {}, "Tasks" + (b.tasksDropped ? ` (first ${num(tasks.length)}; ${num(b.tasksDropped)} more not kept)` : "")),
+    el("h2", {}, "Tasks" + (b.tasksDropped ? ` (first ${num(tasks.length)}; ${num(b.tasksDropped)} more not kept)` : "") +
+      (b.tasksForgotten ? " (kept for the newest 100 batches only)" : "")),
     el("table", { id: "tasks" },
       el("tr", {}, el("th", {}, "Task"), el("th", {}, "Job"), el("th", {}, "Stage"), el("th", {}, "Partition"), el("th", {}, "Attempt"),
         el("th", { class: "l" }, "Executor"), el("th", {}, "Duration"), el("th", {}, "Records read"), el("th", { class: "l" }, "Status"),
