@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -86,5 +87,28 @@ func TestHistoryKeepsTaskRowsOfTheNewestBatches(t *testing.T) {
 	}
 	if kept != TaskRowBatches {
 		t.Fatalf("%d batches kept task rows, want %d", kept, TaskRowBatches)
+	}
+}
+
+// TestUIExecutorsListsLostOnes checks a job driver's executors list shows
+// an executor the backend lost, with the incarnation its tasks last
+// reported and their count.
+func TestUIExecutorsListsLostOnes(t *testing.T) {
+	c, err := New(Config{AppName: "lost", BatchInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTaskTracker(nil)
+	c.obs.tracker.Store(tr)
+	rb := cluster.NewRemoteBackend(cluster.BackendConfig{})
+	c.obs.remote.Store(rb)
+	tr.perExec["x"] = &execCount{ok: 3, failed: 1, incarnation: 7}
+	if es := c.uiExecutors(); len(es) != 0 {
+		t.Fatalf("executors %+v before any was lost, want none", es)
+	}
+	tr.executorLost("x")
+	es := c.uiExecutors()
+	if len(es) != 1 || es[0].ID != "x" || es[0].State != ui.ExecutorLost || es[0].Incarnation != 7 || es[0].TasksSucceeded != 3 || es[0].TasksFailed != 1 {
+		t.Fatalf("executors %+v, want x lost with incarnation 7 and its 3+1 tasks", es)
 	}
 }

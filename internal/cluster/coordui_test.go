@@ -1,13 +1,17 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/ui"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 )
 
 // TestCoordinatorUIAuth checks who may read the coordinator's UI and stop
@@ -159,5 +163,45 @@ func TestCoordinatorUITLSClientCerts(t *testing.T) {
 	// Plain HTTP is not served.
 	if resp, err := http.Get("http://" + srv.Addr() + "/metrics"); err == nil && resp.StatusCode == 200 {
 		t.Error("the TLS UI answered plain HTTP")
+	}
+}
+
+// TestCoordinatorUIExecutorStates checks the executors the coordinator's
+// UI lists: a draining executor says so, one that missed its heartbeats is
+// listed as lost with its last heartbeat, and re-registering makes it
+// active again under a new epoch.
+func TestCoordinatorUIExecutorStates(t *testing.T) {
+	c, err := NewCoordinator(CoordinatorConfig{StateDir: t.TempDir(), Advertise: "127.0.0.1:1", Secret: Insecure(), HeartbeatInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_000, 0)
+	c.now = func() time.Time { return now }
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if _, err := c.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{ExecutorId: id, Address: "127.0.0.1:91", Slots: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(2 * time.Second)
+	c.Heartbeat(ctx, &sluicev1.HeartbeatRequest{ExecutorId: "a", Epoch: 1, Draining: true})
+	states := func() string {
+		var out []string
+		for _, e := range c.UIExecutors() {
+			out = append(out, fmt.Sprintf("%s:%s:%d:%d", e.ID, e.State, e.Epoch, e.LastHeartbeat.Unix()))
+		}
+		return strings.Join(out, " ")
+	}
+	if got, want := states(), "a:draining:1:1000002 b:active:2:1000000"; got != want {
+		t.Fatalf("executors %q, want %q", got, want)
+	}
+	now = now.Add(2 * time.Second) // b missed 4 s of heartbeats, a 2 s
+	c.expire(now)
+	if got, want := states(), "a:draining:1:1000002 b:lost:2:1000000"; got != want {
+		t.Fatalf("after expiry: executors %q, want %q", got, want)
+	}
+	c.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{ExecutorId: "b", Address: "127.0.0.1:92", Slots: 2})
+	if got, want := states(), "a:draining:1:1000002 b:active:3:1000004"; got != want {
+		t.Fatalf("after b came back: executors %q, want %q", got, want)
 	}
 }
