@@ -99,7 +99,7 @@ async function jobsPage() {
   const jobs = await get(API + "/jobs");
   const crumbParts = ["Jobs"];
   const rows = jobs.map(j => el("tr", {},
-    el("td", { class: "l" }, el("a", { href: jobHref(j.id), class: "job" }, j.name)),
+    el("td", { class: "l" }, el("a", { href: jobHref(j.id), class: "job" }, j.name), j.id !== j.name ? el("span", { class: "id" }, " " + j.id) : null),
     el("td", { class: "l" }, j.state),
     el("td", {}, dur(j.uptimeMs)),
     el("td", {}, num(j.batchesDone)),
