@@ -259,6 +259,9 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			},
 			Decode: func(_ *scheduler.Task, b []byte) (arrow.Record, error) { return cluster.DecodeIPC(b, c.cfg.Allocator) },
 			Lost: func(id string) {
+				if t := c.obs.tracker.Load(); t != nil {
+					t.executorLost(id)
+				}
 				if s := c.schedRef.Load(); s != nil {
 					s.ExecutorLost(id)
 				}
@@ -272,6 +275,13 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			Log: log,
 		})
 		c.backend = rb
+		c.obs.remote.Store(rb)
+		c.obs.clusterJob = env.JobID
+		stopUI, err := c.serveClusterUI(log)
+		if err != nil {
+			return err
+		}
+		defer stopUI()
 		c.commitRemote = func(ctx context.Context, t time.Time, reports map[string][]byte) error {
 			return rb.CommitState(ctx, env.JobID, t, reports)
 		}

@@ -246,6 +246,7 @@ func (c *Context) start(zero time.Time) error {
 	if backend == nil {
 		backend = scheduler.NewLocalBackend(slots, c.cfg.Allocator, c.shuffle, c.blocks)
 	}
+	backend = c.obs.track(backend) // the web UI's task rows
 	sched, err := scheduler.New(scheduler.Config{Backend: backend, Cached: c.cachedAll, OnReports: c.onReports})
 	if err != nil {
 		return err

@@ -3,8 +3,10 @@ package dstream
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -23,7 +25,19 @@ type BatchRecord struct {
 	Failed bool
 	Error  string // the batch's error, cut to 4 KiB; "" when it succeeded
 	Done   time.Time
+	// Tasks are the batch's task attempts in the order they ended (at
+	// most ui.MaxTaskRows; TasksDropped counts the rest).
+	Tasks        []ui.Task
+	TasksDropped int
+	// TasksForgotten is set once the batch is older than the last
+	// TaskRowBatches batches: its task rows are dropped to bound memory.
+	TasksForgotten bool
 }
+
+// TaskRowBatches is how many of the newest batches keep their task rows:
+// at most ui.MaxTaskRows each, so the rows stay bounded whatever
+// --ui-history is.
+const TaskRowBatches = 100
 
 // TaskFailures sums the failed task attempts of every stage of the batch.
 func (r BatchRecord) TaskFailures() int64 {
@@ -82,10 +96,16 @@ func (h *History) Add(r BatchRecord) {
 	if h.n < len(h.ring) {
 		h.ring[(h.start+h.n)%len(h.ring)] = r
 		h.n++
-		return
+	} else {
+		h.ring[h.start] = r
+		h.start = (h.start + 1) % len(h.ring)
 	}
-	h.ring[h.start] = r
-	h.start = (h.start + 1) % len(h.ring)
+	if old := h.n - 1 - TaskRowBatches; old >= 0 {
+		o := &h.ring[(h.start+old)%len(h.ring)]
+		if !o.TasksForgotten {
+			o.Tasks, o.TasksForgotten = nil, true
+		}
+	}
 }
 
 // at returns the i-th oldest record held; h.mu is held.
@@ -165,6 +185,20 @@ type observer struct {
 	stopped   bool
 	serving   bool        // the web UI is served (ui.go)
 	metrics   *ui.Metrics // made with the history, so they count every batch
+	// tracker sees the scheduler's tasks (set when the scheduler starts);
+	// remote is the cluster backend of a job driver; clusterJob is the
+	// cluster's id of the job, the id of its API paths.
+	tracker    atomic.Pointer[taskTracker]
+	remote     atomic.Pointer[cluster.RemoteBackend]
+	clusterJob string
+}
+
+// track wraps the scheduler's backend in the task tracker: the hook in
+// Context.start.
+func (o *observer) track(b scheduler.Backend) scheduler.Backend {
+	t := newTaskTracker(b)
+	o.tracker.Store(t)
+	return t
 }
 
 // newObserver registers the UI flags on the context's flag set.
@@ -206,6 +240,9 @@ func (o *observer) record(info BatchInfo, err error) {
 	if err != nil {
 		r.Failed = true
 		r.Error = err.Error()
+	}
+	if t := o.tracker.Load(); t != nil {
+		r.Tasks, r.TasksDropped = t.take(info.Time)
 	}
 	h, m := o.get()
 	h.Add(r)

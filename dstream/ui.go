@@ -1,12 +1,16 @@
 package dstream
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/internal/ui"
 )
 
@@ -97,6 +101,15 @@ func jobID(name string) string {
 	}, name)
 }
 
+// id is the job's id in the API: the cluster's job id for a job driver
+// of a cluster, else the app name.
+func (s uiSource) id() string {
+	if id := s.c.obs.clusterJob; id != "" {
+		return id
+	}
+	return jobID(s.c.cfg.AppName)
+}
+
 func (s uiSource) Job() ui.Job {
 	c := s.c
 	c.mu.Lock()
@@ -111,7 +124,7 @@ func (s uiSource) Job() ui.Job {
 	cnt := h.Counters()
 	keys, bytes := c.StateSize()
 	j := ui.Job{
-		ID: jobID(c.cfg.AppName), Name: c.cfg.AppName, State: "running", Master: c.cfg.Master,
+		ID: s.id(), Name: c.cfg.AppName, State: "running", Master: c.cfg.Master,
 		StartTime: since, UptimeMs: time.Since(since).Milliseconds(),
 		BatchIntervalMs: c.cfg.BatchInterval.Milliseconds(),
 		BatchesDone:     cnt.BatchesDone, BatchesFailed: cnt.BatchesFailed,
@@ -129,6 +142,7 @@ func (s uiSource) Job() ui.Job {
 	if last, ok := h.Last(); ok {
 		b := toUIBatch(last)
 		j.LastBatch = &b
+		j.LastInputs = uiInputs(last.Inputs)
 		done = last.Time
 	}
 	if st == started && clocked && c.cfg.BatchInterval > 0 {
@@ -136,6 +150,8 @@ func (s uiSource) Job() ui.Job {
 	}
 	return j
 }
+
+func (s uiSource) Executors() []ui.Executor { return s.c.uiExecutors() }
 
 func (s uiSource) Batches(offset, limit int) ([]ui.Batch, int) {
 	rs, total := s.c.History().Page(offset, limit)
@@ -151,7 +167,29 @@ func (s uiSource) Batch(ms int64) (ui.BatchDetail, bool) {
 	if !ok {
 		return ui.BatchDetail{}, false
 	}
-	d := ui.BatchDetail{Batch: toUIBatch(r), OutputJobs: make([]ui.OutputJob, 0, len(r.Jobs))}
+	d := ui.BatchDetail{Batch: toUIBatch(r), OutputJobs: make([]ui.OutputJob, 0, len(r.Jobs)),
+		Inputs: uiInputs(r.Inputs), Tasks: r.Tasks, TasksDropped: r.TasksDropped, TasksForgotten: r.TasksForgotten}
+	if d.Tasks == nil {
+		d.Tasks = []ui.Task{}
+	}
+	// The rows carry the scheduler's job ids; a batch's jobs run one after
+	// another, so their ids in order are the outputJobs indexes.
+	ids := map[int64]int64{}
+	for _, k := range d.Tasks {
+		ids[k.Job] = 0
+	}
+	order := make([]int64, 0, len(ids))
+	for id := range ids {
+		order = append(order, id)
+	}
+	slices.Sort(order)
+	for i, id := range order {
+		ids[id] = int64(i)
+	}
+	d.Tasks = slices.Clone(d.Tasks)
+	for i := range d.Tasks {
+		d.Tasks[i].Job = ids[d.Tasks[i].Job]
+	}
 	for i, j := range r.Jobs {
 		oj := ui.OutputJob{Index: i, Stages: make([]ui.Stage, 0, len(j.Stages))}
 		for _, st := range j.Stages {
@@ -176,4 +214,35 @@ func toUIBatch(r BatchRecord) ui.Batch {
 		b.Status = ui.StatusFailed
 	}
 	return b
+}
+
+// serveClusterUI serves, in the driver role of a cluster job, the job's
+// API on the unix socket the coordinator names (SLUICE_UI_SOCKET): the
+// coordinator's `driver serve --ui` proxies everything below
+// /api/v1/jobs/JOB to it. The socket is the owner's only (0600) and asks
+// for the cluster secret too.
+func (c *Context) serveClusterUI(log *slog.Logger) (stop func(), err error) {
+	path := os.Getenv(cluster.UISocketEnv)
+	if path == "" {
+		return func() {}, nil
+	}
+	secret, err := cluster.SecretFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	_, m := c.obs.get()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dstream: UI socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("dstream: UI socket: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("dstream: UI socket: %w", err)
+	}
+	srv := ui.Serve(ln, ui.Handler(uiSource{c}, m.Handler(), ui.Options{Secret: secret.UIToken()}))
+	log.Info("job API for the coordinator", slog.String("socket", path))
+	return func() { srv.Close(); os.Remove(path) }, nil
 }

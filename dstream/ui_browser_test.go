@@ -1,124 +1,15 @@
 package dstream
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/sluicehq/sluice/internal/ui"
+	"github.com/sluicehq/sluice/internal/ui/uitest"
 )
-
-// findChromium returns the path of a Chromium or Chrome binary, or "".
-func findChromium() string {
-	if p := os.Getenv("SLUICE_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// browser is a headless Chromium tab that records the pages' errors.
-type browser struct {
-	ctx   context.Context
-	shots string
-	mu    sync.Mutex
-	errs  []string
-}
-
-// newBrowser starts headless Chromium for the test, or skips the test
-// with a notice when there is none. Screenshots go to $SLUICE_UI_SHOTS, or
-// a new temp dir; their paths are logged.
-func newBrowser(t *testing.T) *browser {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts Chromium; skipped with -short")
-	}
-	chromium := findChromium()
-	if chromium == "" {
-		t.Skip("NOTICE: browser test skipped: no chromium on PATH (install Debian's chromium: apt-get install -y chromium; .ci/run does)")
-	}
-	b := &browser{shots: os.Getenv("SLUICE_UI_SHOTS")}
-	if b.shots == "" {
-		var err error
-		if b.shots, err = os.MkdirTemp("", "sluice-ui-shots-"); err != nil {
-			t.Fatal(err)
-		}
-	} else if err := os.MkdirAll(b.shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.WindowSize(1400, 1000), chromedp.Flag("disable-dev-shm-usage", true))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	b.ctx = ctx
-	// Every console error, uncaught exception and browser log error of the
-	// pages (a failed script, a refused resource) is kept for checkErrors.
-	if err := chromedp.Do(ctx); err != nil { // starts the browser and the tab
-		t.Fatalf("start %s: %v", chromium, err)
-	}
-	consoleCtx, stopConsole := context.WithCancel(ctx)
-	consoleDone := make(chan struct{})
-	messages := chromedp.Console(consoleCtx)
-	go func() { // ends when stopConsole cancels the subscription
-		defer close(consoleDone)
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			if m.Type == chromedp.ConsoleError || m.IsException() {
-				b.mu.Lock()
-				b.errs = append(b.errs, fmt.Sprintf("%s (%s:%d)", m, m.URL, m.Line))
-				b.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		stopConsole()
-		<-consoleDone
-		cancel()
-		cancelCtx()
-		cancelAlloc()
-	})
-	return b
-}
-
-// shot saves a screenshot of the whole page.
-func (b *browser) shot(t *testing.T, name string) chromedp.Action[chromedp.Void] {
-	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-		buf, err := chromedp.FullScreenshot(100)(ctx, tg)
-		if err != nil {
-			return chromedp.Void{}, err
-		}
-		p := filepath.Join(b.shots, name)
-		t.Logf("screenshot: %s", p)
-		return chromedp.Void{}, os.WriteFile(p, buf, 0o644)
-	}
-}
-
-// checkErrors fails the test if a page reported a script error.
-func (b *browser) checkErrors(t *testing.T) {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.errs) > 0 {
-		t.Fatalf("page script errors:\n%s", strings.Join(b.errs, "\n"))
-	}
-}
-
-func css(s string) chromedp.CSS { return chromedp.CSS(s) }
 
 // TestUIInBrowser opens the jobs list, the streaming page and a batch page
 // of a running local job in headless Chromium: the charts draw a point per
@@ -126,22 +17,22 @@ func css(s string) chromedp.CSS { return chromedp.CSS(s) }
 // script fails, and each page is saved as a screenshot (in
 // $SLUICE_UI_SHOTS, or a new temp dir; the paths are logged).
 func TestUIInBrowser(t *testing.T) {
-	br := newBrowser(t)
-	ctx := br.ctx
+	br := uitest.NewBrowser(t)
+	ctx := br.Ctx
 	base, _, stop := runUIJob(t, 9)
 	jobURL := base + "/api/v1/jobs/ui_job"
 	waitBatches(t, jobURL, 5)
-	shot := func(name string) chromedp.Action[chromedp.Void] { return br.shot(t, name) }
+	shot := func(name string) chromedp.Action[chromedp.Void] { return br.Shot(t, name) }
 
 	// The jobs list links to the job.
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible(css(`#jobs a.job`)),
+		chromedp.WaitVisible(uitest.CSS(`#jobs a.job`)),
 		shot("jobs.png"),
 	); err != nil {
 		t.Fatalf("jobs list: %v", err)
 	}
-	jobsText, err := chromedp.Run(ctx, chromedp.Text(css(`#jobs`)))
+	jobsText, err := chromedp.Run(ctx, chromedp.Text(uitest.CSS(`#jobs`)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,9 +42,9 @@ func TestUIInBrowser(t *testing.T) {
 
 	// The streaming page: four timelines with a point per batch.
 	if err := chromedp.Do(ctx,
-		chromedp.Click(css(`#jobs a.job`)),
-		chromedp.WaitVisible(css(`.chart svg.timeline circle.pt`)),
-		chromedp.WaitVisible(css(`#batches a.batch`)),
+		chromedp.Click(uitest.CSS(`#jobs a.job`)),
+		chromedp.WaitVisible(uitest.CSS(`.chart svg.timeline circle.pt`)),
+		chromedp.WaitVisible(uitest.CSS(`#batches a.batch`)),
 		shot("streaming.png"),
 	); err != nil {
 		t.Fatalf("streaming page: %v", err)
@@ -201,13 +92,13 @@ func TestUIInBrowser(t *testing.T) {
 	}
 
 	// A batch link opens its batch page with its stages.
-	href, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#batches a.batch`), "href"))
+	href, err := chromedp.Run(ctx, chromedp.AttributeValue(uitest.CSS(`#batches a.batch`), "href"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := chromedp.Do(ctx,
-		chromedp.Click(css(`#batches a.batch`)),
-		chromedp.WaitVisible(css(`#stages tr.stage`)),
+		chromedp.Click(uitest.CSS(`#batches a.batch`)),
+		chromedp.WaitVisible(uitest.CSS(`#stages tr.stage`)),
 		shot("batch.png"),
 	); err != nil {
 		t.Fatalf("batch page: %v", err)
@@ -216,7 +107,7 @@ func TestUIInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	title, err := chromedp.Run(ctx, chromedp.Text(css(`#batch-title`)))
+	title, err := chromedp.Run(ctx, chromedp.Text(uitest.CSS(`#batch-title`)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,23 +127,23 @@ func TestUIInBrowser(t *testing.T) {
 		t.Fatalf("batch page title %q, want the batch time %s", title, want)
 	}
 	stop()
-	br.checkErrors(t)
+	br.CheckErrors(t)
 }
 
 // TestUIInBrowserTenThousandBatches opens the streaming page of a job that
 // ran 10,000 batches and keeps them all: the timelines draw the last 300,
 // the table shows 50, and its "older" link pages back.
 func TestUIInBrowserTenThousandBatches(t *testing.T) {
-	br := newBrowser(t)
-	ctx := br.ctx
+	br := uitest.NewBrowser(t)
+	ctx := br.Ctx
 	const n = 10_000
 	srv, zero := syntheticUI(t, n, n)
 	base := "http://" + srv.Addr()
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/#/jobs/big"),
-		chromedp.WaitVisible(css(`.chart svg.timeline circle.pt`)),
-		chromedp.WaitVisible(css(`#batches a.batch`)),
-		br.shot(t, "streaming-10000.png"),
+		chromedp.WaitVisible(uitest.CSS(`.chart svg.timeline circle.pt`)),
+		chromedp.WaitVisible(uitest.CSS(`#batches a.batch`)),
+		br.Shot(t, "streaming-10000.png"),
 	); err != nil {
 		t.Fatalf("streaming page: %v", err)
 	}
@@ -264,7 +155,7 @@ func TestUIInBrowserTenThousandBatches(t *testing.T) {
 		t.Fatalf("timeline points %v: want 300 in each of 4", counts)
 	}
 	first := func() int64 {
-		href, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#batches a.batch`), "href"))
+		href, err := chromedp.Run(ctx, chromedp.AttributeValue(uitest.CSS(`#batches a.batch`), "href"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,8 +173,8 @@ func TestUIInBrowserTenThousandBatches(t *testing.T) {
 		t.Fatalf("table: %d rows from %d, want 50 from the newest batch", rows, first())
 	}
 	if err := chromedp.Do(ctx,
-		chromedp.Click(css(`.pager a`)),
-		chromedp.WaitVisible(css(`.pager a + a`)), // "newer" and "older" links
+		chromedp.Click(uitest.CSS(`.pager a`)),
+		chromedp.WaitVisible(uitest.CSS(`.pager a + a`)), // "newer" and "older" links
 	); err != nil {
 		t.Fatalf("older: %v", err)
 	}
@@ -294,5 +185,5 @@ func TestUIInBrowserTenThousandBatches(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	br.checkErrors(t)
+	br.CheckErrors(t)
 }

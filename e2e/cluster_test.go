@@ -27,13 +27,19 @@ var listenRE = regexp.MustCompile(`msg="driver serving".* listen=(\S+)`)
 
 func newCluster(t *testing.T, executors int) *cluster {
 	t.Helper()
+	return newClusterWith(t, executors)
+}
+
+// newClusterWith is newCluster with more flags for `driver serve`.
+func newClusterWith(t *testing.T, executors int, serveArgs ...string) *cluster {
+	t.Helper()
 	needProcesses(t)
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.secret = filepath.Join(c.dir, "secret")
 	if err := os.WriteFile(c.secret, []byte("e2e-cluster-secret-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.driver = start(t, driverBin, "serve", "--listen", "127.0.0.1:0", "--state-dir", filepath.Join(c.dir, "state"), "--secret-file", c.secret)
+	c.driver = start(t, driverBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--state-dir", filepath.Join(c.dir, "state"), "--secret-file", c.secret}, serveArgs...)...)
 	c.driver.waitFor(t, "the driver's listen line", func() bool { return listenRE.MatchString(c.driver.stderr.String()) })
 	c.addr = listenRE.FindStringSubmatch(c.driver.stderr.String())[1]
 	for i := 0; i < executors; i++ {

@@ -34,14 +34,14 @@ func getAPI(t *testing.T, url string, v any) {
 
 // checkUIAgainstLog reads the job's API once it ran 3 batches, and checks
 // every batch it lists against the job's batch log lines.
-func checkUIAgainstLog(t *testing.T, p *proc, base string, stderr func() string) {
+func checkUIAgainstLog(t *testing.T, p *proc, base, id string, stderr func() string) []ui.BatchDetail {
 	t.Helper()
 	var jobs []ui.Job
 	getAPI(t, base+"/api/v1/jobs", &jobs)
-	if len(jobs) != 1 || jobs[0].ID != "wordcount" || jobs[0].State != "running" {
-		t.Fatalf("/api/v1/jobs: %+v, want the running wordcount job", jobs)
+	if len(jobs) != 1 || jobs[0].ID != id || jobs[0].State != "running" {
+		t.Fatalf("/api/v1/jobs: %+v, want the running job %s", jobs, id)
 	}
-	jobURL := base + "/api/v1/jobs/wordcount"
+	jobURL := base + "/api/v1/jobs/" + id
 	var j ui.Job
 	p.waitFor(t, "3 batches in the API", func() bool {
 		getAPI(t, jobURL, &j)
@@ -56,6 +56,7 @@ func checkUIAgainstLog(t *testing.T, p *proc, base string, stderr func() string)
 	if len(page.Batches) < 3 {
 		t.Fatalf("API lists %d batches, want at least 3", len(page.Batches))
 	}
+	var details []ui.BatchDetail
 	for _, b := range page.Batches {
 		key := b.Time.UTC().Format("2006-01-02T15:04:05.000Z")
 		l, ok := logged[key]
@@ -76,7 +77,9 @@ func checkUIAgainstLog(t *testing.T, p *proc, base string, stderr func() string)
 		if fmt.Sprint(len(detail.OutputJobs)) != l["jobs"] {
 			t.Errorf("batch %s: API %d jobs, log %s", key, len(detail.OutputJobs), l["jobs"])
 		}
+		details = append(details, detail)
 	}
+	return details
 }
 
 // TestUILocalJobProcess runs the demo job as a process with --ui and checks
@@ -86,7 +89,7 @@ func TestUILocalJobProcess(t *testing.T) {
 	p := start(t, wordcountBin, "--ui=127.0.0.1:0", "--master=local[2]", "--lines-per-second=2000")
 	p.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(p.stderr.String()) })
 	base := uiURLRE.FindStringSubmatch(p.stderr.String())[1]
-	checkUIAgainstLog(t, p, base, p.stderr.String)
+	checkUIAgainstLog(t, p, base, "wordcount", p.stderr.String)
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t, exitBound); code != 0 {
 		t.Fatalf("exit %d after SIGTERM", code)
@@ -104,7 +107,7 @@ func TestUIClusterJobDriver(t *testing.T) {
 	id := c.submit("--ui=127.0.0.1:0", "--lines-per-second=2000")
 	c.driver.waitFor(t, "the job driver's web UI line", func() bool { return uiURLRE.MatchString(c.jobStderr(id)) })
 	base := uiURLRE.FindStringSubmatch(c.jobStderr(id))[1]
-	checkUIAgainstLog(t, c.driver, base, func() string { return c.jobStderr(id) })
+	checkUIAgainstLog(t, c.driver, base, id, func() string { return c.jobStderr(id) })
 	if _, err := c.run("stop", id); err != nil {
 		t.Fatal(err)
 	}

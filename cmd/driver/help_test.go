@@ -47,6 +47,8 @@ func TestHelpListsFlagsAndExits0(t *testing.T) {
 		{[]string{"submit", "--help"}, []string{"-master", "-name", "-secret-file", "-insecure", "-tls-ca"}},
 		{[]string{"submit", "-h"}, []string{"-master", "-name"}},
 		{[]string{"jobs", "--help"}, []string{"-master", "-secret-file"}},
+		{[]string{"status", "--help"}, []string{"-master", "-ui", "-watch", "-interval", "-batches"}},
+		{[]string{"serve", "--help"}, []string{"-ui"}},
 	} {
 		out, err := command(tc.args...).Output()
 		if err != nil {

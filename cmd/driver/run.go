@@ -39,6 +39,7 @@ const usage = `usage:
   driver submit --master HOST:PORT (--secret-file FILE | --insecure) ./job [-- ARGS]
   driver jobs   --master HOST:PORT ...
   driver status --master HOST:PORT ... JOB
+  driver status --ui HOST:PORT [--watch] ... JOB
   driver stop   --master HOST:PORT ... JOB
 Relative paths in flags are relative to the working directory of the command.
 Run "driver COMMAND --help" for the flags of a command.`
@@ -76,13 +77,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // flags of the commands
 type serveFlags struct {
-	listen, advertise, stateDir *string
-	sec                         cluster.SecurityFlags
+	listen, advertise, stateDir, ui *string
+	sec                             cluster.SecurityFlags
 }
 
 type clientFlags struct {
-	master, name *string
-	sec          cluster.SecurityFlags
+	master, name, ui *string
+	watch            *bool
+	interval         *time.Duration
+	batches          *int
+	sec              cluster.SecurityFlags
 }
 
 // flagSet defines the flags of a command; the second result is serveFlags
@@ -94,13 +98,18 @@ func flagSet(cmd string) (*flag.FlagSet, any) {
 			listen:    fs.String("listen", ":7077", "address to serve the cluster on"),
 			advertise: fs.String("advertise", "", "address executors and jobs reach this driver at (default: the listen address, 127.0.0.1 for an empty host)"),
 			stateDir:  fs.String("state-dir", "", "directory for job binaries and job logs (required); a job's driver runs in STATE-DIR/jobs/JOB-ID"),
+			ui:        fs.String("ui", "", "serve the web UI, JSON API (/api/v1/) and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty. Beyond loopback, everything but /metrics asks for the cluster secret"),
 			sec:       cluster.AddSecurityFlags(fs),
 		}
 	}
 	return fs, clientFlags{
-		master: fs.String("master", "127.0.0.1:7077", "the driver's address"),
-		name:   fs.String("name", "", "submit: the job's name (default: the binary's file name)"),
-		sec:    cluster.AddSecurityFlags(fs),
+		master:   fs.String("master", "127.0.0.1:7077", "the driver's address"),
+		name:     fs.String("name", "", "submit: the job's name (default: the binary's file name)"),
+		ui:       fs.String("ui", "", "status: the address of `driver serve --ui` (host:port, or an http:// or https:// URL): show the job's batch figures from its JSON API"),
+		watch:    fs.Bool("watch", false, "status: follow the job live, redrawing its figures in the terminal until it ends (needs --ui)"),
+		interval: fs.Duration("interval", time.Second, "status --watch: time between refreshes"),
+		batches:  fs.Int("batches", 10, "status: the last batches to show"),
+		sec:      cluster.AddSecurityFlags(fs),
 	}
 }
 
@@ -163,6 +172,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *flags.ui != "" {
+		srv, err := serveUI(coord, *flags.ui, secret, log)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		defer srv.Close()
+	}
 	srv := grpc.NewServer(secret.ServerOptions(log)...)
 	sluicev1.RegisterDriverServer(srv, coord)
 	var wg sync.WaitGroup
@@ -200,6 +217,7 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 	}
 	defer conn.Close()
 	dc := sluicev1.NewDriverClient(conn)
+	watchCtx := ctx // status --watch runs until the job ends
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	rest := fs.Args()
@@ -231,6 +249,19 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 	case "status", "stop":
 		if len(rest) != 1 {
 			return usageError{fmt.Errorf("%s: give one job id (see `driver jobs`)", cmd)}
+		}
+		if cmd == "status" && *flags.watch && *flags.ui == "" {
+			return usageError{errors.New("status --watch: give --ui, the address of `driver serve --ui` (e.g. --ui 127.0.0.1:4040)")}
+		}
+		if cmd == "status" && *flags.ui != "" {
+			if *flags.interval <= 0 || *flags.batches < 1 || *flags.batches > 1000 {
+				return usageError{fmt.Errorf("status: --interval=%v must be > 0 and --batches=%d from 1 to 1000", *flags.interval, *flags.batches)}
+			}
+			api, err := newAPIClient(*flags.ui, secret)
+			if err != nil {
+				return err
+			}
+			return status(watchCtx, api, rest[0], *flags.batches, *flags.watch, *flags.interval, stdout)
 		}
 		var j *sluicev1.JobInfo
 		if cmd == "status" {

@@ -21,6 +21,10 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"submit", "--insecure"}, "which job binary"},
 		{[]string{"status", "--insecure"}, "give one job id"},
 		{[]string{"jobs", "--secret-file", "/nonexistent/secret"}, "cluster secret"},
+		{[]string{"serve", "--listen", "127.0.0.1:0", "--state-dir", t.TempDir(), "--insecure", "--ui", "0.0.0.0:0"}, "binds beyond loopback"},
+		{[]string{"serve", "--listen", "127.0.0.1:0", "--state-dir", t.TempDir(), "--insecure", "--ui", "h:x"}, "--ui"},
+		{[]string{"status", "--insecure", "--watch", "job-1"}, "status --watch: give --ui"},
+		{[]string{"status", "--insecure", "--ui", ":4040", "--interval", "0s", "job-1"}, "--interval"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,7 @@ type Coordinator struct {
 	mu      sync.Mutex
 	epoch   int64
 	execs   map[string]*execRec
+	lost    []lostExec // the last executors declared lost, oldest first (the web UI)
 	jobs    map[string]*jobRec
 	nextJob int
 	wg      sync.WaitGroup   // job process waiters
@@ -66,6 +68,10 @@ type jobRec struct {
 	info *sluicev1.JobInfo
 	cmd  *exec.Cmd
 	done chan struct{}
+	// uiSocket is where the job's driver serves its API (coordui.go).
+	uiSocket string
+	uiOnce   sync.Once
+	ui       *http.Client
 }
 
 // NewCoordinator checks cfg and prepares the state directory.
@@ -116,6 +122,10 @@ func (c *Coordinator) expire(now time.Time) {
 	for id, e := range c.execs {
 		if now.Sub(e.lastSeen) > 3*c.cfg.HeartbeatInterval {
 			delete(c.execs, id)
+			c.lost = append(c.lost, lostExec{info: e.info, lastSeen: e.lastSeen})
+			if len(c.lost) > maxLostExecutors {
+				c.lost = c.lost[len(c.lost)-maxLostExecutors:]
+			}
 			c.cfg.Log.Warn("executor lost: missed heartbeats", slog.String("executor", id), slog.String("addr", e.info.GetAddress()))
 		}
 	}
@@ -309,6 +319,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		stdout.Close()
 		return "", err
 	}
+	uiSocket := UISocketPath(dir)
 	cmd := exec.Command(path, h.GetArgs()...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -318,6 +329,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		"SLUICE_DRIVER_ADDR="+c.cfg.Advertise,
 		"SLUICE_JOB_ID="+id,
 		"SLUICE_BINARY_SHA256="+h.GetSha256(),
+		UISocketEnv+"="+uiSocket,
 	)
 	cmd.Env = append(cmd.Env, c.cfg.Secret.Env(c.cfg.SecretFile)...)
 	dieWithParent(cmd)
@@ -333,7 +345,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	}
 	j := &jobRec{
 		info: &sluicev1.JobInfo{JobId: id, Name: name, State: "running", Sha256: h.GetSha256(), StartedUnixMs: time.Now().UnixMilli()},
-		cmd:  cmd, done: make(chan struct{}),
+		cmd:  cmd, done: make(chan struct{}), uiSocket: uiSocket,
 	}
 	c.mu.Lock()
 	c.jobs[id] = j
@@ -353,6 +365,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		state := j.info.State
 		c.mu.Unlock()
 		close(j.done)
+		removeUISocket(uiSocket)
 		c.cfg.Log.Info("job ended", slog.String("job", id), slog.String("state", state))
 		c.dropUnusedBinary(h.GetSha256())
 		c.endJobOnExecutors(id)

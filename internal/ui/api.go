@@ -6,7 +6,10 @@
 // reads a file or runs anything, and only GET and HEAD are served.
 package ui
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Source is what the UI shows: one streaming job and its bounded history
 // of finished batches.
@@ -18,6 +21,8 @@ type Source interface {
 	Batches(offset, limit int) ([]Batch, int)
 	// Batch returns the batch of the given time (Unix milliseconds).
 	Batch(timeMs int64) (BatchDetail, bool)
+	// Executors returns the executors the job's tasks run on, by id.
+	Executors() []Executor
 }
 
 // Job is a job's summary: /api/v1/jobs and /api/v1/jobs/{id}.
@@ -45,6 +50,11 @@ type Job struct {
 	PendingBatches int64 `json:"pendingBatches"`
 	// LastBatch holds the current delays; nil before the first batch.
 	LastBatch *Batch `json:"lastBatch,omitempty"`
+	// LastInputs describes what each input stream put into the last
+	// batch: a Kafka source's offset ranges, lag and backpressure rate.
+	LastInputs []Input `json:"lastInputs,omitempty"`
+	// Error is why a job of a cluster failed (the coordinator's view).
+	Error string `json:"error,omitempty"`
 }
 
 // Batch is one finished batch: /api/v1/jobs/{id}/batches.
@@ -67,7 +77,90 @@ type Batch struct {
 type BatchDetail struct {
 	Batch
 	OutputJobs []OutputJob `json:"outputJobs"`
+	// Inputs describe what each input stream put into the batch.
+	Inputs []Input `json:"inputs"`
+	// Tasks are the batch's task attempts in the order they ended, at most
+	// MaxTaskRows of them; TasksDropped counts the attempts left out.
+	Tasks        []Task `json:"tasks"`
+	TasksDropped int    `json:"tasksDropped,omitempty"`
+	// TasksForgotten is true for a batch older than the newest 100: its
+	// task rows are no longer kept (tasks is empty).
+	TasksForgotten bool `json:"tasksForgotten,omitempty"`
 }
+
+// MaxTaskRows bounds the task rows kept per batch.
+const MaxTaskRows = 1000
+
+// Input is what one input stream put into a batch.
+type Input struct {
+	Stream  string `json:"stream"`
+	Records int64  `json:"records"`
+	// Attrs are the figures of the batch's log line: a Kafka source's
+	// "offsets", total "lag" (records left behind) and backpressure "rate".
+	Attrs map[string]string `json:"attrs,omitempty"`
+	// Metadata is the source's own description of the input, as JSON: a
+	// Kafka source's offset ranges, [{"Topic","Partition","From","Until"}].
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+}
+
+// Task is one task attempt of a batch.
+type Task struct {
+	ID int64 `json:"id"`
+	// Job is the task's job: its index in outputJobs, in run order.
+	Job int64 `json:"job"`
+	// Output is the index of the output operation the job runs.
+	Output      int     `json:"output"`
+	Stage       int     `json:"stage"`
+	Partition   int     `json:"partition"`
+	Attempt     int     `json:"attempt"`
+	Executor    string  `json:"executor"`
+	Status      string  `json:"status"` // "succeeded" or "failed"
+	DurationMs  float64 `json:"durationMs"`
+	RecordsRead int64   `json:"recordsRead"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// Executor is one executor as a job sees it:
+// /api/v1/jobs/{id}/executors.
+type Executor struct {
+	ID string `json:"id"`
+	// Epoch is the executor's registration with the coordinator: it
+	// changes whenever the executor restarts or re-registers.
+	Epoch int64 `json:"epoch"`
+	// Incarnation names the job's process on the executor as the
+	// scheduler's registry does (it changes with the epoch and whenever
+	// that process restarts): what an earlier incarnation held is gone.
+	// 0 until a task of the job ran there.
+	Incarnation int64  `json:"incarnation"`
+	Address     string `json:"address"`
+	Slots       int    `json:"slots"`
+	// RunningTasks are the job's tasks running there now.
+	RunningTasks int `json:"runningTasks"`
+	// TasksSucceeded and TasksFailed count the job's task attempts that
+	// ended there.
+	TasksSucceeded int64 `json:"tasksSucceeded"`
+	TasksFailed    int64 `json:"tasksFailed"`
+	// State is "active", "draining" or "lost".
+	State string `json:"state"`
+	// StatePartitions are the operator state partitions the scheduler's
+	// registry places there, as "operator/partition".
+	StatePartitions []string `json:"statePartitions"`
+	// CachedBlocks counts the cached RDD blocks held there; nil while the
+	// scheduler keeps no registry of cached blocks.
+	CachedBlocks *int `json:"cachedBlocks,omitempty"`
+	// ShuffleBytesServed is not measured yet (always nil).
+	ShuffleBytesServed *int64 `json:"shuffleBytesServed,omitempty"`
+	// LastHeartbeat is when the coordinator last heard from the executor
+	// (cluster only; the coordinator fills it in).
+	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
+}
+
+// Executor states.
+const (
+	ExecutorActive   = "active"
+	ExecutorDraining = "draining"
+	ExecutorLost     = "lost"
+)
 
 // OutputJob is one scheduler job of a batch, in the order it ran.
 type OutputJob struct {

@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -58,12 +59,18 @@ func NormalizeAddr(addr string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// Options configure Handler.
+// Options configure Handler and Secure.
 type Options struct {
 	// Secret, when set, is required for everything but /metrics: as the
 	// password of HTTP Basic authentication (any user name; browsers ask
 	// for it) or as a bearer token (Authorization: Bearer SECRET).
 	Secret string
+	// OpenReads serves GET and HEAD without the secret (a UI bound to
+	// loopback); a POST still needs it.
+	OpenReads bool
+	// ClientCerts accepts a TLS client certificate that the server's
+	// tls.Config verified in place of the secret.
+	ClientCerts bool
 }
 
 // Handler returns the UI's routes: the pages at /, the JSON API under
@@ -75,18 +82,30 @@ func Handler(src Source, metrics http.Handler, opts Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs/{id}", a.job)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/batches", a.batches)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/batches/{time}", a.batch)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/executors", a.executors)
 	mux.HandleFunc("GET /api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no API path %s: see /api/v1/jobs", r.URL.Path))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no API path %s: see /api/v1/jobs", r.URL.Path))
 	})
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
+		// The same below the job: the path a cluster's coordinator proxies.
+		mux.HandleFunc("GET /api/v1/jobs/{id}/metrics", func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := a.checkJob(w, r); ok {
+				metrics.ServeHTTP(w, r)
+			}
+		})
 	}
+	mux.Handle("GET /", Static())
+	return Secure(mux, opts)
+}
+
+// Static serves the embedded pages.
+func Static() http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	mux.Handle("GET /", http.FileServerFS(sub))
-	return secure(mux, opts.Secret)
+	return http.FileServerFS(sub)
 }
 
 // IsLoopback reports whether a listen address (see NormalizeAddr) binds
@@ -103,30 +122,57 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// authorized reports whether r carries the secret.
-func authorized(r *http.Request, secret string) bool {
-	got := ""
-	if _, pw, ok := r.BasicAuth(); ok {
-		got = pw
-	} else if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		got = tok
+// authorized reports whether r carries the secret (Basic password or
+// bearer token), or a verified client certificate when certs count.
+func authorized(r *http.Request, opts Options, bearerOnly bool) bool {
+	if opts.ClientCerts && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return true
 	}
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(secret)) == 1
+	if opts.Secret == "" {
+		return false
+	}
+	got := ""
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		got = tok
+	} else if _, pw, ok := r.BasicAuth(); ok && !bearerOnly {
+		got = pw
+	}
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(opts.Secret)) == 1
 }
 
-// secure asks for the secret (when set) for everything but /metrics,
-// refuses every method but GET and HEAD and sets headers that keep the
-// pages from being framed or sniffed.
-func secure(h http.Handler, secret string) http.Handler {
+// IsStopPath reports whether path is a job's stop action,
+// /api/v1/jobs/{id}/stop: the one path a POST may reach.
+func IsStopPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/api/v1/jobs/")
+	id, tail, _ := strings.Cut(rest, "/")
+	return ok && id != "" && tail == "stop"
+}
+
+// Secure asks for the secret (when set and reads are not open) for
+// everything but /metrics, refuses every method but GET and HEAD except a
+// POST to a job's stop path, which always needs the secret as a bearer
+// token (a browser never sends one by itself, so no other site can make it
+// stop a job) or a verified client certificate, and sets headers that keep
+// the pages from being framed or sniffed.
+func Secure(h http.Handler, opts Options) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if secret != "" && r.URL.Path != "/metrics" && !authorized(r, secret) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="sluice", charset="UTF-8"`)
-			writeError(w, http.StatusUnauthorized, "this UI needs the secret of --ui-secret-file: as the password (any user name) or as Authorization: Bearer SECRET")
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if !read && !(r.Method == http.MethodPost && IsStopPath(r.URL.Path)) {
+			w.Header().Set("Allow", "GET, HEAD")
+			WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s: the UI is read-only but for POST /api/v1/jobs/ID/stop; use GET", r.Method))
 			return
 		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s: the UI is read-only; use GET", r.Method))
+		if !read && !authorized(r, opts, true) {
+			msg := "stopping a job needs the cluster secret as Authorization: Bearer SECRET (or a TLS client certificate); `driver stop` sends it"
+			if opts.Secret == "" && !opts.ClientCerts {
+				msg = "this cluster runs without a secret (--insecure): the API cannot stop jobs; use `driver stop --insecure JOB`"
+			}
+			WriteError(w, http.StatusForbidden, msg)
+			return
+		}
+		if read && (opts.Secret != "" || opts.ClientCerts) && !opts.OpenReads && r.URL.Path != "/metrics" && !authorized(r, opts, false) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="sluice", charset="UTF-8"`)
+			WriteError(w, http.StatusUnauthorized, "this UI needs the secret (the --ui-secret-file of a job, the cluster secret of `driver serve`): as the password (any user name) or as Authorization: Bearer SECRET")
 			return
 		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -139,14 +185,14 @@ func secure(h http.Handler, secret string) http.Handler {
 type api struct{ src Source }
 
 func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, []Job{a.src.Job()})
+	WriteJSON(w, []Job{a.src.Job()})
 }
 
 // checkJob writes a 404 unless id names the job.
 func (a *api) checkJob(w http.ResponseWriter, r *http.Request) (Job, bool) {
 	j := a.src.Job()
 	if id := r.PathValue("id"); id != j.ID {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no job %q: this process runs job %q (see /api/v1/jobs)", id, j.ID))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q: this process runs job %q (see /api/v1/jobs)", id, j.ID))
 		return j, false
 	}
 	return j, true
@@ -154,7 +200,7 @@ func (a *api) checkJob(w http.ResponseWriter, r *http.Request) (Job, bool) {
 
 func (a *api) job(w http.ResponseWriter, r *http.Request) {
 	if j, ok := a.checkJob(w, r); ok {
-		writeJSON(w, j)
+		WriteJSON(w, j)
 	}
 }
 
@@ -174,19 +220,30 @@ func (a *api) batches(w http.ResponseWriter, r *http.Request) {
 	}
 	offset, err := intParam(r, "offset", 0, 0, 1<<31-1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	limit, err := intParam(r, "limit", DefaultLimit, 1, MaxLimit)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	bs, total := a.src.Batches(offset, limit)
 	if bs == nil {
 		bs = []Batch{}
 	}
-	writeJSON(w, BatchPage{Total: total, Offset: offset, Limit: limit, Batches: bs})
+	WriteJSON(w, BatchPage{Total: total, Offset: offset, Limit: limit, Batches: bs})
+}
+
+func (a *api) executors(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.checkJob(w, r); !ok {
+		return
+	}
+	es := a.src.Executors()
+	if es == nil {
+		es = []Executor{}
+	}
+	WriteJSON(w, es)
 }
 
 func (a *api) batch(w http.ResponseWriter, r *http.Request) {
@@ -195,15 +252,15 @@ func (a *api) batch(w http.ResponseWriter, r *http.Request) {
 	}
 	ms, err := strconv.ParseInt(r.PathValue("time"), 10, 64)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("batch %q: give the batch time in Unix milliseconds (the id field of /batches)", r.PathValue("time")))
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("batch %q: give the batch time in Unix milliseconds (the id field of /batches)", r.PathValue("time")))
 		return
 	}
 	b, ok := a.src.Batch(ms)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no batch %d in the history: it holds the last finished batches only (see /batches)", ms))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no batch %d in the history: it holds the last finished batches only (see /batches)", ms))
 		return
 	}
-	writeJSON(w, b)
+	WriteJSON(w, b)
 }
 
 func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
@@ -218,10 +275,11 @@ func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 	return n, nil
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+// WriteJSON writes v as the JSON answer.
+func WriteJSON(w http.ResponseWriter, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "ui: encode: "+err.Error())
+		WriteError(w, http.StatusInternalServerError, "ui: encode: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -234,7 +292,8 @@ type Error struct {
 	Error string `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
+// WriteError writes an API error.
+func WriteError(w http.ResponseWriter, code int, msg string) {
 	b, _ := json.Marshal(Error{msg})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -250,7 +309,10 @@ type Server struct {
 }
 
 // Listen binds addr (see NormalizeAddr) and serves h until Close.
-func Listen(addr string, h http.Handler) (*Server, error) {
+func Listen(addr string, h http.Handler) (*Server, error) { return ListenTLS(addr, h, nil) }
+
+// ListenTLS is Listen serving TLS with cfg, when cfg is not nil.
+func ListenTLS(addr string, h http.Handler, cfg *tls.Config) (*Server, error) {
 	a, err := NormalizeAddr(addr)
 	if err != nil {
 		return nil, err
@@ -259,6 +321,14 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ui: listen on %s: %w (choose another address with --ui, e.g. --ui=:4041)", a, err)
 	}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	return Serve(ln, h), nil
+}
+
+// Serve serves h on ln until Close.
+func Serve(ln net.Listener, h http.Handler) *Server {
 	s := &Server{
 		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10},
 		ln:   ln,
@@ -268,7 +338,7 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 		defer close(s.done)
 		s.srv.Serve(ln)
 	}()
-	return s, nil
+	return s
 }
 
 // Addr returns the address the server listens on.

@@ -17,6 +17,7 @@ type oneJob struct{}
 func (oneJob) Job() Job                                 { return Job{ID: "j", Name: "j", State: "running"} }
 func (oneJob) Batches(offset, limit int) ([]Batch, int) { return nil, 0 }
 func (oneJob) Batch(int64) (BatchDetail, bool)          { return BatchDetail{}, false }
+func (oneJob) Executors() []Executor                    { return nil }
 
 func TestPagesAreSelfContained(t *testing.T) {
 	// No page loads anything from elsewhere: no URL with a scheme or a

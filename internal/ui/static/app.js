@@ -49,6 +49,33 @@ function bytes(n) {
 }
 function jobHref(id) { return "#/jobs/" + encodeURIComponent(id); }
 function batchHref(id, b) { return jobHref(id) + "/batches/" + b; }
+function execsHref(id) { return jobHref(id) + "/executors"; }
+
+// inputsTable shows what each input stream put into a batch: records, the
+// figures of its log line (a Kafka source's lag and backpressure rate) and
+// a Kafka source's offset ranges per partition.
+function inputsTable(inputs) {
+  if (!inputs || !inputs.length) return null;
+  const rows = [];
+  for (const inp of inputs) {
+    const a = inp.attrs || {};
+    rows.push(el("tr", { class: "input" },
+      el("td", { class: "l" }, inp.stream), el("td", {}, num(inp.records)),
+      el("td", {}, a.lag !== undefined ? num(a.lag) : "–"),
+      el("td", {}, a.rate !== undefined ? num(a.rate) + " /s" : "–"),
+      el("td", { class: "l" }, Object.entries(a).filter(([k]) => !["lag", "rate", "offsets"].includes(k)).map(([k, v]) => k + "=" + v).join(" "))));
+    const ranges = Array.isArray(inp.metadata) ? inp.metadata.filter(r => r && r.Topic !== undefined && r.From !== undefined) : [];
+    for (const r of ranges) {
+      rows.push(el("tr", { class: "range" },
+        el("td", { class: "l" }, "  " + r.Topic + "/" + r.Partition), el("td", {}, num(r.Until - r.From)),
+        el("td", {}, ""), el("td", {}, ""), el("td", { class: "l" }, "offsets " + r.From + " – " + r.Until)));
+    }
+  }
+  return el("table", { id: "inputs" },
+    el("tr", {}, el("th", { class: "l" }, "Input stream / partition"), el("th", {}, "Records"), el("th", {}, "Lag (total)"),
+      el("th", {}, "Backpressure rate"), el("th", { class: "l" }, "Details")),
+    rows);
+}
 
 function showError(err) {
   const box = document.getElementById("error");
@@ -72,7 +99,7 @@ async function jobsPage() {
   const jobs = await get(API + "/jobs");
   const crumbParts = ["Jobs"];
   const rows = jobs.map(j => el("tr", {},
-    el("td", { class: "l" }, el("a", { href: jobHref(j.id), class: "job" }, j.name)),
+    el("td", { class: "l" }, el("a", { href: jobHref(j.id), class: "job" }, j.name), j.id !== j.name ? el("span", { class: "id" }, " " + j.id) : null),
     el("td", { class: "l" }, j.state),
     el("td", {}, dur(j.uptimeMs)),
     el("td", {}, num(j.batchesDone)),
@@ -80,12 +107,13 @@ async function jobsPage() {
     el("td", {}, num(j.pendingBatches)),
     el("td", {}, num(j.inputRecords)),
     el("td", {}, j.lastBatch ? ms(j.lastBatch.schedulingDelayMs) : "–"),
-    el("td", {}, j.lastBatch ? ms(j.lastBatch.totalDelayMs) : "–")));
+    el("td", {}, j.lastBatch ? ms(j.lastBatch.totalDelayMs) : "–"),
+    el("td", { class: "l err" }, j.error || "")));
   return [crumbParts, [el("h1", {}, "Jobs"),
     el("table", { id: "jobs" },
       el("tr", {}, el("th", { class: "l" }, "Job"), el("th", { class: "l" }, "State"), el("th", {}, "Uptime"),
         el("th", {}, "Batches done"), el("th", {}, "Failed"), el("th", {}, "Pending"), el("th", {}, "Records in"),
-        el("th", {}, "Scheduling delay"), el("th", {}, "Total delay")),
+        el("th", {}, "Scheduling delay"), el("th", {}, "Total delay"), el("th", { class: "l" }, "Error")),
       rows)]];
 }
 
@@ -161,6 +189,7 @@ async function jobPage(id, offset) {
     `batches ${page.total ? offset + 1 : 0}–${Math.min(page.total, offset + PAGE)} of ${num(page.total)} kept (last ${num(job.historyCapacity)})`);
   return [crumbParts, [
     el("h1", {}, "Streaming: " + job.name),
+    el("p", {}, el("a", { href: execsHref(job.id), id: "executors-link" }, "Executors »")),
     el("div", { class: "cards" },
       card("State", job.state), card("Uptime", dur(job.uptimeMs)), card("Batch interval", ms(job.batchIntervalMs)),
       card("Batches done", num(job.batchesDone)), card("Batches failed", num(job.batchesFailed)),
@@ -169,6 +198,8 @@ async function jobPage(id, offset) {
       card("Scheduling delay", last ? ms(last.schedulingDelayMs) : "–"),
       card("Total delay", last ? ms(last.totalDelayMs) : "–"),
       card("Operator state", num(job.stateKeys) + " keys, " + bytes(job.stateBytes))),
+    job.lastInputs && job.lastInputs.length ? el("h2", {}, "Input of the last batch") : null,
+    inputsTable(job.lastInputs),
     el("h2", {}, `Last ${bs.length} batches`),
     el("div", { class: "charts" },
       chart("Input rate", "records/s", bs, b => b.inputRecords / sec, v => num(Math.round(v))),
@@ -199,6 +230,10 @@ async function batchPage(id, t) {
         el("td", {}, ms(s.taskTimeMs)), el("td", {}, ms(s.maxTaskTimeMs)), el("td", {}, num(s.recordsRead))));
     }
   }
+  const tasks = (b.tasks || []).map(k => el("tr", { class: "task" + (k.status === "failed" ? " failed" : "") },
+    el("td", {}, k.id), el("td", {}, k.job), el("td", {}, k.stage), el("td", {}, k.partition), el("td", {}, k.attempt),
+    el("td", { class: "l" }, k.executor), el("td", {}, ms(k.durationMs)), el("td", {}, num(k.recordsRead)),
+    el("td", { class: "l" }, k.status), el("td", { class: "l err" }, k.error || "")));
   return [crumbParts, [
     el("h1", { id: "batch-title" }, "Batch " + new Date(b.time).toISOString()),
     el("div", { class: "cards" },
@@ -214,6 +249,41 @@ async function batchPage(id, t) {
       el("tr", {}, el("th", {}, "Job"), el("th", {}, "Stage"), el("th", { class: "l" }, "Name"), el("th", {}, "Tasks"),
         el("th", {}, "Failed attempts"), el("th", {}, "Resubmits"), el("th", {}, "Task time"),
         el("th", {}, "Longest task"), el("th", {}, "Records read")),
+      rows),
+    b.inputs && b.inputs.length ? el("h2", {}, "Input") : null,
+    inputsTable(b.inputs),
+    el("h2", {}, "Tasks" + (b.tasksDropped ? ` (first ${num(tasks.length)}; ${num(b.tasksDropped)} more not kept)` : "") +
+      (b.tasksForgotten ? " (kept for the newest 100 batches only)" : "")),
+    el("table", { id: "tasks" },
+      el("tr", {}, el("th", {}, "Task"), el("th", {}, "Job"), el("th", {}, "Stage"), el("th", {}, "Partition"), el("th", {}, "Attempt"),
+        el("th", { class: "l" }, "Executor"), el("th", {}, "Duration"), el("th", {}, "Records read"), el("th", { class: "l" }, "Status"),
+        el("th", { class: "l" }, "Error")),
+      tasks)]];
+}
+
+// ---- executors page ----
+async function executorsPage(id) {
+  const [job, execs] = await Promise.all([
+    get(`${API}/jobs/${encodeURIComponent(id)}`),
+    get(`${API}/jobs/${encodeURIComponent(id)}/executors`),
+  ]);
+  const crumbParts = [el("a", { href: "#/" }, "Jobs"), el("a", { href: jobHref(job.id) }, job.name), "executors"];
+  const ago = t => t ? ((Date.now() - new Date(t).getTime()) / 1000).toFixed(1) + " s ago" : "–";
+  const rows = execs.map(e => el("tr", { class: "executor " + e.state },
+    el("td", { class: "l" }, e.id), el("td", {}, e.epoch || "–"), el("td", {}, e.incarnation || "–"), el("td", { class: "l" }, e.address || "–"),
+    el("td", {}, e.slots), el("td", {}, e.runningTasks), el("td", {}, num(e.tasksSucceeded)), el("td", {}, num(e.tasksFailed)),
+    el("td", { class: "l" }, e.statePartitions.length ? e.statePartitions.length + ": " + e.statePartitions.join(" ") : "–"),
+    el("td", {}, e.cachedBlocks === undefined ? "–" : num(e.cachedBlocks)),
+    el("td", {}, e.shuffleBytesServed === undefined ? "–" : bytes(e.shuffleBytesServed)),
+    el("td", {}, ago(e.lastHeartbeat)),
+    el("td", { class: "l" }, e.state)));
+  return [crumbParts, [
+    el("h1", {}, "Executors of " + job.name),
+    el("table", { id: "executors" },
+      el("tr", {}, el("th", { class: "l" }, "Executor"), el("th", {}, "Epoch"), el("th", {}, "Incarnation"), el("th", { class: "l" }, "Address"),
+        el("th", {}, "Slots"), el("th", {}, "Running tasks"), el("th", {}, "Tasks done"), el("th", {}, "Tasks failed"),
+        el("th", { class: "l" }, "State partitions"), el("th", {}, "Cached blocks"), el("th", {}, "Shuffle served"),
+        el("th", {}, "Last heartbeat"), el("th", { class: "l" }, "State")),
       rows)]];
 }
 
@@ -231,6 +301,7 @@ async function render() {
     if (parts.length === 0) view = await jobsPage();
     else if (parts[0] === "jobs" && parts.length === 2) view = await jobPage(parts[1], Math.max(0, parseInt(params.get("offset") || "0", 10) || 0));
     else if (parts[0] === "jobs" && parts.length === 4 && parts[2] === "batches") view = await batchPage(parts[1], parts[3]);
+    else if (parts[0] === "jobs" && parts.length === 3 && parts[2] === "executors") view = await executorsPage(parts[1]);
     else view = [["Not found"], [el("p", {}, "No such page: ", h)]];
     if (at !== route) return;
     crumbs(...view[0]);
