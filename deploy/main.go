@@ -225,7 +225,9 @@ func copyFile(from, to string) error {
 }
 
 // secretPath is where the demo's cluster secret lives (never in an image).
-func secretPath(root string) string { return filepath.Join(root, "deploy", ".secret", "cluster-secret") }
+func secretPath(root string) string {
+	return filepath.Join(root, "deploy", ".secret", "cluster-secret")
+}
 
 // makeSecret writes a random cluster secret unless there is one.
 func makeSecret(root string, stdout io.Writer) (string, error) {
@@ -279,15 +281,16 @@ func up(ctx context.Context, o options, extra []string, stdout io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%w (see `%s -f deploy/docker-compose.yml -p %s logs`)", err, strings.Join(o.compose, " "), o.project)
 	}
+	c := strings.Join(o.compose, " ") + " -f deploy/docker-compose.yml -p " + o.project
 	fmt.Fprintf(stdout, `
 deploy: the demo runs; first completed batch (%d records) %s after the start of this command.
-  web UI:      http://127.0.0.1:%s/  (user: any, password: the secret in deploy/.secret/cluster-secret)
-  totals:      %[5]s -f deploy/docker-compose.yml -p %[6]s exec producer /demotool tail --brokers broker:9092 --topic word-totals
-  window:      ... --topic window-counts
-  files:       docker cp $(%[5]s -f deploy/docker-compose.yml -p %[6]s ps -q driver):/state/out ./demo-out
-  scale:       %[5]s -f deploy/docker-compose.yml -p %[6]s up -d --scale executor=3
-  stop:        go run ./deploy down
-`, b.InputRecords, time.Since(start).Round(100*time.Millisecond), port, "", strings.Join(o.compose, " "), o.project)
+  web UI:   http://127.0.0.1:%s/  (any user name; password: the secret in deploy/.secret/cluster-secret)
+  totals:   %s exec producer /demotool tail --brokers broker:9092 --topic word-totals
+  windows:  %[4]s exec producer /demotool tail --brokers broker:9092 --topic window-counts
+  files:    docker cp $(%[4]s ps -q driver):/state/out ./demo-out
+  scale:    %[4]s up -d --scale executor=3
+  stop:     go run ./deploy down
+`, b.InputRecords, time.Since(start).Round(100*time.Millisecond), port, c)
 	return nil
 }
 

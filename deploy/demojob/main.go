@@ -7,8 +7,10 @@
 //     appear atomically once the whole batch is written;
 //   - keeps a running total per word (MapWithState) and writes the totals
 //     that changed to a topic (key word, value total as decimal text);
-//   - counts the words of the last --window, every --slide, and writes them
-//     to another topic (key word, value count as decimal text);
+//   - counts the words of the last --window, every --slide, incrementally
+//     (ReduceByKeyAndWindowInv: a count per word as state, batches added as
+//     they enter the window and taken out as they leave), and writes them to
+//     another topic (key word, value count as decimal text);
 //   - prints one line: words and distinct words in the batch, the top words.
 //
 // It reads from the earliest offset when its consumer group has none, so
@@ -92,7 +94,10 @@ func main() {
 		}
 	}
 	if *windowTopic != "" {
-		windowed := dstream.ReduceByKeyAndWindow(pairs, sum, *window, *slide)
+		// The incremental window: its state is one count per key; each slide
+		// adds the batches that entered and takes out those that left.
+		windowed := dstream.ReduceByKeyAndWindowInv(counts, "window-counts", sum, func(a, b int64) int64 { return a - b },
+			*window, *slide, func(kv dstream.KV[string, int64]) bool { return kv.Value != 0 })
 		if err := kafka.WriteKV(windowed, kafka.SinkConfig{Brokers: addrs, Topic: *windowTopic}, kafka.StringEncoder(), decimal); err != nil {
 			exit(err)
 		}
