@@ -58,6 +58,7 @@ type options struct {
 	compose []string // the compose command
 	timeout time.Duration
 	env     []string // extra environment of compose
+	files   []string // compose files after deploy/docker-compose.yml
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -75,6 +76,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	project := fs.String("project", "sluice-demo", "compose project name")
 	composeCmd := fs.String("compose", "", `compose command: "docker compose" or "docker-compose" (default: whichever answers, v2 first)`)
 	timeout := fs.Duration("timeout", 3*time.Minute, "up: how long to wait for the first completed batch")
+	kafka := fs.String("kafka", "", "up, down: use this Kafka cluster (host:port,...) instead of the development broker (deploy/docker-compose.kafka.yml)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -86,6 +88,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	o := options{root: root, tag: *tag, project: *project, timeout: *timeout}
+	if *kafka != "" {
+		o.files = append(o.files, filepath.Join(root, "deploy", "docker-compose.kafka.yml"))
+		o.env = append(o.env, "SLUICE_KAFKA_BROKERS="+*kafka)
+	}
 	if cmd == "up" || cmd == "down" {
 		if o.compose, err = findCompose(ctx, *composeCmd); err != nil {
 			return err
@@ -98,7 +104,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		_, err := makeSecret(o.root, stdout)
 		return err
 	case "up":
-		return up(ctx, o, fs.Args(), stdout)
+		return up(ctx, o, kafka, fs.Args(), stdout)
 	case "down":
 		return composeRun(ctx, o, stdout, "down", "--volumes", "--remove-orphans", "--timeout", "30")
 	default:
@@ -249,7 +255,11 @@ func makeSecret(root string, stdout io.Writer) (string, error) {
 
 // composeRun runs the compose command on deploy/docker-compose.yml.
 func composeRun(ctx context.Context, o options, stdout io.Writer, args ...string) error {
-	full := append(append([]string{}, o.compose[1:]...), "-f", filepath.Join(o.root, "deploy", "docker-compose.yml"), "-p", o.project)
+	full := append(append([]string{}, o.compose[1:]...), "-f", filepath.Join(o.root, "deploy", "docker-compose.yml"))
+	for _, f := range o.files {
+		full = append(full, "-f", f)
+	}
+	full = append(full, "-p", o.project)
 	c := exec.CommandContext(ctx, o.compose[0], append(full, args...)...)
 	c.Env = append(append(os.Environ(), "SLUICE_TAG="+o.tag, "SLUICE_SECRET_FILE="+secretPath(o.root)), o.env...)
 	c.Stdout, c.Stderr = stdout, os.Stderr
@@ -260,7 +270,7 @@ func composeRun(ctx context.Context, o options, stdout io.Writer, args ...string
 }
 
 // up builds, starts the demo and waits for the first completed batch.
-func up(ctx context.Context, o options, extra []string, stdout io.Writer) error {
+func up(ctx context.Context, o options, kafka *string, extra []string, stdout io.Writer) error {
 	start := time.Now()
 	if err := buildImages(ctx, o, stdout); err != nil {
 		return err
@@ -281,16 +291,28 @@ func up(ctx context.Context, o options, extra []string, stdout io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%w (see `%s -f deploy/docker-compose.yml -p %s logs`)", err, strings.Join(o.compose, " "), o.project)
 	}
-	c := strings.Join(o.compose, " ") + " -f deploy/docker-compose.yml -p " + o.project
+	c := strings.Join(o.compose, " ") + " -f deploy/docker-compose.yml"
+	for _, f := range o.files {
+		c += " -f " + filepath.Join("deploy", filepath.Base(f))
+	}
+	c += " -p " + o.project
+	brokers, down := "broker:9092", "go run ./deploy down"
+	if *kafka != "" {
+		brokers = *kafka
+		down += " --kafka " + *kafka
+	}
+	if o.project != "sluice-demo" {
+		down += " --project " + o.project
+	}
 	fmt.Fprintf(stdout, `
 deploy: the demo runs; first completed batch (%d records) %s after the start of this command.
   web UI:   http://127.0.0.1:%s/  (any user name; password: the secret in deploy/.secret/cluster-secret)
-  totals:   %s exec producer /demotool tail --brokers broker:9092 --topic word-totals
-  windows:  %[4]s exec producer /demotool tail --brokers broker:9092 --topic window-counts
+  totals:   %s exec producer /demotool tail --brokers %s --topic word-totals
+  windows:  %[4]s exec producer /demotool tail --brokers %[5]s --topic window-counts
   files:    docker cp $(%[4]s ps -q driver):/state/out ./demo-out
   scale:    %[4]s up -d --scale executor=3
-  stop:     go run ./deploy down
-`, b.InputRecords, time.Since(start).Round(100*time.Millisecond), port, c)
+  stop:     %[6]s
+`, b.InputRecords, time.Since(start).Round(100*time.Millisecond), port, c, brokers, down)
 	return nil
 }
 

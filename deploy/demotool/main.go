@@ -34,7 +34,7 @@ import (
 )
 
 const usage = `usage:
-  demotool produce --brokers HOST:PORT,... [--topic lines] [--lines-per-second 2000] [--lines N] [--partitions 4]
+  demotool produce --brokers HOST:PORT,... [--topic lines] [--lines-per-second 2000] [--lines N] [--partitions 4] [--create T,...]
   demotool tail    --brokers HOST:PORT,... --topic TOPIC [--follow]
   demotool check   --brokers HOST:PORT,...
   demotool watch   --brokers HOST:PORT,...`
@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Int("lines-per-second", 2000, "produce: lines per second (0: as fast as possible)")
 	lines := fs.Int64("lines", 0, "produce: stop once the topic holds this many lines (0: never stop)")
 	partitions := fs.Int("partitions", 4, "produce: partitions of the topic if it must be created")
+	create := fs.String("create", "", "produce: also create these topics (comma-separated) if they are missing")
 	follow := fs.Bool("follow", false, "tail: keep reading new records (else stop at the end)")
 	switch args[0] {
 	case "produce", "tail", "check", "watch":
@@ -87,6 +88,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	switch args[0] {
 	case "produce":
+		for _, t := range strings.Split(*create, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				if _, err := topicSize(ctx, addrs, t, int32(*partitions)); err != nil {
+					return err
+				}
+			}
+		}
 		return produce(ctx, addrs, *topic, *rate, *lines, int32(*partitions), stdout)
 	case "tail":
 		return tail(ctx, addrs, *topic, *follow, stdout)
