@@ -61,38 +61,39 @@ func TestComposeDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	ports := freePorts(t, 4)
-	d := &demo{t: t, ctx: ctx, o: options{root: root, tag: uniq, project: uniq, compose: compose, env: []string{
-		"SLUICE_SECRET_FILE=" + secret,
-		"SLUICE_UI_PORT=" + ports[0], "SLUICE_CLUSTER_UI_PORT=" + ports[1],
-		"SLUICE_DRIVER_PORT=" + ports[2], "SLUICE_KAFKA_PORT=" + ports[3],
-	}}, kafkaPort: ports[3]}
+	d := &demo{t: t, ctx: ctx, o: options{root: root, tag: uniq, project: uniq, compose: compose, secret: secret, uiPort: ports[0],
+		timeout: 3 * time.Minute, env: []string{
+			"SLUICE_UI_PORT=" + ports[0], "SLUICE_CLUSTER_UI_PORT=" + ports[1],
+			"SLUICE_DRIVER_PORT=" + ports[2], "SLUICE_KAFKA_PORT=" + ports[3],
+		}}, kafkaPort: ports[3]}
 	t.Cleanup(d.down) // also after a failure; the last step checks it
 
-	// 1. Images.
-	if err := buildImages(ctx, d.o, tlog{t}); err != nil {
+	// 1. The one command (go run ./deploy up): images, compose up, the
+	// first completed batch seen in the job's API.
+	noKafka := ""
+	if err := up(ctx, d.o, &noKafka, nil, tlog{t}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("images built in %v", time.Since(begin).Round(100*time.Millisecond))
+	d.top = t
 
-	// 2. Up, and N completed batches.
-	upAt := time.Now()
-	d.compose("up", "-d")
+	// 2. N completed batches, committed as files.
 	const n = 5
-	var first time.Duration
 	d.waitFor("5 completed batches with input", 2*time.Minute, func() bool {
 		with := 0
 		for _, b := range d.outputs() {
 			if b.words > 0 {
 				with++
-				if first == 0 {
-					first = time.Since(upAt)
-				}
 			}
 		}
 		return with >= n
 	})
-	t.Logf("first completed batch with input %v after `up`, %v after the start of the test", first.Round(100*time.Millisecond), (upAt.Sub(begin) + first).Round(100*time.Millisecond))
 	jobID := d.jobID()
+	// The cluster CLI works from the host, through the published port.
+	cli := exec.CommandContext(ctx, "go", "run", "./cmd/driver", "jobs", "--master", "127.0.0.1:"+ports[2], "--secret-file", secret)
+	cli.Dir = root
+	if out, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(out), jobID) {
+		t.Fatalf("driver jobs from the host: %v\n%s", err, out)
+	}
 	vocab := map[string]bool{}
 	for _, w := range wordgen.Vocabulary(wordgen.VocabularySize) {
 		vocab[w] = true
@@ -135,6 +136,10 @@ func TestComposeDemo(t *testing.T) {
 		out, _ := exec.Command("docker", "logs", added).CombinedOutput()
 		return bytes.Contains(out, []byte(`msg="executor: job process started"`)) && bytes.Contains(out, []byte("job="+jobID))
 	})
+	// `up` ran the submit container again: --unless-running submitted nothing.
+	if ids := d.jobIDs(); len(ids) != 1 || ids[0] != jobID {
+		t.Fatalf("after up --scale: jobs %v, want only %s (submit --unless-running)", ids, jobID)
+	}
 
 	// 5. Kill an executor that was there from the start.
 	t.Run("KillExecutor", func(t *testing.T) {
@@ -166,7 +171,24 @@ func TestComposeDemo(t *testing.T) {
 		d.checkAll("after an executor was killed")
 	})
 
-	// 6. Down with volumes: nothing of the project is left.
+	// 6. After the job failed (state lost with the executor), `up` submits
+	// a new one, which runs.
+	if state, _ := d.jobState(jobID); state == "failed" {
+		d.compose("up", "-d", "--no-recreate", "--scale", "executor=2")
+		var next string
+		d.waitFor("a new job after up", time.Minute, func() bool {
+			ids := d.jobIDs()
+			if len(ids) == 2 {
+				next = ids[len(ids)-1]
+				st, _ := d.jobState(next)
+				return st == "running"
+			}
+			return false
+		})
+		t.Logf("after the failed job, up submitted %s, running", next)
+	}
+
+	// 7. Down with volumes: nothing of the project is left.
 	d.down()
 	for _, kind := range []string{"container", "network", "volume"} {
 		args := []string{kind, "ls", "-q", "--filter", "label=com.docker.compose.project=" + uniq}
@@ -215,7 +237,7 @@ func (d *demo) composeOut(args ...string) string {
 	d.t.Helper()
 	full := append(append([]string{}, d.o.compose[1:]...), "-f", filepath.Join(d.o.root, "deploy", "docker-compose.yml"), "-p", d.o.project)
 	c := exec.CommandContext(d.ctx, d.o.compose[0], append(full, args...)...)
-	c.Env = append(append(os.Environ(), "SLUICE_TAG="+d.o.tag), d.o.env...)
+	c.Env = append(append(os.Environ(), "SLUICE_TAG="+d.o.tag, "SLUICE_SECRET_FILE="+d.o.secret), d.o.env...)
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	out, err := c.Output()
@@ -234,12 +256,31 @@ func (d *demo) containers(service string) []string {
 
 func (d *demo) logs(service string) string { return d.composeOut("logs", "--no-color", service) }
 
+// logsQuiet is logs for a failed test: errors are part of the text.
+func (d *demo) logsQuiet(service string) string {
+	full := append(append([]string{}, d.o.compose[1:]...), "-f", filepath.Join(d.o.root, "deploy", "docker-compose.yml"), "-p", d.o.project, "logs", "--no-color", service)
+	c := exec.Command(d.o.compose[0], full...)
+	c.Env = append(append(os.Environ(), "SLUICE_TAG="+d.o.tag, "SLUICE_SECRET_FILE="+d.o.secret), d.o.env...)
+	out, _ := c.CombinedOutput()
+	return string(out)
+}
+
+func tailLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
+
 // down removes the project with its volumes and images; once.
 func (d *demo) down() {
 	if d.downDone {
 		return
 	}
 	d.downDone = true
+	if d.t.Failed() {
+		for _, svc := range []string{"driver", "executor", "submit", "producer", "broker"} {
+			d.t.Logf("logs of %s:\n%s", svc, tailLines(d.logsQuiet(svc), 30))
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := composeRun(ctx, d.o, io.Discard, "down", "--volumes", "--remove-orphans", "--timeout", "10"); err != nil {
@@ -269,13 +310,24 @@ func (d *demo) driverExec(args ...string) string {
 // jobID is the id of the demo job, from `driver jobs`.
 func (d *demo) jobID() string {
 	d.t.Helper()
+	ids := d.jobIDs()
+	if len(ids) != 1 {
+		d.t.Fatalf("driver jobs lists %d sluice-demo jobs, want 1", len(ids))
+	}
+	return ids[0]
+}
+
+// jobIDs are the ids of the sluice-demo jobs, sorted (by start time).
+func (d *demo) jobIDs() []string {
+	d.t.Helper()
+	var ids []string
 	for _, l := range strings.Split(d.driverExec("jobs"), "\n") {
 		if f := strings.Fields(l); len(f) >= 3 && f[1] == "sluice-demo" {
-			return f[0]
+			ids = append(ids, f[0])
 		}
 	}
-	d.t.Fatal("driver jobs lists no sluice-demo job")
-	return ""
+	slices.Sort(ids)
+	return ids
 }
 
 // jobState returns the job's state and its status line.

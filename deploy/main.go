@@ -59,6 +59,8 @@ type options struct {
 	timeout time.Duration
 	env     []string // extra environment of compose
 	files   []string // compose files after deploy/docker-compose.yml
+	secret  string   // the cluster secret file
+	uiPort  string   // the host port of the job's web UI
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -87,7 +89,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	o := options{root: root, tag: *tag, project: *project, timeout: *timeout}
+	o := options{root: root, tag: *tag, project: *project, timeout: *timeout,
+		secret: filepath.Join(root, "deploy", ".secret", "cluster-secret"), uiPort: envOr("SLUICE_UI_PORT", "4040")}
 	if *kafka != "" {
 		o.files = append(o.files, filepath.Join(root, "deploy", "docker-compose.kafka.yml"))
 		o.env = append(o.env, "SLUICE_KAFKA_BROKERS="+*kafka)
@@ -101,8 +104,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "images":
 		return buildImages(ctx, o, stdout)
 	case "secret":
-		_, err := makeSecret(o.root, stdout)
-		return err
+		return makeSecret(o.secret, stdout)
 	case "up":
 		return up(ctx, o, kafka, fs.Args(), stdout)
 	case "down":
@@ -230,27 +232,22 @@ func copyFile(from, to string) error {
 	return out.Close()
 }
 
-// secretPath is where the demo's cluster secret lives (never in an image).
-func secretPath(root string) string {
-	return filepath.Join(root, "deploy", ".secret", "cluster-secret")
-}
-
-// makeSecret writes a random cluster secret unless there is one.
-func makeSecret(root string, stdout io.Writer) (string, error) {
-	p := secretPath(root)
+// makeSecret writes a random cluster secret to p unless there is one. It
+// is mounted into the containers at run time, never copied into an image.
+func makeSecret(p string, stdout io.Writer) error {
 	if _, err := os.Stat(p); err == nil {
-		return p, nil
+		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return "", err
+		return err
 	}
 	b := make([]byte, 32)
 	rand.Read(b)
 	if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600); err != nil {
-		return "", err
+		return err
 	}
 	fmt.Fprintf(stdout, "deploy: cluster secret written to %s\n", p)
-	return p, nil
+	return nil
 }
 
 // composeRun runs the compose command on deploy/docker-compose.yml.
@@ -261,7 +258,7 @@ func composeRun(ctx context.Context, o options, stdout io.Writer, args ...string
 	}
 	full = append(full, "-p", o.project)
 	c := exec.CommandContext(ctx, o.compose[0], append(full, args...)...)
-	c.Env = append(append(os.Environ(), "SLUICE_TAG="+o.tag, "SLUICE_SECRET_FILE="+secretPath(o.root)), o.env...)
+	c.Env = append(append(os.Environ(), "SLUICE_TAG="+o.tag, "SLUICE_SECRET_FILE="+o.secret), o.env...)
 	c.Stdout, c.Stderr = stdout, os.Stderr
 	if err := c.Run(); err != nil {
 		return fmt.Errorf("%s %s: %w", strings.Join(o.compose, " "), strings.Join(args, " "), err)
@@ -275,19 +272,18 @@ func up(ctx context.Context, o options, kafka *string, extra []string, stdout io
 	if err := buildImages(ctx, o, stdout); err != nil {
 		return err
 	}
-	secret, err := makeSecret(o.root, stdout)
-	if err != nil {
+	if err := makeSecret(o.secret, stdout); err != nil {
 		return err
 	}
 	if err := composeRun(ctx, o, stdout, append([]string{"up", "-d"}, extra...)...); err != nil {
 		return err
 	}
-	port := envOr("SLUICE_UI_PORT", "4040")
-	key, err := os.ReadFile(secret)
+	port := o.uiPort
+	key, err := os.ReadFile(o.secret)
 	if err != nil {
 		return err
 	}
-	b, err := waitFirstBatch(ctx, "http://127.0.0.1:"+port, strings.TrimSpace(string(key)), o.timeout)
+	b, first, err := waitFirstBatch(ctx, "http://127.0.0.1:"+port, strings.TrimSpace(string(key)), o.timeout)
 	if err != nil {
 		return fmt.Errorf("%w (see `%s -f deploy/docker-compose.yml -p %s logs`)", err, strings.Join(o.compose, " "), o.project)
 	}
@@ -312,7 +308,7 @@ deploy: the demo runs; first completed batch (%d records) %s after the start of 
   files:    docker cp $(%[4]s ps -q driver):/state/out ./demo-out
   scale:    %[4]s up -d --scale executor=3
   stop:     %[6]s
-`, b.InputRecords, time.Since(start).Round(100*time.Millisecond), port, c, brokers, down)
+`, b.InputRecords, first.Sub(start).Round(100*time.Millisecond), port, c, brokers, down)
 	return nil
 }
 
@@ -355,15 +351,16 @@ func batches(ctx context.Context, base, secret string) (total int, bs []apiBatch
 	return page.Total, page.Batches, nil
 }
 
-// waitFirstBatch polls the job's API until a batch with input succeeded.
-func waitFirstBatch(ctx context.Context, base, secret string, timeout time.Duration) (apiBatch, error) {
+// waitFirstBatch polls the job's API until a batch with input succeeded,
+// and returns it with the time it was seen.
+func waitFirstBatch(ctx context.Context, base, secret string, timeout time.Duration) (apiBatch, time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
 		_, bs, err := batches(ctx, base, secret)
 		for i := len(bs) - 1; i >= 0; i-- {
 			if bs[i].Status == "succeeded" && bs[i].InputRecords > 0 {
-				return bs[i], nil
+				return bs[i], time.Now(), nil
 			}
 		}
 		if err != nil {
@@ -371,9 +368,9 @@ func waitFirstBatch(ctx context.Context, base, secret string, timeout time.Durat
 		}
 		select {
 		case <-ctx.Done():
-			return apiBatch{}, ctx.Err()
+			return apiBatch{}, time.Time{}, ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return apiBatch{}, fmt.Errorf("no completed batch with input within %v (last error: %v)", timeout, last)
+	return apiBatch{}, time.Time{}, fmt.Errorf("no completed batch with input within %v (last error: %v)", timeout, last)
 }
