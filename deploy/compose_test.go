@@ -89,8 +89,8 @@ func TestComposeDemo(t *testing.T) {
 	})
 	jobID := d.jobID()
 	// The cluster CLI works from the host, through the published port.
-	cli := exec.CommandContext(ctx, "go", "run", "./cmd/driver", "jobs", "--master", "127.0.0.1:"+ports[2], "--secret-file", secret)
-	cli.Dir = root
+	// (deploy/.build/bin/driver is the static binary the images hold.)
+	cli := exec.CommandContext(ctx, filepath.Join(root, "deploy", ".build", "bin", "driver"), "jobs", "--master", "127.0.0.1:"+ports[2], "--secret-file", secret)
 	if out, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(out), jobID) {
 		t.Fatalf("driver jobs from the host: %v\n%s", err, out)
 	}
@@ -109,9 +109,13 @@ func TestComposeDemo(t *testing.T) {
 		}
 	}
 
+	t.Logf("%v: %d batches committed", time.Since(begin).Round(time.Second), n)
+
 	// 3. The output against the known input: stop the producer, let the
 	// job catch up, compare the files and the totals topic.
 	lines := d.checkAll("after the first batches")
+
+	t.Logf("%v: output checked", time.Since(begin).Round(time.Second))
 
 	// 4. Scale to 3: the new executor receives tasks.
 	d.compose("start", "producer")
@@ -140,6 +144,8 @@ func TestComposeDemo(t *testing.T) {
 	if ids := d.jobIDs(); len(ids) != 1 || ids[0] != jobID {
 		t.Fatalf("after up --scale: jobs %v, want only %s (submit --unless-running)", ids, jobID)
 	}
+
+	t.Logf("%v: the third executor received a task", time.Since(begin).Round(time.Second))
 
 	// 5. Kill an executor that was there from the start.
 	t.Run("KillExecutor", func(t *testing.T) {
