@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/devkafka"
 	"github.com/sluicehq/sluice/internal/wordgen"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,39 +34,10 @@ import (
 // It needs a Docker engine and Compose (v2 or v1); .ci/run runs it with
 // SLUICE_E2E_DOCKER=1. Without an engine it is skipped with a notice.
 func TestComposeDemo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: builds images and runs containers")
-	}
-	if os.Getenv("SLUICE_E2E_DOCKER") == "" {
-		t.Skip("the docker-compose demo test runs with SLUICE_E2E_DOCKER=1 (as .ci/run does)")
-	}
-	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "NOTICE: TestComposeDemo skipped: no Docker engine answers (%v: %s)\n", err, bytes.TrimSpace(out))
-		t.Skipf("no Docker engine answers: %v: %s", err, bytes.TrimSpace(out))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
-	defer cancel()
-	compose, err := findCompose(ctx, os.Getenv("SLUICE_COMPOSE"))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "NOTICE: TestComposeDemo skipped: %v\n", err)
-		t.Skip(err)
-	}
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, ports, ctx := newDemo(t)
+	defer d.cancel()
 	begin := time.Now()
-	uniq := fmt.Sprintf("sluicee2e%d", time.Now().UnixNano()%1_000_000_000)
-	secret := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(secret, []byte("e2e-secret-"+uniq+"-0123456789abcdef\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ports := freePorts(t, 4)
-	d := &demo{t: t, ctx: ctx, o: options{root: root, tag: uniq, project: uniq, compose: compose, secret: secret, uiPort: ports[0],
-		timeout: 3 * time.Minute, env: []string{
-			"SLUICE_UI_PORT=" + ports[0], "SLUICE_CLUSTER_UI_PORT=" + ports[1],
-			"SLUICE_DRIVER_PORT=" + ports[2], "SLUICE_KAFKA_PORT=" + ports[3],
-		}}, kafkaPort: ports[3]}
+	root, secret := d.o.root, d.o.secret
 	t.Cleanup(d.down) // also after a failure; the last step checks it
 
 	// 1. The one command (go run ./deploy up): images, compose up, the
@@ -199,16 +171,7 @@ func TestComposeDemo(t *testing.T) {
 
 	// 7. Down with volumes: nothing of the project is left.
 	d.down()
-	for _, kind := range []string{"container", "network", "volume"} {
-		args := []string{kind, "ls", "-q", "--filter", "label=com.docker.compose.project=" + uniq}
-		if kind == "container" {
-			args = []string{"ps", "-aq", "--filter", "label=com.docker.compose.project=" + uniq}
-		}
-		out, err := exec.Command("docker", args...).CombinedOutput()
-		if err != nil || len(bytes.TrimSpace(out)) > 0 {
-			t.Errorf("after down: docker %s: %v %s; want nothing left", strings.Join(args, " "), err, out)
-		}
-	}
+	d.checkNothingLeft()
 	t.Logf("whole test: %v", time.Since(begin).Round(100*time.Millisecond))
 }
 
@@ -217,9 +180,68 @@ type demo struct {
 	t         *testing.T
 	top       *testing.T
 	ctx       context.Context
+	cancel    context.CancelFunc
 	o         options
 	kafkaPort string
 	downDone  bool
+}
+
+// newDemo skips the test when it cannot run (-short, no SLUICE_E2E_DOCKER,
+// no Docker engine or Compose), and otherwise returns a demo under a project
+// name, image tag, secret and host ports of its own, removed at the end of
+// the test.
+func newDemo(t *testing.T) (*demo, []string, context.Context) {
+	if testing.Short() {
+		t.Skip("slow: builds images and runs containers")
+	}
+	if os.Getenv("SLUICE_E2E_DOCKER") == "" {
+		t.Skip("the docker-compose demo tests run with SLUICE_E2E_DOCKER=1 (as .ci/run does)")
+	}
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "NOTICE: %s skipped: no Docker engine answers (%v: %s)\n", t.Name(), err, bytes.TrimSpace(out))
+		t.Skipf("no Docker engine answers: %v: %s", err, bytes.TrimSpace(out))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	compose, err := findCompose(ctx, os.Getenv("SLUICE_COMPOSE"))
+	if err != nil {
+		cancel()
+		fmt.Fprintf(os.Stderr, "NOTICE: %s skipped: %v\n", t.Name(), err)
+		t.Skip(err)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	uniq := fmt.Sprintf("sluicee2e%d", time.Now().UnixNano()%1_000_000_000)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("e2e-secret-"+uniq+"-0123456789abcdef\n"), 0o600); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 4)
+	d := &demo{t: t, ctx: ctx, cancel: cancel, o: options{root: root, tag: uniq, project: uniq, compose: compose, secret: secret, uiPort: ports[0],
+		timeout: 3 * time.Minute, env: []string{
+			"SLUICE_UI_PORT=" + ports[0], "SLUICE_CLUSTER_UI_PORT=" + ports[1],
+			"SLUICE_DRIVER_PORT=" + ports[2], "SLUICE_KAFKA_PORT=" + ports[3],
+		}}, kafkaPort: ports[3]}
+	return d, ports, ctx
+}
+
+// checkNothingLeft fails the test if a container, network or volume of the
+// project is left.
+func (d *demo) checkNothingLeft() {
+	d.t.Helper()
+	for _, kind := range []string{"container", "network", "volume"} {
+		args := []string{kind, "ls", "-q", "--filter", "label=com.docker.compose.project=" + d.o.project}
+		if kind == "container" {
+			args = []string{"ps", "-aq", "--filter", "label=com.docker.compose.project=" + d.o.project}
+		}
+		out, err := exec.Command("docker", args...).CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			d.t.Errorf("after down: docker %s: %v %s; want nothing left", strings.Join(args, " "), err, out)
+		}
+	}
 }
 
 func (d *demo) outer() *testing.T {
@@ -244,8 +266,7 @@ func (d *demo) compose(args ...string) {
 // composeOut runs a compose command and returns its standard output.
 func (d *demo) composeOut(args ...string) string {
 	d.t.Helper()
-	full := append(append([]string{}, d.o.compose[1:]...), "-f", filepath.Join(d.o.root, "deploy", "docker-compose.yml"), "-p", d.o.project)
-	c := exec.CommandContext(d.ctx, d.o.compose[0], append(full, args...)...)
+	c := exec.CommandContext(d.ctx, d.o.compose[0], append(d.composeArgs(), args...)...)
 	c.Env = append(append(os.Environ(), "SLUICE_TAG="+d.o.tag, "SLUICE_SECRET_FILE="+d.o.secret), d.o.env...)
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
@@ -254,6 +275,15 @@ func (d *demo) composeOut(args ...string) string {
 		d.t.Fatalf("compose %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out)
+}
+
+// composeArgs are the compose command's arguments before the subcommand.
+func (d *demo) composeArgs() []string {
+	full := append(append([]string{}, d.o.compose[1:]...), "-f", filepath.Join(d.o.root, "deploy", "docker-compose.yml"))
+	for _, f := range d.o.files {
+		full = append(full, "-f", f)
+	}
+	return append(full, "-p", d.o.project)
 }
 
 // containers returns the ids of a service's containers, sorted.
@@ -267,8 +297,7 @@ func (d *demo) logs(service string) string { return d.composeOut("logs", "--no-c
 
 // logsQuiet is logs for a failed test: errors are part of the text.
 func (d *demo) logsQuiet(service string) string {
-	full := append(append([]string{}, d.o.compose[1:]...), "-f", filepath.Join(d.o.root, "deploy", "docker-compose.yml"), "-p", d.o.project, "logs", "--no-color", service)
-	c := exec.Command(d.o.compose[0], full...)
+	c := exec.Command(d.o.compose[0], append(d.composeArgs(), "logs", "--no-color", service)...)
 	c.Env = append(append(os.Environ(), "SLUICE_TAG="+d.o.tag, "SLUICE_SECRET_FILE="+d.o.secret), d.o.env...)
 	out, _ := c.CombinedOutput()
 	return string(out)
@@ -576,4 +605,70 @@ type tlog struct{ t *testing.T }
 func (l tlog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestComposeDemoOnExternalKafka runs the demo with the override for a real
+// Kafka cluster (deploy/docker-compose.kafka.yml, as `go run ./deploy up
+// --kafka HOSTS` does) against a broker outside Compose: a development
+// broker started by this test on the Docker bridge's gateway address, which
+// the containers reach as they would any Kafka host. The job's first batch
+// completes, its topics (created by the producer) fill on that broker, and
+// no development broker runs in the project.
+func TestComposeDemoOnExternalKafka(t *testing.T) {
+	d, _, ctx := newDemo(t)
+	defer d.cancel()
+	t.Cleanup(d.down)
+	host := bridgeGateway(t)
+	b, err := devkafka.StartOn(host, host, 0, 4) // no topics: the producer creates them
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	brokers := strings.Join(b.Addrs, ",")
+	d.o.files = []string{filepath.Join(d.o.root, "deploy", "docker-compose.kafka.yml")}
+	d.o.env = append(d.o.env, "SLUICE_KAFKA_BROKERS="+brokers)
+	if err := up(ctx, d.o, &brokers, nil, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range d.containers("broker") {
+		out, err := exec.Command("docker", "inspect", "--format", "{{.Config.Image}}", id).Output()
+		if err != nil || !strings.HasPrefix(string(out), "sluice-demo-tools:") {
+			t.Errorf("the broker service runs %s (%v), want the demo tools watching the external Kafka", out, err)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	d.waitFor("records in word-totals and window-counts on the external broker", time.Minute, func() bool {
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "lines", "word-totals", "window-counts")
+		if err != nil {
+			return false
+		}
+		n := map[string]int64{}
+		ends.Each(func(o kadm.ListedOffset) { n[o.Topic] += o.Offset })
+		return n["lines"] > 0 && n["word-totals"] > 0 && n["window-counts"] > 0
+	})
+	d.down()
+	d.checkNothingLeft()
+}
+
+// bridgeGateway is the host's address on Docker's default bridge (docker0),
+// which containers on any compose network reach.
+func bridgeGateway(t *testing.T) string {
+	gw, _ := exec.Command("docker", "network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}").Output()
+	if ip := net.ParseIP(strings.TrimSpace(string(gw))); ip != nil {
+		return ip.String()
+	}
+	if ifc, err := net.InterfaceByName("docker0"); err == nil {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	t.Skip("no address of Docker's default bridge (docker0) on this host: no place for a Kafka outside Compose")
+	return ""
 }
