@@ -91,8 +91,10 @@ func TestComposeDemo(t *testing.T) {
 
 	// 4. Scale to 3: the new executor receives tasks.
 	d.compose("start", "producer")
+	producer := d.containers("producer")
 	d.waitFor("the producer to continue after the lines in the topic", 30*time.Second, func() bool {
-		return strings.Contains(d.logs("producer"), fmt.Sprintf("from line %d on", lines))
+		out, _ := exec.CommandContext(ctx, "docker", "logs", producer[0]).CombinedOutput()
+		return bytes.Contains(out, []byte(fmt.Sprintf("from line %d on", lines)))
 	})
 	before := d.containers("executor")
 	if len(before) != 2 {
@@ -184,6 +186,7 @@ type demo struct {
 	o         options
 	kafkaPort string
 	downDone  bool
+	driverID  string // the driver's container, which is never recreated
 }
 
 // newDemo skips the test when it cannot run (-short, no SLUICE_E2E_DOCKER,
@@ -293,7 +296,29 @@ func (d *demo) containers(service string) []string {
 	return ids
 }
 
-func (d *demo) logs(service string) string { return d.composeOut("logs", "--no-color", service) }
+// logs returns the logs of a service's containers (docker logs: faster
+// than compose's, which matters when polled).
+func (d *demo) logs(service string) string {
+	var b strings.Builder
+	for _, id := range d.containers(service) {
+		out, _ := exec.CommandContext(d.ctx, "docker", "logs", id).CombinedOutput()
+		b.Write(out)
+	}
+	return b.String()
+}
+
+// driver returns the driver's container id.
+func (d *demo) driver() string {
+	d.t.Helper()
+	if d.driverID == "" {
+		ids := d.containers("driver")
+		if len(ids) != 1 {
+			d.t.Fatalf("%d driver containers", len(ids))
+		}
+		d.driverID = ids[0]
+	}
+	return d.driverID
+}
 
 // logsQuiet is logs for a failed test: errors are part of the text.
 func (d *demo) logsQuiet(service string) string {
@@ -332,12 +357,9 @@ func (d *demo) down() {
 // driverExec runs the driver binary inside the driver container.
 func (d *demo) driverExec(args ...string) string {
 	d.t.Helper()
-	ids := d.containers("driver")
-	if len(ids) != 1 {
-		d.t.Fatalf("%d driver containers", len(ids))
-	}
+	id := d.driver()
 	// the flags first: those after a positional argument are not parsed
-	full := append([]string{"exec", ids[0], "/driver", args[0], "--master", "127.0.0.1:7077", "--secret-file", "/run/secrets/sluice-secret"}, args[1:]...)
+	full := append([]string{"exec", id, "/driver", args[0], "--master", "127.0.0.1:7077", "--secret-file", "/run/secrets/sluice-secret"}, args[1:]...)
 	out, err := exec.CommandContext(d.ctx, "docker", full...).CombinedOutput()
 	if err != nil {
 		d.t.Fatalf("docker %s: %v\n%s", strings.Join(full, " "), err, out)
@@ -388,11 +410,8 @@ type batchOut struct {
 // being written (._temporary) are left out.
 func (d *demo) outputs() map[int64]*batchOut {
 	d.t.Helper()
-	ids := d.containers("driver")
-	if len(ids) != 1 {
-		d.t.Fatalf("%d driver containers", len(ids))
-	}
-	cmd := exec.CommandContext(d.ctx, "docker", "cp", ids[0]+":/state/out", "-")
+	id := d.driver()
+	cmd := exec.CommandContext(d.ctx, "docker", "cp", id+":/state/out", "-")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	raw, err := cmd.Output()
