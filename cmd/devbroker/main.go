@@ -5,6 +5,8 @@
 //
 //	devbroker --port 9092 --partitions 4 --topics lines,counts
 //	devbroker --port 9092 --generate lines --lines-per-second 100000
+//	devbroker --host 0.0.0.0 --advertise broker   # in a container named broker
+//	devbroker --check 127.0.0.1:9092              # health check: exit 0 if it answers
 package main
 
 import (

@@ -7,12 +7,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/devkafka"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type config struct {
 	port       int
+	host       string
+	advertise  string
+	check      string
 	partitions int
 	topics     []string
 	generate   string
@@ -25,7 +31,10 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	var c config
 	var topics string
-	fs.IntVar(&c.port, "port", 9092, "port to listen on, on 127.0.0.1 (0: any free port)")
+	fs.IntVar(&c.port, "port", 9092, "port to listen on (0: any free port)")
+	fs.StringVar(&c.host, "host", "127.0.0.1", "address to listen on (0.0.0.0 in a container)")
+	fs.StringVar(&c.advertise, "advertise", "", "host name clients are told to connect to (default: --host; in a container, its service name)")
+	fs.StringVar(&c.check, "check", "", "health check: exit 0 if a broker at this HOST:PORT answers a metadata request within 5s, else 1 (for container health checks)")
 	fs.IntVar(&c.partitions, "partitions", 4, "partitions of every topic")
 	fs.StringVar(&topics, "topics", "lines,counts", "comma-separated topics to create")
 	fs.StringVar(&c.generate, "generate", "", "produce the standard workload (lines of 10 words) to this topic")
@@ -72,7 +81,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	b, err := devkafka.Start(cfg.port, int32(cfg.partitions), cfg.topics...)
+	if cfg.check != "" {
+		return check(ctx, cfg.check)
+	}
+	b, err := devkafka.StartOn(cfg.host, cfg.advertise, cfg.port, int32(cfg.partitions), cfg.topics...)
 	if err != nil {
 		return err
 	}
@@ -87,5 +99,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	<-ctx.Done()
+	return nil
+}
+
+// check asks the broker at addr for its metadata.
+func check(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).BrokerMetadata(ctx); err != nil {
+		return fmt.Errorf("health check of %s: %w", addr, err)
+	}
 	return nil
 }

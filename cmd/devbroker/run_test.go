@@ -72,3 +72,33 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+// A broker listening on every interface advertises the given host name, and
+// --check tells a broker that answers from an address where none does.
+func TestAdvertiseAndCheck(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuf{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--port=0", "--host=0.0.0.0", "--advertise=localhost", "--topics=x"}, out, out)
+	}()
+	addr := regexp.MustCompile(`on (localhost:(\d+))`)
+	deadline := time.Now().Add(20 * time.Second)
+	for addr.FindStringSubmatch(out.String()) == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := addr.FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("output %q: want the advertised address localhost:PORT", out.String())
+	}
+	if err := run(context.Background(), []string{"--check=127.0.0.1:" + m[2]}, out, out); err != nil {
+		t.Fatalf("check of a running broker: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"--check=127.0.0.1:" + m[2]}, out, out); err == nil {
+		t.Fatal("check of a stopped broker: no error")
+	}
+}

@@ -41,6 +41,7 @@ const usage = `usage:
   driver status --master HOST:PORT ... JOB
   driver status --ui HOST:PORT [--watch] ... JOB
   driver stop   --master HOST:PORT ... JOB
+  driver healthcheck --master HOST:PORT ...  (exit 0 if the driver answers; for container health checks)
 Relative paths in flags are relative to the working directory of the command.
 Run "driver COMMAND --help" for the flags of a command.`
 
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, args[1:], stdout, stderr)
-	case "submit", "jobs", "status", "stop":
+	case "submit", "jobs", "status", "stop", "healthcheck":
 		err = client(ctx, args[0], args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
@@ -86,6 +87,7 @@ type clientFlags struct {
 	watch            *bool
 	interval         *time.Duration
 	batches          *int
+	unlessRunning    *bool
 	sec              cluster.SecurityFlags
 }
 
@@ -109,7 +111,9 @@ func flagSet(cmd string) (*flag.FlagSet, any) {
 		watch:    fs.Bool("watch", false, "status: follow the job live, redrawing its figures in the terminal until it ends (needs --ui)"),
 		interval: fs.Duration("interval", time.Second, "status --watch: time between refreshes"),
 		batches:  fs.Int("batches", 10, "status: the last batches to show"),
-		sec:      cluster.AddSecurityFlags(fs),
+		unlessRunning: fs.Bool("unless-running", false,
+			"submit: if a job of this name is running already, print its id and submit nothing (for a submit step that may run again)"),
+		sec: cluster.AddSecurityFlags(fs),
 	}
 }
 
@@ -203,7 +207,7 @@ func advertised(a net.Addr) string {
 func client(ctx context.Context, cmd string, args []string, stdout io.Writer) error {
 	fs, f := flagSet(cmd)
 	flags := f.(clientFlags)
-	master, name, sf := flags.master, flags.name, flags.sec
+	master, name, sf, unlessRunning := flags.master, flags.name, flags.sec, flags.unlessRunning
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
@@ -230,11 +234,35 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 		if len(jobArgs) > 0 && jobArgs[0] == "--" {
 			jobArgs = jobArgs[1:]
 		}
+		if *unlessRunning {
+			jobName := *name
+			if jobName == "" {
+				jobName = filepath.Base(rest[0])
+			}
+			resp, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+			if err != nil {
+				return err
+			}
+			for _, j := range resp.GetJobs() {
+				if j.GetName() == jobName && (j.GetState() == "running" || j.GetState() == "starting") {
+					fmt.Fprintln(stdout, j.GetJobId())
+					return nil
+				}
+			}
+		}
 		id, err := submit(ctx, dc, rest[0], *name, jobArgs)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, id)
+	case "healthcheck":
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		resp, err := dc.ListJobs(hctx, &sluicev1.ListJobsRequest{})
+		if err != nil {
+			return fmt.Errorf("healthcheck: the driver at %s: %w", *master, err)
+		}
+		fmt.Fprintf(stdout, "driver at %s answers: %d jobs\n", *master, len(resp.GetJobs()))
 	case "jobs":
 		resp, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{})
 		if err != nil {

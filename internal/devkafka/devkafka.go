@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +37,45 @@ func Start(port int, partitions int32, topics ...string) (*Broker, error) {
 	}
 	return &Broker{c: c, Addrs: c.ListenAddrs()}, nil
 }
+
+// StartOn is Start listening on host (e.g. "0.0.0.0" in a container) and
+// telling clients to connect to advertise (e.g. the container's service
+// name); an empty advertise is the listen host. Addrs are the advertised
+// addresses.
+func StartOn(host, advertise string, port int, partitions int32, topics ...string) (*Broker, error) {
+	if partitions <= 0 {
+		return nil, fmt.Errorf("devkafka: %d partitions: must be > 0", partitions)
+	}
+	if advertise == "" {
+		advertise = host
+	}
+	listen := func(network, _ string) (net.Listener, error) {
+		ln, err := net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, err
+		}
+		_, p, _ := net.SplitHostPort(ln.Addr().String())
+		return advertised{ln, advertise + ":" + p}, nil
+	}
+	c, err := kfake.NewCluster(kfake.Ports(port), kfake.ListenFn(listen), kfake.SeedTopics(partitions, topics...))
+	if err != nil {
+		return nil, fmt.Errorf("devkafka: start broker on %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)
+	}
+	return &Broker{c: c, Addrs: c.ListenAddrs()}, nil
+}
+
+// advertised is a listener whose address is the one clients are told.
+type advertised struct {
+	net.Listener
+	addr string
+}
+
+func (a advertised) Addr() net.Addr { return advertisedAddr(a.addr) }
+
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // Close stops the broker.
 func (b *Broker) Close() { b.c.Close() }
