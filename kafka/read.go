@@ -10,6 +10,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/sluicehq/sluice/dstream"
 )
 
 // reader reads offset ranges in tasks, with one connection per partition
@@ -147,12 +148,30 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 	})
 	var derr error
 	stopped := false
+	var skipped int64 // undecodable values skipped
+	var firstSkipped *DecodeError
+	defer func() {
+		if skipped > 0 {
+			dstream.AddSourceCount(ctx, countUndecodable, skipped)
+			r.cfg.Logger.Warn("kafka: values that cannot be decoded; skipping them",
+				slog.String("range", rg.String()), slog.Int64("records", skipped),
+				slog.Int64("first_offset", firstSkipped.Offset), slog.Any("first_err", firstSkipped.Err))
+		}
+	}()
 	for msgs := range full {
 		if derr == nil && !stopped {
 			for _, msg := range msgs {
 				v, err := r.decode(msg.Value)
 				if err != nil {
-					derr = fmt.Errorf("decode the value of %s offset %d: %w", tp, msg.Offset, err)
+					de := &DecodeError{Topic: rg.Topic, Partition: rg.Partition, Offset: msg.Offset, Err: err}
+					if r.cfg.OnUndecodable == SkipUndecodable {
+						if skipped++; firstSkipped == nil {
+							firstSkipped = de
+						}
+						next = msg.Offset + 1
+						continue
+					}
+					derr = de
 					break
 				}
 				next = msg.Offset + 1
@@ -315,5 +334,6 @@ func (r *reader[V]) lost(ctx context.Context, rg OffsetRange, next int64) (int64
 	}
 	r.cfg.Logger.Warn("kafka: offsets deleted before they were read; skipping them",
 		slog.String("lost", gone.String()), slog.Int64("records", gone.Count()))
+	dstream.AddSourceCount(ctx, countLost, gone.Count())
 	return gone.Until, nil
 }
