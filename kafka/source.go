@@ -256,7 +256,7 @@ func NewValueStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) (
 	}
 	rd.valuesOnly = true
 	return plannedStream(ctx, p, rd.closeIdle, func(ctx context.Context, t time.Time, rg OffsetRange, yield func(V) bool) error {
-		return rd.read(ctx, t, rg, func(r Record[V]) bool { return yield(r.Value) })
+		return rd.readValues(ctx, t, rg, yield)
 	}), nil
 }
 
