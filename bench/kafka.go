@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,15 +92,34 @@ func kafkaBench(cfg config, out io.Writer) error {
 		{"kafka-go: a goroutine per partition, Conn.ReadBatchWith + map", func() (int64, error) { return kafkaGoConsumer(addrs) }},
 		{"franz-go: one goroutine, PollFetches + map", func() (int64, error) { return franzConsumer(addrs) }},
 	}
+	// KAFKA_BENCH_CPUPROFILE=file writes a CPU profile of Sluice's runs.
+	var prof *os.File
+	if path := os.Getenv("KAFKA_BENCH_CPUPROFILE"); path != "" {
+		if prof, err = os.Create(path); err != nil {
+			return err
+		}
+		defer prof.Close()
+	}
 	rates := make([][]float64, len(contenders))
 	shares := make([][]float64, len(contenders))
 	cpu := make([][]float64, len(contenders)) // consumer CPU µs per line
 	for round := range kafkaRounds {
 		for i, c := range contenders {
 			b0, s0 := cpuTicks(brk.Process.Pid), cpuTicks(os.Getpid())
+			if prof != nil && i == 0 {
+				if err := pprof.StartCPUProfile(prof); err != nil {
+					return err
+				}
+			}
 			t0 := time.Now()
 			words, err := c.run()
 			wall := time.Since(t0)
+			if prof != nil && i == 0 {
+				pprof.StopCPUProfile()
+				if round == 0 { // one round: a profile file holds one profile
+					prof = nil
+				}
+			}
 			b1, s1 := cpuTicks(brk.Process.Pid), cpuTicks(os.Getpid())
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)

@@ -448,7 +448,6 @@ func (c *Context) generate(t time.Time) *batch {
 func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (BatchInfo, error) {
 	start := time.Now()
 	info := BatchInfo{Time: b.time, InputRecords: b.input, SchedulingDelay: max(0, start.Sub(scheduled))}
-	info.Inputs = c.hooks.inputs(b.time)
 	err := b.genErr
 	if err == nil {
 		for _, j := range b.jobs {
@@ -480,6 +479,7 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 			}
 		}
 	}
+	info.Inputs = c.hooks.inputs(b.time) // after the jobs: with their tasks' source counts
 	end := time.Now()
 	info.ProcessingTime = end.Sub(start)
 	info.TotalDelay = info.SchedulingDelay + info.ProcessingTime

@@ -2,8 +2,12 @@ package dstream
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +28,42 @@ type SourcePlan[M any] struct {
 	Attrs []slog.Attr
 	// Metadata is kept in BatchInfo.Inputs for batch listeners.
 	Metadata any
+	// Counts are figures known when planning (records skipped), to which
+	// tasks add with AddSourceCount; each batch's totals are added to its
+	// log line (after Attrs, by name) and to BatchInfo.Inputs' Attrs.
+	Counts map[string]int64
+}
+
+type sourceCountsKey struct{}
+
+// sourceCounts collects a task's AddSourceCount figures, by part read.
+type sourceCounts struct {
+	mu    sync.Mutex
+	part  string
+	parts map[string]map[string]int64 // by part (%v), by name
+}
+
+// AddSourceCount adds n to the figure name of the batch a PlannedSource's
+// Read reads, for the part it reads. A part's figures count once, from the
+// last successful read of the part (a retried or recomputed read replaces
+// them), and only when the task succeeds. ctx is the ctx given to Read;
+// elsewhere AddSourceCount does nothing.
+func AddSourceCount(ctx context.Context, name string, n int64) {
+	sc, _ := ctx.Value(sourceCountsKey{}).(*sourceCounts)
+	if sc == nil {
+		return
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.parts == nil {
+		sc.parts = map[string]map[string]int64{}
+	}
+	m := sc.parts[sc.part]
+	if m == nil {
+		m = map[string]int64{}
+		sc.parts[sc.part] = m
+	}
+	m[name] += n
 }
 
 // PlannedSource is the extension point for sources whose input stays
@@ -62,6 +102,25 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 	codec := rdd.CodecOf[M]()
 	var mu sync.Mutex
 	infos := map[time.Time]InputInfo{}
+	plans := map[time.Time]map[string]int64{}          // SourcePlan.Counts
+	counted := map[int64]map[string]map[string]int64{} // tasks' counts by batch (ns), part
+	reportName := op + "/" + strconv.Itoa(len(c.streams))
+	c.registerReporter("plannedCounts/", reportName, func(t time.Time, _ int, b []byte) error {
+		var parts map[string]map[string]int64
+		if err := json.Unmarshal(b, &parts); err != nil {
+			return fmt.Errorf("%s: task counts: %w", op, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		ns := t.UnixNano()
+		if counted[ns] == nil {
+			counted[ns] = map[string]map[string]int64{}
+		}
+		for p, m := range parts {
+			counted[ns][p] = m
+		}
+		return nil
+	})
 	in := newInput[M](c, op+"-plan", func(t time.Time) ([]arrow.Record, int64, error) {
 		plan, err := src.Plan(t)
 		if err != nil {
@@ -73,6 +132,9 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 		}
 		mu.Lock()
 		infos[t] = InputInfo{Records: plan.Records, Attrs: plan.Attrs, Metadata: plan.Metadata}
+		if plan.Counts != nil {
+			plans[t] = plan.Counts
+		}
 		mu.Unlock()
 		return recs, plan.Records, nil
 	})
@@ -93,8 +155,28 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			if err := src.Read(ctx, tc.BatchTime, m, yield); err != nil {
+			sc := &sourceCounts{part: fmt.Sprintf("%v", m)}
+			if err := src.Read(context.WithValue(ctx, sourceCountsKey{}, sc), tc.BatchTime, m, yield); err != nil {
 				return fmt.Errorf("%s: %w", op, err)
+			}
+			if sc.parts != nil {
+				// Merged with the task's earlier parts' counts, if any.
+				key := "plannedCounts/" + strconv.FormatInt(tc.BatchTime.UnixNano(), 10) + "/" + strconv.Itoa(tc.Partition) + "/" + reportName
+				var all map[string]map[string]int64
+				if old, ok := tc.Reports[key]; ok {
+					if err := json.Unmarshal(old, &all); err != nil {
+						return fmt.Errorf("%s: %w", op, err)
+					}
+				}
+				if all == nil {
+					all = map[string]map[string]int64{}
+				}
+				maps.Copy(all, sc.parts)
+				b, err := json.Marshal(all)
+				if err != nil {
+					return fmt.Errorf("%s: %w", op, err)
+				}
+				tc.Report(key, b)
 			}
 			return nil
 		}), nil
@@ -109,12 +191,37 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 				delete(infos, t)
 			}
 		}
+		for t := range plans {
+			if !t.After(before) {
+				delete(plans, t)
+			}
+		}
+		for ns := range counted {
+			if ns <= before.UnixNano() {
+				delete(counted, ns)
+			}
+		}
 	}
 	c.hooks.addDescriber(func(t time.Time) (InputInfo, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		info, ok := infos[t]
 		info.Stream = s.b.name
+		if plans[t] != nil || counted[t.UnixNano()] != nil {
+			tot := maps.Clone(plans[t])
+			if tot == nil {
+				tot = map[string]int64{}
+			}
+			for _, m := range counted[t.UnixNano()] {
+				for k, n := range m {
+					tot[k] += n
+				}
+			}
+			info.Attrs = slices.Clone(info.Attrs)
+			for _, k := range slices.Sorted(maps.Keys(tot)) {
+				info.Attrs = append(info.Attrs, slog.Int64(k, tot[k]))
+			}
+		}
 		return info, ok
 	})
 	return s

@@ -21,10 +21,17 @@
 // ("offsets", with "lag": the records left for later batches, and "rate"
 // under backpressure) and in dstream.BatchInfo.Inputs (as []OffsetRange).
 //
-// Offsets deleted by retention before they were read fail the batch with
-// an error naming the topic, partition and lost range; with
+// Offsets deleted by retention before they were read (found when planning,
+// or deleted between planning and the task's read) fail the batch with an
+// error naming the topic, partition and lost range; with
 // Config.OnLostOffsets = SkipLost the source skips forward, logs a warning
 // and counts the lost records on the batch log line ("lost_records").
+//
+// A value the decoder cannot decode fails the task (and, after its
+// retries, the batch) with a *DecodeError naming the topic, partition,
+// offset and the decoder's error; with Config.OnUndecodable =
+// SkipUndecodable such records are skipped, a warning is logged per range
+// read and the batch log line counts them ("undecodable_records").
 //
 // # Sink
 //

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/sluicehq/sluice/dstream"
 )
 
 // reader reads offset ranges in tasks, with one connection per partition
@@ -76,6 +77,17 @@ func (r *reader[V]) release(tp TopicPartition, c *kafkago.Conn) {
 // read yields the records of rg, exactly: offsets below From or at or past
 // Until are never yielded (a fetch may return more).
 func (r *reader[V]) read(ctx context.Context, _ time.Time, rg OffsetRange, yield func(Record[V]) bool) error {
+	return r.readRange(ctx, rg, yield, nil)
+}
+
+// readValues is read for values-only readers (valuesOnly): it yields the
+// values alone, without building a Record for each.
+func (r *reader[V]) readValues(ctx context.Context, _ time.Time, rg OffsetRange, yield func(V) bool) error {
+	return r.readRange(ctx, rg, nil, yield)
+}
+
+// readRange reads rg, yielding records (yieldRec) or values (yieldVal).
+func (r *reader[V]) readRange(ctx context.Context, rg OffsetRange, yieldRec func(Record[V]) bool, yieldVal func(V) bool) error {
 	if rg.Count() <= 0 {
 		return nil
 	}
@@ -83,7 +95,7 @@ func (r *reader[V]) read(ctx context.Context, _ time.Time, rg OffsetRange, yield
 	for attempt := 0; ; attempt++ {
 		var reused bool
 		var err error
-		next, reused, err = r.readFrom(ctx, rg, next, yield)
+		next, reused, err = r.readFrom(ctx, rg, next, yieldRec, yieldVal)
 		var lost *LostOffsetsError
 		switch {
 		case err == nil || errors.Is(err, errStopped):
@@ -110,10 +122,24 @@ var (
 	errOutOfRange = errors.New("offset out of range")
 )
 
+// chunk is a run of messages handed from the fetching goroutine to the
+// task: offsets and values, and for whole-record reads the messages.
+type chunk struct {
+	offs []int64
+	vals [][]byte
+	msgs []kafkago.Message // empty for values-only reads
+}
+
+func (c *chunk) reset() {
+	c.offs, c.vals = c.offs[:0], c.vals[:0]
+	clear(c.msgs) // no references to old keys and headers
+	c.msgs = c.msgs[:0]
+}
+
 const (
 	// chunkSize is the number of messages handed from the fetching
 	// goroutine to the task at a time.
-	chunkSize = 1024
+	chunkSize = 4096
 	// arenaSize and arenaMinFree size the arenas of values-only reads.
 	arenaSize, arenaMinFree = 1 << 20, 64 << 10
 )
@@ -122,7 +148,7 @@ const (
 // fetching goroutine reads messages ahead (at most three chunks) while the
 // task decodes and processes the previous ones, so waiting for the broker
 // overlaps with work.
-func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yield func(Record[V]) bool) (int64, bool, error) {
+func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yieldRec func(Record[V]) bool, yieldVal func(V) bool) (int64, bool, error) {
 	tp := TopicPartition{rg.Topic, rg.Partition}
 	conn, reused, err := r.conn(ctx, tp)
 	if err != nil {
@@ -132,11 +158,15 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	free := make(chan []kafkago.Message, 3)
+	free := make(chan *chunk, 3)
 	for range cap(free) {
-		free <- make([]kafkago.Message, 0, chunkSize)
+		c := &chunk{offs: make([]int64, 0, chunkSize), vals: make([][]byte, 0, chunkSize)}
+		if !r.valuesOnly {
+			c.msgs = make([]kafkago.Message, 0, chunkSize)
+		}
+		free <- c
 	}
-	full := make(chan []kafkago.Message, cap(free))
+	full := make(chan *chunk, cap(free))
 	quit := make(chan struct{})
 	var fetched int64
 	var ferr error
@@ -147,16 +177,41 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 	})
 	var derr error
 	stopped := false
-	for msgs := range full {
+	var skipped int64 // undecodable values skipped
+	var firstSkipped *DecodeError
+	defer func() {
+		if skipped > 0 {
+			dstream.AddSourceCount(ctx, countUndecodable, skipped)
+			r.cfg.Logger.Warn("kafka: values that cannot be decoded; skipping them",
+				slog.String("range", rg.String()), slog.Int64("records", skipped),
+				slog.Int64("first_offset", firstSkipped.Offset), slog.Any("first_err", firstSkipped.Err))
+		}
+	}()
+	for c := range full {
 		if derr == nil && !stopped {
-			for _, msg := range msgs {
-				v, err := r.decode(msg.Value)
+			for i, off := range c.offs {
+				v, err := r.decode(c.vals[i])
 				if err != nil {
-					derr = fmt.Errorf("decode the value of %s offset %d: %w", tp, msg.Offset, err)
+					de := &DecodeError{Topic: rg.Topic, Partition: rg.Partition, Offset: off, Err: err}
+					if r.cfg.OnUndecodable == SkipUndecodable {
+						if skipped++; firstSkipped == nil {
+							firstSkipped = de
+						}
+						next = off + 1
+						continue
+					}
+					derr = de
 					break
 				}
-				next = msg.Offset + 1
-				if !yield(Record[V]{Topic: rg.Topic, Partition: rg.Partition, Offset: msg.Offset, Key: msg.Key, Value: v, Headers: msg.Headers, Time: msg.Time}) {
+				next = off + 1
+				var ok bool
+				if yieldVal != nil {
+					ok = yieldVal(v)
+				} else {
+					msg := &c.msgs[i]
+					ok = yieldRec(Record[V]{Topic: rg.Topic, Partition: rg.Partition, Offset: off, Key: msg.Key, Value: v, Headers: msg.Headers, Time: msg.Time})
+				}
+				if !ok {
 					stopped = true
 					break
 				}
@@ -165,7 +220,8 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 				close(quit)
 			}
 		}
-		free <- msgs[:0]
+		c.reset()
+		free <- c
 	}
 	wg.Wait()
 	switch {
@@ -186,11 +242,11 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 // fetch reads the messages of rg from offset next on with per-partition
 // fetches and sends them in chunks; it returns the offset it got to. It
 // stops early when quit is closed.
-func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <-chan []kafkago.Message, full chan<- []kafkago.Message, quit <-chan struct{}) (int64, error) {
+func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <-chan *chunk, full chan<- *chunk, quit <-chan struct{}) (int64, error) {
 	tp := TopicPartition{rg.Topic, rg.Partition}
 	chunk := <-free
 	send := func() bool {
-		if len(chunk) == 0 {
+		if len(chunk.offs) == 0 {
 			return true
 		}
 		full <- chunk
@@ -251,8 +307,12 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 				break
 			}
 			next = msg.Offset + 1
-			chunk = append(chunk, msg)
-			if len(chunk) == chunkSize && !send() {
+			chunk.offs = append(chunk.offs, msg.Offset)
+			chunk.vals = append(chunk.vals, msg.Value)
+			if !r.valuesOnly {
+				chunk.msgs = append(chunk.msgs, msg)
+			}
+			if len(chunk.offs) == chunkSize && !send() {
 				batch.Close()
 				return next, errStopped
 			}
@@ -315,5 +375,6 @@ func (r *reader[V]) lost(ctx context.Context, rg OffsetRange, next int64) (int64
 	}
 	r.cfg.Logger.Warn("kafka: offsets deleted before they were read; skipping them",
 		slog.String("lost", gone.String()), slog.Int64("records", gone.Count()))
+	dstream.AddSourceCount(ctx, countLost, gone.Count())
 	return gone.Until, nil
 }

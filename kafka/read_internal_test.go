@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/devkafka"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -65,4 +66,38 @@ func TestReadRangeDeletedBeforeRead(t *testing.T) {
 			t.Fatalf("SkipLost read %d records (%v), err %v; want offsets 60..89", len(got), got, err)
 		}
 	}
+}
+
+// BenchmarkReadValues measures the values-only read path (fetch, parse,
+// hand-off, decode) of one 100,000-record range of standard lines from an
+// in-process broker: go test -run X -bench ReadValues ./kafka/
+func BenchmarkReadValues(b *testing.B) {
+	br, err := devkafka.Start(0, 1, "lines")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	const n = 100_000
+	if _, err := devkafka.Generate(context.Background(), br.Addrs, "lines", 0, 0, n); err != nil {
+		b.Fatal(err)
+	}
+	cfg := Config{Brokers: br.Addrs, Topics: []string{"lines"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := cfg.validate(); err != nil {
+		b.Fatal(err)
+	}
+	rd := newReader(cfg, String())
+	rd.valuesOnly = true
+	defer rd.closeIdle()
+	rg := OffsetRange{"lines", 0, 0, n}
+	b.ResetTimer()
+	for range b.N {
+		var bytes int
+		if err := rd.readValues(context.Background(), time.Time{}, rg, func(v string) bool { bytes += len(v); return true }); err != nil {
+			b.Fatal(err)
+		}
+		if bytes < n {
+			b.Fatalf("read %d bytes", bytes)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 }

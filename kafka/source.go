@@ -125,6 +125,37 @@ func (e *LostOffsetsError) Error() string {
 		"to skip lost offsets and go on, set Config.OnLostOffsets = kafka.SkipLost", e.Range, e.Range.Count())
 }
 
+// UndecodablePolicy says what happens to a record whose value the stream's
+// Decoder cannot decode.
+type UndecodablePolicy int
+
+const (
+	// FailOnUndecodable fails the task (and so, after its retries, the
+	// batch) with a *DecodeError naming the topic, partition, offset and
+	// the decoder's error. The default.
+	FailOnUndecodable UndecodablePolicy = iota
+	// SkipUndecodable skips such records, logs a warning (one per range
+	// read, with the first offset and error) and counts them on the batch
+	// log line as undecodable_records.
+	SkipUndecodable
+)
+
+// DecodeError reports a record value the stream's Decoder could not decode.
+type DecodeError struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Err       error // the decoder's error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("kafka: the value of %s/%d offset %d cannot be decoded: %v; "+
+		"fix the producer or the decoder, or set Config.OnUndecodable = kafka.SkipUndecodable to skip such records",
+		e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
 // Config configures a direct stream. Zero values mean defaults.
 type Config struct {
 	// Brokers are the bootstrap brokers, host:port; required.
@@ -142,6 +173,8 @@ type Config struct {
 	StartOffsets map[TopicPartition]int64
 	// OnLostOffsets is the policy for offsets deleted before they were read.
 	OnLostOffsets LostPolicy
+	// OnUndecodable is the policy for values the decoder cannot decode.
+	OnUndecodable UndecodablePolicy
 	// Backpressure adapts the batch size to what the job processes in one
 	// batch interval (Spark's PID estimator: proportional 1.0, integral 0.2,
 	// derivative 0, at least 100 records/s).
@@ -182,6 +215,9 @@ func (c *Config) validate() error {
 	if c.OnLostOffsets != FailOnLost && c.OnLostOffsets != SkipLost {
 		return fmt.Errorf("kafka: OnLostOffsets %d: use kafka.FailOnLost or kafka.SkipLost", c.OnLostOffsets)
 	}
+	if c.OnUndecodable != FailOnUndecodable && c.OnUndecodable != SkipUndecodable {
+		return fmt.Errorf("kafka: OnUndecodable %d: use kafka.FailOnUndecodable or kafka.SkipUndecodable", c.OnUndecodable)
+	}
 	if c.InitialRate < 0 || c.MaxRatePerPartition < 0 || c.MaxRecordsPerTask < 0 || c.FetchMaxBytes < 0 {
 		return errors.New("kafka: InitialRate, MaxRatePerPartition, MaxRecordsPerTask and FetchMaxBytes must be >= 0 (0 means the default)")
 	}
@@ -220,7 +256,7 @@ func NewValueStream[V any](ctx *dstream.Context, cfg Config, value Decoder[V]) (
 	}
 	rd.valuesOnly = true
 	return plannedStream(ctx, p, rd.closeIdle, func(ctx context.Context, t time.Time, rg OffsetRange, yield func(V) bool) error {
-		return rd.read(ctx, t, rg, func(r Record[V]) bool { return yield(r.Value) })
+		return rd.readValues(ctx, t, rg, yield)
 	}), nil
 }
 
@@ -264,6 +300,12 @@ func plannedStream[T any](ctx *dstream.Context, p *planner, closeReader func(), 
 	ctx.AddBatchListener(p.completed)
 	return s
 }
+
+// The figures on the batch log line of skipped records.
+const (
+	countLost        = "lost_records"
+	countUndecodable = "undecodable_records"
+)
 
 // planner decides each batch's offset ranges in the job's driver.
 type planner struct {
@@ -548,8 +590,15 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 	p.batches[t] = ends
 	plan.Metadata = ranges
 	plan.Attrs = []slog.Attr{slog.String("offsets", desc.String()), slog.Int64("lag", lag)}
+	// Tasks add the records they find lost or cannot decode (dstream.AddSourceCount).
 	if p.cfg.OnLostOffsets == SkipLost {
-		plan.Attrs = append(plan.Attrs, slog.Int64("lost_records", lost))
+		plan.Counts = map[string]int64{countLost: lost}
+	}
+	if p.cfg.OnUndecodable == SkipUndecodable {
+		if plan.Counts == nil {
+			plan.Counts = map[string]int64{}
+		}
+		plan.Counts[countUndecodable] = 0
 	}
 	if p.cfg.Backpressure {
 		plan.Attrs = append(plan.Attrs, slog.Int64("rate", int64(p.ctl.Rate())))
