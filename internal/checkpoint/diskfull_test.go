@@ -59,7 +59,9 @@ func TestDiskFull(t *testing.T) {
 	dir := mountTmpfs(t, 4<<20)
 	s := open(t, dir)
 	at := func(n int) time.Time { return time.Unix(4000+int64(n), 0) }
-	payload := func(n int) []byte { return append([]byte(fmt.Sprintf("batch-%d:", n)), bytes.Repeat([]byte("y"), 50000)...) }
+	payload := func(n int) []byte {
+		return append([]byte(fmt.Sprintf("batch-%d:", n)), bytes.Repeat([]byte("y"), 50000)...)
+	}
 	saveN(t, s, 0, 3)
 	acked := 0
 	for n := 1; n <= 10; n++ {
