@@ -1,0 +1,221 @@
+package dstream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/internal/checkpoint"
+	"github.com/sluicehq/sluice/rdd"
+)
+
+// recorder keeps every output of a job by operator and batch time.
+type recorder struct {
+	mu   sync.Mutex
+	outs map[string]map[time.Time][]string // name -> batch -> sorted values
+	n    map[string]int                    // outputs per name, replays included
+}
+
+func newRecorder() *recorder {
+	return &recorder{outs: map[string]map[time.Time][]string{}, n: map[string]int{}}
+}
+
+// put records one batch's output; a replayed batch must repeat it exactly.
+func (r *recorder) put(t *testing.T, name string, at time.Time, vals []string) {
+	slices.Sort(vals)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.outs[name] == nil {
+		r.outs[name] = map[time.Time][]string{}
+	}
+	if old, ok := r.outs[name][at.UTC()]; ok && !slices.Equal(old, vals) {
+		t.Errorf("%s at %v replayed with other output:\n  first %v\n  again %v", name, at, old, vals)
+	}
+	r.outs[name][at.UTC()] = vals
+	r.n[name]++
+}
+
+func record[T any](t *testing.T, rec *recorder, name string, s *dstream.DStream[T]) {
+	dstream.ForeachRDD(s, func(b *dstream.Batch, r *rdd.RDD[T]) error {
+		vals, err := dstream.Collect(b, r)
+		if err != nil {
+			return err
+		}
+		strs := make([]string, len(vals))
+		for i, v := range vals {
+			strs[i] = fmt.Sprint(v)
+		}
+		rec.put(t, name, b.Time(), strs)
+		return nil
+	})
+}
+
+// statefulJob is a job with every kind of stateful operator over a Rate
+// source (its batches depend only on the zero time and the batch index).
+func statefulJob(t *testing.T, ctx *dstream.Context, rec *recorder) {
+	rate := dstream.Rate(ctx, 400) // 20 values per 50ms batch
+	kv := dstream.Map(rate, func(v int64) dstream.KV[string, int64] {
+		return dstream.KV[string, int64]{Key: fmt.Sprintf("k%d", v%7), Value: v}
+	})
+	sums := dstream.UpdateStateByKey(kv, "sums", func(vs []int64, s int64, _ bool) (int64, bool) {
+		for _, v := range vs {
+			s += v
+		}
+		return s, true
+	})
+	counts := dstream.MapWithState(kv, dstream.StateSpec[string, int64, int64, string]{
+		Name: "counts",
+		Func: func(k string, v dstream.Option[int64], st *dstream.State[int64]) (string, bool) {
+			st.Update(st.Get() + 1)
+			return fmt.Sprintf("%s#%d", k, st.Get()), true
+		},
+	})
+	win := dstream.ReduceByKeyAndWindowInv(kv, "window", func(a, b int64) int64 { return a + b }, func(a, b int64) int64 { return a - b },
+		200*time.Millisecond, 0, nil)
+	ev := dstream.ReduceByKeyAndEventWindow(kv, dstream.EventTimeSpec[string, int64]{
+		Name:            "events",
+		Timestamp:       func(kv dstream.KV[string, int64]) time.Time { return time.Unix(0, 0).Add(time.Duration(kv.Value) * time.Millisecond) },
+		Window:          100 * time.Millisecond,
+		AllowedLateness: 20 * time.Millisecond,
+		Reduce:          func(a, b int64) int64 { return a + b },
+	})
+	record(t, rec, "sums", sums)
+	record(t, rec, "counts", counts.Snapshots())
+	record(t, rec, "window", win)
+	record(t, rec, "events", ev.DStream)
+}
+
+const ckptInterval = 50 * time.Millisecond
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// runUntil runs the job with the checkpoint directory until the recorder
+// saw `batches` more outputs of "sums" (replays included), then stops it
+// gracefully.
+func runUntil(t *testing.T, dir string, rec *recorder, batches int) error {
+	t.Helper()
+	c, err := dstream.New(dstream.Config{AppName: "ckpt", BatchInterval: ckptInterval, Master: "local[2]", Parallelism: 3,
+		Checkpoint: dir, CheckpointInterval: 3 * ckptInterval, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statefulJob(t, c, rec)
+	rec.mu.Lock()
+	target := rec.n["sums"] + batches
+	rec.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dstream.ForeachRDD(dstream.Rate(c, 1), func(b *dstream.Batch, _ *rdd.RDD[int64]) error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.n["sums"] >= target {
+			cancel()
+		}
+		return nil
+	})
+	return c.Run(ctx)
+}
+
+func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
+	dir := t.TempDir()
+	rec := newRecorder()
+	for run := range 3 {
+		if err := runUntil(t, dir, rec, 7); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		time.Sleep(4 * ckptInterval) // missed batch times: caught up at the restart
+	}
+	st, err := checkpoint.Open(checkpoint.Config{Dir: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := st.LoadMeta()
+	st.Close()
+	if err != nil || !ok {
+		t.Fatalf("metadata: %v %v", ok, err)
+	}
+	if len(m.Snapshots) == 0 {
+		t.Fatal("no snapshot was written")
+	}
+
+	// The reference: the same graph, uninterrupted, batch by batch.
+	ref := newRecorder()
+	c, err := dstream.New(dstream.Config{AppName: "ref", BatchInterval: ckptInterval, Master: "local[2]", Parallelism: 3, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statefulJob(t, c, ref)
+	dstream.ForeachRDD(dstream.Rate(c, 1), func(*dstream.Batch, *rdd.RDD[int64]) error { return nil })
+	if err := c.StartManual(m.Zero); err != nil {
+		t.Fatal(err)
+	}
+	last := slices.MaxFunc(slices.Collect(maps.Keys(rec.outs["sums"])), time.Time.Compare)
+	n := int(last.Sub(m.Zero) / ckptInterval)
+	for k := 1; k <= n; k++ {
+		if _, err := c.RunBatch(context.Background(), m.Zero.Add(time.Duration(k)*ckptInterval)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Stop()
+	for name, byTime := range rec.outs {
+		if len(byTime) != n {
+			t.Errorf("%s: %d batch times output, want %d (every batch time from the first to %v)", name, len(byTime), n, last)
+		}
+		for at, got := range byTime {
+			if want := ref.outs[name][at]; !slices.Equal(got, want) {
+				t.Errorf("%s at %v after restarts:\n  got  %v\n  want %v", name, at, got, want)
+			}
+		}
+	}
+	t.Logf("%d batches over 3 runs, %d outputs of sums (replays included), snapshots %v", n, rec.n["sums"], m.Snapshots)
+}
+
+func TestCheckpointRefusesAnIncompatibleJob(t *testing.T) {
+	dir := t.TempDir()
+	if err := runUntil(t, dir, newRecorder(), 4); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dstream.New(dstream.Config{AppName: "ckpt", BatchInterval: ckptInterval, Parallelism: 3, Checkpoint: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := dstream.Map(dstream.Rate(c, 10), func(v int64) dstream.KV[string, string] { return dstream.KV[string, string]{Key: "k", Value: "v"} })
+	st := dstream.UpdateStateByKey(kv, "sums", func(vs []string, s string, _ bool) (string, bool) { return s, true })
+	dstream.ForeachRDD(st, func(*dstream.Batch, *rdd.RDD[dstream.KV[string, string]]) error { return nil })
+	err = c.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `"sums" changed type`) || !strings.Contains(err.Error(), `"counts"`) {
+		t.Fatalf("incompatible restart: %v, want a refusal naming sums (type) and counts (missing)", err)
+	}
+}
+
+func TestCheckpointDirectoryInUse(t *testing.T) {
+	dir := t.TempDir()
+	rec := newRecorder()
+	done := make(chan error, 1)
+	go func() { done <- runUntil(t, dir, rec, 60) }() // 3s, past the 1s lock timeout
+	for {
+		rec.mu.Lock()
+		n := rec.n["sums"]
+		rec.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	err := runUntil(t, dir, newRecorder(), 1)
+	if !errors.Is(err, checkpoint.ErrLocked) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second run on the same directory: %v, want ErrLocked naming it", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
