@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -82,8 +83,10 @@ func statefulJob(t *testing.T, ctx *dstream.Context, rec *recorder) {
 	win := dstream.ReduceByKeyAndWindowInv(kv, "window", func(a, b int64) int64 { return a + b }, func(a, b int64) int64 { return a - b },
 		200*time.Millisecond, 0, nil)
 	ev := dstream.ReduceByKeyAndEventWindow(kv, dstream.EventTimeSpec[string, int64]{
-		Name:            "events",
-		Timestamp:       func(kv dstream.KV[string, int64]) time.Time { return time.Unix(0, 0).Add(time.Duration(kv.Value) * time.Millisecond) },
+		Name: "events",
+		Timestamp: func(kv dstream.KV[string, int64]) time.Time {
+			return time.Unix(0, 0).Add(time.Duration(kv.Value) * time.Millisecond)
+		},
 		Window:          100 * time.Millisecond,
 		AllowedLateness: 20 * time.Millisecond,
 		Reduce:          func(a, b int64) int64 { return a + b },
@@ -217,5 +220,114 @@ func TestCheckpointDirectoryInUse(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckpointDirectorySource restarts a job over a directory source:
+// every line is counted once, including the files that arrived while the
+// job was down.
+func TestCheckpointDirectorySource(t *testing.T) {
+	dir, in := t.TempDir(), t.TempDir()
+	written := 0
+	writeFile := func() {
+		var b strings.Builder
+		for i := range 10 {
+			fmt.Fprintf(&b, "k%d\n", (written+i)%3)
+		}
+		name := fmt.Sprintf("%s/f%04d", in, written/10)
+		if err := os.WriteFile(name+".tmp", []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(name+".tmp", name); err != nil {
+			t.Fatal(err)
+		}
+		written += 10
+	}
+	var mu sync.Mutex
+	perBatch := map[time.Time]int{}
+	var state map[string]int
+	run := func(until func() bool) {
+		c, err := dstream.New(dstream.Config{AppName: "files", BatchInterval: ckptInterval, Master: "local[2]", Parallelism: 2,
+			Checkpoint: dir, CheckpointInterval: 2 * ckptInterval, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := dstream.TextFileStream(c, in)
+		counts := dstream.UpdateStateByKey(dstream.Map(lines, func(l string) dstream.KV[string, int] { return dstream.KV[string, int]{Key: l, Value: 1} }),
+			"lines", func(vs []int, s int, _ bool) (int, bool) { return s + len(vs), true })
+		dstream.ForeachRDD(lines, func(b *dstream.Batch, r *rdd.RDD[string]) error {
+			n, err := dstream.CountRDD(b, r)
+			mu.Lock()
+			perBatch[b.Time().UTC()] = int(n)
+			mu.Unlock()
+			return err
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int]]) error {
+			kvs, err := dstream.Collect(b, r)
+			mu.Lock()
+			state = map[string]int{}
+			for _, kv := range kvs {
+				state[kv.Key] = kv.Value
+			}
+			mu.Unlock()
+			if until() {
+				cancel()
+			}
+			return err
+		})
+		if err := c.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, v := range state {
+			n += v
+		}
+		return n
+	}
+	// Files of the first run are "existing" for nobody: the job starts
+	// before them.
+	batches := 0
+	run(func() bool {
+		if batches++; batches%2 == 0 && written < 60 {
+			writeFile()
+		}
+		return batches >= 14
+	})
+	for range 5 { // while the job is down
+		writeFile()
+	}
+	deadline := time.Now().Add(20 * time.Second) // a lost file never arrives
+	run(func() bool { return total() >= written || time.Now().After(deadline) })
+	want := map[string]int{}
+	for i := range written {
+		want[fmt.Sprintf("k%d", i%3)]++
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !maps.Equal(state, want) {
+		t.Fatalf("state after a restart %v, want %v (%d lines written)", state, want, written)
+	}
+	sum := 0
+	for _, n := range perBatch {
+		sum += n
+	}
+	if sum != written {
+		var ts []time.Time
+		for bt := range perBatch {
+			ts = append(ts, bt)
+		}
+		slices.SortFunc(ts, time.Time.Compare)
+		for _, bt := range ts {
+			if perBatch[bt] > 0 {
+				t.Logf("batch %v: %d lines", bt.Format("15:04:05.000"), perBatch[bt])
+			}
+		}
+		t.Fatalf("per-batch line counts add up to %d, want %d", sum, written)
 	}
 }
