@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -62,7 +63,7 @@ func record[T any](t *testing.T, rec *recorder, name string, s *dstream.DStream[
 
 // statefulJob is a job with every kind of stateful operator over a Rate
 // source (its batches depend only on the zero time and the batch index).
-func statefulJob(t *testing.T, ctx *dstream.Context, rec *recorder) {
+func statefulJob(t *testing.T, ctx *dstream.Context, rec *recorder, out string) {
 	rate := dstream.Rate(ctx, 400) // 20 values per 50ms batch
 	kv := dstream.Map(rate, func(v int64) dstream.KV[string, int64] {
 		return dstream.KV[string, int64]{Key: fmt.Sprintf("k%d", v%7), Value: v}
@@ -95,6 +96,7 @@ func statefulJob(t *testing.T, ctx *dstream.Context, rec *recorder) {
 	record(t, rec, "counts", counts.Snapshots())
 	record(t, rec, "window", win)
 	record(t, rec, "events", ev.DStream)
+	dstream.SaveAsTextFiles(dstream.Map(sums, func(kv dstream.KV[string, int64]) string { return fmt.Sprintf("%s\t%d", kv.Key, kv.Value) }), out, "")
 }
 
 const ckptInterval = 50 * time.Millisecond
@@ -105,13 +107,17 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // saw `batches` more outputs of "sums" (replays included), then stops it
 // gracefully.
 func runUntil(t *testing.T, dir string, rec *recorder, batches int) error {
+	return runUntilOut(t, dir, filepath.Join(dir, "out", "sums"), rec, batches)
+}
+
+func runUntilOut(t *testing.T, dir, out string, rec *recorder, batches int) error {
 	t.Helper()
 	c, err := dstream.New(dstream.Config{AppName: "ckpt", BatchInterval: ckptInterval, Master: "local[2]", Parallelism: 3,
 		Checkpoint: dir, CheckpointInterval: 3 * ckptInterval, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	statefulJob(t, c, rec)
+	statefulJob(t, c, rec, out)
 	rec.mu.Lock()
 	target := rec.n["sums"] + batches
 	rec.mu.Unlock()
@@ -129,11 +135,24 @@ func runUntil(t *testing.T, dir string, rec *recorder, batches int) error {
 }
 
 func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
-	dir := t.TempDir()
+	dir, outDir := t.TempDir(), t.TempDir()
 	rec := newRecorder()
+	written := map[string]os.FileInfo{} // output directories after each run
 	for run := range 3 {
-		if err := runUntil(t, dir, rec, 7); err != nil {
+		if err := runUntilOut(t, dir, filepath.Join(outDir, "sums"), rec, 7); err != nil {
 			t.Fatalf("run %d: %v", run, err)
+		}
+		// A replayed batch leaves its committed output alone.
+		dirs, _ := filepath.Glob(filepath.Join(outDir, "sums-*"))
+		for _, d := range dirs {
+			fi, err := os.Stat(filepath.Join(d, "part-00000"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if was, ok := written[d]; ok && !os.SameFile(was, fi) {
+				t.Errorf("run %d rewrote the committed output %s", run, d)
+			}
+			written[d] = fi
 		}
 		time.Sleep(4 * ckptInterval) // missed batch times: caught up at the restart
 	}
@@ -156,7 +175,8 @@ func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	statefulJob(t, c, ref)
+	refOut := t.TempDir()
+	statefulJob(t, c, ref, filepath.Join(refOut, "sums"))
 	dstream.ForeachRDD(dstream.Rate(c, 1), func(*dstream.Batch, *rdd.RDD[int64]) error { return nil })
 	if err := c.StartManual(m.Zero); err != nil {
 		t.Fatal(err)
@@ -169,6 +189,22 @@ func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
 		}
 	}
 	c.Stop()
+	if len(written) != n {
+		t.Errorf("%d output directories, want one per batch (%d)", len(written), n)
+	}
+	for d := range written {
+		ref := filepath.Join(refOut, filepath.Base(d))
+		for _, f := range []string{"part-00000", "part-00001", "part-00002", "_SUCCESS"} {
+			got, err1 := os.ReadFile(filepath.Join(d, f))
+			want, err2 := os.ReadFile(filepath.Join(ref, f))
+			if err1 != nil || err2 != nil || string(got) != string(want) {
+				t.Errorf("%s/%s after restarts: %q (%v), want %q (%v)", d, f, got, err1, want, err2)
+			}
+		}
+	}
+	if rec.n["sums"] <= n {
+		t.Errorf("%d outputs for %d batches: no batch was replayed, the test proves nothing", rec.n["sums"], n)
+	}
 	for name, byTime := range rec.outs {
 		if len(byTime) != n {
 			t.Errorf("%s: %d batch times output, want %d (every batch time from the first to %v)", name, len(byTime), n, last)
