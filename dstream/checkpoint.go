@@ -61,6 +61,8 @@ type walInput interface {
 	restoreAt(t time.Time, b []byte) (int64, error)
 }
 
+func (in *input[T]) isPlanned() bool { return in.planned }
+
 func (in *input[T]) walName() string {
 	return strconv.Itoa(in.index) + ":" + in.op
 }
@@ -201,6 +203,13 @@ func (c *Context) openCheckpoint(now time.Time) (zero time.Time, err error) {
 	log := c.cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	for _, in := range c.inputs {
+		if p, ok := in.(interface{ isPlanned() bool }); ok && p.isPlanned() {
+			// Its planner would start from its own start positions (the
+			// consumer group's offsets), not after the replayed ranges.
+			return time.Time{}, fmt.Errorf("dstream: --checkpoint %s: the planned source %s (Kafka) cannot resume from a checkpoint yet: run it without --checkpoint (offsets are committed to the consumer group after each batch, at-least-once)", c.cfg.Checkpoint, in.base().name)
+		}
 	}
 	store, err := checkpoint.Open(checkpoint.Config{Dir: c.cfg.Checkpoint, Logger: log})
 	if err != nil {

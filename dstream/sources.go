@@ -21,6 +21,7 @@ type input[T any] struct {
 	cut     func(t time.Time) ([]arrow.Record, int64, error)
 	index   int // place among the context's inputs
 	op      string
+	planned bool // a planned source (source_planned.go)
 	// extra, if set, adds source state to the write-ahead record of a
 	// batch (the directory source's names read); restoreExtra takes it
 	// back (checkpoint.go).
