@@ -4,6 +4,7 @@ package dstream_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -265,4 +266,49 @@ func TestCheckpointKill9(t *testing.T) {
 		t.Fatalf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
 	}
 	t.Logf("%d batches, %d lines, 3 kills; recovery (restart to first new batch) in batch intervals: %.1f", len(times), total, recoveries)
+}
+
+// TestCheckpointDiskFull runs a checkpointed job on a small tmpfs, fills
+// it: the run fails with the error; once space returns, a rerun resumes
+// and its outputs equal an uninterrupted run's.
+func TestCheckpointDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: mounts a tmpfs")
+	}
+	dir := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("SKIPPED: disk-full test needs `mount -t tmpfs` (root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	ckdir, outDir := filepath.Join(dir, "ckpt"), t.TempDir()
+	rec := newRecorder()
+	if err := runUntilOut(t, ckdir, filepath.Join(outDir, "sums"), rec, 6); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the file system, then run: the first write fails the batch.
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	err = runUntilOut(t, ckdir, filepath.Join(outDir, "sums"), rec, 1000)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("run on a full disk: %v, want a failed batch with ENOSPC", err)
+	}
+	t.Logf("full disk: %v", err)
+	os.Remove(filler)
+	if err := runUntilOut(t, ckdir, filepath.Join(outDir, "sums"), rec, 6); err != nil {
+		t.Fatalf("run after space returned: %v", err)
+	}
+	checkAgainstReference(t, ckdir, rec)
 }

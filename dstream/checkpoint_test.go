@@ -156,6 +156,30 @@ func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
 		}
 		time.Sleep(4 * ckptInterval) // missed batch times: caught up at the restart
 	}
+	n, refOut := checkAgainstReference(t, dir, rec)
+	if len(written) != n {
+		t.Errorf("%d output directories, want one per batch (%d)", len(written), n)
+	}
+	for d := range written {
+		ref := filepath.Join(refOut, filepath.Base(d))
+		for _, f := range []string{"part-00000", "part-00001", "part-00002", "_SUCCESS"} {
+			got, err1 := os.ReadFile(filepath.Join(d, f))
+			want, err2 := os.ReadFile(filepath.Join(ref, f))
+			if err1 != nil || err2 != nil || string(got) != string(want) {
+				t.Errorf("%s/%s after restarts: %q (%v), want %q (%v)", d, f, got, err1, want, err2)
+			}
+		}
+	}
+	if rec.n["sums"] <= n {
+		t.Errorf("%d outputs for %d batches: no batch was replayed, the test proves nothing", rec.n["sums"], n)
+	}
+}
+
+// checkAgainstReference runs the job uninterrupted, batch by batch, from the
+// checkpoint's zero time, and compares every output rec saw; it returns the
+// number of batches and the reference's output directory.
+func checkAgainstReference(t *testing.T, dir string, rec *recorder) (int, string) {
+	t.Helper()
 	st, err := checkpoint.Open(checkpoint.Config{Dir: dir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -189,22 +213,6 @@ func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
 		}
 	}
 	c.Stop()
-	if len(written) != n {
-		t.Errorf("%d output directories, want one per batch (%d)", len(written), n)
-	}
-	for d := range written {
-		ref := filepath.Join(refOut, filepath.Base(d))
-		for _, f := range []string{"part-00000", "part-00001", "part-00002", "_SUCCESS"} {
-			got, err1 := os.ReadFile(filepath.Join(d, f))
-			want, err2 := os.ReadFile(filepath.Join(ref, f))
-			if err1 != nil || err2 != nil || string(got) != string(want) {
-				t.Errorf("%s/%s after restarts: %q (%v), want %q (%v)", d, f, got, err1, want, err2)
-			}
-		}
-	}
-	if rec.n["sums"] <= n {
-		t.Errorf("%d outputs for %d batches: no batch was replayed, the test proves nothing", rec.n["sums"], n)
-	}
 	for name, byTime := range rec.outs {
 		if len(byTime) != n {
 			t.Errorf("%s: %d batch times output, want %d (every batch time from the first to %v)", name, len(byTime), n, last)
@@ -215,7 +223,8 @@ func TestCheckpointRestartMatchesAnUninterruptedRun(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d batches over 3 runs, %d outputs of sums (replays included), snapshots %v", n, rec.n["sums"], m.Snapshots)
+	t.Logf("%d batches, %d outputs of sums (replays included), snapshots %v", n, rec.n["sums"], m.Snapshots)
+	return n, refOut
 }
 
 func TestCheckpointRefusesAnIncompatibleJob(t *testing.T) {
