@@ -45,6 +45,16 @@ type Config struct {
 	Stdout io.Writer
 	// Allocator allocates every Arrow buffer. Default memory.DefaultAllocator.
 	Allocator memory.Allocator
+	// Checkpoint, if set, is the job's checkpoint directory (local mode):
+	// every batch's input is written ahead there, metadata after every
+	// batch, state snapshots every CheckpointInterval, and a run with the
+	// same directory resumes where the last one stopped (checkpoint.go).
+	// The --checkpoint flag overrides it.
+	Checkpoint string
+	// CheckpointInterval is how often stateful operators' state is
+	// snapshotted; a multiple of the batch interval. Default: the smallest
+	// multiple of every slide of at least 10s.
+	CheckpointInterval time.Duration
 }
 
 func (c *Config) validate() error {
@@ -59,6 +69,9 @@ func (c *Config) validate() error {
 	}
 	if c.Parallelism < 0 {
 		return fmt.Errorf("dstream: Parallelism %d: must be >= 0 (0 means one partition per task slot)", c.Parallelism)
+	}
+	if c.CheckpointInterval < 0 || c.CheckpointInterval%c.BatchInterval != 0 {
+		return fmt.Errorf("dstream: CheckpointInterval %v: must be a multiple of the batch interval %v (or 0 for the default)", c.CheckpointInterval, c.BatchInterval)
 	}
 	if c.StopTimeout <= 0 {
 		c.StopTimeout = 30 * time.Second
@@ -132,6 +145,7 @@ type Context struct {
 	inputsMu    sync.Mutex
 	batchInputs map[time.Time][]*sluicev1.InputRef
 	hooks       hooks // batch listeners and planned inputs (listener.go)
+	ckpt        *ckpt // the checkpoint directory, under Run with Config.Checkpoint
 
 	// Runtime, set by start.
 	log         *slog.Logger
@@ -400,12 +414,27 @@ func (c *Context) generate(t time.Time) *batch {
 	c.graphMu.Lock()
 	defer c.graphMu.Unlock()
 	b := &batch{time: t}
-	for _, in := range c.inputs {
-		n, err := in.inputAt(t)
+	if rec, ok := c.ckpt.recordedInput(t); ok {
+		// A replay after a restart: the input recorded before the batch
+		// was first scheduled.
+		n, err := c.restoreInputs(t, rec)
 		if err != nil {
-			b.genErr = errors.Join(b.genErr, fmt.Errorf("input %s at %s: %w", in.base().name, fmtTime(t), err))
+			b.genErr = err
 		}
-		b.input += n
+		b.input = n
+	} else {
+		for _, in := range c.inputs {
+			n, err := in.inputAt(t)
+			if err != nil {
+				b.genErr = errors.Join(b.genErr, fmt.Errorf("input %s at %s: %w", in.base().name, fmtTime(t), err))
+			}
+			b.input += n
+		}
+		if c.ckpt != nil && b.genErr == nil {
+			if err := c.logInput(t); err != nil {
+				b.genErr = fmt.Errorf("batch %s: %w", fmtTime(t), err)
+			}
+		}
 	}
 	res := &batchResources{}
 	for _, op := range c.outputs {
@@ -475,6 +504,11 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		c.reportsMu.Unlock()
 		if c.commitRemote != nil && len(c.stateful) > 0 {
 			if cerr := c.commitRemote(ctx, b.time, reports); cerr != nil {
+				err = fmt.Errorf("dstream: batch %s: %w", fmtTime(b.time), cerr)
+			}
+		}
+		if err == nil && c.ckpt != nil {
+			if cerr := c.checkpointBatch(b.time); cerr != nil {
 				err = fmt.Errorf("dstream: batch %s: %w", fmtTime(b.time), cerr)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/checkpoint"
 	"github.com/sluicehq/sluice/rdd"
 )
 
@@ -180,6 +181,27 @@ func (o *eventTimeOp) commit(t time.Time) {
 	}
 }
 
+// encodeCommitted encodes what the committed batches folded in: the
+// newest event time and the dropped count (a taskEvents record).
+func (o *eventTimeOp) encodeCommitted() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return taskEvents{maxEvent: o.maxEvent, dropped: o.dropped}.encode()
+}
+
+func (o *eventTimeOp) decodeCommitted(b []byte) error {
+	ev, err := decodeTaskEvents(b)
+	if err != nil {
+		return fmt.Errorf("watermark: %w", err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.maxEvent, o.dropped = ev.maxEvent, ev.dropped
+	o.pending = map[int64]map[int]taskEvents{}
+	o.wmAt = map[int64]time.Time{}
+	return nil
+}
+
 // ReduceByKeyAndEventWindow aggregates each key's values per event-time
 // window, with a watermark and allowed lateness; see the package notes on
 // event time above for when windows are emitted.
@@ -267,13 +289,32 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 		}
 		return err
 	})
-	ctx.registerStateful(spec.Name, out.b, &statefulStream[EventWindow[K, V]]{
+	sop := storeCheckpoint(ctx, &statefulStream[EventWindow[K, V]]{
 		s: out, name: "eventWindow(" + spec.Name + ")",
 		commit_: func(t time.Time) {
 			store.commit(t, nil)
 			op.commit(t)
 		},
-	})
+	}, fmt.Sprintf("eventWindow(window=%v,slide=%v)", win, slide), store)
+	save, load := sop.save, sop.load
+	sop.save = func() ([]checkpoint.StatePart, error) {
+		parts, err := save()
+		if err != nil {
+			return nil, err
+		}
+		return append(parts, checkpoint.StatePart{Op: spec.Name + "#watermark", Data: op.encodeCommitted()}), nil
+	}
+	sop.load = func(parts []checkpoint.StatePart) error {
+		for _, p := range parts {
+			if p.Op == spec.Name+"#watermark" {
+				if err := op.decodeCommitted(p.Data); err != nil {
+					return err
+				}
+			}
+		}
+		return load(parts)
+	}
+	ctx.registerStateful(spec.Name, out.b, sop)
 	return &EventTimeStream[K, V]{DStream: out, op: op}
 }
 

@@ -18,9 +18,11 @@ import (
 )
 
 type stdFlags struct {
-	master    *string
-	logLevel  *string
-	logFormat *string
+	master       *string
+	logLevel     *string
+	logFormat    *string
+	checkpoint   *string
+	ckptInterval *time.Duration
 }
 
 func newFlagSet(app, master string) (*flag.FlagSet, stdFlags) {
@@ -29,6 +31,9 @@ func newFlagSet(app, master string) (*flag.FlagSet, stdFlags) {
 		master:    fs.String("master", master, "where tasks run: local[N] (N slots), local[*] (one per core)"),
 		logLevel:  fs.String("log-level", "info", "log level: debug, info, warn or error"),
 		logFormat: fs.String("log-format", "text", "log format: text or json"),
+		checkpoint: fs.String("checkpoint", "", "checkpoint directory (local mode): input is written ahead, state snapshotted, "+
+			"and a run with the same directory resumes where the last one stopped"),
+		ckptInterval: fs.Duration("checkpoint-interval", 0, "how often state is snapshotted, a multiple of the batch interval (default: the smallest multiple of the slides >= 10s)"),
 	}
 }
 
@@ -78,6 +83,15 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 		return &usageError{fmt.Errorf("--master: %w", err)}
 	}
 	c.cfg.Master = *c.std.master
+	if *c.std.checkpoint != "" {
+		c.cfg.Checkpoint = *c.std.checkpoint
+	}
+	if d := *c.std.ckptInterval; d != 0 {
+		if d < 0 || d%c.cfg.BatchInterval != 0 {
+			return &usageError{fmt.Errorf("--checkpoint-interval %v: must be a positive multiple of the batch interval %v", d, c.cfg.BatchInterval)}
+		}
+		c.cfg.CheckpointInterval = d
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*c.std.logLevel)); err != nil {
 		return &usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", *c.std.logLevel)}
@@ -246,6 +260,10 @@ func MainArgs(c *Context, args []string, stderr io.Writer) int {
 	defer stop()
 	run := c.Run
 	if env := cluster.EnvFromOS(); env.Role != "" {
+		if c.cfg.Checkpoint != "" {
+			fmt.Fprintf(stderr, "%s: %v\n", c.cfg.AppName, errNoCheckpointInCluster)
+			return 2
+		}
 		run = func(ctx context.Context) error { return c.runCluster(ctx, env) }
 	}
 	if err := run(ctx); err != nil {
@@ -297,11 +315,24 @@ func (c *Context) Run(ctx context.Context) error {
 	if _, running := runs.LoadOrStore(c, context.CancelFunc(cancel)); running {
 		return ErrStarted
 	}
+	genFrom := zero // the generator's first batch is the one after it
+	if c.cfg.Checkpoint != "" {
+		z, err := c.openCheckpoint(time.Now())
+		if err != nil {
+			runs.Delete(c)
+			return err
+		}
+		zero, genFrom = z, c.ckpt.from
+		defer c.closeCheckpoint()
+	}
 	if err := c.start(zero); err != nil {
 		runs.Delete(c)
 		return err
 	}
 	defer c.finishRun()
+	if err := c.restoreCheckpoint(); err != nil {
+		return err
+	}
 	stopUI, err := c.startUI() // --ui: ui.go
 	if err != nil {
 		return err
@@ -317,7 +348,7 @@ func (c *Context) Run(ctx context.Context) error {
 	go func() { // owned by Run, which waits on genDone
 		defer close(genDone)
 		defer close(batches)
-		c.timerLoop(genCtx, zero, func(t time.Time) {
+		c.timerLoop(genCtx, genFrom, func(t time.Time) {
 			b := c.generate(t)
 			select {
 			case batches <- b:

@@ -1,6 +1,7 @@
 package dstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -250,6 +251,11 @@ func sinkFunc[T, W any](r *rdd.RDD[T], sink Sink[T, W], op string) scheduler.Res
 // "<prefix>-<batch time in ms>[.<suffix>]". The directory appears atomically
 // once the whole batch is written: partitions are written into a temporary
 // directory that is renamed when every task has finished.
+//
+// The output commits exactly once per batch: the directory holds a
+// _SUCCESS file naming the batch time, renamed into place together with the
+// part files, and a batch whose directory already holds it (a batch
+// replayed after a restart from a checkpoint) is not written again.
 func SaveAsTextFiles[T any](s *DStream[T], prefix, suffix string) {
 	addOutput(s, "saveAsTextFiles", func(b *Batch, r *rdd.RDD[T]) error {
 		dir := prefix + "-" + strconv.FormatInt(b.time.UnixMilli(), 10)
@@ -265,9 +271,16 @@ func SaveAsTextFiles[T any](s *DStream[T], prefix, suffix string) {
 // partition: the output lands on the driver's file system whichever hosts
 // the executors run on.
 func saveFiles[T any](b *Batch, r *rdd.RDD[T], dir, nameFmt string, a action) error {
+	marker := []byte("batch " + fmtTime(b.time) + "\n")
+	if got, err := os.ReadFile(filepath.Join(dir, successFile)); err == nil && bytes.Equal(got, marker) {
+		return nil // committed already: a replay writes nothing again
+	}
 	tmp := dir + "._temporary"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
+	old := dir + "._replaced"
+	for _, d := range []string{tmp, old} { // left by a crash
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
@@ -286,20 +299,33 @@ func saveFiles[T any](b *Batch, r *rdd.RDD[T], dir, nameFmt string, a action) er
 	if err != nil {
 		return err
 	}
+	if err := writeFileAtomic(filepath.Join(tmp, successFile), func(w io.Writer) error {
+		_, err := w.Write(marker)
+		return err
+	}); err != nil {
+		return err
+	}
 	if err := syncDir(tmp); err != nil {
 		return err
 	}
-	// A batch re-run after a failure replaces its earlier output.
+	// A directory without this batch's marker (an interrupted older
+	// write) is moved aside in one rename, never removed in place.
 	if _, err := os.Stat(dir); err == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			return err
+		if err := os.Rename(dir, old); err != nil {
+			return fmt.Errorf("commit output: %w", err)
 		}
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("commit output: %w", err)
 	}
-	return syncDir(filepath.Dir(dir))
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	return os.RemoveAll(old)
 }
+
+// successFile marks a committed output directory with its batch time.
+const successFile = "_SUCCESS"
 
 // writeFileAtomic writes a file through a temporary name, synced and renamed.
 func writeFileAtomic(name string, write func(io.Writer) error) error {

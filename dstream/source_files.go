@@ -2,6 +2,7 @@ package dstream
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -145,6 +146,34 @@ func TextFileStream(ctx *Context, dir string, opts ...FileOption) *DStream[strin
 	})
 	figs = &skipFigures{}
 	in.s.b.skipped = figs.take
+	// With a checkpoint, each batch's write-ahead record keeps the names
+	// read so far, so a restarted job reads exactly the files that came
+	// after them, including those that arrived while it was down.
+	in.extra = func() []byte {
+		names := make([]string, 0, len(seen))
+		for name := range seen {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		var b []byte
+		for _, name := range names {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(name)))
+			b = append(b, name...)
+		}
+		return b
+	}
+	in.restoreExtra = func(b []byte) error {
+		clear(seen)
+		for len(b) > 0 {
+			if len(b) < 4 || uint64(len(b)-4) < uint64(binary.BigEndian.Uint32(b)) {
+				return fmt.Errorf("file names truncated")
+			}
+			n := binary.BigEndian.Uint32(b)
+			seen[string(b[4:4+n])] = true
+			b = b[4+n:]
+		}
+		return nil
+	}
 	in.startFn = func() error {
 		st, err := os.Stat(dir)
 		if err != nil {

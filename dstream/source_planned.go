@@ -139,6 +139,7 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 		return recs, plan.Records, nil
 	})
 	in.startFn = src.Start
+	in.planned = true
 	in.stopFn = func() {
 		if src.Stop != nil && c.role != roleExecutor {
 			src.Stop()

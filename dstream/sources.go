@@ -20,8 +20,15 @@ type input[T any] struct {
 	stopFn  func()
 	cut     func(t time.Time) ([]arrow.Record, int64, error)
 	index   int // place among the context's inputs
-	mu      sync.Mutex
-	recs    map[time.Time][]arrow.Record
+	op      string
+	planned bool // a planned source (source_planned.go)
+	// extra, if set, adds source state to the write-ahead record of a
+	// batch (the directory source's names read); restoreExtra takes it
+	// back (checkpoint.go).
+	extra        func() []byte
+	restoreExtra func(b []byte) error
+	mu           sync.Mutex
+	recs         map[time.Time][]arrow.Record
 	// fetching holds, in the executor role, the fetches of input batches
 	// from the driver in flight, so that concurrent tasks fetch once.
 	fetching map[time.Time]*inputFetch
@@ -33,7 +40,7 @@ type inputFetch struct {
 }
 
 func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Record, int64, error)) *input[T] {
-	in := &input[T]{cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[time.Time]*inputFetch{}}
+	in := &input[T]{op: op, cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[time.Time]*inputFetch{}}
 	codec := rdd.CodecOf[T]()
 	in.s = newStream(ctx, op, ctx.cfg.BatchInterval, nil, func(t time.Time) (*rdd.RDD[T], error) {
 		var r *rdd.RDD[T]

@@ -5,6 +5,7 @@ import (
 	"iter"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/checkpoint"
 	"github.com/sluicehq/sluice/rdd"
 )
 
@@ -18,6 +19,12 @@ type statefulOp interface {
 	commit(t time.Time)
 	// begin loads the initial state when the context starts.
 	begin()
+	// ckptOperator names and types the operator for checkpoints.
+	ckptOperator() checkpoint.Operator
+	// saveState encodes the committed state (checkpoint.go).
+	saveState() ([]checkpoint.StatePart, error)
+	// loadState replaces the committed state with a snapshot's.
+	loadState(parts []checkpoint.StatePart) error
 }
 
 // registerStateful adds op to the context. The op's name must be unique:
@@ -220,14 +227,23 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 		}
 		return snaps
 	}
-	ctx.registerStateful(spec.Name, out.b, &statefulStream[U]{
+	op := storeCheckpoint(ctx, &statefulStream[U]{
 		s: out, name: "mapWithState(" + spec.Name + ")",
 		commit_: func(t time.Time) { store.commit(t, wake) },
 		start: func() {
 			store.load(spec.Initial, ctx.zeroTime)
 			store.commit(time.Time{}, wake) // compute the first wake time
 		},
-	})
+	}, "mapWithState", store)
+	load := op.load
+	op.load = func(parts []checkpoint.StatePart) error {
+		if err := load(parts); err != nil {
+			return err
+		}
+		store.commit(time.Time{}, wake) // the wake times of the restored keys
+		return nil
+	}
+	ctx.registerStateful(spec.Name, out.b, op)
 	return ms
 }
 
@@ -257,6 +273,21 @@ type statefulStream[U any] struct {
 	name    string
 	commit_ func(t time.Time)
 	start   func()
+	id      checkpoint.Operator
+	save    func() ([]checkpoint.StatePart, error)
+	load    func(parts []checkpoint.StatePart) error
+}
+
+func (f *statefulStream[U]) ckptOperator() checkpoint.Operator            { return f.id }
+func (f *statefulStream[U]) saveState() ([]checkpoint.StatePart, error)   { return f.save() }
+func (f *statefulStream[U]) loadState(parts []checkpoint.StatePart) error { return f.load(parts) }
+
+// storeCheckpoint fills in a keyed-state operator's checkpoint functions.
+func storeCheckpoint[K comparable, S, U any](ctx *Context, f *statefulStream[U], kind string, store *stateStore[K, S]) *statefulStream[U] {
+	f.id = ckptOperatorOf[K, S](kind, store.name, len(store.parts))
+	f.save = func() ([]checkpoint.StatePart, error) { return store.saveParts(ctx.cfg.Allocator) }
+	f.load = func(parts []checkpoint.StatePart) error { return store.loadParts(ctx.cfg.Allocator, parts) }
+	return f
 }
 
 func (f *statefulStream[U]) force(t time.Time) (*outputJob, error) {
@@ -315,10 +346,10 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 		return nil
 	})
 	out.b.stateSize = store.size
-	ctx.registerStateful(name, out.b, &statefulStream[KV[K, S]]{
+	ctx.registerStateful(name, out.b, storeCheckpoint(ctx, &statefulStream[KV[K, S]]{
 		s: out, name: "updateStateByKey(" + name + ")",
 		commit_: func(t time.Time) { store.commit(t, nil) },
 		start:   func() { store.load(initial, ctx.zeroTime) },
-	})
+	}, "updateStateByKey", store))
 	return out
 }

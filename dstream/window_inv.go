@@ -1,6 +1,7 @@
 package dstream
 
 import (
+	"fmt"
 	"iter"
 	"time"
 
@@ -94,9 +95,9 @@ func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name str
 	out.b.lookback = window + slide
 	out.b.validate = checkWindow(out.b, s.b, window, slide)
 	out.b.stateSize = store.size
-	ctx.registerStateful(name, out.b, &statefulStream[KV[K, V]]{
+	ctx.registerStateful(name, out.b, storeCheckpoint(ctx, &statefulStream[KV[K, V]]{
 		s: out, name: "reduceByKeyAndWindow(" + name + ")",
 		commit_: func(t time.Time) { store.commit(t, nil) },
-	})
+	}, fmt.Sprintf("reduceByKeyAndWindowInv(window=%v,slide=%v)", window, slide), store))
 	return out
 }

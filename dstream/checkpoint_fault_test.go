@@ -1,0 +1,314 @@
+//go:build unix
+
+package dstream_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/dstream"
+)
+
+// The fault test's job: per-key sequence-numbered lines ("k3 17") from a
+// directory; the lines of every batch go to a committing sink, and the
+// state per key (line count, sum of sequence numbers) to another, so loss,
+// duplication and wrong state are all visible.
+
+const faultKeys = 5
+
+// TestCheckpointJobProcess is not a test: TestCheckpointKill9 runs it in a
+// child process (SLUICE_CKPT_JOB=1), with the job's command line after --.
+func TestCheckpointJobProcess(t *testing.T) {
+	if os.Getenv("SLUICE_CKPT_JOB") != "1" {
+		t.Skip("the job process of TestCheckpointKill9")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	in, out := os.Getenv("SLUICE_CKPT_IN"), os.Getenv("SLUICE_CKPT_OUT")
+	code := dstream.RunArgs(dstream.Config{AppName: "ckptfault", BatchInterval: 100 * time.Millisecond, Master: "local[2]", Parallelism: 3},
+		args, os.Stderr, func(ctx *dstream.Context) error {
+			lines := dstream.TextFileStream(ctx, in, dstream.IncludeExisting())
+			dstream.SaveAsTextFiles(lines, filepath.Join(out, "lines"), "")
+			kv := dstream.Map(lines, func(l string) dstream.KV[string, int64] {
+				k, s, _ := strings.Cut(l, " ")
+				n, _ := strconv.ParseInt(s, 10, 64)
+				return dstream.KV[string, int64]{Key: k, Value: n}
+			})
+			st := dstream.UpdateStateByKey(kv, "perkey", func(seqs []int64, s dstream.Pair[int64, int64], _ bool) (dstream.Pair[int64, int64], bool) {
+				for _, n := range seqs {
+					s.First++
+					s.Second += n
+				}
+				return s, true
+			})
+			dstream.SaveAsTextFiles(dstream.Map(st, func(kv dstream.KV[string, dstream.Pair[int64, int64]]) string {
+				return fmt.Sprintf("%s %d %d", kv.Key, kv.Value.First, kv.Value.Second)
+			}), filepath.Join(out, "state"), "")
+			return nil
+		})
+	os.Exit(code)
+}
+
+// batchDirs returns the committed output directories of a sink by batch
+// time (ms).
+func batchDirs(t *testing.T, prefix string) map[int64]string {
+	dirs, _ := filepath.Glob(prefix + "-*")
+	out := map[int64]string{}
+	for _, d := range dirs {
+		ms, err := strconv.ParseInt(strings.TrimPrefix(d, prefix+"-"), 10, 64)
+		if err != nil {
+			continue // ._temporary, ._replaced
+		}
+		if _, err := os.Stat(filepath.Join(d, "_SUCCESS")); err != nil {
+			t.Errorf("%s has no _SUCCESS: a partial batch is visible", d)
+		}
+		out[ms] = d
+	}
+	return out
+}
+
+func dirLines(t *testing.T, dir string) []string {
+	parts, _ := filepath.Glob(filepath.Join(dir, "part-*"))
+	var lines []string
+	for _, p := range parts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" {
+				lines = append(lines, l)
+			}
+		}
+	}
+	return lines
+}
+
+func TestCheckpointKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: kills a job process 3 times")
+	}
+	root := t.TempDir()
+	in, out, ckdir := filepath.Join(root, "in"), filepath.Join(root, "out"), filepath.Join(root, "ckpt")
+	for _, d := range []string{in, out} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const interval = 100 * time.Millisecond
+	// The feeder: a file every 40ms, each with the next 4 sequence numbers
+	// of every key, written aside and renamed.
+	const files = 150
+	feederDone := make(chan struct{})
+	go func() {
+		defer close(feederDone)
+		for f := range files {
+			var b strings.Builder
+			for k := range faultKeys {
+				for j := range 4 {
+					fmt.Fprintf(&b, "k%d %d\n", k, f*4+j+1)
+				}
+			}
+			name := filepath.Join(in, fmt.Sprintf("f%05d", f))
+			os.WriteFile(filepath.Join(in, ".tmp"), []byte(b.String()), 0o644)
+			os.Rename(filepath.Join(in, ".tmp"), name)
+			time.Sleep(40 * time.Millisecond)
+		}
+	}()
+	start := func() (*exec.Cmd, *bytes.Buffer, time.Time) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointJobProcess$", "--", "--checkpoint", ckdir, "--checkpoint-interval", "500ms")
+		cmd.Env = append(os.Environ(), "SLUICE_CKPT_JOB=1", "SLUICE_CKPT_IN="+in, "SLUICE_CKPT_OUT="+out)
+		var logs bytes.Buffer
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &logs, time.Now()
+	}
+	// recovered waits until the state sink has a batch at or after the
+	// process start and returns how long that took.
+	recovered := func(started time.Time, cmd *exec.Cmd, logs *bytes.Buffer) time.Duration {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			for ms := range batchDirs(t, filepath.Join(out, "state")) {
+				if !time.UnixMilli(ms).Before(started) {
+					return time.Since(started)
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("no batch after a restart within 60s; job log:\n%s", logs.String())
+		return 0
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	var recoveries []float64
+	for kill := range 3 {
+		cmd, logs, started := start()
+		if kill > 0 {
+			d := recovered(started, cmd, logs)
+			recoveries = append(recoveries, float64(d)/float64(interval))
+		}
+		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond) // a random point
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		t.Logf("kill -9 #%d after %v", kill+1, time.Since(started).Round(time.Millisecond))
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // down for a while
+	}
+	<-feederDone
+	cmd, logs, started := start()
+	recoveries = append(recoveries, float64(recovered(started, cmd, logs))/float64(interval))
+	// Run until the state holds every line, then stop gracefully.
+	total := int64(files * 4 * faultKeys)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		dirs := batchDirs(t, filepath.Join(out, "state"))
+		var last int64
+		for ms := range dirs {
+			last = max(last, ms)
+		}
+		var n int64
+		for _, l := range dirLines(t, dirs[last]) {
+			f := strings.Fields(l)
+			c, _ := strconv.ParseInt(f[1], 10, 64)
+			n += c
+		}
+		if n >= total {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("state holds %d of %d lines after 60s; job log:\n%s", n, total, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("job exit: %v; log:\n%s", err, logs.String())
+	}
+
+	// The lines sink: every line exactly once; batch times without gaps.
+	lineDirs := batchDirs(t, filepath.Join(out, "lines"))
+	stateDirs := batchDirs(t, filepath.Join(out, "state"))
+	var times []int64
+	for ms := range lineDirs {
+		times = append(times, ms)
+	}
+	slices.Sort(times)
+	for i := 1; i < len(times); i++ {
+		if times[i]-times[i-1] != interval.Milliseconds() {
+			t.Errorf("batch times %d then %d: batches skipped", times[i-1], times[i])
+		}
+	}
+	seen := map[string]int{}
+	type kst struct{ n, sum int64 }
+	cum := map[string]kst{}
+	for _, ms := range times {
+		for _, l := range dirLines(t, lineDirs[ms]) {
+			seen[l]++
+			k, s, _ := strings.Cut(l, " ")
+			n, _ := strconv.ParseInt(s, 10, 64)
+			c := cum[k]
+			cum[k] = kst{c.n + 1, c.sum + n}
+		}
+		// Exact state at every batch: what the lines so far add up to.
+		sd, ok := stateDirs[ms]
+		if !ok {
+			t.Errorf("batch %d has lines output but no state output", ms)
+			continue
+		}
+		got := map[string]kst{}
+		for _, l := range dirLines(t, sd) {
+			f := strings.Fields(l)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			s, _ := strconv.ParseInt(f[2], 10, 64)
+			got[f[0]] = kst{n, s}
+		}
+		for k, want := range cum {
+			if got[k] != want {
+				t.Errorf("batch %d: state of %s is %+v, the lines so far give %+v", ms, k, got[k], want)
+			}
+		}
+	}
+	dups, lost := 0, 0
+	for f := range files {
+		for k := range faultKeys {
+			for j := range 4 {
+				switch seen[fmt.Sprintf("k%d %d", k, f*4+j+1)] {
+				case 0:
+					lost++
+				case 1:
+				default:
+					dups++
+				}
+			}
+		}
+	}
+	if dups > 0 || lost > 0 || len(seen) != int(total) {
+		t.Fatalf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
+	}
+	t.Logf("%d batches, %d lines, 3 kills; recovery (restart to first new batch) in batch intervals: %.1f", len(times), total, recoveries)
+}
+
+// TestCheckpointDiskFull runs a checkpointed job on a small tmpfs, fills
+// it: the run fails with the error; once space returns, a rerun resumes
+// and its outputs equal an uninterrupted run's.
+func TestCheckpointDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: mounts a tmpfs")
+	}
+	dir := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("SKIPPED: disk-full test needs `mount -t tmpfs` (root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	ckdir, outDir := filepath.Join(dir, "ckpt"), t.TempDir()
+	rec := newRecorder()
+	if err := runUntilOut(t, ckdir, filepath.Join(outDir, "sums"), rec, 6); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the file system, then run: the first write fails the batch.
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	err = runUntilOut(t, ckdir, filepath.Join(outDir, "sums"), rec, 1000)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("run on a full disk: %v, want a failed batch with ENOSPC", err)
+	}
+	t.Logf("full disk: %v", err)
+	os.Remove(filler)
+	if err := runUntilOut(t, ckdir, filepath.Join(outDir, "sums"), rec, 6); err != nil {
+		t.Fatalf("run after space returned: %v", err)
+	}
+	checkAgainstReference(t, ckdir, rec)
+}

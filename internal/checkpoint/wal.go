@@ -1,0 +1,198 @@
+package checkpoint
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var walBucket = []byte("wal")
+
+func walKey(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
+}
+
+// WriteInput records the input of batch t, by input name, in one synced
+// commit. It must succeed before the batch is scheduled: a replay of t
+// reads exactly this. An empty map records that the batch was generated.
+// Writing t again replaces its record.
+func (s *Store) WriteInput(t time.Time, inputs map[string][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("checkpoint: store is closed")
+	}
+	err := update(s.wal, func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists(walBucket)
+		if err != nil {
+			return err
+		}
+		k := walKey(t)
+		if root.Bucket(k) != nil {
+			if err := root.DeleteBucket(k); err != nil {
+				return err
+			}
+		}
+		b, err := root.CreateBucket(k)
+		if err != nil {
+			return err
+		}
+		for name, data := range inputs {
+			if err := b.Put([]byte(name), seal(data)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: write-ahead input of batch %s to %s: %w", t.UTC().Format(time.RFC3339Nano), s.wal.Path(), err)
+	}
+	return nil
+}
+
+// InputTimes returns the batch times with recorded input, oldest first.
+func (s *Store) InputTimes() ([]time.Time, error) {
+	var out []time.Time
+	err := view(s.wal, func(tx *bolt.Tx) error {
+		root := tx.Bucket(walBucket)
+		if root == nil {
+			return nil
+		}
+		return root.ForEachBucket(func(k []byte) error {
+			if len(k) != 8 {
+				return fmt.Errorf("%w: write-ahead log key of %d bytes", ErrDamaged, len(k))
+			}
+			out = append(out, time.Unix(0, int64(binary.BigEndian.Uint64(k))))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read %s: %w", s.wal.Path(), err)
+	}
+	return out, nil
+}
+
+// ReadInput returns the recorded input of batch t (copies, checksums
+// checked); ok is false if t has no record.
+func (s *Store) ReadInput(t time.Time) (inputs map[string][]byte, ok bool, err error) {
+	err = view(s.wal, func(tx *bolt.Tx) error {
+		root := tx.Bucket(walBucket)
+		if root == nil {
+			return nil
+		}
+		b := root.Bucket(walKey(t))
+		if b == nil {
+			return nil
+		}
+		ok = true
+		inputs = map[string][]byte{}
+		return b.ForEach(func(k, v []byte) error {
+			data, err := unseal(v)
+			if err != nil {
+				return fmt.Errorf("input %q: %w", k, err)
+			}
+			inputs[string(k)] = data
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), s.wal.Path(), err)
+	}
+	return inputs, ok, nil
+}
+
+// DeleteInputThrough deletes the recorded input of batches at or before t,
+// then compacts the log file when most of it is free space.
+func (s *Store) DeleteInputThrough(t time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("checkpoint: store is closed")
+	}
+	limit := uint64(t.UnixNano())
+	err := update(s.wal, func(tx *bolt.Tx) error {
+		root := tx.Bucket(walBucket)
+		if root == nil {
+			return nil
+		}
+		var old [][]byte
+		c := root.Cursor()
+		for k, _ := c.First(); k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) <= limit; k, _ = c.Next() {
+			old = append(old, append([]byte(nil), k...))
+		}
+		for _, k := range old {
+			if err := root.DeleteBucket(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: delete write-ahead input through %s: %w", t.UTC().Format(time.RFC3339Nano), err)
+	}
+	return s.maybeCompactWAL()
+}
+
+// compactMinBytes is the log size below which compaction is not worth it.
+var compactMinBytes int64 = 4 << 20
+
+// maybeCompactWAL rewrites the log into a fresh file when over half of a
+// large file is free pages (bbolt never shrinks a file by itself). s.mu held.
+func (s *Store) maybeCompactWAL() error {
+	fi, err := os.Stat(s.wal.Path())
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	st := s.wal.Stats()
+	free := int64(st.FreePageN+st.PendingPageN) * int64(os.Getpagesize())
+	if fi.Size() < compactMinBytes || free*2 < fi.Size() {
+		return nil
+	}
+	return s.compactWAL()
+}
+
+// compactWAL copies the live log into wal.db.compact, then renames it over
+// wal.db. A crash in between leaves wal.db as it was (the copy is removed
+// at the next Open). s.mu held.
+func (s *Store) compactWAL() error {
+	path := s.wal.Path()
+	tmp := filepath.Join(s.cfg.Dir, walFile+".compact")
+	os.Remove(tmp)
+	dst, err := s.openDB(tmp)
+	if err != nil {
+		return fmt.Errorf("checkpoint: compact %s: %w", path, err)
+	}
+	err = guard(func() error { return bolt.Compact(dst, s.wal, 16<<20) })
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("checkpoint: compact %s: %w", path, err)
+	}
+	if err := s.wal.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("checkpoint: compact %s: %w", path, err)
+	}
+	renameErr := os.Rename(tmp, path)
+	if renameErr == nil {
+		renameErr = syncDir(s.cfg.Dir)
+	}
+	db, err := s.openDB(path) // the compacted file, or the old one if the rename failed
+	if err != nil {
+		s.wal = nil
+		s.closed = true
+		return fmt.Errorf("checkpoint: reopen %s after compaction: %w", path, err)
+	}
+	s.wal = db
+	if renameErr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("checkpoint: compact %s: %w", path, renameErr)
+	}
+	return nil
+}
