@@ -536,6 +536,7 @@ var batchTasksRE = regexp.MustCompile(`msg=batch .*\btasks=(\d+)`)
 // driver's own cache serves them (with recomputation each batch would add
 // the old batch's map tasks).
 func TestClusterWindowDoesNotRecomputeOldBatches(t *testing.T) {
+	needProcesses(t)
 	args := []string{"--mode=cachewindow", "--interval=200ms", "--rate=20000", "--keys=1000"}
 	local := start(t, truthjobBin, append(args, "--master=local[4]")...)
 	local.waitFor(t, "40 local batches", func() bool { return len(batchTasks(local.stderr.String())) >= 40 })
