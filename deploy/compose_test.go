@@ -154,18 +154,6 @@ func TestComposeDemo(t *testing.T) {
 					t.Skipf("killing an executor that holds operator state fails the job by design until cluster state "+
 						"recovery lands (issue 7/11). The job said: %s", msg)
 				}
-				if strings.Contains(msg, "fetch shuffle") && strings.Contains(msg, "failed 5 times") &&
-					(strings.Contains(msg, "connection refused") || strings.Contains(msg, "Unavailable")) {
-					// A second known failure, NOT issue 7/11: a reduce task that
-					// fetches map output from the killed executor fails its 5
-					// attempts (connection refused) before the executor is
-					// declared lost, instead of the fetch failure setting the
-					// map stage back (stage resubmission). Seen with the
-					// inverse window recomputing a batch that leaves it. Delete
-					// this branch once that is fixed.
-					t.Skipf("KNOWN BUG (not issue 7/11): a fetch from the killed executor's shuffle output failed the task "+
-						"5 times instead of resubmitting the map stage. The job said: %s", msg)
-				}
 				t.Fatalf("the job failed after an executor was killed: %s", msg)
 			}
 			if len(d.outputs()) >= batchesBefore+10 && time.Since(killedAt) > 10*time.Second {
