@@ -42,7 +42,7 @@ func TestUIInBrowser(t *testing.T) {
 
 	// The streaming page: four timelines with a point per batch.
 	if err := chromedp.Do(ctx,
-		chromedp.Click(uitest.CSS(`#jobs a.job`)),
+		uitest.Click(`#jobs a.job`),
 		chromedp.WaitVisible(uitest.CSS(`.chart svg.timeline circle.pt`)),
 		chromedp.WaitVisible(uitest.CSS(`#batches a.batch`)),
 		shot("streaming.png"),
@@ -97,7 +97,7 @@ func TestUIInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := chromedp.Do(ctx,
-		chromedp.Click(uitest.CSS(`#batches a.batch`)),
+		uitest.Click(`#batches a.batch`),
 		chromedp.WaitVisible(uitest.CSS(`#stages tr.stage`)),
 		shot("batch.png"),
 	); err != nil {
@@ -172,11 +172,25 @@ func TestUIInBrowserTenThousandBatches(t *testing.T) {
 	if rows != 50 || first() != zero.Add(n*time.Second).UnixMilli() {
 		t.Fatalf("table: %d rows from %d, want 50 from the newest batch", rows, first())
 	}
-	if err := chromedp.Do(ctx,
-		chromedp.Click(uitest.CSS(`.pager a`)),
-		chromedp.WaitVisible(uitest.CSS(`.pager a + a`)), // "newer" and "older" links
-	); err != nil {
-		t.Fatalf("older: %v", err)
+	// Clicked in the page's script: the live refresh may redraw the pager
+	// between finding a node and clicking it, which a click by node id
+	// reports as "Could not find node with given id".
+	clicked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const a = document.querySelector('.pager a'); if (!a) return false; a.click(); return true })()`))
+	if err != nil || !clicked {
+		t.Fatalf("older: no pager link (%v)", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; { // "newer" and "older" links
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.pager a').length`))
+		if err != nil {
+			t.Fatalf("older: %v", err)
+		}
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("older: the pager shows %d links, want newer and older", n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	want := zero.Add((n - 50) * time.Second).UnixMilli()
 	for deadline := time.Now().Add(30 * time.Second); first() != want; {

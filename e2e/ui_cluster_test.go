@@ -249,7 +249,7 @@ func clusterUIInBrowser(t *testing.T, base, id string) {
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(css(`#jobs a.job`)),
 		br.Shot(t, "cluster-jobs.png"),
-		chromedp.Click(css(`#jobs a.job`)),
+		uitest.Click(`#jobs a.job`),
 		chromedp.WaitVisible(css(`.chart svg.timeline circle.pt`)),
 		chromedp.WaitVisible(css(`#batches a.batch`)),
 		br.Shot(t, "cluster-streaming.png"),
@@ -265,7 +265,7 @@ func clusterUIInBrowser(t *testing.T, base, id string) {
 		t.Fatalf("timeline points %v (%v): want 4 charts with a point per batch that ran (at least 3)", points, err)
 	}
 	if err := chromedp.Do(ctx,
-		chromedp.Click(css(`#batches a.batch`)),
+		uitest.Click(`#batches a.batch`),
 		chromedp.WaitVisible(css(`#stages tr.stage`)),
 		chromedp.WaitVisible(css(`#tasks tr.task`)),
 		br.Shot(t, "cluster-batch.png"),
@@ -282,9 +282,9 @@ func clusterUIInBrowser(t *testing.T, base, id string) {
 		}
 	}
 	if err := chromedp.Do(ctx,
-		chromedp.Click(css(`#crumbs a:nth-of-type(2)`)),
+		uitest.Click(`#crumbs a:nth-of-type(2)`),
 		chromedp.WaitVisible(css(`#executors-link`)),
-		chromedp.Click(css(`#executors-link`)),
+		uitest.Click(`#executors-link`),
 		chromedp.WaitVisible(css(`#executors tr.executor`)),
 		br.Shot(t, "cluster-executors.png"),
 	); err != nil {

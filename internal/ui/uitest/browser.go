@@ -120,3 +120,28 @@ func (b *Browser) CheckErrors(t *testing.T) {
 
 // CSS selects by a CSS selector.
 func CSS(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+// Click clicks the first element selector matches, in the page's own
+// script, waiting up to 30 s for one. A live page redraws its tables and
+// pager: chromedp's Click finds a node and then clicks it by id, which
+// fails ("Could not find node with given id") when a redraw comes between.
+func Click(selector string) chromedp.Action[chromedp.Void] {
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.click(); return true })()`, selector)
+	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ok, err := chromedp.Evaluate[bool](js)(ctx, tg)
+			if err != nil || ok {
+				return chromedp.Void{}, err
+			}
+			if time.Now().After(deadline) {
+				return chromedp.Void{}, fmt.Errorf("click %s: no such element after 30s", selector)
+			}
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
