@@ -183,13 +183,27 @@ func checkOutputDirs(t *testing.T, out, prefix string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(files) == 0 {
-			t.Errorf("%s: no part files", e.Name())
-		}
+		parts := 0
 		for _, f := range files {
-			if !partRE.MatchString(f.Name()) {
+			switch {
+			case partRE.MatchString(f.Name()):
+				parts++
+			case f.Name() == "_SUCCESS":
+				// The commit marker names the batch it commits.
+				ms, _ := strconv.ParseInt(m[1], 10, 64)
+				want := "batch " + time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") + "\n"
+				if b, err := os.ReadFile(filepath.Join(out, e.Name(), f.Name())); err != nil || string(b) != want {
+					t.Errorf("%s/_SUCCESS holds %q (%v), want %q", e.Name(), b, err, want)
+				}
+			default:
 				t.Errorf("%s: unexpected file %s", e.Name(), f.Name())
 			}
+		}
+		if parts == 0 {
+			t.Errorf("%s: no part files", e.Name())
+		}
+		if _, err := os.Stat(filepath.Join(out, e.Name(), "_SUCCESS")); err != nil {
+			t.Errorf("%s: no _SUCCESS commit marker: %v", e.Name(), err)
 		}
 	}
 	if len(ents) < 2 {
