@@ -126,8 +126,10 @@ func TestUIInBrowser(t *testing.T) {
 	if !strings.Contains(title, want) {
 		t.Fatalf("batch page title %q, want the batch time %s", title, want)
 	}
-	stop()
+	// Errors are checked before the job stops: the page keeps refreshing,
+	// and its calls to a stopped server fail.
 	br.CheckErrors(t)
+	stop()
 }
 
 // TestUIInBrowserTenThousandBatches opens the streaming page of a job that
