@@ -24,6 +24,7 @@ type offsetLog struct {
 	mu       sync.Mutex
 	planned  map[time.Time]span // every batch ever planned, over all runs
 	resumed  []int64            // the offsets Resume was given, one per restart
+	replays  int                // batches whose BatchInfo says replayed
 }
 
 func (l *offsetLog) source() dstream.PlannedSource[span, int64] {
@@ -79,6 +80,20 @@ func runPlanned(t *testing.T, dir string, l *offsetLog, rec *recorder, batches i
 		return s, true
 	})
 	record(t, rec, "state", st)
+	c.AddBatchListener(func(info dstream.BatchInfo) {
+		for _, in := range info.Inputs {
+			for _, a := range in.Attrs {
+				if a.Key == "replayed" && a.Value.Bool() {
+					l.mu.Lock()
+					l.replays++
+					if in.Records != l.perBatch {
+						l.t.Errorf("replayed batch %v: %d records, want the recorded %d", info.Time, in.Records, l.perBatch)
+					}
+					l.mu.Unlock()
+				}
+			}
+		}
+	})
 	rec.mu.Lock()
 	target := rec.n["vals"] + batches
 	rec.mu.Unlock()
@@ -163,6 +178,9 @@ func TestCheckpointResumesAPlannedSource(t *testing.T) {
 		if got := rec.outs["state"][bt]; !slices.Equal(got, st) {
 			t.Fatalf("state at %v: %v, want %v", bt, got, st)
 		}
+	}
+	if l.replays != rec.n["vals"]-len(times) {
+		t.Errorf("%d batches reported replayed, %d were", l.replays, rec.n["vals"]-len(times))
 	}
 	if len(l.planned) != len(times) {
 		t.Errorf("%d batches planned, %d ran", len(l.planned), len(times))
