@@ -23,7 +23,8 @@ import (
 // --checkpoint DIR) records, in that directory,
 //   - every batch's input before the batch is scheduled (the write-ahead
 //     log: the Arrow records each input cut for the batch; for a planned
-//     source that is its plan, e.g. Kafka offset ranges),
+//     source that is its plan, e.g. Kafka offset ranges, and the plan's
+//     Next, which a restart hands to PlannedSource.Resume),
 //   - after every completed batch, a metadata generation (graph
 //     fingerprint, zero time, last completed batch, snapshots),
 //   - every checkpoint interval, a snapshot of every stateful operator's
