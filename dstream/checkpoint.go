@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,8 @@ import (
 // --checkpoint DIR) records, in that directory,
 //   - every batch's input before the batch is scheduled (the write-ahead
 //     log: the Arrow records each input cut for the batch; for a planned
-//     source that is its plan, e.g. Kafka offset ranges),
+//     source that is its plan, e.g. Kafka offset ranges, and the plan's
+//     Next, which a restart hands to PlannedSource.Resume),
 //   - after every completed batch, a metadata generation (graph
 //     fingerprint, zero time, last completed batch, snapshots),
 //   - every checkpoint interval, a snapshot of every stateful operator's
@@ -61,7 +63,10 @@ type walInput interface {
 	restoreAt(t time.Time, b []byte) (int64, error)
 }
 
-func (in *input[T]) isPlanned() bool { return in.planned }
+// cannotResume reports a planned source that has no Resume hook: its
+// planner would restart from its own start positions, not after the
+// recorded plans.
+func (in *input[T]) cannotResume() bool { return in.planned && in.resume == nil }
 
 func (in *input[T]) walName() string {
 	return strconv.Itoa(in.index) + ":" + in.op
@@ -87,32 +92,69 @@ func (in *input[T]) recordAt(t time.Time) ([]byte, error) {
 		out = append(out, b...)
 	}
 	if in.extra != nil {
-		out = append(out, in.extra()...)
+		out = append(out, in.extra(t)...)
 	}
 	return out, nil
 }
 
 func (in *input[T]) restoreAt(t time.Time, b []byte) (int64, error) {
+	recs, rest, rows, err := in.decodeRecord(b)
+	if err != nil {
+		return 0, err
+	}
+	if in.restoreExtra != nil {
+		n, err := in.restoreExtra(t, rest)
+		if err != nil {
+			releaseAll(recs)
+			return 0, fmt.Errorf("recorded input of %s: %w", in.s.b.name, err)
+		}
+		if n >= 0 {
+			rows = n
+		}
+	}
+	in.mu.Lock()
+	if old, ok := in.recs[t]; ok {
+		releaseAll(old)
+	}
+	in.recs[t] = recs
+	in.mu.Unlock()
+	return rows, nil
+}
+
+// resumeFrom gives a source with a resume hook the extra of its newest
+// recorded batch.
+func (in *input[T]) resumeFrom(b []byte) error {
+	if in.resume == nil {
+		return nil
+	}
+	recs, rest, _, err := in.decodeRecord(b)
+	if err != nil {
+		return err
+	}
+	releaseAll(recs)
+	if err := in.resume(rest); err != nil {
+		return fmt.Errorf("resume %s: %w", in.s.b.name, err)
+	}
+	return nil
+}
+
+// decodeRecord splits a write-ahead record into its Arrow records (the
+// caller releases them), the extra bytes after them, and their rows.
+func (in *input[T]) decodeRecord(b []byte) (recs []arrow.Record, extra []byte, rows int64, err error) {
 	mem := in.s.b.ctx.cfg.Allocator
-	bad := func(why string) error { return fmt.Errorf("recorded input of %s: %s", in.s.b.name, why) }
+	bad := func(why string) error {
+		releaseAll(recs)
+		return fmt.Errorf("recorded input of %s: %s", in.s.b.name, why)
+	}
 	if len(b) < 4 {
-		return 0, bad("truncated")
+		return nil, nil, 0, bad("truncated")
 	}
 	n := int(binary.BigEndian.Uint32(b))
 	b = b[4:]
-	recs := make([]arrow.Record, 0, n)
-	release := func() {
-		for _, r := range recs {
-			if r != nil {
-				r.Release()
-			}
-		}
-	}
-	var rows int64
+	recs = make([]arrow.Record, 0, min(n, 1<<16))
 	for range n {
 		if len(b) < 8 {
-			release()
-			return 0, bad("truncated")
+			return nil, nil, 0, bad("truncated")
 		}
 		l := binary.BigEndian.Uint64(b)
 		b = b[8:]
@@ -121,35 +163,25 @@ func (in *input[T]) restoreAt(t time.Time, b []byte) (int64, error) {
 			continue
 		}
 		if uint64(len(b)) < l {
-			release()
-			return 0, bad("truncated")
+			return nil, nil, 0, bad("truncated")
 		}
 		r, err := cluster.DecodeIPC(b[:l], mem)
 		if err != nil {
-			release()
-			return 0, bad(err.Error())
+			return nil, nil, 0, bad(err.Error())
 		}
 		b = b[l:]
 		recs = append(recs, r)
 		rows += r.NumRows()
 	}
-	if in.restoreExtra != nil {
-		if err := in.restoreExtra(b); err != nil {
-			release()
-			return 0, bad(err.Error())
+	return recs, b, rows, nil
+}
+
+func releaseAll(recs []arrow.Record) {
+	for _, r := range recs {
+		if r != nil {
+			r.Release()
 		}
 	}
-	in.mu.Lock()
-	if old, ok := in.recs[t]; ok {
-		for _, r := range old {
-			if r != nil {
-				r.Release()
-			}
-		}
-	}
-	in.recs[t] = recs
-	in.mu.Unlock()
-	return rows, nil
 }
 
 // defaultCheckpointInterval is the smallest multiple of every stateful
@@ -205,10 +237,10 @@ func (c *Context) openCheckpoint(now time.Time) (zero time.Time, err error) {
 		log = slog.Default()
 	}
 	for _, in := range c.inputs {
-		if p, ok := in.(interface{ isPlanned() bool }); ok && p.isPlanned() {
-			// Its planner would start from its own start positions (the
-			// consumer group's offsets), not after the replayed ranges.
-			return time.Time{}, fmt.Errorf("dstream: --checkpoint %s: the planned source %s (Kafka) cannot resume from a checkpoint yet: run it without --checkpoint (offsets are committed to the consumer group after each batch, at-least-once)", c.cfg.Checkpoint, in.base().name)
+		if p, ok := in.(interface{ cannotResume() bool }); ok && p.cannotResume() {
+			// Its planner would start from its own start positions, not
+			// after the replayed plans.
+			return time.Time{}, fmt.Errorf("dstream: --checkpoint %s: the planned source %s has no PlannedSource.Resume, so it cannot resume from a checkpoint: give it one, or run without --checkpoint", c.cfg.Checkpoint, in.base().name)
 		}
 	}
 	store, err := checkpoint.Open(checkpoint.Config{Dir: c.cfg.Checkpoint, Logger: log})
@@ -312,7 +344,13 @@ func (c *Context) openCheckpoint(now time.Time) (zero time.Time, err error) {
 // read. It runs after start (the operators loaded their initial state).
 func (c *Context) restoreCheckpoint() error {
 	ck := c.ckpt
-	if ck == nil || ck.meta.Completed.IsZero() {
+	if ck == nil {
+		return nil
+	}
+	if err := c.resumeInputs(); err != nil {
+		return err
+	}
+	if ck.meta.Completed.IsZero() {
 		return nil
 	}
 	if !ck.restoredS.IsZero() {
@@ -355,6 +393,42 @@ func (c *Context) restoreCheckpoint() error {
 	c.log.Info("restored from checkpoint", slog.String("dir", c.cfg.Checkpoint),
 		slog.String("snapshot", fmtTime(ck.restoredS)), slog.String("completed", fmtTime(ck.meta.Completed)),
 		slog.Int("replay_batches", len(ck.replay)))
+	return nil
+}
+
+// resumeInputs gives every input with a resume hook (a planned source)
+// its position after the newest batch the write-ahead log holds, so that
+// the first batch planned afresh starts right after the last one recorded
+// (replayed or completed). Without a record the source keeps its start
+// positions: nothing was planned that a restart must follow.
+func (c *Context) resumeInputs() error {
+	ck := c.ckpt
+	times, err := ck.store.InputTimes()
+	if err != nil || len(times) == 0 {
+		return err
+	}
+	newest := slices.MaxFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	rec, _, err := ck.store.ReadInput(newest)
+	if err != nil {
+		return fmt.Errorf("dstream: --checkpoint %s: %w", c.cfg.Checkpoint, err)
+	}
+	for _, in := range c.inputs {
+		r, ok := in.(interface {
+			walInput
+			resumeFrom(b []byte) error
+		})
+		if !ok {
+			continue
+		}
+		b, ok := rec[r.walName()]
+		if !ok {
+			continue
+		}
+		if err := r.resumeFrom(b); err != nil {
+			return fmt.Errorf("dstream: --checkpoint %s: batch %s: %w", c.cfg.Checkpoint, fmtTime(newest), err)
+		}
+		c.log.Info("resumed after the newest recorded batch", slog.String("input", in.base().name), slog.String("batch", fmtTime(newest)))
+	}
 	return nil
 }
 

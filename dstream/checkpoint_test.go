@@ -386,19 +386,3 @@ func TestCheckpointDirectorySource(t *testing.T) {
 		t.Fatalf("per-batch line counts add up to %d, want %d", sum, written)
 	}
 }
-
-func TestCheckpointRefusesAPlannedSource(t *testing.T) {
-	c, err := dstream.New(dstream.Config{BatchInterval: ckptInterval, Checkpoint: t.TempDir(), Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := dstream.NewPlannedStream(c, dstream.PlannedSource[int64, int64]{
-		Name: "kafka",
-		Plan: func(time.Time) (dstream.SourcePlan[int64], error) { return dstream.SourcePlan[int64]{}, nil },
-		Read: func(context.Context, time.Time, int64, func(int64) bool) error { return nil },
-	})
-	dstream.ForeachRDD(s, func(*dstream.Batch, *rdd.RDD[int64]) error { return nil })
-	if err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot resume from a checkpoint yet") {
-		t.Fatalf("planned source with --checkpoint: %v, want a refusal", err)
-	}
-}

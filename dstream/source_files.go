@@ -149,7 +149,7 @@ func TextFileStream(ctx *Context, dir string, opts ...FileOption) *DStream[strin
 	// With a checkpoint, each batch's write-ahead record keeps the names
 	// read so far, so a restarted job reads exactly the files that came
 	// after them, including those that arrived while it was down.
-	in.extra = func() []byte {
+	in.extra = func(time.Time) []byte {
 		names := make([]string, 0, len(seen))
 		for name := range seen {
 			names = append(names, name)
@@ -162,17 +162,17 @@ func TextFileStream(ctx *Context, dir string, opts ...FileOption) *DStream[strin
 		}
 		return b
 	}
-	in.restoreExtra = func(b []byte) error {
+	in.restoreExtra = func(_ time.Time, b []byte) (int64, error) {
 		clear(seen)
 		for len(b) > 0 {
 			if len(b) < 4 || uint64(len(b)-4) < uint64(binary.BigEndian.Uint32(b)) {
-				return fmt.Errorf("file names truncated")
+				return 0, fmt.Errorf("file names truncated")
 			}
 			n := binary.BigEndian.Uint32(b)
 			seen[string(b[4:4+n])] = true
 			b = b[4+n:]
 		}
-		return nil
+		return -1, nil
 	}
 	in.startFn = func() error {
 		st, err := os.Stat(dir)

@@ -2,7 +2,9 @@ package dstream
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/rdd"
 )
 
@@ -32,6 +36,12 @@ type SourcePlan[M any] struct {
 	// tasks add with AddSourceCount; each batch's totals are added to its
 	// log line (after Attrs, by name) and to BatchInfo.Inputs' Attrs.
 	Counts map[string]int64
+	// Next, for a source with a Resume hook, says where the batch after
+	// this one starts (Kafka: one empty range per partition, at its next
+	// offset). With a checkpoint it is recorded with the batch's parts
+	// before the batch is scheduled, and a restarted job gives the newest
+	// recorded one to Resume.
+	Next []M
 }
 
 type sourceCountsKey struct{}
@@ -87,6 +97,15 @@ type PlannedSource[M, T any] struct {
 	// Read yields the values of one part of batch t. It runs in tasks, on
 	// executors in a cluster. An error fails the task, which is retried.
 	Read func(ctx context.Context, t time.Time, part M, yield func(T) bool) error
+	// Resume, optional, makes the source usable with a checkpoint
+	// (--checkpoint); without it such a run is refused. A restarted job
+	// calls it once in the job's driver, after Start and before any
+	// batch, with SourcePlan.Next of the newest batch in the checkpoint's
+	// write-ahead log; the next Plan must start right there. The batches
+	// the log holds are not planned again: they are replayed with exactly
+	// their recorded parts (BatchInfo.Inputs then has the recorded record
+	// count and the attribute replayed=true, not the plan's Metadata).
+	Resume func(next []M) error
 }
 
 // NewPlannedStream makes an input stream from a planned source. M must be
@@ -103,6 +122,7 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 	var mu sync.Mutex
 	infos := map[time.Time]InputInfo{}
 	plans := map[time.Time]map[string]int64{}          // SourcePlan.Counts
+	nexts := map[time.Time][]M{}                       // SourcePlan.Next, until logged
 	counted := map[int64]map[string]map[string]int64{} // tasks' counts by batch (ns), part
 	reportName := op + "/" + strconv.Itoa(len(c.streams))
 	c.registerReporter("plannedCounts/", reportName, func(t time.Time, _ int, b []byte) error {
@@ -135,11 +155,43 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 		if plan.Counts != nil {
 			plans[t] = plan.Counts
 		}
+		if src.Resume != nil {
+			nexts[t] = plan.Next
+		}
 		mu.Unlock()
 		return recs, plan.Records, nil
 	})
 	in.startFn = src.Start
 	in.planned = true
+	if src.Resume != nil {
+		// The write-ahead record of a batch (checkpoint.go) carries, after
+		// the parts, the plan's record count and Next.
+		nextCodec := rdd.CodecOf[M]()
+		in.extra = func(t time.Time) []byte {
+			mu.Lock()
+			next, records := nexts[t], infos[t].Records
+			delete(nexts, t)
+			mu.Unlock()
+			return appendPlanPosition(c, nextCodec, records, next)
+		}
+		in.restoreExtra = func(t time.Time, b []byte) (int64, error) {
+			records, _, err := readPlanPosition(nextCodec, b)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", op, err)
+			}
+			mu.Lock()
+			infos[t] = InputInfo{Records: records, Attrs: []slog.Attr{slog.Bool("replayed", true)}}
+			mu.Unlock()
+			return records, nil
+		}
+		in.resume = func(b []byte) error {
+			_, next, err := readPlanPosition(nextCodec, b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			return src.Resume(next)
+		}
+	}
 	in.stopFn = func() {
 		if src.Stop != nil && c.role != roleExecutor {
 			src.Stop()
@@ -197,6 +249,11 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 				delete(plans, t)
 			}
 		}
+		for t := range nexts {
+			if !t.After(before) {
+				delete(nexts, t)
+			}
+		}
 		for ns := range counted {
 			if ns <= before.UnixNano() {
 				delete(counted, ns)
@@ -226,4 +283,39 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 		return info, ok
 	})
 	return s
+}
+
+// appendPlanPosition encodes a plan's record count and Next: 8 bytes of
+// count, then Next as framed Arrow IPC (nothing if Next is empty).
+func appendPlanPosition[M any](c *Context, codec rdd.Codec[M], records int64, next []M) []byte {
+	out := binary.BigEndian.AppendUint64(nil, uint64(records))
+	if len(next) == 0 {
+		return out
+	}
+	rec := rdd.Encode(c.cfg.Allocator, codec, next)
+	defer rec.Release()
+	b, err := cluster.EncodeIPC(rec, memory.DefaultAllocator)
+	if err != nil {
+		// An in-memory encoding of a record just built cannot fail short
+		// of a bug; a record without Next refuses to resume, loudly.
+		panic(fmt.Sprintf("dstream: encode a plan's Next: %v", err))
+	}
+	return append(out, b...)
+}
+
+// readPlanPosition decodes what appendPlanPosition wrote.
+func readPlanPosition[M any](codec rdd.Codec[M], b []byte) (int64, []M, error) {
+	if len(b) < 8 {
+		return 0, nil, errors.New("recorded plan position truncated (a record without it was written by another build)")
+	}
+	records := int64(binary.BigEndian.Uint64(b))
+	if len(b) == 8 {
+		return records, nil, nil
+	}
+	rec, err := cluster.DecodeIPC(b[8:], memory.DefaultAllocator) // Go heap: decoded strings outlive the record
+	if err != nil {
+		return 0, nil, fmt.Errorf("recorded plan position: %w", err)
+	}
+	defer rec.Release()
+	return records, rdd.Decode(codec, rec), nil
 }

@@ -22,11 +22,14 @@ type input[T any] struct {
 	index   int // place among the context's inputs
 	op      string
 	planned bool // a planned source (source_planned.go)
-	// extra, if set, adds source state to the write-ahead record of a
-	// batch (the directory source's names read); restoreExtra takes it
-	// back (checkpoint.go).
-	extra        func() []byte
-	restoreExtra func(b []byte) error
+	// extra, if set, adds source state to the write-ahead record of batch
+	// t (the directory source's names read, a planned source's position);
+	// restoreExtra takes it back and may return the batch's record count
+	// (-1: the rows of its records). resume, if set, receives the extra
+	// of the newest recorded batch when a run restarts (checkpoint.go).
+	extra        func(t time.Time) []byte
+	restoreExtra func(t time.Time, b []byte) (int64, error)
+	resume       func(b []byte) error
 	mu           sync.Mutex
 	recs         map[time.Time][]arrow.Record
 	// fetching holds, in the executor role, the fetches of input batches

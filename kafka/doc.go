@@ -20,6 +20,10 @@
 // show the job's progress. The offsets also appear on the batch log line
 // ("offsets", with "lag": the records left for later batches, and "rate"
 // under backpressure) and in dstream.BatchInfo.Inputs (as []OffsetRange).
+// With a checkpoint (--checkpoint) a restarted job does not start from the
+// group's offsets: it replays the batches its write-ahead log holds with
+// their recorded ranges and plans on right after the last one (see
+// dstream.PlannedSource.Resume).
 //
 // Offsets deleted by retention before they were read (found when planning,
 // or deleted between planning and the task's read) fail the batch with an

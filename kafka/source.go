@@ -290,11 +290,12 @@ func newSource[V any](ctx *dstream.Context, cfg *Config, value Decoder[V]) (*pla
 // batch listener.
 func plannedStream[T any](ctx *dstream.Context, p *planner, closeReader func(), read func(context.Context, time.Time, OffsetRange, func(T) bool) error) *dstream.DStream[T] {
 	s := dstream.NewPlannedStream(ctx, dstream.PlannedSource[OffsetRange, T]{
-		Name:  "kafka",
-		Start: p.start,
-		Stop:  func() { p.stop(); closeReader() },
-		Plan:  p.plan,
-		Read:  read,
+		Name:   "kafka",
+		Start:  p.start,
+		Stop:   func() { p.stop(); closeReader() },
+		Plan:   p.plan,
+		Read:   read,
+		Resume: p.resume,
 	})
 	p.stream = s.Name()
 	ctx.AddBatchListener(p.completed)
@@ -589,6 +590,9 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 	}
 	p.batches[t] = ends
 	plan.Metadata = ranges
+	for _, r := range ranges { // where a restart from a checkpoint resumes
+		plan.Next = append(plan.Next, OffsetRange{r.Topic, r.Partition, r.Until, r.Until})
+	}
 	plan.Attrs = []slog.Attr{slog.String("offsets", desc.String()), slog.Int64("lag", lag)}
 	// Tasks add the records they find lost or cannot decode (dstream.AddSourceCount).
 	if p.cfg.OnLostOffsets == SkipLost {
@@ -604,6 +608,25 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 		plan.Attrs = append(plan.Attrs, slog.Int64("rate", int64(p.ctl.Rate())))
 	}
 	return plan, nil
+}
+
+// resume, in a job restarted from a checkpoint, replaces the start
+// positions with where the newest recorded batch ended (its plan's Next):
+// the batches up to it are replayed from their recorded ranges, the next
+// plan starts right after them. A partition the record does not name is
+// new since then and starts at its earliest offset, as in a running job.
+// The consumer group's offsets are not read: they may lag the checkpoint.
+func (p *planner) resume(next []OffsetRange) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.next)
+	var desc strings.Builder
+	for _, r := range next {
+		p.next[TopicPartition{r.Topic, r.Partition}] = r.Until
+		fmt.Fprintf(&desc, " %s/%d:%d", r.Topic, r.Partition, r.Until)
+	}
+	p.cfg.Logger.Info("kafka: resuming from the checkpoint", slog.String("next", strings.TrimSpace(desc.String())))
+	return nil
 }
 
 // completed runs after all outputs of a batch succeeded: it feeds the rate

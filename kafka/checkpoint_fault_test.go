@@ -1,0 +1,334 @@
+//go:build unix
+
+package kafka_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The Kafka fault test's job: values "k3 17" (per-key sequence numbers)
+// from topic "seq"; every batch's values go to a committing sink, the state
+// per key (count, sum of sequence numbers) to another.
+const (
+	kfKeys       = 5
+	kfPerKey     = 200
+	kfInterval   = 100 * time.Millisecond
+	kfMaxRate    = 300 // records/s per partition: at most 30 per partition per batch
+	kfPartitions = 3
+)
+
+// TestKafkaCheckpointJobProcess is not a test: TestKafkaCheckpointKill9
+// runs it in a child process, with the job's command line after --.
+func TestKafkaCheckpointJobProcess(t *testing.T) {
+	if os.Getenv("SLUICE_KCKPT_JOB") != "1" {
+		t.Skip("the job process of TestKafkaCheckpointKill9")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	broker, out := os.Getenv("SLUICE_KCKPT_BROKER"), os.Getenv("SLUICE_KCKPT_OUT")
+	code := dstream.RunArgs(dstream.Config{AppName: "kafkackpt", BatchInterval: kfInterval, Master: "local[2]", Parallelism: 3},
+		args, os.Stderr, func(ctx *dstream.Context) error {
+			lines, err := kafka.NewValueStream(ctx, kafka.Config{Brokers: []string{broker}, Topics: []string{"seq"}, GroupID: "kckpt",
+				MaxRatePerPartition: kfMaxRate}, kafka.String())
+			if err != nil {
+				return err
+			}
+			lines = dstream.Map(lines, func(s string) string { return strings.Clone(s) })
+			dstream.SaveAsTextFiles(lines, filepath.Join(out, "lines"), "")
+			kv := dstream.Map(lines, func(l string) dstream.KV[string, int64] {
+				k, s, _ := strings.Cut(l, " ")
+				n, _ := strconv.ParseInt(s, 10, 64)
+				return dstream.KV[string, int64]{Key: k, Value: n}
+			})
+			st := dstream.UpdateStateByKey(kv, "perkey", func(seqs []int64, s dstream.Pair[int64, int64], _ bool) (dstream.Pair[int64, int64], bool) {
+				for _, n := range seqs {
+					s.First++
+					s.Second += n
+				}
+				return s, true
+			})
+			dstream.SaveAsTextFiles(dstream.Map(st, func(kv dstream.KV[string, dstream.Pair[int64, int64]]) string {
+				return fmt.Sprintf("%s %d %d", kv.Key, kv.Value.First, kv.Value.Second)
+			}), filepath.Join(out, "state"), "")
+			return nil
+		})
+	os.Exit(code)
+}
+
+func kfBatchDirs(t *testing.T, prefix string) map[int64]string {
+	dirs, _ := filepath.Glob(prefix + "-*")
+	out := map[int64]string{}
+	for _, d := range dirs {
+		ms, err := strconv.ParseInt(strings.TrimPrefix(d, prefix+"-"), 10, 64)
+		if err != nil {
+			continue // ._temporary, ._replaced
+		}
+		if _, err := os.Stat(filepath.Join(d, "_SUCCESS")); err != nil {
+			t.Errorf("%s has no _SUCCESS: a partial batch is visible", d)
+		}
+		out[ms] = d
+	}
+	return out
+}
+
+func kfDirLines(t *testing.T, dir string) []string {
+	parts, _ := filepath.Glob(filepath.Join(dir, "part-*"))
+	var lines []string
+	for _, p := range parts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" {
+				lines = append(lines, l)
+			}
+		}
+	}
+	return lines
+}
+
+// TestKafkaCheckpointKill9: a broker (cmd/devbroker) in its own process, a
+// producer (franz-go) writing per-key sequence numbers, and a local-mode
+// stateful job with --checkpoint killed with -9 at random points three
+// times and rerun: every record exactly once in the committing sink, exact
+// state at every batch, no batch time skipped, every batch within the
+// rate limit (catch-up after downtime in bounded batches), and the group's
+// committed offsets at the end of the log after the last batch.
+func TestKafkaCheckpointKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: a broker process, a job process killed 3 times")
+	}
+	root := t.TempDir()
+	bin := filepath.Join(root, "devbroker")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/devbroker").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/devbroker: %v\n%s", err, out)
+	}
+	bout, err := os.Create(filepath.Join(root, "devbroker.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bcmd := exec.Command(bin, "--port=0", fmt.Sprintf("--partitions=%d", kfPartitions), "--topics=seq")
+	bcmd.Stdout, bcmd.Stderr = bout, bout
+	if err := bcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bcmd.Process.Kill(); bcmd.Wait() })
+	addrRE := regexp.MustCompile(`on (127\.0\.0\.1:\d+)`)
+	var addr string
+	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(bout.Name())
+		if m := addrRE.FindSubmatch(b); m != nil {
+			addr = string(m[1])
+		} else if time.Now().After(deadline) {
+			t.Fatalf("devbroker printed no address in 30s:\n%s", b)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("seq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out, ckdir := filepath.Join(root, "out"), filepath.Join(root, "ckpt")
+
+	// The producer: every 20ms the next sequence number of every key (the
+	// key picks the partition, so each key's records stay in order).
+	producerDone := make(chan error, 1)
+	go func() {
+		for seq := 1; seq <= kfPerKey; seq++ {
+			recs := make([]*kgo.Record, 0, kfKeys)
+			for k := range kfKeys {
+				key := "k" + strconv.Itoa(k)
+				recs = append(recs, &kgo.Record{Key: []byte(key), Value: fmt.Appendf(nil, "%s %d", key, seq)})
+			}
+			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+				producerDone <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		producerDone <- nil
+	}()
+
+	start := func() (*exec.Cmd, *bytes.Buffer, time.Time) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKafkaCheckpointJobProcess$", "--", "--checkpoint", ckdir, "--checkpoint-interval", "500ms")
+		cmd.Env = append(os.Environ(), "SLUICE_KCKPT_JOB=1", "SLUICE_KCKPT_BROKER="+addr, "SLUICE_KCKPT_OUT="+out)
+		var logs bytes.Buffer
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &logs, time.Now()
+	}
+	recovered := func(started time.Time, cmd *exec.Cmd, logs *bytes.Buffer) time.Duration {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			for ms := range kfBatchDirs(t, filepath.Join(out, "state")) {
+				if !time.UnixMilli(ms).Before(started) {
+					return time.Since(started)
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("no batch after a restart within 60s; job log:\n%s", logs.String())
+		return 0
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	var recoveries []float64
+	for kill := range 3 {
+		cmd, logs, started := start()
+		if kill > 0 {
+			recoveries = append(recoveries, float64(recovered(started, cmd, logs))/float64(kfInterval))
+		}
+		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond) // a random point
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		t.Logf("kill -9 #%d after %v", kill+1, time.Since(started).Round(time.Millisecond))
+		time.Sleep(time.Duration(rng.IntN(800)) * time.Millisecond) // down for a while: a backlog builds
+	}
+	if err := <-producerDone; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	cmd, logs, started := start()
+	recoveries = append(recoveries, float64(recovered(started, cmd, logs))/float64(kfInterval))
+	total := int64(kfKeys * kfPerKey)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		dirs := kfBatchDirs(t, filepath.Join(out, "state"))
+		var last int64
+		for ms := range dirs {
+			last = max(last, ms)
+		}
+		var n int64
+		for _, l := range kfDirLines(t, dirs[last]) {
+			f := strings.Fields(l)
+			c, _ := strconv.ParseInt(f[1], 10, 64)
+			n += c
+		}
+		if n >= total {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("state holds %d of %d records after 60s; job log:\n%s", n, total, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(3 * kfInterval) // a commit after the last batch with records
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("job exit: %v; log:\n%s", err, logs.String())
+	}
+
+	lineDirs := kfBatchDirs(t, filepath.Join(out, "lines"))
+	stateDirs := kfBatchDirs(t, filepath.Join(out, "state"))
+	times := slices.Sorted(func(yield func(int64) bool) {
+		for ms := range lineDirs {
+			if !yield(ms) {
+				return
+			}
+		}
+	})
+	for i := 1; i < len(times); i++ {
+		if times[i]-times[i-1] != kfInterval.Milliseconds() {
+			t.Errorf("batch times %d then %d: batches skipped", times[i-1], times[i])
+		}
+	}
+	seen := map[string]int{}
+	type kst struct{ n, sum int64 }
+	cum := map[string]kst{}
+	bound := kfPartitions * int(kfMaxRate*kfInterval/time.Second)
+	biggest := 0
+	for _, ms := range times {
+		lines := kfDirLines(t, lineDirs[ms])
+		biggest = max(biggest, len(lines))
+		if len(lines) > bound {
+			t.Errorf("batch %d has %d records, over the rate limit's %d", ms, len(lines), bound)
+		}
+		for _, l := range lines {
+			seen[l]++
+			k, s, _ := strings.Cut(l, " ")
+			n, _ := strconv.ParseInt(s, 10, 64)
+			c := cum[k]
+			cum[k] = kst{c.n + 1, c.sum + n}
+		}
+		sd, ok := stateDirs[ms]
+		if !ok {
+			t.Errorf("batch %d has lines output but no state output", ms)
+			continue
+		}
+		got := map[string]kst{}
+		for _, l := range kfDirLines(t, sd) {
+			f := strings.Fields(l)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			s, _ := strconv.ParseInt(f[2], 10, 64)
+			got[f[0]] = kst{n, s}
+		}
+		for k, want := range cum {
+			if got[k] != want {
+				t.Errorf("batch %d: state of %s is %+v, the records so far give %+v", ms, k, got[k], want)
+			}
+		}
+	}
+	dups, lost := 0, 0
+	for k := range kfKeys {
+		for seq := 1; seq <= kfPerKey; seq++ {
+			switch seen[fmt.Sprintf("k%d %d", k, seq)] {
+			case 0:
+				lost++
+			case 1:
+			default:
+				dups++
+			}
+		}
+	}
+	if dups > 0 || lost > 0 || len(seen) != int(total) {
+		t.Fatalf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
+	}
+	// The group's offsets follow completed batches: at the end of the log.
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, "seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsets(ctx, "kckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		c, ok := committed.Lookup("seq", o.Partition)
+		if !ok || c.At != o.Offset {
+			t.Errorf("group kckpt on seq/%d: committed %v (%v), want the end of the log %d", o.Partition, c.At, ok, o.Offset)
+		}
+	})
+	t.Logf("%d batches, %d records, 3 kills; largest batch %d records (limit %d); recovery (restart to first new batch) in batch intervals: %.1f",
+		len(times), total, biggest, bound, recoveries)
+}
