@@ -83,6 +83,19 @@ func TestUICluster(t *testing.T) {
 		if len(es) != 2 || es[0].ID != "exec0" || es[1].ID != "exec1" || done == 0 {
 			t.Fatalf("job executors %+v: want exec0 and exec1 that ran tasks", es)
 		}
+		// The partitions each executor caches, from the scheduler's
+		// registry: statejob's state and window streams are persisted.
+		cached := 0
+		for _, e := range es {
+			if e.CachedBlocks == nil {
+				t.Errorf("executor %s: no cachedBlocks figure", e.ID)
+			} else {
+				cached += *e.CachedBlocks
+			}
+		}
+		if cached == 0 {
+			t.Errorf("the executors cache no partitions, as the registry has it: %+v", es)
+		}
 		// statejob keeps "totals", "window" and "events" state with one
 		// partition per task slot (4).
 		for _, op := range []string{"totals", "window", "events"} {
