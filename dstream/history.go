@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/checkpoint"
 	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/scheduler"
@@ -191,6 +192,9 @@ type observer struct {
 	tracker    atomic.Pointer[taskTracker]
 	remote     atomic.Pointer[cluster.RemoteBackend]
 	clusterJob string
+	// ckptStore is the run's checkpoint directory (--checkpoint), set when
+	// Run opened it; its Stats describe the newest checkpoint.
+	ckptStore atomic.Pointer[checkpoint.Store]
 }
 
 // track wraps the scheduler's backend in the task tracker: the hook in
@@ -229,6 +233,7 @@ func (o *observer) get() (*History, *ui.Metrics) {
 		}
 		o.hist = NewHistory(size)
 		o.metrics = ui.NewMetrics(o.stateSize)
+		o.metrics.WatchCheckpoint(o.checkpoint)
 	}
 	return o.hist, o.metrics
 }
@@ -247,6 +252,35 @@ func (o *observer) record(info BatchInfo, err error) {
 	h, m := o.get()
 	h.Add(r)
 	m.Observe(toUIBatch(r))
+	for _, in := range info.Inputs {
+		if ps := uiPartitions(in); ps != nil {
+			m.ObserveInputs([]ui.Input{{Stream: in.Stream, Partitions: ps}})
+		}
+	}
+}
+
+// checkpoint describes the job's newest checkpoint for the UI, API and
+// metrics; nil without a checkpoint directory.
+func (o *observer) checkpoint() *ui.Checkpoint {
+	s := o.ckptStore.Load()
+	if s == nil {
+		return nil
+	}
+	st := s.Stats()
+	if st.Written.IsZero() {
+		return nil
+	}
+	now := time.Now()
+	c := &ui.Checkpoint{Generation: st.Generation, WrittenAt: st.Written.UTC(), AgeMs: max(0, now.Sub(st.Written).Milliseconds()), MetadataBytes: st.MetaBytes}
+	if !st.Completed.IsZero() {
+		t := st.Completed.UTC()
+		c.LastBatchTime = &t
+	}
+	if !st.SnapshotWritten.IsZero() {
+		c.Snapshot = &ui.CheckpointSnapshot{BatchTime: st.Snapshot.UTC(), WrittenAt: st.SnapshotWritten.UTC(),
+			AgeMs: max(0, now.Sub(st.SnapshotWritten).Milliseconds()), Bytes: st.SnapshotBytes}
+	}
+	return c
 }
 
 // History returns the job's bounded history of finished batches (the last

@@ -20,6 +20,25 @@ type InputInfo struct {
 	Metadata any
 }
 
+// PartitionInput is what a batch read from one partition of a partitioned
+// log (a Kafka topic-partition): offsets From (inclusive) to Until
+// (exclusive), and the Lag it left, the records the partition held past
+// Until when the batch was planned.
+type PartitionInput struct {
+	Topic       string
+	Partition   int
+	From, Until int64
+	Lag         int64
+}
+
+// PartitionedInput is implemented by an InputInfo.Metadata that describes
+// its batch per partition (a Kafka source's): the web UI and JSON API show
+// the partitions, and /metrics exports each partition's lag
+// (sluice_kafka_lag_records).
+type PartitionedInput interface {
+	PartitionInputs() []PartitionInput
+}
+
 // BatchListener is told about every batch whose outputs all succeeded, in
 // batch order, on the job's driver (the process that runs the batch loop),
 // after the batch's state was committed and before the next batch is

@@ -323,6 +323,7 @@ func (c *Context) Run(ctx context.Context) error {
 			return err
 		}
 		zero, genFrom = z, c.ckpt.from
+		c.obs.ckptStore.Store(c.ckpt.store) // the UI's checkpoint figures
 		defer c.closeCheckpoint()
 	}
 	if err := c.start(zero); err != nil {

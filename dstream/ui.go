@@ -131,6 +131,7 @@ func (s uiSource) Job() ui.Job {
 		InputRecords: cnt.InputRecords, TaskFailures: cnt.TaskFailures,
 		StateKeys: keys, StateBytes: bytes,
 		HistoryBatches: h.Len(), HistoryCapacity: h.Cap(),
+		Checkpoint: o.checkpoint(),
 	}
 	switch st {
 	case created:

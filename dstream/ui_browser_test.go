@@ -1,6 +1,7 @@
 package dstream
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,17 +10,26 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/sluicehq/sluice/internal/ui"
 	"github.com/sluicehq/sluice/internal/ui/uitest"
+	"github.com/sluicehq/sluice/rdd"
 )
 
 // TestUIInBrowser opens the jobs list, the streaming page and a batch page
-// of a running local job in headless Chromium: the charts draw a point per
-// batch and redraw as batches run, a batch link opens the batch, no page
-// script fails, and each page is saved as a screenshot (in
+// of a running local job (stateful, with --checkpoint) in headless
+// Chromium: the charts draw a point per batch and redraw as batches run,
+// the checkpoint cards show the API's checkpoint, a batch link opens the
+// batch, no page script fails, and each page is saved as a screenshot (in
 // $SLUICE_UI_SHOTS, or a new temp dir; the paths are logged).
 func TestUIInBrowser(t *testing.T) {
 	br := uitest.NewBrowser(t)
 	ctx := br.Ctx
-	base, _, stop := runUIJob(t, 9)
+	base, _, stop := runUIJobGraph(t, 9, func(in *DStream[int64]) {
+		kv := Map(in, func(v int64) KV[int64, int64] { return KV[int64, int64]{Key: v % 4, Value: 1} })
+		counts := UpdateStateByKey(kv, "counts", func(vs []int64, s int64, _ bool) (int64, bool) { return s + int64(len(vs)), true })
+		ForeachRDD(counts, func(b *Batch, r *rdd.RDD[KV[int64, int64]]) error {
+			_, err := Collect(b, r)
+			return err
+		})
+	}, "--checkpoint="+t.TempDir(), "--checkpoint-interval=100ms")
 	jobURL := base + "/api/v1/jobs/ui_job"
 	waitBatches(t, jobURL, 5)
 	shot := func(name string) chromedp.Action[chromedp.Void] { return br.Shot(t, name) }
@@ -76,6 +86,28 @@ func TestUIInBrowser(t *testing.T) {
 			t.Fatalf("the chart draws batch %d, which the API does not list", id)
 		}
 	}
+	// The checkpoint cards: the last batch checkpointed, its age and
+	// sizes, and the newest state snapshot, as the API has them.
+	cards, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](
+		`Object.fromEntries([...document.querySelectorAll('#checkpoint .card')].map(c => [c.id, c.querySelector('b').textContent]))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j ui.Job
+	getJSON(t, jobURL, &j)
+	clock := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d\d\d$`)
+	if j.Checkpoint == nil || j.Checkpoint.Snapshot == nil {
+		t.Fatalf("the API shows no checkpoint with a snapshot: %+v", j.Checkpoint)
+	}
+	if !clock.MatchString(cards["ckpt-batch"]) || !regexp.MustCompile(`^[0-9.hm ]+(ms|s)$`).MatchString(cards["ckpt-age"]) ||
+		!strings.HasSuffix(cards["ckpt-meta"], " B") || !strings.Contains(cards["ckpt-snapshot"], " ago") ||
+		!regexp.MustCompile(`^[0-9.]+ (B|KiB|MiB)$`).MatchString(cards["ckpt-snapshot-size"]) || cards["ckpt-generation"] == "" {
+		t.Fatalf("checkpoint cards %q: want the last batch checkpointed, its age, generation and sizes, and the snapshot", cards)
+	}
+	if g, err := strconv.ParseUint(strings.ReplaceAll(cards["ckpt-generation"], ",", ""), 10, 64); err != nil || g == 0 || g > j.Checkpoint.Generation {
+		t.Fatalf("checkpoint generation card %q (%v): want 1..%d, the API's generation after the page drew", cards["ckpt-generation"], err, j.Checkpoint.Generation)
+	}
+
 	// The page refreshes itself: new batches appear without a reload.
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.chart svg.timeline')[0].querySelectorAll('circle.pt').length`))

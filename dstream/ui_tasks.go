@@ -270,7 +270,23 @@ func uiInputs(ins []InputInfo) []ui.Input {
 				u.Metadata = b
 			}
 		}
+		u.Partitions = uiPartitions(in)
 		out = append(out, u)
+	}
+	return out
+}
+
+// uiPartitions returns an input's figures per partition, if its metadata
+// has them (PartitionedInput).
+func uiPartitions(in InputInfo) []ui.PartitionInput {
+	pm, ok := in.Metadata.(PartitionedInput)
+	if !ok {
+		return nil
+	}
+	ps := pm.PartitionInputs()
+	out := make([]ui.PartitionInput, len(ps))
+	for i, p := range ps {
+		out[i] = ui.PartitionInput{Topic: p.Topic, Partition: p.Partition, FromOffset: p.From, UntilOffset: p.Until, Lag: p.Lag}
 	}
 	return out
 }

@@ -137,8 +137,37 @@ func runUIJob(t *testing.T, perBatch int64, extra ...string) (base string, log *
 // runUIJobGraph is runUIJob with the graph over the rate source given.
 func runUIJobGraph(t *testing.T, perBatch int64, graph func(in *DStream[int64]), extra ...string) (base string, log *syncBuffer, stop func()) {
 	t.Helper()
+	j := startUIJob(t, perBatch, graph, extra...)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			j.sc.Stop()
+			if code := <-j.done; code != 0 {
+				t.Errorf("job exited %d: %s", code, j.log.String())
+			}
+			j.mem.AssertSize(t, 0)
+		})
+	}
+	t.Cleanup(stop)
+	return j.base, j.log, stop
+}
+
+// uiJob is a local job started by startUIJob.
+type uiJob struct {
+	base string // the UI's base URL
+	log  *syncBuffer
+	sc   *Context
+	done chan int // the exit code of RunArgs
+	mem  *memory.CheckedAllocator
+}
+
+// startUIJob starts a local job with --ui and the graph over a rate source
+// of perBatch records a batch, and waits for its UI. The caller stops it.
+func startUIJob(t *testing.T, perBatch int64, graph func(in *DStream[int64]), extra ...string) uiJob {
+	t.Helper()
+	var base string
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	log = &syncBuffer{}
+	log := &syncBuffer{}
 	interval := 50 * time.Millisecond
 	cfg := Config{AppName: "ui job", BatchInterval: interval, Allocator: mem, Stdout: io.Discard}
 	var sc *Context
@@ -172,18 +201,7 @@ func runUIJobGraph(t *testing.T, perBatch int64, graph func(in *DStream[int64]),
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			sc.Stop()
-			if code := <-done; code != 0 {
-				t.Errorf("job exited %d: %s", code, log.String())
-			}
-			mem.AssertSize(t, 0)
-		})
-	}
-	t.Cleanup(stop)
-	return base, log, stop
+	return uiJob{base: base, log: log, sc: sc, done: done, mem: mem}
 }
 
 // waitBatches polls the job until it finished at least n batches.

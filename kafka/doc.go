@@ -19,7 +19,9 @@
 // the consumer group (Config.GroupID), so kafka-consumer-groups and kcat
 // show the job's progress. The offsets also appear on the batch log line
 // ("offsets", with "lag": the records left for later batches, and "rate"
-// under backpressure) and in dstream.BatchInfo.Inputs (as []OffsetRange).
+// under backpressure) and in dstream.BatchInfo.Inputs (as a BatchInput:
+// per partition its offset range and the lag it left, which the web UI
+// shows and /metrics exports as sluice_kafka_lag_records).
 // With a checkpoint (--checkpoint) a restarted job does not start from the
 // group's offsets: it replays the batches its write-ahead log holds with
 // their recorded ranges and plans on right after the last one (see

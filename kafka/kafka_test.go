@@ -193,7 +193,7 @@ consumed:
 	if len(last.Inputs) != 1 {
 		t.Fatalf("batch inputs %+v: want the kafka stream", last.Inputs)
 	}
-	if rs, ok := last.Inputs[0].Metadata.([]kafka.OffsetRange); !ok || len(rs) != parts {
+	if rs, ok := last.Inputs[0].Metadata.(kafka.BatchInput); !ok || len(rs) != parts {
 		t.Fatalf("batch metadata %#v: want %d offset ranges", last.Inputs[0].Metadata, parts)
 	}
 	if !strings.Contains(logs.String(), "offsets=\"lines/0:") {

@@ -83,6 +83,30 @@ func (r OffsetRange) String() string {
 	return fmt.Sprintf("%s/%d:[%d,%d)", r.Topic, r.Partition, r.From, r.Until)
 }
 
+// PartitionInput is what a batch read from one partition: its offset
+// range, and the records the partition held past the range's end when the
+// batch was planned (Lag), which later batches read.
+type PartitionInput struct {
+	OffsetRange
+	Lag int64
+}
+
+// BatchInput is a Kafka stream's input to one batch, one entry per
+// partition: the Metadata of its dstream.BatchInfo.Inputs entry. As JSON
+// (the web UI's input metadata) it is
+// [{"Topic","Partition","From","Until","Lag"}].
+type BatchInput []PartitionInput
+
+// PartitionInputs describes the batch per partition for the web UI, JSON
+// API and /metrics (dstream.PartitionedInput).
+func (b BatchInput) PartitionInputs() []dstream.PartitionInput {
+	out := make([]dstream.PartitionInput, len(b))
+	for i, p := range b {
+		out[i] = dstream.PartitionInput{Topic: p.Topic, Partition: p.Partition, From: p.From, Until: p.Until, Lag: p.Lag}
+	}
+	return out
+}
+
 // StartPosition says where a new job starts reading.
 type StartPosition int
 
@@ -562,7 +586,7 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 	}
 	allow := p.ctl.Allow(lags)
 	ends := make(map[TopicPartition]int64, len(tps))
-	var ranges []OffsetRange
+	ranges := make(BatchInput, 0, len(tps))
 	var lag int64 // records left behind by this plan
 	var desc strings.Builder
 	for i, tp := range tps {
@@ -571,7 +595,7 @@ func (p *planner) plan(t time.Time) (dstream.SourcePlan[OffsetRange], error) {
 			n = min(n, allow[i])
 		}
 		r := OffsetRange{tp.Topic, tp.Partition, froms[i], froms[i] + n}
-		ranges = append(ranges, r)
+		ranges = append(ranges, PartitionInput{OffsetRange: r, Lag: lags[i] - n})
 		p.next[tp], ends[tp] = r.Until, r.Until
 		plan.Records += n
 		lag += lags[i] - n

@@ -153,6 +153,24 @@ func writeStatus(w io.Writer, j ui.Job, page ui.BatchPage) {
 			}
 		}
 		fmt.Fprintln(w)
+		if len(in.Partitions) > 0 {
+			fmt.Fprint(w, "  lag by partition:")
+			for _, p := range in.Partitions {
+				fmt.Fprintf(w, " %s/%d=%d", p.Topic, p.Partition, p.Lag)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if c := j.Checkpoint; c != nil {
+		fmt.Fprintf(w, "checkpoint: generation %d", c.Generation)
+		if c.LastBatchTime != nil {
+			fmt.Fprintf(w, ", batch %s", c.LastBatchTime.UTC().Format("15:04:05.000"))
+		}
+		fmt.Fprintf(w, ", age %s, metadata %d B", fmtMs(float64(c.AgeMs)), c.MetadataBytes)
+		if s := c.Snapshot; s != nil {
+			fmt.Fprintf(w, "; snapshot of batch %s, age %s, %d B", s.BatchTime.UTC().Format("15:04:05.000"), fmtMs(float64(s.AgeMs)), s.Bytes)
+		}
+		fmt.Fprintln(w)
 	}
 	if len(page.Batches) == 0 {
 		return

@@ -185,6 +185,9 @@ func (s *Store) LoadMeta() (m Meta, ok bool, err error) {
 			newer++
 		}
 	}
+	if fi, err := os.Stat(s.metaPath(best.file)); err == nil {
+		s.noteMeta(best.gen, m.Completed, fi.ModTime(), len(best.payload)+4)
+	}
 	if len(problems) > 0 {
 		s.cfg.Logger.Warn("checkpoint: damaged metadata; using the newest good generation",
 			slog.String("dir", s.cfg.Dir), slog.Uint64("generation", best.gen), slog.Int("newer_damaged", newer), slog.Any("problems", problems))
@@ -226,12 +229,13 @@ func (s *Store) SaveMeta(m Meta) error {
 	}
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], gen)
+	sealed := seal(payload)
 	err = update(db, func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(metaBucket)
 		if err != nil {
 			return err
 		}
-		if err := b.Put(key[:], seal(payload)); err != nil {
+		if err := b.Put(key[:], sealed); err != nil {
 			return err
 		}
 		// Keep the newest KeepGenerations of this file.
@@ -255,6 +259,7 @@ func (s *Store) SaveMeta(m Meta) error {
 		return fmt.Errorf("checkpoint: write metadata generation %d to %s: %w", gen, s.metaPath(file), err)
 	}
 	s.gen++
+	s.noteMeta(gen, m.Completed, time.Now(), len(sealed))
 	if gen == 0 || !fileExists(s.startedPath()) {
 		if err := writeSynced(s.startedPath(), []byte("a sluice job wrote metadata here; see driver-*.db\n")); err != nil {
 			return fmt.Errorf("checkpoint: %w", err)

@@ -124,6 +124,9 @@ func (s *Store) Snapshots() []SnapshotInfo {
 		out = append(out, info)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Time.After(out[b].Time) })
+	if len(out) > 0 {
+		s.noteSnapshot(out[0].Time, out[0].File, time.Time{})
+	}
 	return out
 }
 
@@ -229,6 +232,7 @@ func (s *Store) CommitSnapshot(t time.Time) error {
 	if err := syncDir(s.cfg.Dir); err != nil {
 		return fmt.Errorf("checkpoint: sync %s: %w", s.cfg.Dir, err)
 	}
+	s.noteSnapshot(t, s.statePath(w.file), time.Now())
 	return nil
 }
 

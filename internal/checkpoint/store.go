@@ -87,6 +87,64 @@ type Store struct {
 	wal    *bolt.DB
 	snap   *snapshotWriter // the snapshot being written, if any
 	closed bool
+
+	statsMu sync.Mutex // guards stats
+	stats   Stats
+}
+
+// Stats describes the newest checkpoint a Store wrote or found: its newest
+// metadata generation and its newest complete state snapshot. The web UI,
+// JSON API and /metrics show them.
+type Stats struct {
+	// Written is when the newest metadata generation was written (for one
+	// found at open, its file's modification time); zero: none yet.
+	Written time.Time
+	// Generation is that generation's number; Completed the last completed
+	// batch it records (zero: none yet); MetaBytes its record's size.
+	Generation uint64
+	Completed  time.Time
+	MetaBytes  int64
+	// SnapshotWritten is when the newest complete state snapshot was
+	// written (for one found, its file's modification time); zero: none.
+	// Snapshot is the batch its state is as of, SnapshotBytes the size of
+	// its file.
+	SnapshotWritten time.Time
+	Snapshot        time.Time
+	SnapshotBytes   int64
+}
+
+// Stats returns what the store knows of its newest checkpoint. It stays
+// valid after Close.
+func (s *Store) Stats() Stats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats
+}
+
+// noteMeta records the newest metadata generation.
+func (s *Store) noteMeta(gen uint64, completed, written time.Time, size int) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats.Generation, s.stats.Completed, s.stats.Written, s.stats.MetaBytes = gen, completed, written, int64(size)
+}
+
+// noteSnapshot records the complete snapshot as of t in the file at path:
+// one just written (written is now), or one found (written is zero), which
+// counts only if the store knows no snapshot as new.
+func (s *Store) noteSnapshot(t time.Time, path string, written time.Time) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if written.IsZero() && !s.stats.SnapshotWritten.IsZero() && !t.After(s.stats.Snapshot) {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if written.IsZero() {
+		written = fi.ModTime()
+	}
+	s.stats.Snapshot, s.stats.SnapshotWritten, s.stats.SnapshotBytes = t, written, fi.Size()
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)

@@ -417,3 +417,51 @@ func TestCompatible(t *testing.T) {
 		}
 	}
 }
+
+// Stats reports the newest generation and snapshot as written, and the
+// same figures, read back from the files, after a reopen.
+func TestStats(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if st := s.Stats(); st != (Stats{}) {
+		t.Fatalf("new directory: stats %+v, want none", st)
+	}
+	before := time.Now()
+	saveN(t, s, 0, 3)
+	st := s.Stats()
+	if st.Generation != 2 || !st.Completed.Equal(meta(2).Completed) || st.Written.Before(before) || st.MetaBytes < 20 || !st.SnapshotWritten.IsZero() {
+		t.Fatalf("after 3 generations: %+v", st)
+	}
+	at := time.Unix(2000, 0)
+	if err := s.BeginSnapshot(at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutState(at, StatePart{Op: "counts", Part: 0, Data: bytes.Repeat([]byte("s"), 100_000)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitSnapshot(at); err != nil {
+		t.Fatal(err)
+	}
+	st = s.Stats()
+	if !st.Snapshot.Equal(at) || st.SnapshotBytes < 100_000 || st.SnapshotWritten.Before(before) || st.Generation != 2 {
+		t.Fatalf("after a snapshot: %+v", st)
+	}
+	s.Close()
+	if s.Stats() != st {
+		t.Fatalf("stats changed at Close: %+v, was %+v", s.Stats(), st)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if _, _, err := s.LoadMeta(); err != nil {
+		t.Fatal(err)
+	}
+	s.Snapshots()
+	re := s.Stats()
+	if re.Generation != st.Generation || !re.Completed.Equal(st.Completed) || re.MetaBytes != st.MetaBytes ||
+		!re.Snapshot.Equal(st.Snapshot) || re.SnapshotBytes != st.SnapshotBytes {
+		t.Fatalf("after a reopen: %+v, as written %+v", re, st)
+	}
+	if re.Written.IsZero() || re.SnapshotWritten.IsZero() {
+		t.Fatalf("after a reopen: no write times (the files' modification times): %+v", re)
+	}
+}

@@ -55,6 +55,38 @@ type Job struct {
 	LastInputs []Input `json:"lastInputs,omitempty"`
 	// Error is why a job of a cluster failed (the coordinator's view).
 	Error string `json:"error,omitempty"`
+	// Checkpoint describes the job's newest checkpoint; absent when the
+	// job has no checkpoint directory (--checkpoint).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// Checkpoint is a job's newest checkpoint: the metadata generation written
+// after its last completed batch and its newest state snapshot.
+type Checkpoint struct {
+	// Generation numbers the newest metadata generation.
+	Generation uint64 `json:"generation"`
+	// LastBatchTime is the last completed batch that generation records
+	// (a restart resumes after it); absent before the first batch.
+	LastBatchTime *time.Time `json:"lastBatchTime,omitempty"`
+	// WrittenAt is when the generation was written (for one found at a
+	// restart, its file's modification time); AgeMs is the time since.
+	WrittenAt time.Time `json:"writtenAt"`
+	AgeMs     int64     `json:"ageMs"`
+	// MetadataBytes is the size of the generation's record.
+	MetadataBytes int64 `json:"metadataBytes"`
+	// Snapshot is the newest complete snapshot of the job's operator
+	// state; absent for a job without state or before its first snapshot.
+	Snapshot *CheckpointSnapshot `json:"snapshot,omitempty"`
+}
+
+// CheckpointSnapshot is a job's newest state snapshot.
+type CheckpointSnapshot struct {
+	// BatchTime is the batch the state is as of.
+	BatchTime time.Time `json:"batchTime"`
+	WrittenAt time.Time `json:"writtenAt"`
+	AgeMs     int64     `json:"ageMs"`
+	// Bytes is the size of the snapshot's file.
+	Bytes int64 `json:"bytes"`
 }
 
 // Batch is one finished batch: /api/v1/jobs/{id}/batches.
@@ -99,8 +131,26 @@ type Input struct {
 	// "offsets", total "lag" (records left behind) and backpressure "rate".
 	Attrs map[string]string `json:"attrs,omitempty"`
 	// Metadata is the source's own description of the input, as JSON: a
-	// Kafka source's offset ranges, [{"Topic","Partition","From","Until"}].
+	// Kafka source's offset ranges and lag per partition,
+	// [{"Topic","Partition","From","Until","Lag"}].
 	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// Partitions describe, for a source reading partitioned logs (Kafka),
+	// what the batch read from each partition and the lag it left.
+	Partitions []PartitionInput `json:"partitions,omitempty"`
+}
+
+// PartitionInput is what a batch read from one partition of a partitioned
+// log (a Kafka topic-partition).
+type PartitionInput struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	// FromOffset (inclusive) and UntilOffset (exclusive) are the offsets
+	// the batch read.
+	FromOffset  int64 `json:"fromOffset"`
+	UntilOffset int64 `json:"untilOffset"`
+	// Lag is how many records the partition held past UntilOffset when
+	// the batch was planned: what later batches read.
+	Lag int64 `json:"lag"`
 }
 
 // Task is one task attempt of a batch.

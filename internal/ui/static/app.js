@@ -40,6 +40,7 @@ function dur(msv) {
   const m = Math.floor(s / 60); s -= m * 60;
   return (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
 }
+function age(msv) { return msv >= 60000 ? dur(msv) : ms(msv); }
 function num(n) { return Number(n).toLocaleString("en-US"); }
 function clock(t) { return new Date(t).toISOString().slice(11, 23); }
 function bytes(n) {
@@ -53,7 +54,7 @@ function execsHref(id) { return jobHref(id) + "/executors"; }
 
 // inputsTable shows what each input stream put into a batch: records, the
 // figures of its log line (a Kafka source's lag and backpressure rate) and
-// a Kafka source's offset ranges per partition.
+// a Kafka source's offset ranges and lag per partition.
 function inputsTable(inputs) {
   if (!inputs || !inputs.length) return null;
   const rows = [];
@@ -64,15 +65,18 @@ function inputsTable(inputs) {
       el("td", {}, a.lag !== undefined ? num(a.lag) : "–"),
       el("td", {}, a.rate !== undefined ? num(a.rate) + " /s" : "–"),
       el("td", { class: "l" }, Object.entries(a).filter(([k]) => !["lag", "rate", "offsets"].includes(k)).map(([k, v]) => k + "=" + v).join(" "))));
-    const ranges = Array.isArray(inp.metadata) ? inp.metadata.filter(r => r && r.Topic !== undefined && r.From !== undefined) : [];
-    for (const r of ranges) {
+    const parts = inp.partitions ||
+      (Array.isArray(inp.metadata) ? inp.metadata.filter(r => r && r.Topic !== undefined && r.From !== undefined)
+        .map(r => ({ topic: r.Topic, partition: r.Partition, fromOffset: r.From, untilOffset: r.Until })) : []);
+    for (const r of parts) {
       rows.push(el("tr", { class: "range" },
-        el("td", { class: "l" }, "  " + r.Topic + "/" + r.Partition), el("td", {}, num(r.Until - r.From)),
-        el("td", {}, ""), el("td", {}, ""), el("td", { class: "l" }, "offsets " + r.From + " – " + r.Until)));
+        el("td", { class: "l" }, "  " + r.topic + "/" + r.partition), el("td", {}, num(r.untilOffset - r.fromOffset)),
+        el("td", { class: "lag" }, r.lag !== undefined ? num(r.lag) : ""), el("td", {}, ""),
+        el("td", { class: "l" }, "offsets " + r.fromOffset + " – " + r.untilOffset)));
     }
   }
   return el("table", { id: "inputs" },
-    el("tr", {}, el("th", { class: "l" }, "Input stream / partition"), el("th", {}, "Records"), el("th", {}, "Lag (total)"),
+    el("tr", {}, el("th", { class: "l" }, "Input stream / partition"), el("th", {}, "Records"), el("th", {}, "Lag"),
       el("th", {}, "Backpressure rate"), el("th", { class: "l" }, "Details")),
     rows);
 }
@@ -163,6 +167,22 @@ function chart(title, unit, batches, value, fmt) {
     el("div", { class: "pair" }, svg, hist));
 }
 
+// checkpointCards show the job's newest checkpoint: the last batch it
+// records, its age and sizes, and the newest state snapshot.
+function checkpointCards(c) {
+  if (!c) return null;
+  const card = (id, label, v, title) => el("div", { class: "card", id: id, title: title }, label, el("b", {}, v));
+  const s = c.snapshot;
+  return [el("h2", {}, "Checkpoint"),
+    el("div", { class: "cards", id: "checkpoint" },
+      card("ckpt-batch", "Last batch checkpointed", c.lastBatchTime ? clock(c.lastBatchTime) : "none yet", "metadata generation " + c.generation),
+      card("ckpt-age", "Checkpoint age", age(c.ageMs), "written " + c.writtenAt),
+      card("ckpt-generation", "Generation", num(c.generation)),
+      card("ckpt-meta", "Metadata size", bytes(c.metadataBytes)),
+      card("ckpt-snapshot", "Last state snapshot", s ? clock(s.batchTime) + ", " + age(s.ageMs) + " ago" : "none", s ? "written " + s.writtenAt : undefined),
+      card("ckpt-snapshot-size", "Snapshot size", s ? bytes(s.bytes) : "–"))];
+}
+
 // ---- streaming page ----
 async function jobPage(id, offset) {
   const [job, recent, page] = await Promise.all([
@@ -198,6 +218,7 @@ async function jobPage(id, offset) {
       card("Scheduling delay", last ? ms(last.schedulingDelayMs) : "–"),
       card("Total delay", last ? ms(last.totalDelayMs) : "–"),
       card("Operator state", num(job.stateKeys) + " keys, " + bytes(job.stateBytes))),
+    checkpointCards(job.checkpoint),
     job.lastInputs && job.lastInputs.length ? el("h2", {}, "Input of the last batch") : null,
     inputsTable(job.lastInputs),
     el("h2", {}, `Last ${bs.length} batches`),
@@ -305,7 +326,7 @@ async function render() {
     else view = [["Not found"], [el("p", {}, "No such page: ", h)]];
     if (at !== route) return;
     crumbs(...view[0]);
-    setMain(...view[1].filter(k => k !== null));
+    setMain(...view[1].flat().filter(k => k !== null));
     showError(null);
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.rendered = h;
