@@ -115,6 +115,20 @@ func TestUICluster(t *testing.T) {
 		if len(all) != 2 || all[0].LastHeartbeat == nil || all[0].Epoch != es[0].Epoch {
 			t.Errorf("cluster executors %+v, want exec0 and exec1 as the job sees them", all)
 		}
+		// Reduce tasks read map outputs from the other executor: the
+		// daemons count the bytes they serve and report them with their
+		// heartbeats.
+		var served int64
+		for _, e := range all {
+			if e.ShuffleBytesServed == nil {
+				t.Errorf("executor %s: no shuffleBytesServed figure", e.ID)
+			} else {
+				served += *e.ShuffleBytesServed
+			}
+		}
+		if served == 0 {
+			t.Errorf("the executors served no shuffle bytes to each other: %+v", all)
+		}
 		for path, want := range map[string]int{"/api/v1/jobs/nojob": 404, "/api/v1/jobs/nojob/batches": 404, "/api/v1/jobs/" + id + "/batches/x": 400, "/api/v1/nothing": 404} {
 			resp, err := http.Get(base + path)
 			if err != nil {

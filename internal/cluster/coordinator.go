@@ -184,6 +184,7 @@ func (c *Coordinator) Heartbeat(_ context.Context, req *sluicev1.HeartbeatReques
 		c.cfg.Log.Info("executor draining", slog.String("executor", req.GetExecutorId()))
 	}
 	e.info.Draining = req.GetDraining()
+	e.info.ShuffleBytesServed = req.GetShuffleBytesServed()
 	return &sluicev1.HeartbeatResponse{}, nil
 }
 
@@ -195,7 +196,7 @@ func (c *Coordinator) ListExecutors(context.Context, *sluicev1.ListExecutorsRequ
 	for _, e := range c.execs {
 		resp.Executors = append(resp.Executors, &sluicev1.ExecutorInfo{
 			ExecutorId: e.info.GetExecutorId(), Address: e.info.GetAddress(), Slots: e.info.GetSlots(),
-			Epoch: e.info.GetEpoch(), Draining: e.info.GetDraining(),
+			Epoch: e.info.GetEpoch(), Draining: e.info.GetDraining(), ShuffleBytesServed: e.info.GetShuffleBytesServed(),
 		})
 	}
 	sort.Slice(resp.Executors, func(i, j int) bool { return resp.Executors[i].ExecutorId < resp.Executors[j].ExecutorId })

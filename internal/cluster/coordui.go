@@ -209,6 +209,8 @@ func (u *coordUI) jobExecutors(w http.ResponseWriter, r *http.Request) {
 		if hb, ok := seen[es[i].ID]; ok && (hb.epoch == es[i].Epoch || es[i].State == ui.ExecutorLost) {
 			t := hb.at.UTC()
 			es[i].LastHeartbeat = &t
+			served := hb.served
+			es[i].ShuffleBytesServed = &served
 		}
 	}
 	if es == nil {
@@ -220,6 +222,8 @@ func (u *coordUI) jobExecutors(w http.ResponseWriter, r *http.Request) {
 type heartbeat struct {
 	epoch int64
 	at    time.Time
+	// served is the shuffle bytes the executor had sent (all jobs).
+	served int64
 }
 
 // heartbeats returns when each executor incarnation was last heard from,
@@ -229,10 +233,10 @@ func (c *Coordinator) heartbeats() map[string]heartbeat {
 	defer c.mu.Unlock()
 	out := map[string]heartbeat{}
 	for _, l := range c.lost {
-		out[l.info.GetExecutorId()] = heartbeat{l.info.GetEpoch(), l.lastSeen}
+		out[l.info.GetExecutorId()] = heartbeat{l.info.GetEpoch(), l.lastSeen, l.info.GetShuffleBytesServed()}
 	}
 	for id, e := range c.execs {
-		out[id] = heartbeat{e.info.GetEpoch(), e.lastSeen}
+		out[id] = heartbeat{e.info.GetEpoch(), e.lastSeen, e.info.GetShuffleBytesServed()}
 	}
 	return out
 }
@@ -245,8 +249,9 @@ func (c *Coordinator) UIExecutors() []ui.Executor {
 	out := []ui.Executor{}
 	add := func(i *sluicev1.ExecutorInfo, seen time.Time, state string) {
 		t := seen.UTC()
+		served := i.GetShuffleBytesServed()
 		out = append(out, ui.Executor{ID: i.GetExecutorId(), Epoch: i.GetEpoch(), Address: i.GetAddress(),
-			Slots: int(i.GetSlots()), State: state, StatePartitions: []string{}, LastHeartbeat: &t})
+			Slots: int(i.GetSlots()), State: state, StatePartitions: []string{}, LastHeartbeat: &t, ShuffleBytesServed: &served})
 	}
 	for _, e := range c.execs {
 		st := ui.ExecutorActive

@@ -51,6 +51,9 @@ type Daemon struct {
 	pool   *Pool
 	store  *ShuffleStore
 	driver sluicev1.DriverClient
+	// shuffleSrv serves this executor's shuffle blocks; set before the
+	// heartbeats start.
+	shuffleSrv *ShuffleServer
 
 	mu       sync.Mutex
 	epoch    int64
@@ -124,7 +127,8 @@ func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
 	d.driver = d.watchDriver(sluicev1.NewDriverClient(conn))
 	srv := grpc.NewServer(d.cfg.Secret.ServerOptions(d.cfg.Log)...)
 	sluicev1.RegisterExecutorServer(srv, d)
-	sluicev1.RegisterShuffleServer(srv, &ShuffleServer{Store: d.store})
+	d.shuffleSrv = &ShuffleServer{Store: d.store}
+	sluicev1.RegisterShuffleServer(srv, d.shuffleSrv)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -201,6 +205,9 @@ func (d *Daemon) heartbeats(ctx context.Context) {
 func (d *Daemon) heartbeat(ctx context.Context) (reregister bool) {
 	d.mu.Lock()
 	req := &sluicev1.HeartbeatRequest{ExecutorId: d.cfg.ID, Epoch: d.epoch, RunningTasks: int32(d.running), Draining: d.draining}
+	if d.shuffleSrv != nil {
+		req.ShuffleBytesServed = d.shuffleSrv.Served.Load()
+	}
 	d.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

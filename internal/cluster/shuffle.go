@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/arrow/memory"
@@ -134,6 +135,9 @@ func (s *ShuffleStore) RemoveShuffles(job string, ids ...int64) {
 type ShuffleServer struct {
 	sluicev1.UnimplementedShuffleServer
 	Store *ShuffleStore
+	// Served counts the block bytes sent (the executor's heartbeat reports
+	// it, and the cluster UI shows it).
+	Served atomic.Int64
 }
 
 // FetchBlock implements sluicev1.ShuffleServer: the block's IPC bytes in
@@ -157,6 +161,7 @@ func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluic
 		if err := stream.Send(&sluicev1.Chunk{Data: b[:n]}); err != nil {
 			return err
 		}
+		s.Served.Add(int64(n))
 		b = b[n:]
 	}
 	return nil

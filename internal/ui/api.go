@@ -198,7 +198,9 @@ type Executor struct {
 	// CachedBlocks counts the cached RDD blocks held there; nil while the
 	// scheduler keeps no registry of cached blocks.
 	CachedBlocks *int `json:"cachedBlocks,omitempty"`
-	// ShuffleBytesServed is not measured yet (always nil).
+	// ShuffleBytesServed is the shuffle block bytes the executor has sent
+	// to other executors since it started, for every job (cluster only; the
+	// coordinator fills it in from the executor's heartbeats).
 	ShuffleBytesServed *int64 `json:"shuffleBytesServed,omitempty"`
 	// LastHeartbeat is when the coordinator last heard from the executor
 	// (cluster only; the coordinator fills it in).

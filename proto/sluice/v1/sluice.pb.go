@@ -426,13 +426,16 @@ func (x *RegisterExecutorResponse) GetHeartbeatIntervalMs() int64 {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExecutorId    string                 `protobuf:"bytes,1,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
-	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	RunningTasks  int32                  `protobuf:"varint,3,opt,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
-	Draining      bool                   `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"` // the executor is stopping: give it no new tasks
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ExecutorId   string                 `protobuf:"bytes,1,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
+	Epoch        int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RunningTasks int32                  `protobuf:"varint,3,opt,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
+	Draining     bool                   `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"` // the executor is stopping: give it no new tasks
+	// Shuffle block bytes this executor's daemon has sent to other executors
+	// since it started (all jobs).
+	ShuffleBytesServed int64 `protobuf:"varint,5,opt,name=shuffle_bytes_served,json=shuffleBytesServed,proto3" json:"shuffle_bytes_served,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -491,6 +494,13 @@ func (x *HeartbeatRequest) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *HeartbeatRequest) GetShuffleBytesServed() int64 {
+	if x != nil {
+		return x.ShuffleBytesServed
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -1125,14 +1135,15 @@ func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
 }
 
 type ExecutorInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExecutorId    string                 `protobuf:"bytes,1,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Slots         int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
-	Epoch         int64                  `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Draining      bool                   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	ExecutorId         string                 `protobuf:"bytes,1,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
+	Address            string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Slots              int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	Epoch              int64                  `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Draining           bool                   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	ShuffleBytesServed int64                  `protobuf:"varint,6,opt,name=shuffle_bytes_served,json=shuffleBytesServed,proto3" json:"shuffle_bytes_served,omitempty"` // as its last heartbeat said
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ExecutorInfo) Reset() {
@@ -1198,6 +1209,13 @@ func (x *ExecutorInfo) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *ExecutorInfo) GetShuffleBytesServed() int64 {
+	if x != nil {
+		return x.ShuffleBytesServed
+	}
+	return 0
 }
 
 // TaskRequest names a task by its place in the job's graph, which every
@@ -2142,13 +2160,14 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\bplatform\x18\x04 \x01(\v2\x13.sluice.v1.PlatformR\bplatform\"d\n" +
 	"\x18RegisterExecutorResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\"\x8a\x01\n" +
+	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\"\xbc\x01\n" +
 	"\x10HeartbeatRequest\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12#\n" +
 	"\rrunning_tasks\x18\x03 \x01(\x05R\frunningTasks\x12\x1a\n" +
-	"\bdraining\x18\x04 \x01(\bR\bdraining\"3\n" +
+	"\bdraining\x18\x04 \x01(\bR\bdraining\x120\n" +
+	"\x14shuffle_bytes_served\x18\x05 \x01(\x03R\x12shuffleBytesServed\"3\n" +
 	"\x11HeartbeatResponse\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x01 \x01(\bR\n" +
@@ -2184,14 +2203,15 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\abatches\x18\a \x01(\x03R\abatches\"\x16\n" +
 	"\x14ListExecutorsRequest\"N\n" +
 	"\x15ListExecutorsResponse\x125\n" +
-	"\texecutors\x18\x01 \x03(\v2\x17.sluice.v1.ExecutorInfoR\texecutors\"\x91\x01\n" +
+	"\texecutors\x18\x01 \x03(\v2\x17.sluice.v1.ExecutorInfoR\texecutors\"\xc3\x01\n" +
 	"\fExecutorInfo\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x1a\n" +
-	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xaa\x06\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\x120\n" +
+	"\x14shuffle_bytes_served\x18\x06 \x01(\x03R\x12shuffleBytesServed\"\xaa\x06\n" +
 	"\vTaskRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12+\n" +
