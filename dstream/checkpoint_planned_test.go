@@ -182,8 +182,11 @@ func TestCheckpointResumesAPlannedSource(t *testing.T) {
 	if l.replays != rec.n["vals"]-len(times) {
 		t.Errorf("%d batches reported replayed, %d were", l.replays, rec.n["vals"]-len(times))
 	}
-	if len(l.planned) != len(times) {
-		t.Errorf("%d batches planned, %d ran", len(l.planned), len(times))
+	// A stop may come between planning a batch and logging it: that plan
+	// is dropped (planning has no side effects; the offsets check above
+	// shows nothing was lost or read twice), at most once per run.
+	if d := len(l.planned) - len(times); d < 0 || d > runs {
+		t.Errorf("%d batches planned, %d ran, in %d runs", len(l.planned), len(times), runs)
 	}
 	t.Logf("%d runs, %d batches, %d outputs (replays included), offsets 0-%d each once; resumed at %v", runs, len(times), rec.n["vals"], want, l.resumed)
 }
