@@ -552,27 +552,16 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // batchResources are the shuffle outputs created by one batch's lineage and
-// the lineage nodes first seen in it. Shuffle outputs are dropped as soon as
-// the batch is done: a later read of the RDD (a window) recomputes them from
-// lineage, or reads the partitions its stream persisted, which the stream
-// drops when it forgets the RDD.
+// the lineage nodes first seen in it. Shuffle outputs are dropped after
+// every batch (cleanup): a later read of the RDD (a window) recomputes them
+// from lineage, or reads the partitions its stream persisted, which the
+// stream drops when it forgets the RDD.
 type batchResources struct {
-	shuffles     []int64
-	nodes        []int64
-	shufflesDone bool
-}
-
-func (r *batchResources) releaseShuffles(c *Context) {
-	if len(r.shuffles) > 0 {
-		c.shuffle.Remove(r.shuffles...)
-		c.sched.ForgetShuffles(r.shuffles...)
-	}
-	r.shufflesDone = true
+	shuffles []int64
+	nodes    []int64
 }
 
 func (r *batchResources) release(c *Context) {
-	// Shuffles again: a later batch may have recomputed them.
-	r.releaseShuffles(c)
 	for _, id := range r.nodes {
 		delete(c.owned, id)
 		delete(c.inputNodes, id)
@@ -615,14 +604,24 @@ func (c *Context) cleanup(done time.Time) {
 	for _, s := range c.streams {
 		s.forget(done.Add(-s.remember))
 	}
+	// Every shuffle of a done batch is dropped after each batch, also one
+	// dropped before: a later batch (a window reading an older batch's RDD
+	// its stream did not persist) may have computed it again, and executors
+	// delete the shuffle outputs of earlier batches once a newer one runs,
+	// so the scheduler must not count on them.
 	var old []time.Time
+	var ids []int64
 	for t, r := range c.resources {
-		if !t.After(done) && !r.shufflesDone {
-			r.releaseShuffles(c)
+		if !t.After(done) {
+			ids = append(ids, r.shuffles...)
 		}
 		if !t.After(done.Add(-c.maxRemember)) {
 			old = append(old, t)
 		}
+	}
+	if len(ids) > 0 {
+		c.shuffle.Remove(ids...)
+		c.sched.ForgetShuffles(ids...)
 	}
 	sort.Slice(old, func(i, j int) bool { return old[i].Before(old[j]) })
 	for _, t := range old {
