@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/seqjob"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -44,60 +45,10 @@ func TestCheckpointJobProcess(t *testing.T) {
 	code := dstream.RunArgs(dstream.Config{AppName: "ckptfault", BatchInterval: 100 * time.Millisecond, Master: "local[2]", Parallelism: 3},
 		args, os.Stderr, func(ctx *dstream.Context) error {
 			lines := dstream.TextFileStream(ctx, in, dstream.IncludeExisting())
-			dstream.SaveAsTextFiles(lines, filepath.Join(out, "lines"), "")
-			kv := dstream.Map(lines, func(l string) dstream.KV[string, int64] {
-				k, s, _ := strings.Cut(l, " ")
-				n, _ := strconv.ParseInt(s, 10, 64)
-				return dstream.KV[string, int64]{Key: k, Value: n}
-			})
-			st := dstream.UpdateStateByKey(kv, "perkey", func(seqs []int64, s dstream.Pair[int64, int64], _ bool) (dstream.Pair[int64, int64], bool) {
-				for _, n := range seqs {
-					s.First++
-					s.Second += n
-				}
-				return s, true
-			})
-			dstream.SaveAsTextFiles(dstream.Map(st, func(kv dstream.KV[string, dstream.Pair[int64, int64]]) string {
-				return fmt.Sprintf("%s %d %d", kv.Key, kv.Value.First, kv.Value.Second)
-			}), filepath.Join(out, "state"), "")
+			seqjob.Build(lines, out)
 			return nil
 		})
 	os.Exit(code)
-}
-
-// batchDirs returns the committed output directories of a sink by batch
-// time (ms).
-func batchDirs(t *testing.T, prefix string) map[int64]string {
-	dirs, _ := filepath.Glob(prefix + "-*")
-	out := map[int64]string{}
-	for _, d := range dirs {
-		ms, err := strconv.ParseInt(strings.TrimPrefix(d, prefix+"-"), 10, 64)
-		if err != nil {
-			continue // ._temporary, ._replaced
-		}
-		if _, err := os.Stat(filepath.Join(d, "_SUCCESS")); err != nil {
-			t.Errorf("%s has no _SUCCESS: a partial batch is visible", d)
-		}
-		out[ms] = d
-	}
-	return out
-}
-
-func dirLines(t *testing.T, dir string) []string {
-	parts, _ := filepath.Glob(filepath.Join(dir, "part-*"))
-	var lines []string
-	for _, p := range parts {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l != "" {
-				lines = append(lines, l)
-			}
-		}
-	}
-	return lines
 }
 
 func TestCheckpointKill9(t *testing.T) {
@@ -146,7 +97,7 @@ func TestCheckpointKill9(t *testing.T) {
 	recovered := func(started time.Time, cmd *exec.Cmd, logs *bytes.Buffer) time.Duration {
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
-			for ms := range batchDirs(t, filepath.Join(out, "state")) {
+			for ms := range seqjob.BatchDirs(t, filepath.Join(out, "state")) {
 				if !time.UnixMilli(ms).Before(started) {
 					return time.Since(started)
 				}
@@ -179,13 +130,13 @@ func TestCheckpointKill9(t *testing.T) {
 	total := int64(files * 4 * faultKeys)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		dirs := batchDirs(t, filepath.Join(out, "state"))
+		dirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
 		var last int64
 		for ms := range dirs {
 			last = max(last, ms)
 		}
 		var n int64
-		for _, l := range dirLines(t, dirs[last]) {
+		for _, l := range seqjob.DirLines(t, dirs[last]) {
 			f := strings.Fields(l)
 			c, _ := strconv.ParseInt(f[1], 10, 64)
 			n += c
@@ -206,8 +157,8 @@ func TestCheckpointKill9(t *testing.T) {
 	}
 
 	// The lines sink: every line exactly once; batch times without gaps.
-	lineDirs := batchDirs(t, filepath.Join(out, "lines"))
-	stateDirs := batchDirs(t, filepath.Join(out, "state"))
+	lineDirs := seqjob.BatchDirs(t, filepath.Join(out, "lines"))
+	stateDirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
 	var times []int64
 	for ms := range lineDirs {
 		times = append(times, ms)
@@ -222,7 +173,7 @@ func TestCheckpointKill9(t *testing.T) {
 	type kst struct{ n, sum int64 }
 	cum := map[string]kst{}
 	for _, ms := range times {
-		for _, l := range dirLines(t, lineDirs[ms]) {
+		for _, l := range seqjob.DirLines(t, lineDirs[ms]) {
 			seen[l]++
 			k, s, _ := strings.Cut(l, " ")
 			n, _ := strconv.ParseInt(s, 10, 64)
@@ -236,7 +187,7 @@ func TestCheckpointKill9(t *testing.T) {
 			continue
 		}
 		got := map[string]kst{}
-		for _, l := range dirLines(t, sd) {
+		for _, l := range seqjob.DirLines(t, sd) {
 			f := strings.Fields(l)
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			s, _ := strconv.ParseInt(f[2], 10, 64)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/seqjob"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -57,58 +58,10 @@ func TestKafkaCheckpointJobProcess(t *testing.T) {
 				return err
 			}
 			lines = dstream.Map(lines, func(s string) string { return strings.Clone(s) })
-			dstream.SaveAsTextFiles(lines, filepath.Join(out, "lines"), "")
-			kv := dstream.Map(lines, func(l string) dstream.KV[string, int64] {
-				k, s, _ := strings.Cut(l, " ")
-				n, _ := strconv.ParseInt(s, 10, 64)
-				return dstream.KV[string, int64]{Key: k, Value: n}
-			})
-			st := dstream.UpdateStateByKey(kv, "perkey", func(seqs []int64, s dstream.Pair[int64, int64], _ bool) (dstream.Pair[int64, int64], bool) {
-				for _, n := range seqs {
-					s.First++
-					s.Second += n
-				}
-				return s, true
-			})
-			dstream.SaveAsTextFiles(dstream.Map(st, func(kv dstream.KV[string, dstream.Pair[int64, int64]]) string {
-				return fmt.Sprintf("%s %d %d", kv.Key, kv.Value.First, kv.Value.Second)
-			}), filepath.Join(out, "state"), "")
+			seqjob.Build(lines, out)
 			return nil
 		})
 	os.Exit(code)
-}
-
-func kfBatchDirs(t *testing.T, prefix string) map[int64]string {
-	dirs, _ := filepath.Glob(prefix + "-*")
-	out := map[int64]string{}
-	for _, d := range dirs {
-		ms, err := strconv.ParseInt(strings.TrimPrefix(d, prefix+"-"), 10, 64)
-		if err != nil {
-			continue // ._temporary, ._replaced
-		}
-		if _, err := os.Stat(filepath.Join(d, "_SUCCESS")); err != nil {
-			t.Errorf("%s has no _SUCCESS: a partial batch is visible", d)
-		}
-		out[ms] = d
-	}
-	return out
-}
-
-func kfDirLines(t *testing.T, dir string) []string {
-	parts, _ := filepath.Glob(filepath.Join(dir, "part-*"))
-	var lines []string
-	for _, p := range parts {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l != "" {
-				lines = append(lines, l)
-			}
-		}
-	}
-	return lines
 }
 
 // TestKafkaCheckpointKill9: a broker (cmd/devbroker) in its own process, a
@@ -186,7 +139,7 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 	recovered := func(started time.Time, cmd *exec.Cmd, logs *bytes.Buffer) time.Duration {
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
-			for ms := range kfBatchDirs(t, filepath.Join(out, "state")) {
+			for ms := range seqjob.BatchDirs(t, filepath.Join(out, "state")) {
 				if !time.UnixMilli(ms).Before(started) {
 					return time.Since(started)
 				}
@@ -219,13 +172,13 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 	total := int64(kfKeys * kfPerKey)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		dirs := kfBatchDirs(t, filepath.Join(out, "state"))
+		dirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
 		var last int64
 		for ms := range dirs {
 			last = max(last, ms)
 		}
 		var n int64
-		for _, l := range kfDirLines(t, dirs[last]) {
+		for _, l := range seqjob.DirLines(t, dirs[last]) {
 			f := strings.Fields(l)
 			c, _ := strconv.ParseInt(f[1], 10, 64)
 			n += c
@@ -246,8 +199,8 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 		t.Fatalf("job exit: %v; log:\n%s", err, logs.String())
 	}
 
-	lineDirs := kfBatchDirs(t, filepath.Join(out, "lines"))
-	stateDirs := kfBatchDirs(t, filepath.Join(out, "state"))
+	lineDirs := seqjob.BatchDirs(t, filepath.Join(out, "lines"))
+	stateDirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
 	times := slices.Sorted(func(yield func(int64) bool) {
 		for ms := range lineDirs {
 			if !yield(ms) {
@@ -266,7 +219,7 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 	bound := kfPartitions * int(kfMaxRate*kfInterval/time.Second)
 	biggest := 0
 	for _, ms := range times {
-		lines := kfDirLines(t, lineDirs[ms])
+		lines := seqjob.DirLines(t, lineDirs[ms])
 		biggest = max(biggest, len(lines))
 		if len(lines) > bound {
 			t.Errorf("batch %d has %d records, over the rate limit's %d", ms, len(lines), bound)
@@ -284,7 +237,7 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 			continue
 		}
 		got := map[string]kst{}
-		for _, l := range kfDirLines(t, sd) {
+		for _, l := range seqjob.DirLines(t, sd) {
 			f := strings.Fields(l)
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			s, _ := strconv.ParseInt(f[2], 10, 64)
