@@ -37,6 +37,22 @@ func classify(executor string, err error) error {
 	}
 }
 
+// isHandshakeFailure reports whether an Unavailable error is a TLS
+// misconfiguration (a certificate refused, a TLS alert, a peer that does not
+// speak TLS). A handshake cut short because the peer went away (reset,
+// EOF, refused, timed out: a killed executor) is not one: that executor is
+// lost, and the task runs elsewhere.
 func isHandshakeFailure(msg string) bool {
-	return strings.Contains(msg, "authentication handshake failed") || strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:")
+	if strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:") {
+		return true
+	}
+	if !strings.Contains(msg, "authentication handshake failed") {
+		return false
+	}
+	for _, gone := range []string{"connection reset", "EOF", "broken pipe", "connection refused", "i/o timeout", "use of closed network connection"} {
+		if strings.Contains(msg, gone) {
+			return false
+		}
+	}
+	return true
 }
