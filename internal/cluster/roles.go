@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -26,7 +27,25 @@ type Env struct {
 	ShuffleDir   string // executor role: where shuffle outputs go
 	ExecutorID   string // executor role
 	ExecutorAddr string // executor role: the daemon's advertised address
+	// Attempt numbers the job driver's process (driver role): 1 for the
+	// first start, one more for each restart by `driver serve`.
+	Attempt int
 }
+
+// The job driver process's exit codes that `driver serve` acts on.
+const (
+	// ExitUsage: the job's arguments or graph are wrong; a restart would
+	// fail the same way, so the job is never restarted.
+	ExitUsage = 2
+	// ExitRestart: the job driver asks to be restarted from its checkpoint
+	// (its operator state was lost with an executor). `driver serve`
+	// restarts it whether or not the job is supervised, within the restart
+	// bound.
+	ExitRestart = 75
+)
+
+// AttemptEnv names the job driver's attempt in its environment.
+const AttemptEnv = "SLUICE_JOB_ATTEMPT"
 
 // EnvFromOS reads the role environment.
 func EnvFromOS() Env {
@@ -39,7 +58,16 @@ func EnvFromOS() Env {
 		ShuffleDir:   os.Getenv("SLUICE_SHUFFLE_DIR"),
 		ExecutorID:   os.Getenv("SLUICE_EXECUTOR_ID"),
 		ExecutorAddr: os.Getenv("SLUICE_EXECUTOR_ADDR"),
+		Attempt:      attemptFromEnv(),
 	}
+}
+
+func attemptFromEnv() int {
+	n, err := strconv.Atoi(os.Getenv(AttemptEnv))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }
 
 // Validate checks that the variables of the role are set.

@@ -27,6 +27,198 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StateChunk carries part of one state partition's bytes (framed Arrow IPC
+// as the checkpoint stores them); a partition's chunks come in order, the
+// last with last set. op is the operator's name (with a "#" suffix for an
+// operator-wide part, e.g. an event-time watermark).
+type StateChunk struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	JobId            string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	SnapshotUnixNano int64                  `protobuf:"varint,2,opt,name=snapshot_unix_nano,json=snapshotUnixNano,proto3" json:"snapshot_unix_nano,omitempty"`
+	Op               string                 `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
+	Part             int32                  `protobuf:"varint,4,opt,name=part,proto3" json:"part,omitempty"`
+	Data             []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	Last             bool                   `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *StateChunk) Reset() {
+	*x = StateChunk{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateChunk) ProtoMessage() {}
+
+func (x *StateChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateChunk.ProtoReflect.Descriptor instead.
+func (*StateChunk) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StateChunk) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StateChunk) GetSnapshotUnixNano() int64 {
+	if x != nil {
+		return x.SnapshotUnixNano
+	}
+	return 0
+}
+
+func (x *StateChunk) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *StateChunk) GetPart() int32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
+func (x *StateChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StateChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+type PutStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutStateResponse) Reset() {
+	*x = PutStateResponse{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutStateResponse) ProtoMessage() {}
+
+func (x *PutStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutStateResponse.ProtoReflect.Descriptor instead.
+func (*PutStateResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{1}
+}
+
+type FetchStateRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	JobId            string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	SnapshotUnixNano int64                  `protobuf:"varint,2,opt,name=snapshot_unix_nano,json=snapshotUnixNano,proto3" json:"snapshot_unix_nano,omitempty"`
+	Op               string                 `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`      // the operator's name
+	Part             int32                  `protobuf:"varint,4,opt,name=part,proto3" json:"part,omitempty"` // its partition; operator-wide parts come with it
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *FetchStateRequest) Reset() {
+	*x = FetchStateRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchStateRequest) ProtoMessage() {}
+
+func (x *FetchStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchStateRequest.ProtoReflect.Descriptor instead.
+func (*FetchStateRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FetchStateRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *FetchStateRequest) GetSnapshotUnixNano() int64 {
+	if x != nil {
+		return x.SnapshotUnixNano
+	}
+	return 0
+}
+
+func (x *FetchStateRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *FetchStateRequest) GetPart() int32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
 type FetchBroadcastRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -37,7 +229,7 @@ type FetchBroadcastRequest struct {
 
 func (x *FetchBroadcastRequest) Reset() {
 	*x = FetchBroadcastRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +241,7 @@ func (x *FetchBroadcastRequest) String() string {
 func (*FetchBroadcastRequest) ProtoMessage() {}
 
 func (x *FetchBroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +254,7 @@ func (x *FetchBroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBroadcastRequest.ProtoReflect.Descriptor instead.
 func (*FetchBroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{0}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FetchBroadcastRequest) GetJobId() string {
@@ -90,7 +282,7 @@ type FetchInputRequest struct {
 
 func (x *FetchInputRequest) Reset() {
 	*x = FetchInputRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -102,7 +294,7 @@ func (x *FetchInputRequest) String() string {
 func (*FetchInputRequest) ProtoMessage() {}
 
 func (x *FetchInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -115,7 +307,7 @@ func (x *FetchInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchInputRequest.ProtoReflect.Descriptor instead.
 func (*FetchInputRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FetchInputRequest) GetJobId() string {
@@ -153,7 +345,7 @@ type InputChunk struct {
 
 func (x *InputChunk) Reset() {
 	*x = InputChunk{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +357,7 @@ func (x *InputChunk) String() string {
 func (*InputChunk) ProtoMessage() {}
 
 func (x *InputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +370,7 @@ func (x *InputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputChunk.ProtoReflect.Descriptor instead.
 func (*InputChunk) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InputChunk) GetPartition() int32 {
@@ -218,7 +410,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +422,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +435,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -263,7 +455,7 @@ type Platform struct {
 
 func (x *Platform) Reset() {
 	*x = Platform{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +467,7 @@ func (x *Platform) String() string {
 func (*Platform) ProtoMessage() {}
 
 func (x *Platform) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +480,7 @@ func (x *Platform) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Platform.ProtoReflect.Descriptor instead.
 func (*Platform) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Platform) GetGoos() string {
@@ -317,7 +509,7 @@ type RegisterExecutorRequest struct {
 
 func (x *RegisterExecutorRequest) Reset() {
 	*x = RegisterExecutorRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +521,7 @@ func (x *RegisterExecutorRequest) String() string {
 func (*RegisterExecutorRequest) ProtoMessage() {}
 
 func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +534,7 @@ func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterExecutorRequest) GetExecutorId() string {
@@ -383,7 +575,7 @@ type RegisterExecutorResponse struct {
 
 func (x *RegisterExecutorResponse) Reset() {
 	*x = RegisterExecutorResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +587,7 @@ func (x *RegisterExecutorResponse) String() string {
 func (*RegisterExecutorResponse) ProtoMessage() {}
 
 func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +600,7 @@ func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterExecutorResponse) GetEpoch() int64 {
@@ -440,7 +632,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +644,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +657,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeartbeatRequest) GetExecutorId() string {
@@ -513,7 +705,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +717,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +730,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HeartbeatResponse) GetReregister() bool {
@@ -557,7 +749,7 @@ type FetchBinaryRequest struct {
 
 func (x *FetchBinaryRequest) Reset() {
 	*x = FetchBinaryRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +761,7 @@ func (x *FetchBinaryRequest) String() string {
 func (*FetchBinaryRequest) ProtoMessage() {}
 
 func (x *FetchBinaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +774,7 @@ func (x *FetchBinaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBinaryRequest.ProtoReflect.Descriptor instead.
 func (*FetchBinaryRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FetchBinaryRequest) GetSha256() string {
@@ -605,7 +797,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +809,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +822,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubmitJobRequest) GetPart() isSubmitJobRequest_Part {
@@ -675,19 +867,25 @@ func (*SubmitJobRequest_Header) isSubmitJobRequest_Part() {}
 func (*SubmitJobRequest_Data) isSubmitJobRequest_Part() {}
 
 type SubmitHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Args          []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
-	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // of the whole binary; checked after upload
-	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	Platform      *Platform              `protobuf:"bytes,5,opt,name=platform,proto3" json:"platform,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Args     []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	Sha256   string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // of the whole binary; checked after upload
+	Size     int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Platform *Platform              `protobuf:"bytes,5,opt,name=platform,proto3" json:"platform,omitempty"`
+	// supervise asks `driver serve` to restart the job's driver when it dies
+	// (killed, or exits non-zero other than with a usage error), at most
+	// `--max-restarts` times in 10 minutes, as spark-submit --supervise does. A
+	// job driver that exits asking for a restart (a checkpointed job whose
+	// operator state was lost) is restarted either way.
+	Supervise     bool `protobuf:"varint,6,opt,name=supervise,proto3" json:"supervise,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitHeader) Reset() {
 	*x = SubmitHeader{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +897,7 @@ func (x *SubmitHeader) String() string {
 func (*SubmitHeader) ProtoMessage() {}
 
 func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +910,7 @@ func (x *SubmitHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitHeader.ProtoReflect.Descriptor instead.
 func (*SubmitHeader) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubmitHeader) GetName() string {
@@ -750,6 +948,13 @@ func (x *SubmitHeader) GetPlatform() *Platform {
 	return nil
 }
 
+func (x *SubmitHeader) GetSupervise() bool {
+	if x != nil {
+		return x.Supervise
+	}
+	return false
+}
+
 type SubmitJobResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -759,7 +964,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +976,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +989,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -802,7 +1007,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1019,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1032,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{16}
 }
 
 type ListJobsResponse struct {
@@ -839,7 +1044,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1056,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1069,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -883,7 +1088,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1100,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1113,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobStatusRequest) GetJobId() string {
@@ -927,7 +1132,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1144,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1157,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StopJobRequest) GetJobId() string {
@@ -971,13 +1176,16 @@ type JobInfo struct {
 	StartedUnixMs int64                  `protobuf:"varint,5,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	Batches       int64                  `protobuf:"varint,7,opt,name=batches,proto3" json:"batches,omitempty"`
+	Attempt       int32                  `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"` // the job driver's process count: 1, then 2 after a restart, ...
+	Supervise     bool                   `protobuf:"varint,9,opt,name=supervise,proto3" json:"supervise,omitempty"`
+	Parallelism   int32                  `protobuf:"varint,10,opt,name=parallelism,proto3" json:"parallelism,omitempty"` // the job's partition count, kept across restarts
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1197,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1210,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -1054,6 +1262,27 @@ func (x *JobInfo) GetBatches() int64 {
 	return 0
 }
 
+func (x *JobInfo) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobInfo) GetSupervise() bool {
+	if x != nil {
+		return x.Supervise
+	}
+	return false
+}
+
+func (x *JobInfo) GetParallelism() int32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
+}
+
 type ListExecutorsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1062,7 +1291,7 @@ type ListExecutorsRequest struct {
 
 func (x *ListExecutorsRequest) Reset() {
 	*x = ListExecutorsRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1303,7 @@ func (x *ListExecutorsRequest) String() string {
 func (*ListExecutorsRequest) ProtoMessage() {}
 
 func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1316,7 @@ func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{21}
 }
 
 type ListExecutorsResponse struct {
@@ -1099,7 +1328,7 @@ type ListExecutorsResponse struct {
 
 func (x *ListExecutorsResponse) Reset() {
 	*x = ListExecutorsResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1340,7 @@ func (x *ListExecutorsResponse) String() string {
 func (*ListExecutorsResponse) ProtoMessage() {}
 
 func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1353,7 @@ func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutorsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
@@ -1148,7 +1377,7 @@ type ExecutorInfo struct {
 
 func (x *ExecutorInfo) Reset() {
 	*x = ExecutorInfo{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1389,7 @@ func (x *ExecutorInfo) String() string {
 func (*ExecutorInfo) ProtoMessage() {}
 
 func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[20]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1402,7 @@ func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutorInfo.ProtoReflect.Descriptor instead.
 func (*ExecutorInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExecutorInfo) GetExecutorId() string {
@@ -1265,14 +1494,23 @@ type TaskRequest struct {
 	// Cached partitions the driver's plan has this task read from the
 	// executor's block store instead of computing their lineage (whose
 	// shuffle output may be gone): a miss fails the task with cache_missing.
-	Cached        []*CachedBlock `protobuf:"bytes,22,rep,name=cached,proto3" json:"cached,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cached []*CachedBlock `protobuf:"bytes,22,rep,name=cached,proto3" json:"cached,omitempty"`
+	// driver_attempt numbers the job driver's process (1 for the first; a
+	// restarted job driver, by `driver serve`, counts up). An executor keeps one
+	// job process per attempt: a higher attempt replaces the process (and the
+	// job's shuffle files) of a lower one, whose tasks are then refused.
+	DriverAttempt int32 `protobuf:"varint,23,opt,name=driver_attempt,json=driverAttempt,proto3" json:"driver_attempt,omitempty"`
+	// state_snapshot_unix_nano, when not 0, is the checkpoint snapshot the
+	// job's operator state restarts from: a job process loads a state
+	// partition from it (JobDriver.FetchState) before its first task on it.
+	StateSnapshotUnixNano int64 `protobuf:"varint,24,opt,name=state_snapshot_unix_nano,json=stateSnapshotUnixNano,proto3" json:"state_snapshot_unix_nano,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1522,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[21]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1535,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskRequest) GetJobId() string {
@@ -1454,6 +1692,20 @@ func (x *TaskRequest) GetCached() []*CachedBlock {
 	return nil
 }
 
+func (x *TaskRequest) GetDriverAttempt() int32 {
+	if x != nil {
+		return x.DriverAttempt
+	}
+	return 0
+}
+
+func (x *TaskRequest) GetStateSnapshotUnixNano() int64 {
+	if x != nil {
+		return x.StateSnapshotUnixNano
+	}
+	return 0
+}
+
 type InputRef struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Input             int32                  `protobuf:"varint,1,opt,name=input,proto3" json:"input,omitempty"` // the source's place among the job's sources
@@ -1465,7 +1717,7 @@ type InputRef struct {
 
 func (x *InputRef) Reset() {
 	*x = InputRef{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1729,7 @@ func (x *InputRef) String() string {
 func (*InputRef) ProtoMessage() {}
 
 func (x *InputRef) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[22]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1742,7 @@ func (x *InputRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputRef.ProtoReflect.Descriptor instead.
 func (*InputRef) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InputRef) GetInput() int32 {
@@ -1526,7 +1778,7 @@ type CachedBlock struct {
 
 func (x *CachedBlock) Reset() {
 	*x = CachedBlock{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1790,7 @@ func (x *CachedBlock) String() string {
 func (*CachedBlock) ProtoMessage() {}
 
 func (x *CachedBlock) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[23]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1803,7 @@ func (x *CachedBlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CachedBlock.ProtoReflect.Descriptor instead.
 func (*CachedBlock) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CachedBlock) GetOrdinal() int32 {
@@ -1579,7 +1831,7 @@ type ShuffleInput struct {
 
 func (x *ShuffleInput) Reset() {
 	*x = ShuffleInput{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1843,7 @@ func (x *ShuffleInput) String() string {
 func (*ShuffleInput) ProtoMessage() {}
 
 func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[24]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1856,7 @@ func (x *ShuffleInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShuffleInput.ProtoReflect.Descriptor instead.
 func (*ShuffleInput) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ShuffleInput) GetOrdinal() int32 {
@@ -1657,7 +1909,7 @@ type TaskResponse struct {
 
 func (x *TaskResponse) Reset() {
 	*x = TaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1921,7 @@ func (x *TaskResponse) String() string {
 func (*TaskResponse) ProtoMessage() {}
 
 func (x *TaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[25]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1934,7 @@ func (x *TaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResponse.ProtoReflect.Descriptor instead.
 func (*TaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TaskResponse) GetTaskId() int64 {
@@ -1793,7 +2045,7 @@ type KillTaskRequest struct {
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2057,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[26]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2070,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KillTaskRequest) GetTaskId() int64 {
@@ -1843,7 +2095,7 @@ type KillTaskResponse struct {
 
 func (x *KillTaskResponse) Reset() {
 	*x = KillTaskResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2107,7 @@ func (x *KillTaskResponse) String() string {
 func (*KillTaskResponse) ProtoMessage() {}
 
 func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[27]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2120,7 @@ func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskResponse.ProtoReflect.Descriptor instead.
 func (*KillTaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
 }
 
 type EndJobRequest struct {
@@ -1880,7 +2132,7 @@ type EndJobRequest struct {
 
 func (x *EndJobRequest) Reset() {
 	*x = EndJobRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2144,7 @@ func (x *EndJobRequest) String() string {
 func (*EndJobRequest) ProtoMessage() {}
 
 func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[28]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2157,7 @@ func (x *EndJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobRequest.ProtoReflect.Descriptor instead.
 func (*EndJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EndJobRequest) GetJobId() string {
@@ -1923,7 +2175,7 @@ type EndJobResponse struct {
 
 func (x *EndJobResponse) Reset() {
 	*x = EndJobResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2187,7 @@ func (x *EndJobResponse) String() string {
 func (*EndJobResponse) ProtoMessage() {}
 
 func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[29]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2200,7 @@ func (x *EndJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobResponse.ProtoReflect.Descriptor instead.
 func (*EndJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{32}
 }
 
 type CommitStateRequest struct {
@@ -1960,14 +2212,18 @@ type CommitStateRequest struct {
 	Reports map[string][]byte `protobuf:"bytes,3,rep,name=reports,proto3" json:"reports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// incarnation is the job process incarnation the driver expects to hold
 	// the state; another one refuses the commit (its state is not the job's).
-	Incarnation   int64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation int64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// snapshot, when set, asks the job process to send the committed state of
+	// these partitions ("<operator>/<partition>", the ones it holds) to the job
+	// driver (JobDriver.PutState) before it answers: a checkpoint.
+	Snapshot      []string `protobuf:"bytes,5,rep,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitStateRequest) Reset() {
 	*x = CommitStateRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2235,7 @@ func (x *CommitStateRequest) String() string {
 func (*CommitStateRequest) ProtoMessage() {}
 
 func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[30]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2248,7 @@ func (x *CommitStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateRequest.ProtoReflect.Descriptor instead.
 func (*CommitStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CommitStateRequest) GetJobId() string {
@@ -2023,6 +2279,13 @@ func (x *CommitStateRequest) GetIncarnation() int64 {
 	return 0
 }
 
+func (x *CommitStateRequest) GetSnapshot() []string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
 type CommitStateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2031,7 +2294,7 @@ type CommitStateResponse struct {
 
 func (x *CommitStateResponse) Reset() {
 	*x = CommitStateResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2306,7 @@ func (x *CommitStateResponse) String() string {
 func (*CommitStateResponse) ProtoMessage() {}
 
 func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[31]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2319,7 @@ func (x *CommitStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStateResponse.ProtoReflect.Descriptor instead.
 func (*CommitStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{34}
 }
 
 type FetchBlockRequest struct {
@@ -2071,7 +2334,7 @@ type FetchBlockRequest struct {
 
 func (x *FetchBlockRequest) Reset() {
 	*x = FetchBlockRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[32]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2346,7 @@ func (x *FetchBlockRequest) String() string {
 func (*FetchBlockRequest) ProtoMessage() {}
 
 func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[32]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2359,7 @@ func (x *FetchBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlockRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlockRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{32}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FetchBlockRequest) GetJobId() string {
@@ -2131,7 +2394,21 @@ var File_sluice_v1_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\"B\n" +
+	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\"\x9d\x01\n" +
+	"\n" +
+	"StateChunk\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
+	"\x12snapshot_unix_nano\x18\x02 \x01(\x03R\x10snapshotUnixNano\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\x12\x12\n" +
+	"\x04part\x18\x04 \x01(\x05R\x04part\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x06 \x01(\bR\x04last\"\x12\n" +
+	"\x10PutStateResponse\"|\n" +
+	"\x11FetchStateRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
+	"\x12snapshot_unix_nano\x18\x02 \x01(\x03R\x10snapshotUnixNano\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\x12\x12\n" +
+	"\x04part\x18\x04 \x01(\x05R\x04part\"B\n" +
 	"\x15FetchBroadcastRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"q\n" +
@@ -2177,13 +2454,14 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x10SubmitJobRequest\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.sluice.v1.SubmitHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
-	"\x04part\"\x93\x01\n" +
+	"\x04part\"\xb1\x01\n" +
 	"\fSubmitHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12/\n" +
-	"\bplatform\x18\x05 \x01(\v2\x13.sluice.v1.PlatformR\bplatform\"*\n" +
+	"\bplatform\x18\x05 \x01(\v2\x13.sluice.v1.PlatformR\bplatform\x12\x1c\n" +
+	"\tsupervise\x18\x06 \x01(\bR\tsupervise\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\":\n" +
@@ -2192,7 +2470,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x10JobStatusRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"'\n" +
 	"\x0eStopJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xba\x01\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x94\x02\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2200,7 +2478,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12&\n" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x18\n" +
-	"\abatches\x18\a \x01(\x03R\abatches\"\x16\n" +
+	"\abatches\x18\a \x01(\x03R\abatches\x12\x18\n" +
+	"\aattempt\x18\b \x01(\x05R\aattempt\x12\x1c\n" +
+	"\tsupervise\x18\t \x01(\bR\tsupervise\x12 \n" +
+	"\vparallelism\x18\n" +
+	" \x01(\x05R\vparallelism\"\x16\n" +
 	"\x14ListExecutorsRequest\"N\n" +
 	"\x15ListExecutorsResponse\x125\n" +
 	"\texecutors\x18\x01 \x03(\v2\x17.sluice.v1.ExecutorInfoR\texecutors\"\xc3\x01\n" +
@@ -2211,7 +2493,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x1a\n" +
 	"\bdraining\x18\x05 \x01(\bR\bdraining\x120\n" +
-	"\x14shuffle_bytes_served\x18\x06 \x01(\x03R\x12shuffleBytesServed\"\xaa\x06\n" +
+	"\x14shuffle_bytes_served\x18\x06 \x01(\x03R\x12shuffleBytesServed\"\x8a\a\n" +
 	"\vTaskRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rbinary_sha256\x18\x02 \x01(\tR\fbinarySha256\x12+\n" +
@@ -2238,7 +2520,9 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x06inputs\x18\x13 \x03(\v2\x13.sluice.v1.InputRefR\x06inputs\x12 \n" +
 	"\vparallelism\x18\x14 \x01(\x05R\vparallelism\x121\n" +
 	"\x14required_incarnation\x18\x15 \x01(\x03R\x13requiredIncarnation\x12.\n" +
-	"\x06cached\x18\x16 \x03(\v2\x16.sluice.v1.CachedBlockR\x06cached\"q\n" +
+	"\x06cached\x18\x16 \x03(\v2\x16.sluice.v1.CachedBlockR\x06cached\x12%\n" +
+	"\x0edriver_attempt\x18\x17 \x01(\x05R\rdriverAttempt\x127\n" +
+	"\x18state_snapshot_unix_nano\x18\x18 \x01(\x03R\x15stateSnapshotUnixNano\"q\n" +
 	"\bInputRef\x12\x14\n" +
 	"\x05input\x18\x01 \x01(\x05R\x05input\x12/\n" +
 	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\x12\x1e\n" +
@@ -2281,12 +2565,13 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x10KillTaskResponse\"&\n" +
 	"\rEndJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x10\n" +
-	"\x0eEndJobResponse\"\x80\x02\n" +
+	"\x0eEndJobResponse\"\x9c\x02\n" +
 	"\x12CommitStateRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12/\n" +
 	"\x14batch_time_unix_nano\x18\x02 \x01(\x03R\x11batchTimeUnixNano\x12D\n" +
 	"\areports\x18\x03 \x03(\v2*.sluice.v1.CommitStateRequest.ReportsEntryR\areports\x12 \n" +
-	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x1a:\n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x1a\n" +
+	"\bsnapshot\x18\x05 \x03(\tR\bsnapshot\x1a:\n" +
 	"\fReportsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x15\n" +
@@ -2310,11 +2595,14 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\aRunTask\x12\x16.sluice.v1.TaskRequest\x1a\x17.sluice.v1.TaskResponse\x12C\n" +
 	"\bKillTask\x12\x1a.sluice.v1.KillTaskRequest\x1a\x1b.sluice.v1.KillTaskResponse\x12=\n" +
 	"\x06EndJob\x12\x18.sluice.v1.EndJobRequest\x1a\x19.sluice.v1.EndJobResponse\x12L\n" +
-	"\vCommitState\x12\x1d.sluice.v1.CommitStateRequest\x1a\x1e.sluice.v1.CommitStateResponse2\x98\x01\n" +
+	"\vCommitState\x12\x1d.sluice.v1.CommitStateRequest\x1a\x1e.sluice.v1.CommitStateResponse2\x9f\x02\n" +
 	"\tJobDriver\x12C\n" +
 	"\n" +
 	"FetchInput\x12\x1c.sluice.v1.FetchInputRequest\x1a\x15.sluice.v1.InputChunk0\x01\x12F\n" +
-	"\x0eFetchBroadcast\x12 .sluice.v1.FetchBroadcastRequest\x1a\x10.sluice.v1.Chunk0\x012I\n" +
+	"\x0eFetchBroadcast\x12 .sluice.v1.FetchBroadcastRequest\x1a\x10.sluice.v1.Chunk0\x01\x12@\n" +
+	"\bPutState\x12\x15.sluice.v1.StateChunk\x1a\x1b.sluice.v1.PutStateResponse(\x01\x12C\n" +
+	"\n" +
+	"FetchState\x12\x1c.sluice.v1.FetchStateRequest\x1a\x15.sluice.v1.StateChunk0\x012I\n" +
 	"\aShuffle\x12>\n" +
 	"\n" +
 	"FetchBlock\x12\x1c.sluice.v1.FetchBlockRequest\x1a\x10.sluice.v1.Chunk0\x01B5Z3github.com/sluicehq/sluice/proto/sluice/v1;sluicev1b\x06proto3"
@@ -2331,89 +2619,96 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_sluice_v1_sluice_proto_goTypes = []any{
-	(*FetchBroadcastRequest)(nil),    // 0: sluice.v1.FetchBroadcastRequest
-	(*FetchInputRequest)(nil),        // 1: sluice.v1.FetchInputRequest
-	(*InputChunk)(nil),               // 2: sluice.v1.InputChunk
-	(*Chunk)(nil),                    // 3: sluice.v1.Chunk
-	(*Platform)(nil),                 // 4: sluice.v1.Platform
-	(*RegisterExecutorRequest)(nil),  // 5: sluice.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 6: sluice.v1.RegisterExecutorResponse
-	(*HeartbeatRequest)(nil),         // 7: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 8: sluice.v1.HeartbeatResponse
-	(*FetchBinaryRequest)(nil),       // 9: sluice.v1.FetchBinaryRequest
-	(*SubmitJobRequest)(nil),         // 10: sluice.v1.SubmitJobRequest
-	(*SubmitHeader)(nil),             // 11: sluice.v1.SubmitHeader
-	(*SubmitJobResponse)(nil),        // 12: sluice.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),          // 13: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 14: sluice.v1.ListJobsResponse
-	(*JobStatusRequest)(nil),         // 15: sluice.v1.JobStatusRequest
-	(*StopJobRequest)(nil),           // 16: sluice.v1.StopJobRequest
-	(*JobInfo)(nil),                  // 17: sluice.v1.JobInfo
-	(*ListExecutorsRequest)(nil),     // 18: sluice.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 19: sluice.v1.ListExecutorsResponse
-	(*ExecutorInfo)(nil),             // 20: sluice.v1.ExecutorInfo
-	(*TaskRequest)(nil),              // 21: sluice.v1.TaskRequest
-	(*InputRef)(nil),                 // 22: sluice.v1.InputRef
-	(*CachedBlock)(nil),              // 23: sluice.v1.CachedBlock
-	(*ShuffleInput)(nil),             // 24: sluice.v1.ShuffleInput
-	(*TaskResponse)(nil),             // 25: sluice.v1.TaskResponse
-	(*KillTaskRequest)(nil),          // 26: sluice.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),         // 27: sluice.v1.KillTaskResponse
-	(*EndJobRequest)(nil),            // 28: sluice.v1.EndJobRequest
-	(*EndJobResponse)(nil),           // 29: sluice.v1.EndJobResponse
-	(*CommitStateRequest)(nil),       // 30: sluice.v1.CommitStateRequest
-	(*CommitStateResponse)(nil),      // 31: sluice.v1.CommitStateResponse
-	(*FetchBlockRequest)(nil),        // 32: sluice.v1.FetchBlockRequest
-	nil,                              // 33: sluice.v1.TaskResponse.ReportsEntry
-	nil,                              // 34: sluice.v1.CommitStateRequest.ReportsEntry
+	(*StateChunk)(nil),               // 0: sluice.v1.StateChunk
+	(*PutStateResponse)(nil),         // 1: sluice.v1.PutStateResponse
+	(*FetchStateRequest)(nil),        // 2: sluice.v1.FetchStateRequest
+	(*FetchBroadcastRequest)(nil),    // 3: sluice.v1.FetchBroadcastRequest
+	(*FetchInputRequest)(nil),        // 4: sluice.v1.FetchInputRequest
+	(*InputChunk)(nil),               // 5: sluice.v1.InputChunk
+	(*Chunk)(nil),                    // 6: sluice.v1.Chunk
+	(*Platform)(nil),                 // 7: sluice.v1.Platform
+	(*RegisterExecutorRequest)(nil),  // 8: sluice.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 9: sluice.v1.RegisterExecutorResponse
+	(*HeartbeatRequest)(nil),         // 10: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 11: sluice.v1.HeartbeatResponse
+	(*FetchBinaryRequest)(nil),       // 12: sluice.v1.FetchBinaryRequest
+	(*SubmitJobRequest)(nil),         // 13: sluice.v1.SubmitJobRequest
+	(*SubmitHeader)(nil),             // 14: sluice.v1.SubmitHeader
+	(*SubmitJobResponse)(nil),        // 15: sluice.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),          // 16: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 17: sluice.v1.ListJobsResponse
+	(*JobStatusRequest)(nil),         // 18: sluice.v1.JobStatusRequest
+	(*StopJobRequest)(nil),           // 19: sluice.v1.StopJobRequest
+	(*JobInfo)(nil),                  // 20: sluice.v1.JobInfo
+	(*ListExecutorsRequest)(nil),     // 21: sluice.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 22: sluice.v1.ListExecutorsResponse
+	(*ExecutorInfo)(nil),             // 23: sluice.v1.ExecutorInfo
+	(*TaskRequest)(nil),              // 24: sluice.v1.TaskRequest
+	(*InputRef)(nil),                 // 25: sluice.v1.InputRef
+	(*CachedBlock)(nil),              // 26: sluice.v1.CachedBlock
+	(*ShuffleInput)(nil),             // 27: sluice.v1.ShuffleInput
+	(*TaskResponse)(nil),             // 28: sluice.v1.TaskResponse
+	(*KillTaskRequest)(nil),          // 29: sluice.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),         // 30: sluice.v1.KillTaskResponse
+	(*EndJobRequest)(nil),            // 31: sluice.v1.EndJobRequest
+	(*EndJobResponse)(nil),           // 32: sluice.v1.EndJobResponse
+	(*CommitStateRequest)(nil),       // 33: sluice.v1.CommitStateRequest
+	(*CommitStateResponse)(nil),      // 34: sluice.v1.CommitStateResponse
+	(*FetchBlockRequest)(nil),        // 35: sluice.v1.FetchBlockRequest
+	nil,                              // 36: sluice.v1.TaskResponse.ReportsEntry
+	nil,                              // 37: sluice.v1.CommitStateRequest.ReportsEntry
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
-	4,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
-	11, // 1: sluice.v1.SubmitJobRequest.header:type_name -> sluice.v1.SubmitHeader
-	4,  // 2: sluice.v1.SubmitHeader.platform:type_name -> sluice.v1.Platform
-	17, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
-	20, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
-	24, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
-	22, // 6: sluice.v1.TaskRequest.inputs:type_name -> sluice.v1.InputRef
-	23, // 7: sluice.v1.TaskRequest.cached:type_name -> sluice.v1.CachedBlock
-	33, // 8: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
-	23, // 9: sluice.v1.TaskResponse.cached_puts:type_name -> sluice.v1.CachedBlock
-	23, // 10: sluice.v1.TaskResponse.cache_missing:type_name -> sluice.v1.CachedBlock
-	34, // 11: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
-	5,  // 12: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
-	7,  // 13: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	9,  // 14: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
-	10, // 15: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	13, // 16: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	15, // 17: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
-	16, // 18: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
-	18, // 19: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
-	21, // 20: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
-	26, // 21: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
-	28, // 22: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
-	30, // 23: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
-	1,  // 24: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
-	0,  // 25: sluice.v1.JobDriver.FetchBroadcast:input_type -> sluice.v1.FetchBroadcastRequest
-	32, // 26: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
-	6,  // 27: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
-	8,  // 28: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	3,  // 29: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
-	12, // 30: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	14, // 31: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	17, // 32: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
-	17, // 33: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
-	19, // 34: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
-	25, // 35: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
-	27, // 36: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
-	29, // 37: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
-	31, // 38: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
-	2,  // 39: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
-	3,  // 40: sluice.v1.JobDriver.FetchBroadcast:output_type -> sluice.v1.Chunk
-	3,  // 41: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
-	27, // [27:42] is the sub-list for method output_type
-	12, // [12:27] is the sub-list for method input_type
+	7,  // 0: sluice.v1.RegisterExecutorRequest.platform:type_name -> sluice.v1.Platform
+	14, // 1: sluice.v1.SubmitJobRequest.header:type_name -> sluice.v1.SubmitHeader
+	7,  // 2: sluice.v1.SubmitHeader.platform:type_name -> sluice.v1.Platform
+	20, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobInfo
+	23, // 4: sluice.v1.ListExecutorsResponse.executors:type_name -> sluice.v1.ExecutorInfo
+	27, // 5: sluice.v1.TaskRequest.shuffles:type_name -> sluice.v1.ShuffleInput
+	25, // 6: sluice.v1.TaskRequest.inputs:type_name -> sluice.v1.InputRef
+	26, // 7: sluice.v1.TaskRequest.cached:type_name -> sluice.v1.CachedBlock
+	36, // 8: sluice.v1.TaskResponse.reports:type_name -> sluice.v1.TaskResponse.ReportsEntry
+	26, // 9: sluice.v1.TaskResponse.cached_puts:type_name -> sluice.v1.CachedBlock
+	26, // 10: sluice.v1.TaskResponse.cache_missing:type_name -> sluice.v1.CachedBlock
+	37, // 11: sluice.v1.CommitStateRequest.reports:type_name -> sluice.v1.CommitStateRequest.ReportsEntry
+	8,  // 12: sluice.v1.Driver.RegisterExecutor:input_type -> sluice.v1.RegisterExecutorRequest
+	10, // 13: sluice.v1.Driver.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	12, // 14: sluice.v1.Driver.FetchBinary:input_type -> sluice.v1.FetchBinaryRequest
+	13, // 15: sluice.v1.Driver.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	16, // 16: sluice.v1.Driver.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	18, // 17: sluice.v1.Driver.JobStatus:input_type -> sluice.v1.JobStatusRequest
+	19, // 18: sluice.v1.Driver.StopJob:input_type -> sluice.v1.StopJobRequest
+	21, // 19: sluice.v1.Driver.ListExecutors:input_type -> sluice.v1.ListExecutorsRequest
+	24, // 20: sluice.v1.Executor.RunTask:input_type -> sluice.v1.TaskRequest
+	29, // 21: sluice.v1.Executor.KillTask:input_type -> sluice.v1.KillTaskRequest
+	31, // 22: sluice.v1.Executor.EndJob:input_type -> sluice.v1.EndJobRequest
+	33, // 23: sluice.v1.Executor.CommitState:input_type -> sluice.v1.CommitStateRequest
+	4,  // 24: sluice.v1.JobDriver.FetchInput:input_type -> sluice.v1.FetchInputRequest
+	3,  // 25: sluice.v1.JobDriver.FetchBroadcast:input_type -> sluice.v1.FetchBroadcastRequest
+	0,  // 26: sluice.v1.JobDriver.PutState:input_type -> sluice.v1.StateChunk
+	2,  // 27: sluice.v1.JobDriver.FetchState:input_type -> sluice.v1.FetchStateRequest
+	35, // 28: sluice.v1.Shuffle.FetchBlock:input_type -> sluice.v1.FetchBlockRequest
+	9,  // 29: sluice.v1.Driver.RegisterExecutor:output_type -> sluice.v1.RegisterExecutorResponse
+	11, // 30: sluice.v1.Driver.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	6,  // 31: sluice.v1.Driver.FetchBinary:output_type -> sluice.v1.Chunk
+	15, // 32: sluice.v1.Driver.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	17, // 33: sluice.v1.Driver.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	20, // 34: sluice.v1.Driver.JobStatus:output_type -> sluice.v1.JobInfo
+	20, // 35: sluice.v1.Driver.StopJob:output_type -> sluice.v1.JobInfo
+	22, // 36: sluice.v1.Driver.ListExecutors:output_type -> sluice.v1.ListExecutorsResponse
+	28, // 37: sluice.v1.Executor.RunTask:output_type -> sluice.v1.TaskResponse
+	30, // 38: sluice.v1.Executor.KillTask:output_type -> sluice.v1.KillTaskResponse
+	32, // 39: sluice.v1.Executor.EndJob:output_type -> sluice.v1.EndJobResponse
+	34, // 40: sluice.v1.Executor.CommitState:output_type -> sluice.v1.CommitStateResponse
+	5,  // 41: sluice.v1.JobDriver.FetchInput:output_type -> sluice.v1.InputChunk
+	6,  // 42: sluice.v1.JobDriver.FetchBroadcast:output_type -> sluice.v1.Chunk
+	1,  // 43: sluice.v1.JobDriver.PutState:output_type -> sluice.v1.PutStateResponse
+	0,  // 44: sluice.v1.JobDriver.FetchState:output_type -> sluice.v1.StateChunk
+	6,  // 45: sluice.v1.Shuffle.FetchBlock:output_type -> sluice.v1.Chunk
+	29, // [29:46] is the sub-list for method output_type
+	12, // [12:29] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -2424,7 +2719,7 @@ func file_sluice_v1_sluice_proto_init() {
 	if File_sluice_v1_sluice_proto != nil {
 		return
 	}
-	file_sluice_v1_sluice_proto_msgTypes[10].OneofWrappers = []any{
+	file_sluice_v1_sluice_proto_msgTypes[13].OneofWrappers = []any{
 		(*SubmitJobRequest_Header)(nil),
 		(*SubmitJobRequest_Data)(nil),
 	}
@@ -2434,7 +2729,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -640,6 +640,8 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 const (
 	JobDriver_FetchInput_FullMethodName     = "/sluice.v1.JobDriver/FetchInput"
 	JobDriver_FetchBroadcast_FullMethodName = "/sluice.v1.JobDriver/FetchBroadcast"
+	JobDriver_PutState_FullMethodName       = "/sluice.v1.JobDriver/PutState"
+	JobDriver_FetchState_FullMethodName     = "/sluice.v1.JobDriver/FetchState"
 )
 
 // JobDriverClient is the client API for JobDriver service.
@@ -654,6 +656,13 @@ type JobDriverClient interface {
 	// FetchBroadcast streams a broadcast value as the driver encoded it
 	// (computed only in the driver; executors never run its function).
 	FetchBroadcast(ctx context.Context, in *FetchBroadcastRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
+	// PutState receives, from a job process, the committed state of the
+	// partitions a CommitState with snapshot named, for the job driver's
+	// checkpoint (the snapshot of that batch time).
+	PutState(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StateChunk, PutStateResponse], error)
+	// FetchState streams one operator partition of a checkpoint snapshot, for
+	// a job process that restores it.
+	FetchState(ctx context.Context, in *FetchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StateChunk], error)
 }
 
 type jobDriverClient struct {
@@ -702,6 +711,38 @@ func (c *jobDriverClient) FetchBroadcast(ctx context.Context, in *FetchBroadcast
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobDriver_FetchBroadcastClient = grpc.ServerStreamingClient[Chunk]
 
+func (c *jobDriverClient) PutState(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StateChunk, PutStateResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobDriver_ServiceDesc.Streams[2], JobDriver_PutState_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StateChunk, PutStateResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_PutStateClient = grpc.ClientStreamingClient[StateChunk, PutStateResponse]
+
+func (c *jobDriverClient) FetchState(ctx context.Context, in *FetchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StateChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobDriver_ServiceDesc.Streams[3], JobDriver_FetchState_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchStateRequest, StateChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_FetchStateClient = grpc.ServerStreamingClient[StateChunk]
+
 // JobDriverServer is the server API for JobDriver service.
 // All implementations must embed UnimplementedJobDriverServer
 // for forward compatibility.
@@ -714,6 +755,13 @@ type JobDriverServer interface {
 	// FetchBroadcast streams a broadcast value as the driver encoded it
 	// (computed only in the driver; executors never run its function).
 	FetchBroadcast(*FetchBroadcastRequest, grpc.ServerStreamingServer[Chunk]) error
+	// PutState receives, from a job process, the committed state of the
+	// partitions a CommitState with snapshot named, for the job driver's
+	// checkpoint (the snapshot of that batch time).
+	PutState(grpc.ClientStreamingServer[StateChunk, PutStateResponse]) error
+	// FetchState streams one operator partition of a checkpoint snapshot, for
+	// a job process that restores it.
+	FetchState(*FetchStateRequest, grpc.ServerStreamingServer[StateChunk]) error
 	mustEmbedUnimplementedJobDriverServer()
 }
 
@@ -729,6 +777,12 @@ func (UnimplementedJobDriverServer) FetchInput(*FetchInputRequest, grpc.ServerSt
 }
 func (UnimplementedJobDriverServer) FetchBroadcast(*FetchBroadcastRequest, grpc.ServerStreamingServer[Chunk]) error {
 	return status.Errorf(codes.Unimplemented, "method FetchBroadcast not implemented")
+}
+func (UnimplementedJobDriverServer) PutState(grpc.ClientStreamingServer[StateChunk, PutStateResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method PutState not implemented")
+}
+func (UnimplementedJobDriverServer) FetchState(*FetchStateRequest, grpc.ServerStreamingServer[StateChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method FetchState not implemented")
 }
 func (UnimplementedJobDriverServer) mustEmbedUnimplementedJobDriverServer() {}
 func (UnimplementedJobDriverServer) testEmbeddedByValue()                   {}
@@ -773,6 +827,24 @@ func _JobDriver_FetchBroadcast_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobDriver_FetchBroadcastServer = grpc.ServerStreamingServer[Chunk]
 
+func _JobDriver_PutState_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(JobDriverServer).PutState(&grpc.GenericServerStream[StateChunk, PutStateResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_PutStateServer = grpc.ClientStreamingServer[StateChunk, PutStateResponse]
+
+func _JobDriver_FetchState_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchStateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(JobDriverServer).FetchState(m, &grpc.GenericServerStream[FetchStateRequest, StateChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobDriver_FetchStateServer = grpc.ServerStreamingServer[StateChunk]
+
 // JobDriver_ServiceDesc is the grpc.ServiceDesc for JobDriver service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -789,6 +861,16 @@ var JobDriver_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "FetchBroadcast",
 			Handler:       _JobDriver_FetchBroadcast_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "PutState",
+			Handler:       _JobDriver_PutState_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "FetchState",
+			Handler:       _JobDriver_FetchState_Handler,
 			ServerStreams: true,
 		},
 	},
