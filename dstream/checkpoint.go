@@ -2,7 +2,6 @@ package dstream
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -50,6 +49,12 @@ type ckpt struct {
 	// from is the batch the run starts after: the snapshot restored, the
 	// last completed batch of a job without state, or the zero time.
 	from time.Time
+
+	// Cluster (restore.go): the snapshot taken from executors, and the
+	// restored snapshot's parts, served to them.
+	remote        remoteSnapshot
+	restoredMu    sync.Mutex
+	restoredParts []checkpoint.StatePart
 }
 
 // walInput is an input whose per-batch records the write-ahead log keeps.
@@ -358,6 +363,14 @@ func (c *Context) restoreCheckpoint() error {
 		if err != nil {
 			return fmt.Errorf("dstream: --checkpoint %s: %w", c.cfg.Checkpoint, err)
 		}
+		if c.role == roleDriver {
+			// The job processes load the partitions (restore.go); the job
+			// driver keeps the operator-wide parts (a watermark) itself.
+			ck.restoredMu.Lock()
+			ck.restoredParts = parts
+			ck.restoredMu.Unlock()
+			parts = slices.DeleteFunc(slices.Clone(parts), func(p checkpoint.StatePart) bool { return !strings.Contains(p.Op, "#") })
+		}
 		byOp := map[string][]checkpoint.StatePart{}
 		for _, p := range parts {
 			name, _, _ := strings.Cut(p.Op, "#")
@@ -495,13 +508,16 @@ func (c *Context) checkpointBatch(t time.Time) error {
 	m := ck.meta
 	m.Completed = t
 	if len(c.stateful) > 0 && t.Sub(m.Zero)%ck.interval == 0 {
-		if err := c.snapshot(t); err != nil {
+		took, err := c.takeSnapshot(t)
+		if err != nil {
 			return err
 		}
-		m.Snapshots = append(m.Snapshots, t)
-		if len(m.Snapshots) > 2 {
-			m.Snapshots = m.Snapshots[len(m.Snapshots)-2:]
+		if took {
+			m.Snapshots = append(m.Snapshots, t)
 		}
+	}
+	if len(m.Snapshots) > 2 {
+		m.Snapshots = m.Snapshots[len(m.Snapshots)-2:]
 	}
 	if err := ck.store.SaveMeta(m); err != nil {
 		return err
@@ -521,6 +537,23 @@ func (c *Context) checkpointBatch(t time.Time) error {
 		}
 	}
 	return nil
+}
+
+// takeSnapshot writes every stateful operator's committed state as of t
+// and reports whether the snapshot exists. In a cluster the executors sent
+// their partitions during the commit; a snapshot that misses some is
+// abandoned with a warning (the older one stays the newest, and the input
+// after it is kept), not a failed batch.
+func (c *Context) takeSnapshot(t time.Time) (bool, error) {
+	if c.role != roleDriver {
+		return true, c.snapshot(t)
+	}
+	ok, err := c.finishRemoteSnapshot(t)
+	if err != nil {
+		c.log.Warn("checkpoint: snapshot abandoned", slog.String("batch", fmtTime(t)), slog.Any("err", err))
+		return false, nil
+	}
+	return ok, nil
 }
 
 // snapshot writes every stateful operator's committed state as of t.
@@ -562,50 +595,67 @@ type stateRow[K comparable, S any] = KV[K, Pair[S, int64]]
 
 // saveParts encodes every partition's committed state (Arrow IPC).
 func (st *stateStore[K, S]) saveParts(mem memory.Allocator) ([]checkpoint.StatePart, error) {
-	codec := rdd.CodecOf[stateRow[K, S]]()
 	out := make([]checkpoint.StatePart, 0, len(st.parts))
-	for i, p := range st.parts {
-		p.mu.Lock()
-		rows := make([]stateRow[K, S], len(p.keys))
-		for j, k := range p.keys {
-			rows[j] = stateRow[K, S]{Key: k, Value: Pair[S, int64]{First: p.vals[j], Second: p.touched[j]}}
-		}
-		rec := rdd.Encode(mem, codec, rows) // copies keys out of the arena
-		p.mu.Unlock()
-		b, err := cluster.EncodeIPC(rec, mem)
-		rec.Release()
+	for i := range st.parts {
+		sp, err := st.savePart(mem, i)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, checkpoint.StatePart{Op: st.name, Part: i, Data: b})
+		out = append(out, sp)
 	}
 	return out, nil
 }
 
-// loadParts replaces the committed state with the snapshot's.
-func (st *stateStore[K, S]) loadParts(mem memory.Allocator, parts []checkpoint.StatePart) error {
+// savePart encodes partition i's committed state.
+func (st *stateStore[K, S]) savePart(mem memory.Allocator, i int) (checkpoint.StatePart, error) {
+	if i < 0 || i >= len(st.parts) {
+		return checkpoint.StatePart{}, fmt.Errorf("state %s: partition %d out of range [0,%d)", st.name, i, len(st.parts))
+	}
+	codec := rdd.CodecOf[stateRow[K, S]]()
+	p := st.parts[i]
+	p.mu.Lock()
+	rows := make([]stateRow[K, S], len(p.keys))
+	for j, k := range p.keys {
+		rows[j] = stateRow[K, S]{Key: k, Value: Pair[S, int64]{First: p.vals[j], Second: p.touched[j]}}
+	}
+	rec := rdd.Encode(mem, codec, rows) // copies keys out of the arena
+	p.mu.Unlock()
+	b, err := cluster.EncodeIPC(rec, mem)
+	rec.Release()
+	if err != nil {
+		return checkpoint.StatePart{}, err
+	}
+	return checkpoint.StatePart{Op: st.name, Part: i, Data: b}, nil
+}
+
+// decodeRows decodes the rows of the snapshot parts of this store that
+// keep selects.
+func (st *stateStore[K, S]) decodeRows(mem memory.Allocator, parts []checkpoint.StatePart, keep func(part int) bool) ([]stateRow[K, S], error) {
 	codec := rdd.CodecOf[stateRow[K, S]]()
 	var rows []stateRow[K, S]
 	for _, sp := range parts {
-		if sp.Op != st.name {
+		if sp.Op != st.name || !keep(sp.Part) {
 			continue
 		}
 		rec, err := cluster.DecodeIPC(sp.Data, mem)
 		if err != nil {
-			return fmt.Errorf("partition %d: %w", sp.Part, err)
+			return nil, fmt.Errorf("partition %d: %w", sp.Part, err)
 		}
 		rows = append(rows, rdd.Decode(codec, rec)...)
 		rec.Release() // set clones what it keeps; Go-heap buffers stay valid
 	}
+	return rows, nil
+}
+
+// loadParts replaces the committed state with the snapshot's.
+func (st *stateStore[K, S]) loadParts(mem memory.Allocator, parts []checkpoint.StatePart) error {
+	rows, err := st.decodeRows(mem, parts, func(int) bool { return true })
+	if err != nil {
+		return err
+	}
 	ds := make([]*stateDelta[K, S], len(st.parts))
 	for i, p := range st.parts {
-		p.mu.Lock()
-		p.hashes, p.keys, p.vals, p.touched = nil, nil, nil, nil
-		p.index = hashIndex{}
-		p.gen++
-		p.deltas = map[time.Time]*stateDelta[K, S]{}
-		ds[i] = p.newDelta()
-		p.mu.Unlock()
+		ds[i] = p.reset()
 	}
 	for _, r := range rows {
 		i := st.partOf(r.Key)
@@ -622,4 +672,39 @@ func (st *stateStore[K, S]) loadParts(mem memory.Allocator, parts []checkpoint.S
 	return nil
 }
 
-var errNoCheckpointInCluster = errors.New("dstream: --checkpoint is not supported in cluster mode yet (issue 7/11, cluster half): run the job without it in a cluster")
+// loadPart replaces partition part's committed state with the snapshot's
+// (a job process restoring the partitions it is given, one by one).
+func (st *stateStore[K, S]) loadPart(mem memory.Allocator, part int, parts []checkpoint.StatePart) error {
+	if part < 0 || part >= len(st.parts) {
+		return fmt.Errorf("state %s: partition %d out of range [0,%d)", st.name, part, len(st.parts))
+	}
+	rows, err := st.decodeRows(mem, parts, func(p int) bool { return p == part })
+	if err != nil {
+		return err
+	}
+	p := st.parts[part]
+	d := p.reset()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range rows {
+		if i := st.partOf(r.Key); i != part {
+			return fmt.Errorf("state %s: the snapshot's partition %d holds a key of partition %d: it was written with another partitioning", st.name, part, i)
+		}
+		d.set(p, r.Key, stateEntry[S]{value: r.Value.First, touched: unpackTime(r.Value.Second)})
+	}
+	p.apply(d)
+	return nil
+}
+
+// reset empties the committed state and returns a delta against it.
+func (p *statePart[K, S]) reset() *stateDelta[K, S] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hashes, p.keys, p.vals, p.touched = nil, nil, nil, nil
+	p.index = hashIndex{}
+	p.gen++
+	p.deltas = map[time.Time]*stateDelta[K, S]{}
+	return p.newDelta()
+}
+
+

@@ -5,15 +5,11 @@ package dstream_test
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"github.com/sluicehq/sluice/internal/seqjob"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -67,21 +63,7 @@ func TestCheckpointKill9(t *testing.T) {
 	// of every key, written aside and renamed.
 	const files = 150
 	feederDone := make(chan struct{})
-	go func() {
-		defer close(feederDone)
-		for f := range files {
-			var b strings.Builder
-			for k := range faultKeys {
-				for j := range 4 {
-					fmt.Fprintf(&b, "k%d %d\n", k, f*4+j+1)
-				}
-			}
-			name := filepath.Join(in, fmt.Sprintf("f%05d", f))
-			os.WriteFile(filepath.Join(in, ".tmp"), []byte(b.String()), 0o644)
-			os.Rename(filepath.Join(in, ".tmp"), name)
-			time.Sleep(40 * time.Millisecond)
-		}
-	}()
+	go seqjob.Feed(in, files, faultKeys, 4, 40*time.Millisecond, feederDone)
 	start := func() (*exec.Cmd, *bytes.Buffer, time.Time) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointJobProcess$", "--", "--checkpoint", ckdir, "--checkpoint-interval", "500ms")
 		cmd.Env = append(os.Environ(), "SLUICE_CKPT_JOB=1", "SLUICE_CKPT_IN="+in, "SLUICE_CKPT_OUT="+out)
@@ -130,17 +112,7 @@ func TestCheckpointKill9(t *testing.T) {
 	total := int64(files * 4 * faultKeys)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		dirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
-		var last int64
-		for ms := range dirs {
-			last = max(last, ms)
-		}
-		var n int64
-		for _, l := range seqjob.DirLines(t, dirs[last]) {
-			f := strings.Fields(l)
-			c, _ := strconv.ParseInt(f[1], 10, 64)
-			n += c
-		}
+		n := seqjob.StateLines(t, out)
 		if n >= total {
 			break
 		}
@@ -156,67 +128,13 @@ func TestCheckpointKill9(t *testing.T) {
 		t.Fatalf("job exit: %v; log:\n%s", err, logs.String())
 	}
 
-	// The lines sink: every line exactly once; batch times without gaps.
-	lineDirs := seqjob.BatchDirs(t, filepath.Join(out, "lines"))
-	stateDirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
-	var times []int64
-	for ms := range lineDirs {
-		times = append(times, ms)
+	// Every line exactly once, batch times without gaps, exact state at
+	// every batch.
+	nb := seqjob.Check(t, out, interval, files, faultKeys, 4)
+	if t.Failed() {
+		t.FailNow()
 	}
-	slices.Sort(times)
-	for i := 1; i < len(times); i++ {
-		if times[i]-times[i-1] != interval.Milliseconds() {
-			t.Errorf("batch times %d then %d: batches skipped", times[i-1], times[i])
-		}
-	}
-	seen := map[string]int{}
-	type kst struct{ n, sum int64 }
-	cum := map[string]kst{}
-	for _, ms := range times {
-		for _, l := range seqjob.DirLines(t, lineDirs[ms]) {
-			seen[l]++
-			k, s, _ := strings.Cut(l, " ")
-			n, _ := strconv.ParseInt(s, 10, 64)
-			c := cum[k]
-			cum[k] = kst{c.n + 1, c.sum + n}
-		}
-		// Exact state at every batch: what the lines so far add up to.
-		sd, ok := stateDirs[ms]
-		if !ok {
-			t.Errorf("batch %d has lines output but no state output", ms)
-			continue
-		}
-		got := map[string]kst{}
-		for _, l := range seqjob.DirLines(t, sd) {
-			f := strings.Fields(l)
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			s, _ := strconv.ParseInt(f[2], 10, 64)
-			got[f[0]] = kst{n, s}
-		}
-		for k, want := range cum {
-			if got[k] != want {
-				t.Errorf("batch %d: state of %s is %+v, the lines so far give %+v", ms, k, got[k], want)
-			}
-		}
-	}
-	dups, lost := 0, 0
-	for f := range files {
-		for k := range faultKeys {
-			for j := range 4 {
-				switch seen[fmt.Sprintf("k%d %d", k, f*4+j+1)] {
-				case 0:
-					lost++
-				case 1:
-				default:
-					dups++
-				}
-			}
-		}
-	}
-	if dups > 0 || lost > 0 || len(seen) != int(total) {
-		t.Fatalf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
-	}
-	t.Logf("%d batches, %d lines, 3 kills; recovery (restart to first new batch) in batch intervals: %.1f", len(times), total, recoveries)
+	t.Logf("%d batches, %d lines, 3 kills; recovery (restart to first new batch) in batch intervals: %.1f", nb, total, recoveries)
 }
 
 // TestCheckpointDiskFull runs a checkpointed job on a small tmpfs, fills

@@ -58,6 +58,16 @@ type resolver struct {
 	// batch's shuffles once it is done, so they are deleted then.
 	written map[time.Time][]int64
 	prune   func(ids []int64)
+	// snapshot is the checkpoint snapshot state partitions restart from
+	// (tasks name it; zero: none); restore loads each partition once.
+	snapshot time.Time
+	restore  restorer
+}
+
+func (r *resolver) snapshotTime() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snapshot
 }
 
 type inputKey struct {
@@ -75,11 +85,15 @@ func (r *resolver) wrote(bt time.Time, id int64) {
 }
 
 // Commit implements cluster.Resolver: the batch's outputs all succeeded, so
-// the state this process wrote for it becomes the committed state.
-func (r *resolver) Commit(bt time.Time, reports map[string][]byte) error {
+// the state this process wrote for it becomes the committed state; at a
+// checkpoint, the partitions named are sent to the job driver.
+func (r *resolver) Commit(ctx context.Context, bt time.Time, reports map[string][]byte, snapshot []string) error {
 	r.c.onReports(nil, reports)
 	for _, op := range r.c.stateful {
 		op.commit(bt)
+	}
+	if len(snapshot) > 0 {
+		return r.c.sendSnapshot(ctx, bt, snapshot)
 	}
 	return nil
 }
@@ -107,6 +121,9 @@ func (r *resolver) Resolve(ctx context.Context, spec cluster.TaskSpec) (cluster.
 	r.mu.Lock()
 	if spec.DriverAddr != "" {
 		r.blocksAddr = spec.DriverAddr
+	}
+	if !spec.StateSnapshot.IsZero() {
+		r.snapshot = spec.StateSnapshot
 	}
 	if !r.started {
 		if err := c.start(spec.Zero); err != nil {
@@ -254,6 +271,10 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 					req.DriverBlocksAddress = blocksAddr
 					req.Inputs = c.inputsOf(t.Job.BatchTime)
 					req.Parallelism = int32(c.Parallelism())
+					req.DriverAttempt = int32(env.Attempt)
+					if s := c.restoreSnapshotOf(); !s.IsZero() {
+						req.StateSnapshotUnixNano = s.UnixNano()
+					}
 				}
 				return req, err
 			},
@@ -282,8 +303,8 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 			return err
 		}
 		defer stopUI()
-		c.commitRemote = func(ctx context.Context, t time.Time, reports map[string][]byte) error {
-			return rb.CommitState(ctx, env.JobID, t, reports)
+		c.commitRemote = func(ctx context.Context, t time.Time, reports map[string][]byte, snapshot bool) error {
+			return rb.CommitState(ctx, env.JobID, t, reports, snapshot)
 		}
 		return c.Run(ctx)
 	case roleExecutor:

@@ -133,7 +133,8 @@ type Context struct {
 	backend  scheduler.Backend // the cluster backend in the driver role
 	resolver *resolver         // the executor role's task resolver
 	// commitRemote commits a batch's state on the executors (driver role).
-	commitRemote func(ctx context.Context, t time.Time, reports map[string][]byte) error
+	// With snapshot, the holders also send their state to the checkpoint.
+	commitRemote func(ctx context.Context, t time.Time, reports map[string][]byte, snapshot bool) error
 	reportsMu    sync.Mutex
 	batchReports map[string][]byte // reports of the batch in flight, for commitRemote
 	args         []string          // the command-line arguments Main parsed
@@ -503,8 +504,15 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		c.batchReports = nil
 		c.reportsMu.Unlock()
 		if c.commitRemote != nil && len(c.stateful) > 0 {
-			if cerr := c.commitRemote(ctx, b.time, reports); cerr != nil {
-				err = fmt.Errorf("dstream: batch %s: %w", fmtTime(b.time), cerr)
+			snap := c.snapshotDue(b.time)
+			if snap {
+				if serr := c.beginRemoteSnapshot(b.time); serr != nil {
+					c.log.Warn("checkpoint: cannot take a snapshot", slog.String("batch", fmtTime(b.time)), slog.Any("err", serr))
+					snap = false
+				}
+			}
+			if cerr := c.commitRemote(ctx, b.time, reports, snap); cerr != nil {
+				err = &stateCommitError{fmt.Errorf("dstream: batch %s: %w", fmtTime(b.time), cerr)}
 			}
 		}
 		if err == nil && c.ckpt != nil {

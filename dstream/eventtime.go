@@ -304,7 +304,7 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 		}
 		return append(parts, checkpoint.StatePart{Op: spec.Name + "#watermark", Data: op.encodeCommitted()}), nil
 	}
-	sop.load = func(parts []checkpoint.StatePart) error {
+	watermark := func(parts []checkpoint.StatePart) error {
 		for _, p := range parts {
 			if p.Op == spec.Name+"#watermark" {
 				if err := op.decodeCommitted(p.Data); err != nil {
@@ -312,7 +312,20 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 				}
 			}
 		}
+		return nil
+	}
+	sop.load = func(parts []checkpoint.StatePart) error {
+		if err := watermark(parts); err != nil {
+			return err
+		}
 		return load(parts)
+	}
+	loadPt := sop.loadPt
+	sop.loadPt = func(part int, parts []checkpoint.StatePart) error {
+		if err := watermark(parts); err != nil {
+			return err
+		}
+		return loadPt(part, parts)
 	}
 	ctx.registerStateful(spec.Name, out.b, sop)
 	return &EventTimeStream[K, V]{DStream: out, op: op}

@@ -259,15 +259,21 @@ func MainArgs(c *Context, args []string, stderr io.Writer) int {
 	}()
 	defer stop()
 	run := c.Run
-	if env := cluster.EnvFromOS(); env.Role != "" {
-		if c.cfg.Checkpoint != "" {
-			fmt.Fprintf(stderr, "%s: %v\n", c.cfg.AppName, errNoCheckpointInCluster)
-			return 2
+	env := cluster.EnvFromOS()
+	if env.Role != "" {
+		if env.Role == roleDriver && env.Attempt > 1 && c.cfg.Checkpoint == "" && len(c.stateful) > 0 {
+			// Starting again from empty state would be a silent reset.
+			fmt.Fprintf(stderr, "%s: the job driver was restarted (attempt %d) but the job runs without --checkpoint, so its operator state is lost; submit it with --checkpoint DIR to make restarts recover the state\n", c.cfg.AppName, env.Attempt)
+			return cluster.ExitUsage
 		}
 		run = func(ctx context.Context) error { return c.runCluster(ctx, env) }
 	}
 	if err := run(ctx); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.cfg.AppName, err)
+		if env.Role == roleDriver && c.cfg.Checkpoint != "" && stateLost(err) {
+			fmt.Fprintf(stderr, "%s: operator state was lost with an executor: exiting with code %d so that driver serve restarts the job from its checkpoint\n", c.cfg.AppName, cluster.ExitRestart)
+			return cluster.ExitRestart
+		}
 		return 1
 	}
 	return 0

@@ -25,6 +25,12 @@ type statefulOp interface {
 	saveState() ([]checkpoint.StatePart, error)
 	// loadState replaces the committed state with a snapshot's.
 	loadState(parts []checkpoint.StatePart) error
+	// savePart encodes one partition's committed state (a job process's
+	// part of a cluster snapshot: restore.go).
+	savePart(part int) (checkpoint.StatePart, error)
+	// loadPart replaces one partition's committed state with the
+	// snapshot's; parts holds that partition and the operator-wide parts.
+	loadPart(part int, parts []checkpoint.StatePart) error
 }
 
 // registerStateful adds op to the context. The op's name must be unique:
@@ -235,12 +241,19 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 			store.commit(time.Time{}, wake) // compute the first wake time
 		},
 	}, "mapWithState", store)
-	load := op.load
+	load, loadPt := op.load, op.loadPt
 	op.load = func(parts []checkpoint.StatePart) error {
 		if err := load(parts); err != nil {
 			return err
 		}
 		store.commit(time.Time{}, wake) // the wake times of the restored keys
+		return nil
+	}
+	op.loadPt = func(part int, parts []checkpoint.StatePart) error {
+		if err := loadPt(part, parts); err != nil {
+			return err
+		}
+		store.commit(time.Time{}, wake)
 		return nil
 	}
 	ctx.registerStateful(spec.Name, out.b, op)
@@ -276,17 +289,30 @@ type statefulStream[U any] struct {
 	id      checkpoint.Operator
 	save    func() ([]checkpoint.StatePart, error)
 	load    func(parts []checkpoint.StatePart) error
+	savePt  func(part int) (checkpoint.StatePart, error)
+	loadPt  func(part int, parts []checkpoint.StatePart) error
 }
 
 func (f *statefulStream[U]) ckptOperator() checkpoint.Operator            { return f.id }
 func (f *statefulStream[U]) saveState() ([]checkpoint.StatePart, error)   { return f.save() }
 func (f *statefulStream[U]) loadState(parts []checkpoint.StatePart) error { return f.load(parts) }
+func (f *statefulStream[U]) savePart(part int) (checkpoint.StatePart, error) {
+	return f.savePt(part)
+}
+func (f *statefulStream[U]) loadPart(part int, parts []checkpoint.StatePart) error {
+	return f.loadPt(part, parts)
+}
 
 // storeCheckpoint fills in a keyed-state operator's checkpoint functions.
 func storeCheckpoint[K comparable, S, U any](ctx *Context, f *statefulStream[U], kind string, store *stateStore[K, S]) *statefulStream[U] {
 	f.id = ckptOperatorOf[K, S](kind, store.name, len(store.parts))
 	f.save = func() ([]checkpoint.StatePart, error) { return store.saveParts(ctx.cfg.Allocator) }
 	f.load = func(parts []checkpoint.StatePart) error { return store.loadParts(ctx.cfg.Allocator, parts) }
+	f.savePt = func(part int) (checkpoint.StatePart, error) { return store.savePart(ctx.cfg.Allocator, part) }
+	f.loadPt = func(part int, parts []checkpoint.StatePart) error {
+		return store.loadPart(ctx.cfg.Allocator, part, parts)
+	}
+	store.restore = func(part int) error { return ctx.restorePart(f, part) }
 	return f
 }
 

@@ -32,6 +32,10 @@ type stateStore[K comparable, S any] struct {
 	name  string
 	kc    rdd.Codec[K]
 	parts []*statePart[K, S]
+	// restore, if set (a job process in a cluster), is called before every
+	// transaction: it loads the partition from a checkpoint snapshot the
+	// first time (restore.go).
+	restore func(part int) error
 }
 
 type stateEntry[S any] struct {
@@ -147,6 +151,13 @@ type txn[K comparable, S any] struct {
 func (st *stateStore[K, S]) begin(part int, t time.Time) (*txn[K, S], error) {
 	if part < 0 || part >= len(st.parts) {
 		return nil, fmt.Errorf("state %s: partition %d out of range [0,%d): the operator's input is not partitioned like its state", st.name, part, len(st.parts))
+	}
+	if st.restore != nil {
+		// A job process of a restarted job driver: the partition starts
+		// from the checkpoint's snapshot, loaded before its first task.
+		if err := st.restore(part); err != nil {
+			return nil, err
+		}
 	}
 	p := st.parts[part]
 	p.mu.Lock()

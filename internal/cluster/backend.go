@@ -326,11 +326,17 @@ func (b *RemoteBackend) Slots() int {
 // CommitState tells every executor holding operator state to commit what
 // batch bt wrote there. The executor must still be the incarnation the state
 // was placed on: a restarted one refuses, and an unreachable one fails the
-// commit, so a batch never commits on lost state.
-func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time, reports map[string][]byte) error {
-	holders := map[scheduler.Location]bool{}
-	for _, at := range b.cfg.StateLocations() {
-		holders[at] = true
+// commit, so a batch never commits on lost state. With snapshot, each holder
+// also sends the committed state of the partitions it holds to the job
+// driver (JobDriver.PutState) before it answers: a checkpoint.
+func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.Time, reports map[string][]byte, snapshot bool) error {
+	holders := map[scheduler.Location][]string{}
+	for key, at := range b.cfg.StateLocations() {
+		if snapshot {
+			holders[at] = append(holders[at], key)
+		} else {
+			holders[at] = nil
+		}
 	}
 	var errs []error
 	for _, at := range slices.SortedFunc(maps.Keys(holders), func(a, b scheduler.Location) int { return strings.Compare(a.String(), b.String()) }) {
@@ -343,8 +349,14 @@ func (b *RemoteBackend) CommitState(ctx context.Context, jobID string, bt time.T
 		}
 		client, err := b.cfg.Executor(e.addr)
 		if err == nil {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano(), Reports: reports, Incarnation: at.Incarnation})
+			timeout := 10 * time.Second
+			if snapshot {
+				timeout = 5 * time.Minute // the holder sends its state to the job driver first
+			}
+			parts := holders[at]
+			slices.Sort(parts)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			_, err = client.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: jobID, BatchTimeUnixNano: bt.UnixNano(), Reports: reports, Incarnation: at.Incarnation, Snapshot: parts})
 			cancel()
 		}
 		if err != nil {

@@ -69,6 +69,9 @@ type Daemon struct {
 
 type jobProc struct {
 	gen    int64 // the job's process count on this daemon: part of the incarnation
+	// attempt is the job driver attempt the process serves: a task of a
+	// newer attempt (a restarted job driver) replaces the process.
+	attempt int32
 	cmd    *exec.Cmd
 	socket string
 	conn   *grpc.ClientConn
@@ -262,7 +265,11 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	if err != nil {
 		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
 	}
-	p, err := d.process(req.GetJobId(), bin, req.GetArgs(), req.GetParallelism())
+	p, err := d.process(req.GetJobId(), bin, req.GetArgs(), req.GetParallelism(), max(1, req.GetDriverAttempt()))
+	var stale *staleAttemptError
+	if errors.As(err, &stale) {
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch, Fatal: true}, nil
+	}
 	if err != nil {
 		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
 	}
@@ -352,9 +359,33 @@ func (d *Daemon) binary(ctx context.Context, sha string) (string, error) {
 }
 
 // process returns the job's task process, starting it if needed.
-func (d *Daemon) process(job, bin string, args []string, parallelism int32) (*jobProc, error) {
+// staleAttemptError refuses a task of a job driver attempt older than the
+// one the job's process serves: a restarted job driver replaced it.
+type staleAttemptError struct {
+	job           string
+	got, replaced int32
+}
+
+func (e *staleAttemptError) Error() string {
+	return fmt.Sprintf("job %s: task from job driver attempt %d, but attempt %d has replaced it", e.job, e.got, e.replaced)
+}
+
+func (d *Daemon) process(job, bin string, args []string, parallelism int32, attempt int32) (*jobProc, error) {
 	d.mu.Lock()
 	p := d.jobs[job]
+	var replaced *jobProc
+	if p != nil && p.attempt > attempt {
+		d.mu.Unlock()
+		return nil, &staleAttemptError{job: job, got: attempt, replaced: p.attempt}
+	}
+	if p != nil && p.attempt < attempt {
+		// A restarted job driver: its tasks start from its checkpoint, so
+		// nothing the old attempt's process holds (state, cached
+		// partitions, shuffle files named by the old driver's ids) may be
+		// read. Stop it before the new one takes its socket.
+		replaced, p = p, nil
+		delete(d.jobs, job)
+	}
 	if p != nil {
 		select {
 		case <-p.done: // it died: start another
@@ -370,9 +401,14 @@ func (d *Daemon) process(job, bin string, args []string, parallelism int32) (*jo
 	}
 	if p == nil {
 		d.gens[job]++
-		p = &jobProc{gen: d.gens[job], ready: make(chan struct{}), done: make(chan struct{}), stderr: &tailBuffer{}}
+		p = &jobProc{gen: d.gens[job], attempt: attempt, ready: make(chan struct{}), done: make(chan struct{}), stderr: &tailBuffer{}}
 		d.jobs[job] = p
 		d.mu.Unlock()
+		if replaced != nil {
+			stopProc(replaced)
+			d.store.RemoveJob(job)
+			d.cfg.Log.Info("executor: job driver restarted; job process replaced", slog.String("job", job), slog.Int("attempt", int(attempt)))
+		}
 		p.err = d.start(job, bin, args, parallelism, p)
 		close(p.ready)
 	} else {

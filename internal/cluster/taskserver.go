@@ -80,6 +80,10 @@ type TaskSpec struct {
 	Inputs []*sluicev1.InputRef
 	// DriverAddr is where the job's driver serves its sources' input.
 	DriverAddr string
+	// StateSnapshot, if not zero, is the checkpoint snapshot the job's
+	// operator state restarts from (a restarted job driver's attempt): state
+	// partitions are loaded from it before this process's first task on them.
+	StateSnapshot time.Time
 }
 
 // ErrGraphMismatch marks a task the executor's copy of the job cannot run
@@ -94,8 +98,11 @@ type Resolver interface {
 	// is not the driver's.
 	Resolve(ctx context.Context, spec TaskSpec) (Resolved, error)
 	// Commit commits the operator state the batch wrote in this process,
-	// with the reports of all the batch's tasks.
-	Commit(batchTime time.Time, reports map[string][]byte) error
+	// with the reports of all the batch's tasks. snapshot, if not empty,
+	// names state partitions ("<operator>/<partition>") whose committed
+	// state Commit sends to the job driver for its checkpoint before it
+	// returns.
+	Commit(ctx context.Context, batchTime time.Time, reports map[string][]byte, snapshot []string) error
 }
 
 // TaskServerConfig configures a TaskServer.
@@ -134,10 +141,14 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 		return resp, nil
 	}
 	bt := time.Unix(0, req.GetBatchTimeUnixNano())
-	job, err := s.cfg.Resolver.Resolve(ctx, TaskSpec{
+	spec := TaskSpec{
 		Zero: time.Unix(0, req.GetZeroTimeUnixNano()), BatchTime: bt, JobIndex: int(req.GetJobIndex()), JobSub: int(req.GetJobSub()),
 		Action: req.GetAction(), ActionArg: req.GetActionArg(), Inputs: req.GetInputs(), DriverAddr: req.GetDriverBlocksAddress(),
-	})
+	}
+	if ns := req.GetStateSnapshotUnixNano(); ns != 0 {
+		spec.StateSnapshot = time.Unix(0, ns)
+	}
+	job, err := s.cfg.Resolver.Resolve(ctx, spec)
 	if err != nil {
 		resp.Fatal = true
 		return fail(err)
@@ -238,8 +249,8 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 }
 
 // CommitState implements sluicev1.ExecutorServer.
-func (s *TaskServer) CommitState(_ context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
-	if err := s.cfg.Resolver.Commit(time.Unix(0, req.GetBatchTimeUnixNano()), req.GetReports()); err != nil {
+func (s *TaskServer) CommitState(ctx context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
+	if err := s.cfg.Resolver.Commit(ctx, time.Unix(0, req.GetBatchTimeUnixNano()), req.GetReports(), req.GetSnapshot()); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "commit state: %v", err)
 	}
 	return &sluicev1.CommitStateResponse{}, nil

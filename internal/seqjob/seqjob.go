@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/dstream"
 )
@@ -74,4 +76,115 @@ func DirLines(t *testing.T, dir string) []string {
 		}
 	}
 	return lines
+}
+
+// Feed writes files of input to dir, one every `every`: file f holds the
+// sequence numbers f*per+1 .. f*per+per of each of keys keys ("k3 17"),
+// written aside and renamed into place. It closes done when all are written.
+func Feed(dir string, files, keys, per int, every time.Duration, done chan<- struct{}) {
+	defer close(done)
+	for f := range files {
+		var b strings.Builder
+		for k := range keys {
+			for j := range per {
+				fmt.Fprintf(&b, "k%d %d\n", k, f*per+j+1)
+			}
+		}
+		name := filepath.Join(dir, fmt.Sprintf("f%05d", f))
+		os.WriteFile(filepath.Join(dir, ".tmp"), []byte(b.String()), 0o644)
+		os.Rename(filepath.Join(dir, ".tmp"), name)
+		time.Sleep(every)
+	}
+}
+
+// StateLines returns the number of lines the newest committed state batch
+// under out accounts for (0 if none).
+func StateLines(t *testing.T, out string) int64 {
+	t.Helper()
+	dirs := BatchDirs(t, filepath.Join(out, "state"))
+	var last int64
+	for ms := range dirs {
+		last = max(last, ms)
+	}
+	if last == 0 {
+		return 0
+	}
+	var n int64
+	for _, l := range DirLines(t, dirs[last]) {
+		f := strings.Fields(l)
+		if len(f) == 3 {
+			c, _ := strconv.ParseInt(f[1], 10, 64)
+			n += c
+		}
+	}
+	return n
+}
+
+// Check verifies the job's committed output under out against the input
+// Feed wrote (files x keys x per lines): every line exactly once in the
+// lines sink, batch times every interval without a gap, and at every batch
+// the state of each key equal to what the lines so far add up to. It
+// returns the number of batches.
+func Check(t *testing.T, out string, interval time.Duration, files, keys, per int) int {
+	t.Helper()
+	lineDirs := BatchDirs(t, filepath.Join(out, "lines"))
+	stateDirs := BatchDirs(t, filepath.Join(out, "state"))
+	var times []int64
+	for ms := range lineDirs {
+		times = append(times, ms)
+	}
+	slices.Sort(times)
+	for i := 1; i < len(times); i++ {
+		if times[i]-times[i-1] != interval.Milliseconds() {
+			t.Errorf("batch times %d then %d: batches skipped", times[i-1], times[i])
+		}
+	}
+	seen := map[string]int{}
+	type kst struct{ n, sum int64 }
+	cum := map[string]kst{}
+	for _, ms := range times {
+		for _, l := range DirLines(t, lineDirs[ms]) {
+			seen[l]++
+			k, s, _ := strings.Cut(l, " ")
+			n, _ := strconv.ParseInt(s, 10, 64)
+			c := cum[k]
+			cum[k] = kst{c.n + 1, c.sum + n}
+		}
+		// Exact state at every batch: what the lines so far add up to.
+		sd, ok := stateDirs[ms]
+		if !ok {
+			t.Errorf("batch %d has lines output but no state output", ms)
+			continue
+		}
+		got := map[string]kst{}
+		for _, l := range DirLines(t, sd) {
+			f := strings.Fields(l)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			s, _ := strconv.ParseInt(f[2], 10, 64)
+			got[f[0]] = kst{n, s}
+		}
+		for k, want := range cum {
+			if got[k] != want {
+				t.Errorf("batch %d: state of %s is %+v, the lines so far give %+v", ms, k, got[k], want)
+			}
+		}
+	}
+	dups, lost := 0, 0
+	for f := range files {
+		for k := range keys {
+			for j := range per {
+				switch seen[fmt.Sprintf("k%d %d", k, f*per+j+1)] {
+				case 0:
+					lost++
+				case 1:
+				default:
+					dups++
+				}
+			}
+		}
+	}
+	if total := files * keys * per; dups > 0 || lost > 0 || len(seen) != total {
+		t.Errorf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
+	}
+	return len(times)
 }

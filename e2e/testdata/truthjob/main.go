@@ -18,6 +18,12 @@
 //	                per batch "batch T: input N" (words), and the words of a
 //	                4-batch window sliding every 2 batches, per key, as
 //	                "window T: total N" (ReduceByKeyAndWindow).
+//	--mode=seq      lines "KEY SEQ" from --dir (files there at start
+//	                included) or from Kafka --brokers (topic seq, earliest,
+//	                --rate records per second per partition at most): the
+//	                checkpoint fault job of internal/seqjob (committing
+//	                sinks of the lines and of UpdateStateByKey state under
+//	                --out). Run it with --checkpoint.
 package main
 
 import (
@@ -30,6 +36,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/dstream"
+	"github.com/sluicehq/sluice/internal/seqjob"
 	"github.com/sluicehq/sluice/internal/wordgen"
 	"github.com/sluicehq/sluice/kafka"
 	"github.com/sluicehq/sluice/rdd"
@@ -192,8 +199,20 @@ func main() {
 			fmt.Printf("window %s: total %d\n", b.Time().UTC().Format("15:04:05.000"), n)
 			return nil
 		})
+	case "seq":
+		var lines *dstream.DStream[string]
+		if *brokers != "" {
+			lines, err = kafka.NewValueStream(ctx, kafka.Config{Brokers: strings.Split(*brokers, ","), Topics: []string{"seq"},
+				GroupID: "seqjob", Start: kafka.StartEarliest, MaxRatePerPartition: float64(*rate)}, kafka.String())
+			if err != nil {
+				log.Fatal(err)
+			}
+		} else {
+			lines = dstream.TextFileStream(ctx, *dir, dstream.IncludeExisting())
+		}
+		seqjob.Build(lines, *out)
 	default:
-		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window, crash, cachewindow or kafkawindow\n", *mode)
+		fmt.Fprintf(os.Stderr, "truthjob: --mode=%q: use outputs, window, crash, cachewindow, kafkawindow or seq\n", *mode)
 		os.Exit(2)
 	}
 	dstream.Main(ctx)
