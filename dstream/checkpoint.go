@@ -706,5 +706,3 @@ func (p *statePart[K, S]) reset() *stateDelta[K, S] {
 	p.deltas = map[time.Time]*stateDelta[K, S]{}
 	return p.newDelta()
 }
-
-

@@ -89,7 +89,9 @@ func (f fixedResolver) Resolve(context.Context, TaskSpec) (Resolved, error) {
 	return f.r, nil
 }
 
-func (fixedResolver) Commit(context.Context, time.Time, map[string][]byte, []string) error { return nil }
+func (fixedResolver) Commit(context.Context, time.Time, map[string][]byte, []string) error {
+	return nil
+}
 
 func TestTaskServerRefusesAnotherGraph(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())

@@ -68,17 +68,17 @@ type Daemon struct {
 }
 
 type jobProc struct {
-	gen    int64 // the job's process count on this daemon: part of the incarnation
+	gen int64 // the job's process count on this daemon: part of the incarnation
 	// attempt is the job driver attempt the process serves: a task of a
 	// newer attempt (a restarted job driver) replaces the process.
 	attempt int32
-	cmd    *exec.Cmd
-	socket string
-	conn   *grpc.ClientConn
-	done   chan struct{}
-	stderr *tailBuffer
-	ready  chan struct{}
-	err    error
+	cmd     *exec.Cmd
+	socket  string
+	conn    *grpc.ClientConn
+	done    chan struct{}
+	stderr  *tailBuffer
+	ready   chan struct{}
+	err     error
 }
 
 // NewDaemon checks cfg and prepares the work directory.
