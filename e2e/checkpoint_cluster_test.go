@@ -3,6 +3,9 @@
 package e2e
 
 import (
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/seqjob"
+	"github.com/sluicehq/sluice/internal/ui"
 )
 
 // Checkpoints in a cluster (issue 7/11, cluster half): the job driver keeps
@@ -90,4 +94,116 @@ func TestClusterCheckpointResubmit(t *testing.T) {
 	}
 	nb := seqjob.Check(t, out, time.Second, files, seqKeys, seqPer)
 	t.Logf("%d batches; restored snapshot %s, replayed %s batches", nb, restored[0]["snapshot"], restored[0]["replay_batches"])
+}
+
+// restartExecutor starts executor i again, with its id and work directory,
+// after it was killed.
+func (c *cluster) restartExecutor(i int) {
+	c.t.Helper()
+	id := "exec" + string(rune('0'+i))
+	e := start(c.t, executorBin, "--driver", c.addr, "--listen", "127.0.0.1:0", "--work-dir", filepath.Join(c.dir, id),
+		"--slots", "2", "--secret-file", c.secret, "--drain-grace", "2s", "--id", id)
+	c.execs[i] = e
+	e.waitFor(c.t, "registration", func() bool { return strings.Contains(e.stderr.String(), "executor: registered") })
+}
+
+// stateHolder returns the index of the executor holding the most state
+// partitions of the job, as the cluster UI's executors page shows them.
+func (c *cluster) stateHolder(base, id string) int {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var es []ui.Executor
+		if resp, err := http.Get(base + "/api/v1/jobs/" + id + "/executors"); err == nil {
+			if resp.StatusCode == 200 {
+				json.NewDecoder(resp.Body).Decode(&es)
+			}
+			resp.Body.Close()
+		}
+		best, n := -1, 0
+		for _, e := range es {
+			i, err := strconv.Atoi(strings.TrimPrefix(e.ID, "exec"))
+			if err == nil && e.State == ui.ExecutorActive && len(e.StatePartitions) > n {
+				best, n = i, len(e.StatePartitions)
+			}
+		}
+		if best >= 0 {
+			return best
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.t.Fatalf("no executor holds state of job %s after 60s:\n%s", id, tail(c.jobStderr(id)))
+	return -1
+}
+
+// committedAfter waits until a state batch at or after t is committed and
+// returns how long after t that was.
+func committedAfter(t *testing.T, out string, after time.Time, within time.Duration) (time.Duration, bool) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		for ms := range seqjob.BatchDirs(t, filepath.Join(out, "state")) {
+			if !time.UnixMilli(ms).Before(after) {
+				return time.Since(after), true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, false
+}
+
+// TestClusterExecutorKillRecoversState: executors that hold operator state
+// are killed with -9 three times mid-stream (each restarted after a
+// moment). Each time the job driver exits asking for a restart,
+// `driver serve` restarts it, and it restores the state from the newest
+// snapshot on the executors there are and replays the batches after it:
+// every input line exactly once in the committing sink, the state exact at
+// every batch, no batch time skipped.
+func TestClusterExecutorKillRecoversState(t *testing.T) {
+	c := newClusterWith(t, 2, "--ui=127.0.0.1:0")
+	c.driver.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(c.driver.stderr.String()) })
+	base := uiURLRE.FindStringSubmatch(c.driver.stderr.String())[1]
+	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
+	for _, d := range []string{in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const files = 100
+	fed := make(chan struct{})
+	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	// A relative --checkpoint is in the job's directory, which its
+	// restarts keep.
+	id := c.submitBinary(truthjobBin, "--mode=seq", "--dir="+in, "--out="+out, "--checkpoint=ckpt", "--checkpoint-interval=2s")
+	c.driver.waitFor(t, "a few batches", func() bool { return strings.Count(c.jobStderr(id), `msg=batch `) >= 4 })
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	var recoveries []float64
+	const kills = 3
+	for k := range kills {
+		time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond) // a random point
+		i := c.stateHolder(base, id)
+		killed := time.Now()
+		c.execs[i].signal(t, syscall.SIGKILL)
+		<-c.execs[i].done
+		t.Logf("kill -9 #%d: exec%d", k+1, i)
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+		c.restartExecutor(i)
+		d, ok := committedAfter(t, out, killed, 90*time.Second)
+		if !ok {
+			t.Fatalf("no batch committed within 90s of kill #%d; job stderr:\n%s\ndriver:\n%s", k+1, tail(c.jobStderr(id)), tail(c.driver.stderr.String()))
+		}
+		recoveries = append(recoveries, d.Seconds())
+	}
+	<-fed
+	c.waitStateLines(id, out, files*seqKeys*seqPer)
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitJobState(id, 30*time.Second, "finished")
+	restarts := strings.Count(c.driver.stderr.String(), `msg="job restarted"`)
+	restored := logLinesWithMsg(c.jobStderr(id), "restored from checkpoint")
+	if restarts < kills || len(restored) < kills {
+		t.Errorf("%d kills of a state holder: %d job driver restarts, %d restores from the checkpoint; want at least %d each", kills, restarts, len(restored), kills)
+	}
+	nb := seqjob.Check(t, out, time.Second, files, seqKeys, seqPer)
+	t.Logf("%d batches, %d lines; %d restarts; from each kill to the first batch committed at or after it: %.1f s (1 s batches)", nb, files*seqKeys*seqPer, restarts, recoveries)
 }
