@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
@@ -153,12 +154,24 @@ func committedAfter(t *testing.T, out string, after time.Time, within time.Durat
 
 // TestClusterExecutorKillRecoversState: executors that hold operator state
 // are killed with -9 three times mid-stream (each restarted after a
-// moment). Each time the job driver exits asking for a restart,
-// `driver serve` restarts it, and it restores the state from the newest
-// snapshot on the executors there are and replays the batches after it:
-// every input line exactly once in the committing sink, the state exact at
-// every batch, no batch time skipped.
+// moment), under a job reading files the driver receives. Each time the job
+// driver exits asking for a restart, `driver serve` restarts it, and it
+// restores the state from the newest snapshot on the executors there are
+// and replays the batches after it: every input line exactly once in the
+// committing sink, the state exact at every batch, no batch time skipped.
 func TestClusterExecutorKillRecoversState(t *testing.T) {
+	testExecutorKills(t, false, 3)
+}
+
+// TestClusterKafkaExecutorKillRecoversState is the same with Kafka input
+// (a devbroker process, franz-go producing, 3 partitions) and five kills:
+// executors read their offset ranges themselves; replays read the recorded
+// ranges again.
+func TestClusterKafkaExecutorKillRecoversState(t *testing.T) {
+	testExecutorKills(t, true, 5)
+}
+
+func testExecutorKills(t *testing.T, useKafka bool, kills int) {
 	c := newClusterWith(t, 2, "--ui=127.0.0.1:0")
 	c.driver.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(c.driver.stderr.String()) })
 	base := uiURLRE.FindStringSubmatch(c.driver.stderr.String())[1]
@@ -168,16 +181,30 @@ func TestClusterExecutorKillRecoversState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const files = 100
+	files := 40 * kills
 	fed := make(chan struct{})
-	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
 	// A relative --checkpoint is in the job's directory, which its
 	// restarts keep.
-	id := c.submitBinary(truthjobBin, "--mode=seq", "--dir="+in, "--out="+out, "--checkpoint=ckpt", "--checkpoint-interval=2s")
+	args := []string{"--mode=seq", "--out=" + out, "--checkpoint=ckpt", "--checkpoint-interval=2s"}
+	if useKafka {
+		b := start(t, devbrokerBin, "--port=0", "--partitions=3", "--topics=seq")
+		b.waitFor(t, "the broker's address", func() bool { return devbrokerRE.MatchString(b.stdout.String()) })
+		addr := devbrokerRE.FindStringSubmatch(b.stdout.String())[1]
+		go func() {
+			defer close(fed)
+			if err := seqjob.Produce(context.Background(), addr, "seq", files, seqKeys, seqPer, 200*time.Millisecond); err != nil {
+				t.Error(err)
+			}
+		}()
+		args = append(args, "--brokers="+addr, "--rate=300")
+	} else {
+		go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+		args = append(args, "--dir="+in)
+	}
+	id := c.submitBinary(truthjobBin, args...)
 	c.driver.waitFor(t, "a few batches", func() bool { return strings.Count(c.jobStderr(id), `msg=batch `) >= 4 })
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	var recoveries []float64
-	const kills = 3
 	for k := range kills {
 		time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond) // a random point
 		i := c.stateHolder(base, id)
@@ -194,7 +221,7 @@ func TestClusterExecutorKillRecoversState(t *testing.T) {
 		recoveries = append(recoveries, d.Seconds())
 	}
 	<-fed
-	c.waitStateLines(id, out, files*seqKeys*seqPer)
+	c.waitStateLines(id, out, int64(files*seqKeys*seqPer))
 	if _, err := c.run("stop", id); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@
 package seqjob
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/dstream"
 )
@@ -187,4 +190,30 @@ func Check(t *testing.T, out string, interval time.Duration, files, keys, per in
 		t.Errorf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
 	}
 	return len(times)
+}
+
+// Produce writes the same input as Feed to a Kafka topic with franz-go (a
+// client independent of the one Sluice reads with): "file" f's records,
+// keyed by their key so that each key's records stay in order in one
+// partition, then a pause of every.
+func Produce(ctx context.Context, addr, topic string, files, keys, per int, every time.Duration) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for f := range files {
+		recs := make([]*kgo.Record, 0, keys*per)
+		for k := range keys {
+			key := "k" + strconv.Itoa(k)
+			for j := range per {
+				recs = append(recs, &kgo.Record{Key: []byte(key), Value: fmt.Appendf(nil, "%s %d", key, f*per+j+1)})
+			}
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("produce file %d: %w", f, err)
+		}
+		time.Sleep(every)
+	}
+	return nil
 }
