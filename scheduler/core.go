@@ -194,7 +194,7 @@ type StateLostError struct {
 }
 
 func (e *StateLostError) Error() string {
-	return fmt.Sprintf("scheduler: partition %d of operator state %q was held by executor %s, which is gone (%s); the state cannot be recovered without a checkpoint, so the job stops instead of continuing from empty state",
+	return fmt.Sprintf("scheduler: partition %d of operator state %q was held by executor %s, which is gone (%s); the job stops instead of continuing from empty state (with --checkpoint, driver serve restarts it from its checkpoint)",
 		e.Partition, e.State, e.Holder, e.Reason)
 }
 
