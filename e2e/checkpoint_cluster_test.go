@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/checkpoint"
 	"github.com/sluicehq/sluice/internal/seqjob"
 	"github.com/sluicehq/sluice/internal/ui"
 )
@@ -61,7 +63,9 @@ func (c *cluster) waitStateLines(id, out string, n int64) {
 // it, and the output has every line exactly once with exact state at every
 // batch.
 func TestClusterCheckpointResubmit(t *testing.T) {
-	c := newCluster(t, 2)
+	c := newClusterWith(t, 2, "--ui=127.0.0.1:0")
+	c.driver.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(c.driver.stderr.String()) })
+	base := uiURLRE.FindStringSubmatch(c.driver.stderr.String())[1]
 	in, out, ck := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out"), filepath.Join(c.dir, "ckpt")
 	for _, d := range []string{in, out} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -84,10 +88,18 @@ func TestClusterCheckpointResubmit(t *testing.T) {
 	<-fed
 	id2 := c.submitBinary(truthjobBin, args...)
 	c.waitStateLines(id2, out, files*seqKeys*seqPer)
+	// The cluster UI shows the job driver's checkpoint, whose newest
+	// snapshot is the one the executors sent.
+	var job ui.Job
+	getAPI(t, base+"/api/v1/jobs/"+id2, &job)
 	if _, err := c.run("stop", id2); err != nil {
 		t.Fatal(err)
 	}
 	c.waitJobState(id2, 30*time.Second, "finished")
+	snaps := ckptSnapshots(t, ck) // the two newest: one more may be taken before the stop
+	if job.Checkpoint == nil || job.Checkpoint.Snapshot == nil || !slices.ContainsFunc(snaps, job.Checkpoint.Snapshot.BatchTime.Equal) {
+		t.Errorf("the cluster UI's checkpoint %+v; the directory's snapshots %v", job.Checkpoint, snaps)
+	}
 	log := c.jobStderr(id2)
 	restored := logLinesWithMsg(log, "restored from checkpoint")
 	if len(restored) != 1 || restored[0]["snapshot"] == "0001-01-01T00:00:00.000Z" {
@@ -233,4 +245,20 @@ func testExecutorKills(t *testing.T, useKafka bool, kills int) {
 	}
 	nb := seqjob.Check(t, out, time.Second, files, seqKeys, seqPer)
 	t.Logf("%d batches, %d lines; %d restarts; from each kill to the first batch committed at or after it: %.1f s (1 s batches)", nb, files*seqKeys*seqPer, restarts, recoveries)
+}
+
+// ckptSnapshots lists the readable snapshots of a checkpoint directory no
+// job holds, newest first, as the store reads them.
+func ckptSnapshots(t *testing.T, dir string) []time.Time {
+	t.Helper()
+	st, err := checkpoint.Open(checkpoint.Config{Dir: dir})
+	if err != nil {
+		t.Fatalf("open %s: %v", dir, err)
+	}
+	defer st.Close()
+	var out []time.Time
+	for _, s := range st.Snapshots() {
+		out = append(out, s.Time)
+	}
+	return out
 }
