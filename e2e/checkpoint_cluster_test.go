@@ -262,3 +262,73 @@ func ckptSnapshots(t *testing.T, dir string) []time.Time {
 	}
 	return out
 }
+
+// TestClusterJobDriverAndServeKills: a supervised stateful job whose job
+// driver is killed with -9 three times (`driver serve` restarts it each
+// time), then `driver serve` itself is killed with -9 and started again on
+// its address and state directory (its job registry brings the job back;
+// the executors re-register by themselves): every input line exactly once,
+// the state exact at every batch, no batch time skipped.
+func TestClusterJobDriverAndServeKills(t *testing.T) {
+	c := newCluster(t, 2)
+	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
+	for _, d := range []string{in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const files = 150
+	fed := make(chan struct{})
+	began := time.Now()
+	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	out2, err := c.run("submit", "--supervise", truthjobBin, "--", "--mode=seq", "--dir="+in, "--out="+out, "--checkpoint=ckpt", "--checkpoint-interval=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out2)
+	c.driver.waitFor(t, "a few batches", func() bool { return strings.Count(c.jobStderr(id), `msg=batch `) >= 3 })
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 13))
+	var recoveries []float64
+	for k := range 3 {
+		time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond)
+		killed := time.Now()
+		if err := syscall.Kill(c.jobDriverPID(id), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("kill -9 #%d of the job driver", k+1)
+		d, ok := committedAfter(t, out, killed, 90*time.Second)
+		if !ok {
+			t.Fatalf("no batch committed within 90s of kill #%d; job stderr:\n%s\ndriver:\n%s", k+1, tail(c.jobStderr(id)), tail(c.driver.stderr.String()))
+		}
+		recoveries = append(recoveries, d.Seconds())
+	}
+	// driver serve: kill -9, then start it again where it was.
+	time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+	killed := time.Now()
+	c.driver.signal(t, syscall.SIGKILL)
+	<-c.driver.done
+	time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+	c.driver = start(t, driverBin, "serve", "--listen", c.addr, "--state-dir", filepath.Join(c.dir, "state"), "--secret-file", c.secret)
+	d, ok := committedAfter(t, out, killed, 90*time.Second)
+	if !ok {
+		t.Fatalf("no batch committed within 90s of restarting driver serve; job stderr:\n%s\ndriver:\n%s", tail(c.jobStderr(id)), tail(c.driver.stderr.String()))
+	}
+	recoveries = append(recoveries, d.Seconds())
+	<-fed
+	c.waitStateLines(id, out, files*seqKeys*seqPer)
+	total := time.Since(began)
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitJobState(id, 30*time.Second, "finished")
+	if jobs, _ := c.run("jobs"); strings.Count(jobs, "job-") != 1 {
+		t.Errorf("driver jobs after the restarts lists other than the one job:\n%s", jobs)
+	}
+	restored := logLinesWithMsg(c.jobStderr(id), "restored from checkpoint")
+	if len(restored) < 4 {
+		t.Errorf("4 kills: %d restores from the checkpoint in the job's log", len(restored))
+	}
+	nb := seqjob.Check(t, out, time.Second, files, seqKeys, seqPer)
+	t.Logf("%d batches, %d lines; 3 job driver kills and 1 driver serve kill; from each kill to the first batch committed at or after it: %.1f s; input fed over %v, all of it in the state %v after the start",
+		nb, files*seqKeys*seqPer, recoveries, time.Duration(files)*200*time.Millisecond, total.Round(100*time.Millisecond))
+}
