@@ -267,8 +267,9 @@ func ckptSnapshots(t *testing.T, dir string) []time.Time {
 // driver is killed with -9 three times (`driver serve` restarts it each
 // time), then `driver serve` itself is killed with -9 and started again on
 // its address and state directory (its job registry brings the job back;
-// the executors re-register by themselves): every input line exactly once,
-// the state exact at every batch, no batch time skipped.
+// the executors re-register by themselves), then the whole cluster (driver
+// serve and both executors) is killed with -9 and started again: every input
+// line exactly once, the state exact at every batch, no batch time skipped.
 func TestClusterJobDriverAndServeKills(t *testing.T) {
 	c := newCluster(t, 2)
 	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
@@ -314,6 +315,23 @@ func TestClusterJobDriverAndServeKills(t *testing.T) {
 		t.Fatalf("no batch committed within 90s of restarting driver serve; job stderr:\n%s\ndriver:\n%s", tail(c.jobStderr(id)), tail(c.driver.stderr.String()))
 	}
 	recoveries = append(recoveries, d.Seconds())
+	// The whole cluster: driver serve and every executor, kill -9 at once.
+	time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+	killed = time.Now()
+	for _, p := range append([]*proc{c.driver}, c.execs...) {
+		p.signal(t, syscall.SIGKILL)
+		<-p.done
+	}
+	time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+	c.driver = start(t, driverBin, "serve", "--listen", c.addr, "--state-dir", filepath.Join(c.dir, "state"), "--secret-file", c.secret)
+	for i := range c.execs {
+		c.restartExecutor(i)
+	}
+	d, ok = committedAfter(t, out, killed, 90*time.Second)
+	if !ok {
+		t.Fatalf("no batch committed within 90s of restarting the whole cluster; job stderr:\n%s\ndriver:\n%s", tail(c.jobStderr(id)), tail(c.driver.stderr.String()))
+	}
+	recoveries = append(recoveries, d.Seconds())
 	<-fed
 	c.waitStateLines(id, out, files*seqKeys*seqPer)
 	total := time.Since(began)
@@ -325,10 +343,10 @@ func TestClusterJobDriverAndServeKills(t *testing.T) {
 		t.Errorf("driver jobs after the restarts lists other than the one job:\n%s", jobs)
 	}
 	restored := logLinesWithMsg(c.jobStderr(id), "restored from checkpoint")
-	if len(restored) < 4 {
-		t.Errorf("4 kills: %d restores from the checkpoint in the job's log", len(restored))
+	if len(restored) < 5 {
+		t.Errorf("5 kills: %d restores from the checkpoint in the job's log", len(restored))
 	}
 	nb := seqjob.Check(t, out, time.Second, files, seqKeys, seqPer)
-	t.Logf("%d batches, %d lines; 3 job driver kills and 1 driver serve kill; from each kill to the first batch committed at or after it: %.1f s; input fed over %v, all of it in the state %v after the start",
+	t.Logf("%d batches, %d lines; 3 job driver kills, driver serve killed, the whole cluster killed; from each kill to the first batch committed at or after it: %.1f s; input fed over %v, all of it in the state %v after the start",
 		nb, files*seqKeys*seqPer, recoveries, time.Duration(files)*200*time.Millisecond, total.Round(100*time.Millisecond))
 }
