@@ -92,6 +92,23 @@ func statefulJob(t *testing.T, ctx *dstream.Context, rec *recorder, out string) 
 		AllowedLateness: 20 * time.Millisecond,
 		Reduce:          func(a, b int64) int64 { return a + b },
 	})
+	// Keys that go idle and time out: a new key every 5 batches, timing out
+	// 3 batches after its last data, whatever partition it is in (a
+	// restored key must wake up without any other change in its partition).
+	idle := dstream.MapWithState(dstream.Map(rate, func(v int64) dstream.KV[string, int64] {
+		return dstream.KV[string, int64]{Key: fmt.Sprintf("t%d", v/100), Value: v}
+	}), dstream.StateSpec[string, int64, int64, string]{
+		Name:    "idle",
+		Timeout: 2 * ckptInterval,
+		Func: func(k string, v dstream.Option[int64], st *dstream.State[int64]) (string, bool) {
+			if st.IsTimingOut() {
+				return fmt.Sprintf("%s timed out after %d", k, st.Get()), true
+			}
+			st.Update(st.Get() + 1)
+			return "", false
+		},
+	})
+	record(t, rec, "idle", idle.DStream)
 	record(t, rec, "sums", sums)
 	record(t, rec, "counts", counts.Snapshots())
 	record(t, rec, "window", win)

@@ -238,7 +238,7 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 		commit_: func(t time.Time) { store.commit(t, wake) },
 		start: func() {
 			store.load(spec.Initial, ctx.zeroTime)
-			store.commit(time.Time{}, wake) // compute the first wake time
+			store.rewake(wake) // the first wake time
 		},
 	}, "mapWithState", store)
 	load, loadPt := op.load, op.loadPt
@@ -246,14 +246,14 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 		if err := load(parts); err != nil {
 			return err
 		}
-		store.commit(time.Time{}, wake) // the wake times of the restored keys
+		store.rewake(wake) // the wake times of the restored keys
 		return nil
 	}
 	op.loadPt = func(part int, parts []checkpoint.StatePart) error {
 		if err := loadPt(part, parts); err != nil {
 			return err
 		}
-		store.commit(time.Time{}, wake)
+		store.rewake(wake, part)
 		return nil
 	}
 	ctx.registerStateful(spec.Name, out.b, op)

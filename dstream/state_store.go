@@ -369,6 +369,32 @@ func (st *stateStore[K, S]) commit(t time.Time, wake func(k K, e stateEntry[S]) 
 	}
 }
 
+// rewake recomputes the wake time of the given partitions (all if none)
+// from their committed keys: after initial state or a snapshot is loaded,
+// no delta says that anything changed.
+func (st *stateStore[K, S]) rewake(wake func(k K, e stateEntry[S]) time.Time, parts ...int) {
+	if wake == nil {
+		return
+	}
+	if len(parts) == 0 {
+		parts = make([]int, len(st.parts))
+		for i := range parts {
+			parts[i] = i
+		}
+	}
+	for _, i := range parts {
+		p := st.parts[i]
+		p.mu.Lock()
+		p.wake = time.Time{}
+		for j, k := range p.keys {
+			if w := wake(k, stateEntry[S]{value: p.vals[j], touched: unpackTime(p.touched[j])}); !w.IsZero() && (p.wake.IsZero() || w.Before(p.wake)) {
+				p.wake = w
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
 // apply makes d's changes committed (p.mu held). Value changes are written
 // in place; added or removed keys rebuild the columns, merged in hash order.
 func (p *statePart[K, S]) apply(d *stateDelta[K, S]) {
