@@ -102,7 +102,7 @@ func flagSet(cmd string) (*flag.FlagSet, any) {
 			listen:    fs.String("listen", ":7077", "address to serve the cluster on"),
 			advertise: fs.String("advertise", "", "address executors and jobs reach this driver at (default: the listen address, 127.0.0.1 for an empty host)"),
 			stateDir: fs.String("state-dir", "", "directory for job binaries, job logs and the job registry (required); a job's driver runs in STATE-DIR/jobs/JOB-ID. "+
-				"The registry (STATE-DIR/registry.db) survives a restart: `driver serve` on the same directory lists the old jobs and starts again those that ran"),
+				"The registry (STATE-DIR/registry.db) survives a restart: a new driver serve on the same directory lists the old jobs and starts again those that ran"),
 			maxRestarts: fs.Int("max-restarts", cluster.DefaultMaxRestarts,
 				"restarts of one job's driver allowed within 10 minutes (supervised jobs, and jobs that exit 75 to ask for a restart); one more death fails the job. 0: never restart"),
 			ui:  fs.String("ui", "", "serve the web UI, JSON API (/api/v1/) and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty. Beyond loopback, everything but /metrics asks for the cluster secret"),
@@ -115,7 +115,7 @@ func flagSet(cmd string) (*flag.FlagSet, any) {
 		ui:     fs.String("ui", "", "status: the address of `driver serve --ui` (host:port, or an http:// or https:// URL): show the job's batch figures from its JSON API"),
 		watch:  fs.Bool("watch", false, "status: follow the job live, redrawing its figures in the terminal until it ends (needs --ui)"),
 		supervise: fs.Bool("supervise", false,
-			"submit: restart the job's driver when it dies (killed, or exits non-zero other than 2, a usage error), from its checkpoint, at most `driver serve --max-restarts` times in 10 minutes"),
+			"submit: restart the job's driver when it dies (killed, or exits non-zero other than 2, a usage error), from its checkpoint, at most --max-restarts (of driver serve) times in 10 minutes"),
 		interval: fs.Duration("interval", time.Second, "status --watch: time between refreshes"),
 		batches:  fs.Int("batches", 10, "status: the last batches to show"),
 		unlessRunning: fs.Bool("unless-running", false,
