@@ -457,7 +457,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 	if err := c.save(j); err != nil {
 		return "", err
 	}
-	p, err := c.launch(j)
+	p, err := c.launch(j, false)
 	if err != nil {
 		os.RemoveAll(dir)
 		if derr := c.reg.delete(id); derr != nil {
@@ -484,7 +484,7 @@ var errStopping = errors.New("the coordinator is stopping")
 // launch starts attempt j.info.Attempt of a job's driver, in the job's
 // directory, appending to its logs, and records the job as running. The
 // process starts under mu, so that stopAll either sees it or prevents it.
-func (c *Coordinator) launch(j *jobRec) (*proc, error) {
+func (c *Coordinator) launch(j *jobRec, restart bool) (*proc, error) {
 	if err := verifyBinary(j.path); err != nil {
 		return nil, err
 	}
@@ -539,6 +539,10 @@ func (c *Coordinator) launch(j *jobRec) (*proc, error) {
 	j.info.State = "running"
 	j.info.Error = ""
 	c.jobs[id] = j
+	if restart { // logged before anyone sees it running
+		c.cfg.Log.Warn("job restarted", slog.String("job", id), slog.Int("attempt", attempt),
+			slog.String("cause", j.cause), slog.Int("pid", p.cmd.Process.Pid))
+	}
 	c.mu.Unlock()
 	if err := c.save(j); err != nil {
 		c.cfg.Log.Error("job registry", slog.Any("err", err))
@@ -587,15 +591,13 @@ func (c *Coordinator) supervise(j *jobRec, p *proc) {
 			return
 		}
 		var err error
-		if p, err = c.launch(j); err != nil {
+		if p, err = c.launch(j, true); err != nil {
 			if errors.Is(err, errStopping) {
 				return
 			}
-			c.end(j, "failed", fmt.Sprintf("restart (attempt %d) after %s: %v", c.attemptOf(j), j.cause, err))
+			c.end(j, "failed", fmt.Sprintf("restart (attempt %d) after %s: %v", c.attemptOf(j), c.causeOf(j), err))
 			return
 		}
-		c.cfg.Log.Warn("job restarted", slog.String("job", j.info.GetJobId()), slog.Int("attempt", c.attemptOf(j)),
-			slog.String("cause", j.cause), slog.Int("pid", p.cmd.Process.Pid))
 	}
 }
 
@@ -603,6 +605,12 @@ func (c *Coordinator) attemptOf(j *jobRec) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return int(j.info.GetAttempt())
+}
+
+func (c *Coordinator) causeOf(j *jobRec) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return j.cause
 }
 
 // afterExit applies the restart policy to a job whose driver process ended

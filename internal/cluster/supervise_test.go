@@ -130,13 +130,14 @@ func pidOf(t *testing.T, start map[string]string) int {
 	return pid
 }
 
-// waitSeen polls ListJobs until it lists the job in one of states, and
-// returns every state it listed the job in on the way ("" if not listed).
-func (f *coordFixture) waitSeen(t *testing.T, id string, states ...string) (*sluicev1.JobInfo, map[string]bool) {
+// waitSeen polls ListJobs until it lists the job at attempt in one of
+// states, and returns every state it listed the job in on the way (""
+// when not listed).
+func (f *coordFixture) waitSeen(t *testing.T, id string, attempt int32, states ...string) (*sluicev1.JobInfo, map[string]bool) {
 	t.Helper()
 	seen := map[string]bool{}
 	var j *sluicev1.JobInfo
-	eventually(t, fmt.Sprintf("job %s in %v", id, states), func() bool {
+	eventually(t, fmt.Sprintf("job %s at attempt %d in %v", id, attempt, states), func() bool {
 		j = nil
 		for _, l := range f.jobs(t) {
 			if l.GetJobId() == id {
@@ -145,7 +146,7 @@ func (f *coordFixture) waitSeen(t *testing.T, id string, states ...string) (*slu
 		}
 		seen[j.GetState()] = true
 		for _, s := range states {
-			if j.GetState() == s {
+			if j.GetState() == s && j.GetAttempt() == attempt {
 				return true
 			}
 		}
@@ -175,7 +176,7 @@ func TestSupervisedJobDriverKilledIsRestarted(t *testing.T) {
 	if err := syscall.Kill(pidOf(t, first), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	j, seen := f.waitSeen(t, id, "running")
+	j, seen := f.waitSeen(t, id, 2, "running")
 	if !seen["restarting"] {
 		t.Errorf("ListJobs never listed the job restarting between its death and its restart (states seen: %v)", seen)
 	}
@@ -248,7 +249,7 @@ func TestUnsupervisedKilledJobFails(t *testing.T) {
 	if err := syscall.Kill(pidOf(t, first), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	j, seen := f.waitSeen(t, id, "failed")
+	j, seen := f.waitSeen(t, id, 1, "failed")
 	if seen["restarting"] || j.GetAttempt() != 1 || !strings.Contains(j.GetError(), "signal: killed") {
 		t.Fatalf("an unsupervised job killed: %v (states seen %v); want failed, not restarted", j, seen)
 	}
@@ -307,7 +308,7 @@ func TestStoppedJobIsNeverRestarted(t *testing.T) {
 	if _, err := f.dc.StopJob(context.Background(), &sluicev1.StopJobRequest{JobId: id}); err != nil {
 		t.Fatal(err)
 	}
-	j, seen := f.waitSeen(t, id, "failed", "finished")
+	j, seen := f.waitSeen(t, id, 1, "failed", "finished")
 	if seen["restarting"] || j.GetState() != "failed" || j.GetAttempt() != 1 || !strings.Contains(j.GetError(), "exit status 1") {
 		t.Fatalf("a supervised job stopped, exiting 1: %v (states seen %v)", j, seen)
 	}
@@ -623,7 +624,11 @@ func TestDamagedRegistryIsRefused(t *testing.T) {
 		if k == nil {
 			return errors.New("no job record")
 		}
-		v = bytes.Replace(append([]byte(nil), v...), []byte(`"finished"`), []byte(`"running!"`), 1)
+		w := bytes.Replace(append([]byte(nil), v...), []byte(`"test-job"`), []byte(`"best-job"`), 1)
+		if bytes.Equal(v, w) {
+			return fmt.Errorf("no job name in %q", v)
+		}
+		v = w
 		return b.Put(k, v)
 	})
 	db.Close()
