@@ -58,6 +58,9 @@ const (
 	DefaultMaxRestarts   = 5
 	DefaultRestartWindow = 10 * time.Minute
 	maxRestartBackoff    = 4 * time.Second
+	// stableRun: a job driver that ran this long before it died is
+	// restarted after the first backoff again.
+	stableRun = time.Minute
 )
 
 // Coordinator is the Driver service: executor registry, job binaries and
@@ -479,7 +482,10 @@ type proc struct {
 
 // errStopping refuses to start a job's driver while the coordinator stops
 // or after the job was stopped.
-var errStopping = errors.New("the coordinator is stopping")
+var (
+	errStopping   = errors.New("the coordinator is stopping")
+	errJobStopped = errors.New("the job was stopped")
+)
 
 // launch starts attempt j.info.Attempt of a job's driver, in the job's
 // directory, appending to its logs, and records the job as running. The
@@ -526,7 +532,7 @@ func (c *Coordinator) launch(j *jobRec, restart bool) (*proc, error) {
 	case c.closing:
 		err = errStopping
 	case j.stopRequested:
-		err = errors.New("the job was stopped")
+		err = errJobStopped
 	default:
 		err = p.cmd.Start()
 	}
@@ -564,11 +570,15 @@ func (c *Coordinator) supervise(j *jobRec, p *proc) {
 	backoff := c.cfg.RestartBackoff
 	for {
 		if p != nil {
+			began := time.Now()
 			err := p.cmd.Wait()
 			p.close()
 			removeUISocket(j.uiSocket)
 			if !c.afterExit(j, err) {
 				return
+			}
+			if time.Since(began) > stableRun {
+				backoff = c.cfg.RestartBackoff // not a crash loop
 			}
 		}
 		select {
@@ -592,7 +602,11 @@ func (c *Coordinator) supervise(j *jobRec, p *proc) {
 		}
 		var err error
 		if p, err = c.launch(j, true); err != nil {
-			if errors.Is(err, errStopping) {
+			switch {
+			case errors.Is(err, errStopping):
+				return
+			case errors.Is(err, errJobStopped):
+				c.end(j, "finished", "stopped while restarting")
 				return
 			}
 			c.end(j, "failed", fmt.Sprintf("restart (attempt %d) after %s: %v", c.attemptOf(j), c.causeOf(j), err))
@@ -722,7 +736,7 @@ func (c *Coordinator) dropBinaryUnlessUsed(sha string) {
 }
 
 func (c *Coordinator) dropBinaryLocked(sha string) {
-	if checkSHA(sha) != nil {
+	if checkSHA(sha) != nil || c.closing { // jobs ended by the shutdown start again with the next coordinator
 		return
 	}
 	for _, j := range c.jobs {
