@@ -480,8 +480,8 @@ type proc struct {
 	stdout, stderr *os.File
 }
 
-// errStopping refuses to start a job's driver while the coordinator stops
-// or after the job was stopped.
+// Why launch did not start a job's driver: the coordinator is stopping,
+// or the job was stopped (StopJob) while it waited to restart.
 var (
 	errStopping   = errors.New("the coordinator is stopping")
 	errJobStopped = errors.New("the job was stopped")
