@@ -49,6 +49,8 @@ func TestHelpListsFlagsAndExits0(t *testing.T) {
 		{[]string{"jobs", "--help"}, []string{"-master", "-secret-file"}},
 		{[]string{"status", "--help"}, []string{"-master", "-ui", "-watch", "-interval", "-batches"}},
 		{[]string{"serve", "--help"}, []string{"-ui"}},
+		{[]string{"serve", "--help"}, []string{"-max-restarts"}},
+		{[]string{"submit", "--help"}, []string{"-supervise"}},
 	} {
 		out, err := command(tc.args...).Output()
 		if err != nil {

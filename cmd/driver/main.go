@@ -1,7 +1,7 @@
 // Command driver is Sluice's cluster coordinator and its client:
 //
 //	driver serve  --listen :7077 --state-dir DIR --secret-file FILE
-//	driver submit --master HOST:7077 --secret-file FILE ./job -- ARGS
+//	driver submit --master HOST:7077 --secret-file FILE [--supervise] ./job -- ARGS
 //	driver jobs | status JOB | stop JOB   (--master, --secret-file)
 package main
 

@@ -35,8 +35,8 @@ func exitCode(err error) int {
 }
 
 const usage = `usage:
-  driver serve  --listen :7077 --state-dir DIR (--secret-file FILE | --insecure)
-  driver submit --master HOST:PORT (--secret-file FILE | --insecure) ./job [-- ARGS]
+  driver serve  --listen :7077 --state-dir DIR (--secret-file FILE | --insecure) [--max-restarts N]
+  driver submit --master HOST:PORT (--secret-file FILE | --insecure) [--supervise] ./job [-- ARGS]
   driver jobs   --master HOST:PORT ...
   driver status --master HOST:PORT ... JOB
   driver status --ui HOST:PORT [--watch] ... JOB
@@ -79,12 +79,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // flags of the commands
 type serveFlags struct {
 	listen, advertise, stateDir, ui *string
+	maxRestarts                     *int
 	sec                             cluster.SecurityFlags
 }
 
 type clientFlags struct {
 	master, name, ui *string
 	watch            *bool
+	supervise        *bool
 	interval         *time.Duration
 	batches          *int
 	unlessRunning    *bool
@@ -99,16 +101,21 @@ func flagSet(cmd string) (*flag.FlagSet, any) {
 		return fs, serveFlags{
 			listen:    fs.String("listen", ":7077", "address to serve the cluster on"),
 			advertise: fs.String("advertise", "", "address executors and jobs reach this driver at (default: the listen address, 127.0.0.1 for an empty host)"),
-			stateDir:  fs.String("state-dir", "", "directory for job binaries and job logs (required); a job's driver runs in STATE-DIR/jobs/JOB-ID"),
-			ui:        fs.String("ui", "", "serve the web UI, JSON API (/api/v1/) and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty. Beyond loopback, everything but /metrics asks for the cluster secret"),
-			sec:       cluster.AddSecurityFlags(fs),
+			stateDir: fs.String("state-dir", "", "directory for job binaries, job logs and the job registry (required); a job's driver runs in STATE-DIR/jobs/JOB-ID. "+
+				"The registry (STATE-DIR/registry.db) survives a restart: a new driver serve on the same directory lists the old jobs and starts again those that ran"),
+			maxRestarts: fs.Int("max-restarts", cluster.DefaultMaxRestarts,
+				"restarts of one job's driver allowed within 10 minutes (supervised jobs, and jobs that exit 75 to ask for a restart); one more death fails the job. 0: never restart"),
+			ui:  fs.String("ui", "", "serve the web UI, JSON API (/api/v1/) and /metrics at this address (\":4040\" means 127.0.0.1:4040); off when empty. Beyond loopback, everything but /metrics asks for the cluster secret"),
+			sec: cluster.AddSecurityFlags(fs),
 		}
 	}
 	return fs, clientFlags{
-		master:   fs.String("master", "127.0.0.1:7077", "the driver's address"),
-		name:     fs.String("name", "", "submit: the job's name (default: the binary's file name)"),
-		ui:       fs.String("ui", "", "status: the address of `driver serve --ui` (host:port, or an http:// or https:// URL): show the job's batch figures from its JSON API"),
-		watch:    fs.Bool("watch", false, "status: follow the job live, redrawing its figures in the terminal until it ends (needs --ui)"),
+		master: fs.String("master", "127.0.0.1:7077", "the driver's address"),
+		name:   fs.String("name", "", "submit: the job's name (default: the binary's file name)"),
+		ui:     fs.String("ui", "", "status: the address of `driver serve --ui` (host:port, or an http:// or https:// URL): show the job's batch figures from its JSON API"),
+		watch:  fs.Bool("watch", false, "status: follow the job live, redrawing its figures in the terminal until it ends (needs --ui)"),
+		supervise: fs.Bool("supervise", false,
+			"submit: restart the job's driver when it dies (killed, or exits non-zero other than 2, a usage error), from its checkpoint, at most --max-restarts (of driver serve) times in 10 minutes"),
 		interval: fs.Duration("interval", time.Second, "status --watch: time between refreshes"),
 		batches:  fs.Int("batches", 10, "status: the last batches to show"),
 		unlessRunning: fs.Bool("unless-running", false,
@@ -153,6 +160,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *stateDir == "" {
 		return usageError{errors.New("serve: --state-dir is required")}
 	}
+	maxRestarts := *flags.maxRestarts
+	switch {
+	case maxRestarts < 0:
+		return usageError{fmt.Errorf("serve: --max-restarts=%d: must be 0 (never restart) or more", maxRestarts)}
+	case maxRestarts == 0:
+		maxRestarts = -1 // the config's "never"; its 0 means the default
+	}
 	secret, secretFile, err := loadSecret(sf)
 	if err != nil {
 		return err
@@ -171,11 +185,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	coord, err := cluster.NewCoordinator(cluster.CoordinatorConfig{
-		StateDir: state, Advertise: adv, Secret: secret, SecretFile: secretFile, Log: log,
+		StateDir: state, Advertise: adv, Secret: secret, SecretFile: secretFile, Log: log, MaxRestarts: maxRestarts,
 	})
 	if err != nil {
+		lis.Close()
 		return err
 	}
+	defer coord.Close() // after Run returned (wg.Wait below)
 	if *flags.ui != "" {
 		srv, err := serveUI(coord, *flags.ui, secret, log)
 		if err != nil {
@@ -244,13 +260,13 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 				return err
 			}
 			for _, j := range resp.GetJobs() {
-				if j.GetName() == jobName && (j.GetState() == "running" || j.GetState() == "starting") {
+				if s := j.GetState(); j.GetName() == jobName && (s == "running" || s == "starting" || s == "restarting") {
 					fmt.Fprintln(stdout, j.GetJobId())
 					return nil
 				}
 			}
 		}
-		id, err := submit(ctx, dc, rest[0], *name, jobArgs)
+		id, err := submit(ctx, dc, rest[0], *name, jobArgs, *flags.supervise)
 		if err != nil {
 			return err
 		}
@@ -268,12 +284,7 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "JOB\tNAME\tSTATE\tSTARTED")
-		for _, j := range resp.GetJobs() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.GetJobId(), j.GetName(), j.GetState(), time.UnixMilli(j.GetStartedUnixMs()).UTC().Format(time.RFC3339))
-		}
-		return tw.Flush()
+		return writeJobs(stdout, resp.GetJobs())
 	case "status", "stop":
 		if len(rest) != 1 {
 			return usageError{fmt.Errorf("%s: give one job id (see `driver jobs`)", cmd)}
@@ -301,6 +312,9 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 			return err
 		}
 		fmt.Fprintf(stdout, "job %s (%s): %s", j.GetJobId(), j.GetName(), j.GetState())
+		if j.GetAttempt() > 1 {
+			fmt.Fprintf(stdout, " (attempt %d)", j.GetAttempt())
+		}
 		if j.GetError() != "" {
 			fmt.Fprintf(stdout, ": %s", j.GetError())
 		}
@@ -309,10 +323,33 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 	return nil
 }
 
+// writeJobs prints `driver jobs`: one line per job; the ATTEMPT column
+// appears when a job's driver was restarted.
+func writeJobs(w io.Writer, jobs []*sluicev1.JobInfo) error {
+	restarted := false
+	for _, j := range jobs {
+		restarted = restarted || j.GetAttempt() > 1
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if restarted {
+		fmt.Fprintln(tw, "JOB\tNAME\tSTATE\tSTARTED\tATTEMPT")
+	} else {
+		fmt.Fprintln(tw, "JOB\tNAME\tSTATE\tSTARTED")
+	}
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s", j.GetJobId(), j.GetName(), j.GetState(), time.UnixMilli(j.GetStartedUnixMs()).UTC().Format(time.RFC3339))
+		if restarted {
+			fmt.Fprintf(tw, "\t%d", max(1, j.GetAttempt()))
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
 // submit streams a job binary to the driver. The file is checked (size,
 // kind) before anything is read, hashed in one streaming pass, and sent in
 // chunks: it is never held in memory whole.
-func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string) (string, error) {
+func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string, supervise bool) (string, error) {
 	f, size, err := openJobBinary(path)
 	if err != nil {
 		return "", err
@@ -334,7 +371,7 @@ func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, ar
 		return "", err
 	}
 	if err := stream.Send(&sluicev1.SubmitJobRequest{Part: &sluicev1.SubmitJobRequest_Header{Header: &sluicev1.SubmitHeader{
-		Name: name, Args: args, Sha256: hex.EncodeToString(sum.Sum(nil)), Size: size,
+		Name: name, Args: args, Sha256: hex.EncodeToString(sum.Sum(nil)), Size: size, Supervise: supervise,
 		Platform: &sluicev1.Platform{Goos: goos, Goarch: goarch},
 	}}}); err != nil {
 		return "", err

@@ -102,7 +102,7 @@ func status(ctx context.Context, c *apiClient, id string, n int, watch bool, int
 			return err
 		}
 		var page ui.BatchPage
-		live := j.State == "running" || j.State == "stopping" || j.State == "created"
+		live := j.State == "running" || j.State == "stopping" || j.State == "created" || j.State == "restarting"
 		if live {
 			// A job that is starting or stopping may have no API for a
 			// moment: its summary line still shows.

@@ -38,24 +38,53 @@ type CoordinatorConfig struct {
 	// StopTimeout bounds how long jobs get to stop when the coordinator
 	// stops, before they are killed. Default 30s.
 	StopTimeout time.Duration
+	// MaxRestarts bounds the restarts of one job's driver within
+	// RestartWindow; one more death fails the job. Default 5; negative:
+	// never restart.
+	MaxRestarts int
+	// RestartWindow is the window of MaxRestarts. Default 10 minutes.
+	RestartWindow time.Duration
+	// RestartBackoff is the wait before the first restart of a job's
+	// driver; it doubles with each restart in a row, up to 4s. Default 500ms.
+	RestartBackoff time.Duration
+	// LockTimeout bounds the wait for the job registry
+	// (STATE-DIR/registry.db) when another process holds it. Default 1s.
+	LockTimeout time.Duration
 	Log         *slog.Logger
 }
 
+// Defaults of CoordinatorConfig.
+const (
+	DefaultMaxRestarts   = 5
+	DefaultRestartWindow = 10 * time.Minute
+	maxRestartBackoff    = 4 * time.Second
+	// stableRun: a job driver that ran this long before it died is
+	// restarted after the first backoff again.
+	stableRun = time.Minute
+)
+
 // Coordinator is the Driver service: executor registry, job binaries and
-// the jobs' driver processes. (Persisting the job registry for recovery
-// after a coordinator restart is issue 5/6.)
+// the jobs' driver processes. Its job registry is kept in
+// STATE-DIR/registry.db (registry.go): a new coordinator on the same state
+// directory lists the old one's jobs and starts again those that ran.
+//
+// Lock order: jobRec.persist, then Coordinator.mu. Registry writes (synced
+// bbolt commits) are made without mu held.
 type Coordinator struct {
 	sluicev1.UnimplementedDriverServer
 	cfg CoordinatorConfig
+	reg *registry
 
-	mu      sync.Mutex
-	epoch   int64
-	execs   map[string]*execRec
-	lost    []lostExec // the last executors declared lost, oldest first (the web UI)
-	jobs    map[string]*jobRec
-	nextJob int
-	wg      sync.WaitGroup   // job process waiters
-	now     func() time.Time // the clock of heartbeats and expiry: time.Now but in tests
+	mu        sync.Mutex
+	epoch     int64
+	execs     map[string]*execRec
+	lost      []lostExec // the last executors declared lost, oldest first (the web UI)
+	jobs      map[string]*jobRec
+	recovered []*jobRec        // jobs of an earlier coordinator, started again by Run
+	closing   bool             // Run's context ended: no job is started or restarted any more
+	quit      chan struct{}    // closed when closing is set
+	wg        sync.WaitGroup   // job supervisors (supervise)
+	now       func() time.Time // the clock of heartbeats, expiry and the restart window: time.Now but in tests
 }
 
 type execRec struct {
@@ -66,8 +95,19 @@ type execRec struct {
 
 type jobRec struct {
 	info *sluicev1.JobInfo
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd  *exec.Cmd     // the current (or last) driver process; nil before the first start
+	done chan struct{} // closed when the job's supervisor returns
+	// What a restart needs, and why the job restarts.
+	path          string // its binary
+	args          []string
+	parallelism   int
+	restarts      []time.Time // within the restart window
+	stopRequested bool        // StopJob: never restarted
+	cause         string      // why its last process ended
+	wake          chan struct{}
+	// persist orders the job's registry writes: the newest state is
+	// written last.
+	persist sync.Mutex
 	// uiSocket is where the job's driver serves its API (coordui.go).
 	uiSocket string
 	uiOnce   sync.Once
@@ -92,17 +132,106 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.MaxRestarts == 0 {
+		cfg.MaxRestarts = DefaultMaxRestarts
+	}
+	if cfg.RestartWindow <= 0 {
+		cfg.RestartWindow = DefaultRestartWindow
+	}
+	if cfg.RestartBackoff <= 0 {
+		cfg.RestartBackoff = 500 * time.Millisecond
+	}
+	if cfg.LockTimeout <= 0 {
+		cfg.LockTimeout = time.Second
+	}
 	for _, d := range []string{"binaries", "jobs"} {
 		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cluster: state directory: %w", err)
 		}
 	}
-	return &Coordinator{cfg: cfg, execs: map[string]*execRec{}, jobs: map[string]*jobRec{}, now: time.Now}, nil
+	reg, err := openRegistry(cfg.StateDir, cfg.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{cfg: cfg, reg: reg, execs: map[string]*execRec{}, jobs: map[string]*jobRec{}, quit: make(chan struct{}), now: time.Now}
+	if err := c.recover(); err != nil {
+		reg.close()
+		return nil, err
+	}
+	return c, nil
 }
 
-// Run expires executors that miss their heartbeats until ctx is done, then
+// recover lists the registry's jobs. Those that were not over when the
+// last coordinator ended (their drivers died with it) are "restarting":
+// Run starts them again, with the next attempt number and the same
+// partition count. One whose binary is gone fails.
+func (c *Coordinator) recover() error {
+	recs, err := c.reg.load()
+	if err != nil {
+		return err
+	}
+	var failed []*jobRec
+	for _, r := range recs {
+		path := filepath.Join(c.cfg.StateDir, "binaries", r.SHA256)
+		j := &jobRec{
+			info: &sluicev1.JobInfo{JobId: r.ID, Name: r.Name, State: r.State, Sha256: r.SHA256, StartedUnixMs: r.StartedUnixMs,
+				Error: r.Error, Attempt: int32(r.Attempt), Supervise: r.Supervise, Parallelism: int32(r.Parallelism)},
+			done: make(chan struct{}), path: path, args: r.Args, parallelism: r.Parallelism,
+			uiSocket: UISocketPath(filepath.Join(c.cfg.StateDir, "jobs", r.ID)), wake: make(chan struct{}, 1),
+		}
+		for _, ms := range r.RestartsUnixMs {
+			j.restarts = append(j.restarts, time.UnixMilli(ms))
+		}
+		c.jobs[r.ID] = j
+		if jobEnded(r.State) {
+			close(j.done)
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			j.info.State = "failed"
+			j.info.Error = fmt.Sprintf("cannot start the job again after the coordinator restarted: its binary %s is gone (%v)", path, err)
+			close(j.done)
+			failed = append(failed, j)
+			continue
+		}
+		was := r.State
+		j.info.State = "restarting"
+		j.cause = "the coordinator restarted (the job was " + was + ")"
+		c.recovered = append(c.recovered, j)
+	}
+	for _, j := range failed {
+		c.cfg.Log.Error("job failed", slog.String("job", j.info.GetJobId()), slog.String("err", j.info.GetError()))
+		if err := c.save(j); err != nil {
+			return err
+		}
+	}
+	for _, j := range c.recovered {
+		if err := c.save(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jobEnded reports whether a job in state s is over for good.
+func jobEnded(s string) bool { return s == "finished" || s == "failed" }
+
+// Close releases the job registry. Call it after Run returned.
+func (c *Coordinator) Close() error { return c.reg.close() }
+
+// Run starts again the jobs an earlier coordinator left running and
+// expires executors that miss their heartbeats until ctx is done, then
 // stops every job (SIGTERM, then SIGKILL after StopTimeout) and waits.
+// Jobs stopped that way stay "running" in the registry: the next
+// coordinator on the state directory starts them again.
 func (c *Coordinator) Run(ctx context.Context) {
+	c.mu.Lock()
+	recovered := c.recovered
+	c.recovered = nil
+	for _, j := range recovered {
+		c.wg.Go(func() { c.supervise(j, nil) })
+	}
+	c.mu.Unlock()
 	t := time.NewTicker(c.cfg.HeartbeatInterval / 4)
 	defer t.Stop()
 	for {
@@ -133,9 +262,13 @@ func (c *Coordinator) expire(now time.Time) {
 
 func (c *Coordinator) stopAll() {
 	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		close(c.quit)
+	}
 	var jobs []*jobRec
 	for _, j := range c.jobs {
-		if j.cmd != nil && j.cmd.Process != nil {
+		if j.cmd != nil && j.cmd.Process != nil && !jobEnded(j.info.GetState()) {
 			j.cmd.Process.Signal(syscall.SIGTERM)
 			jobs = append(jobs, j)
 		}
@@ -146,7 +279,10 @@ func (c *Coordinator) stopAll() {
 		select {
 		case <-j.done:
 		case <-deadline:
-			j.cmd.Process.Kill()
+			c.mu.Lock()
+			cmd := j.cmd
+			c.mu.Unlock()
+			cmd.Process.Kill()
 			<-j.done
 		}
 	}
@@ -275,7 +411,7 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}
 	id, err := c.startJob(h, path)
 	if err != nil {
-		c.dropUnusedBinary(h.GetSha256())
+		c.dropBinaryUnlessUsed(h.GetSha256())
 		return status.Errorf(codes.Internal, "submit: start job: %v", err)
 	}
 	return stream.SendAndClose(&sluicev1.SubmitJobResponse{JobId: id})
@@ -299,79 +435,332 @@ func (c *Coordinator) checkPlatform(p *sluicev1.Platform) error {
 	return nil
 }
 
+// startJob registers a submitted job and starts its driver; the job's
+// supervisor goroutine owns it from then on.
 func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, error) {
-	c.mu.Lock()
-	c.nextJob++
-	id := fmt.Sprintf("job-%s-%d", time.Now().UTC().Format("20060102T150405"), c.nextJob)
-	c.mu.Unlock()
-	if err := verifyBinary(path); err != nil {
-		return "", err
-	}
-	dir := filepath.Join(c.cfg.StateDir, "jobs", id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	stdout, err := os.Create(filepath.Join(dir, "stdout.log"))
+	n, err := c.reg.nextNumber()
 	if err != nil {
 		return "", err
 	}
-	stderr, err := os.Create(filepath.Join(dir, "stderr.log"))
-	if err != nil {
-		stdout.Close()
-		return "", err
-	}
-	uiSocket := UISocketPath(dir)
-	cmd := exec.Command(path, h.GetArgs()...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Env = append(os.Environ(),
-		"SLUICE_PARALLELISM="+strconv.Itoa(c.parallelism()),
-		"SLUICE_ROLE=driver",
-		"SLUICE_DRIVER_ADDR="+c.cfg.Advertise,
-		"SLUICE_JOB_ID="+id,
-		"SLUICE_BINARY_SHA256="+h.GetSha256(),
-		UISocketEnv+"="+uiSocket,
-	)
-	cmd.Env = append(cmd.Env, c.cfg.Secret.Env(c.cfg.SecretFile)...)
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		stdout.Close()
-		stderr.Close()
-		os.RemoveAll(dir)
-		return "", err
-	}
+	id := fmt.Sprintf("job-%s-%d", time.Now().UTC().Format("20060102T150405"), n)
 	name := h.GetName()
 	if name == "" {
 		name = filepath.Base(path)
 	}
+	par := c.parallelism()
+	dir := filepath.Join(c.cfg.StateDir, "jobs", id)
 	j := &jobRec{
-		info: &sluicev1.JobInfo{JobId: id, Name: name, State: "running", Sha256: h.GetSha256(), StartedUnixMs: time.Now().UnixMilli()},
-		cmd:  cmd, done: make(chan struct{}), uiSocket: uiSocket,
+		info: &sluicev1.JobInfo{JobId: id, Name: name, State: "starting", Sha256: h.GetSha256(), StartedUnixMs: time.Now().UnixMilli(),
+			Attempt: 1, Supervise: h.GetSupervise(), Parallelism: int32(par)},
+		done: make(chan struct{}), path: path, args: h.GetArgs(), parallelism: par,
+		uiSocket: UISocketPath(dir), wake: make(chan struct{}, 1),
+	}
+	// The record comes first: a coordinator that dies after the start
+	// still knows the job.
+	if err := c.save(j); err != nil {
+		return "", err
+	}
+	p, err := c.launch(j, false)
+	if err != nil {
+		os.RemoveAll(dir)
+		if derr := c.reg.delete(id); derr != nil {
+			c.cfg.Log.Error("job registry", slog.Any("err", derr))
+		}
+		return "", err
+	}
+	c.cfg.Log.Info("job started", slog.String("job", id), slog.String("name", name), slog.Int("pid", p.cmd.Process.Pid),
+		slog.Int("parallelism", par), slog.Bool("supervise", h.GetSupervise()))
+	c.wg.Go(func() { c.supervise(j, p) })
+	return id, nil
+}
+
+// proc is one running driver process of a job.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *os.File
+}
+
+// Why launch did not start a job's driver: the coordinator is stopping,
+// or the job was stopped (StopJob) while it waited to restart.
+var (
+	errStopping   = errors.New("the coordinator is stopping")
+	errJobStopped = errors.New("the job was stopped")
+)
+
+// launch starts attempt j.info.Attempt of a job's driver, in the job's
+// directory, appending to its logs, and records the job as running. The
+// process starts under mu, so that stopAll either sees it or prevents it.
+func (c *Coordinator) launch(j *jobRec, restart bool) (*proc, error) {
+	if err := verifyBinary(j.path); err != nil {
+		return nil, err
+	}
+	id := j.info.GetJobId()
+	dir := filepath.Join(c.cfg.StateDir, "jobs", id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	open := func(name string) (*os.File, error) {
+		return os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	}
+	stdout, err := open("stdout.log")
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := open("stderr.log")
+	if err != nil {
+		stdout.Close()
+		return nil, err
+	}
+	p := &proc{stdout: stdout, stderr: stderr}
+	c.mu.Lock()
+	attempt := max(1, int(j.info.GetAttempt()))
+	p.cmd = exec.Command(j.path, j.args...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
+	p.cmd.Env = append(os.Environ(),
+		"SLUICE_PARALLELISM="+strconv.Itoa(j.parallelism),
+		"SLUICE_ROLE=driver",
+		"SLUICE_DRIVER_ADDR="+c.cfg.Advertise,
+		"SLUICE_JOB_ID="+id,
+		"SLUICE_BINARY_SHA256="+j.info.GetSha256(),
+		AttemptEnv+"="+strconv.Itoa(attempt),
+		UISocketEnv+"="+j.uiSocket,
+	)
+	p.cmd.Env = append(p.cmd.Env, c.cfg.Secret.Env(c.cfg.SecretFile)...)
+	dieWithParent(p.cmd)
+	switch {
+	case c.closing:
+		err = errStopping
+	case j.stopRequested:
+		err = errJobStopped
+	default:
+		err = p.cmd.Start()
+	}
+	if err != nil {
+		c.mu.Unlock()
+		p.close()
+		return nil, err
+	}
+	j.cmd = p.cmd
+	j.info.State = "running"
+	j.info.Error = ""
+	c.jobs[id] = j
+	if restart { // logged before anyone sees it running
+		c.cfg.Log.Warn("job restarted", slog.String("job", id), slog.Int("attempt", attempt),
+			slog.String("cause", j.cause), slog.Int("pid", p.cmd.Process.Pid))
+	}
+	c.mu.Unlock()
+	if err := c.save(j); err != nil {
+		c.cfg.Log.Error("job registry", slog.Any("err", err))
+	}
+	return p, nil
+}
+
+func (p *proc) close() {
+	p.stdout.Close()
+	p.stderr.Close()
+}
+
+// supervise owns a job's driver processes: it waits for the running one
+// (p; nil for a job to start again after a coordinator restart) and, as
+// the restart policy says (afterExit), starts the next after a backoff,
+// until the job ends or the coordinator stops.
+func (c *Coordinator) supervise(j *jobRec, p *proc) {
+	defer close(j.done)
+	backoff := c.cfg.RestartBackoff
+	for {
+		if p != nil {
+			began := time.Now()
+			err := p.cmd.Wait()
+			p.close()
+			removeUISocket(j.uiSocket)
+			if !c.afterExit(j, err) {
+				return
+			}
+			if time.Since(began) > stableRun {
+				backoff = c.cfg.RestartBackoff // not a crash loop
+			}
+		}
+		select {
+		case <-time.After(backoff):
+		case <-j.wake:
+		case <-c.quit:
+		}
+		backoff = min(2*backoff, maxRestartBackoff)
+		c.mu.Lock()
+		closing, stopped := c.closing, j.stopRequested
+		if !closing && !stopped {
+			j.info.Attempt++
+		}
+		c.mu.Unlock()
+		if closing {
+			return // still "restarting" in the registry: the next coordinator starts it
+		}
+		if stopped {
+			c.end(j, "finished", "stopped while restarting")
+			return
+		}
+		var err error
+		if p, err = c.launch(j, true); err != nil {
+			switch {
+			case errors.Is(err, errStopping):
+				return
+			case errors.Is(err, errJobStopped):
+				c.end(j, "finished", "stopped while restarting")
+				return
+			}
+			c.end(j, "failed", fmt.Sprintf("restart (attempt %d) after %s: %v", c.attemptOf(j), c.causeOf(j), err))
+			return
+		}
+	}
+}
+
+func (c *Coordinator) attemptOf(j *jobRec) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int(j.info.GetAttempt())
+}
+
+func (c *Coordinator) causeOf(j *jobRec) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return j.cause
+}
+
+// afterExit applies the restart policy to a job whose driver process ended
+// with err, and reports whether to start it again. Exit 0, or any end
+// after StopJob, ends the job; ExitUsage fails it; ExitRestart restarts
+// it; another exit or a signal restarts a supervised job and fails any
+// other. Restarts are bounded by MaxRestarts in RestartWindow. When the
+// coordinator is stopping, the job ends here but stays running in the
+// registry, and nothing is ended on the executors: the next coordinator
+// starts it again.
+func (c *Coordinator) afterExit(j *jobRec, err error) (restart bool) {
+	id := j.info.GetJobId()
+	cause := "exit status 0"
+	if err != nil {
+		cause = err.Error()
+		if l := lastLine(filepath.Join(c.cfg.StateDir, "jobs", id, "stderr.log")); l != "" {
+			cause += ": " + l
+		}
+	}
+	code := -1
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode() // -1 when killed by a signal
 	}
 	c.mu.Lock()
-	c.jobs[id] = j
-	c.mu.Unlock()
-	c.cfg.Log.Info("job started", slog.String("job", id), slog.String("name", name), slog.Int("pid", cmd.Process.Pid))
-	c.wg.Go(func() {
-		err := cmd.Wait()
-		stdout.Close()
-		stderr.Close()
-		c.mu.Lock()
-		if err == nil {
-			j.info.State = "finished"
-		} else {
-			j.info.State = "failed"
-			j.info.Error = fmt.Sprintf("%v: %s", err, lastLine(filepath.Join(dir, "stderr.log")))
-		}
-		state := j.info.State
+	j.cause = cause
+	switch {
+	case j.stopRequested && err == nil:
 		c.mu.Unlock()
-		close(j.done)
-		removeUISocket(uiSocket)
+		c.end(j, "finished", "")
+		return false
+	case j.stopRequested:
+		c.mu.Unlock()
+		c.end(j, "failed", cause)
+		return false
+	case c.closing:
+		j.info.State, j.info.Error = "finished", ""
+		if err != nil {
+			j.info.State, j.info.Error = "failed", cause
+		}
+		c.mu.Unlock()
+		c.cfg.Log.Info("job driver ended with the coordinator", slog.String("job", id), slog.String("exit", cause))
+		return false
+	case err == nil:
+		c.mu.Unlock()
+		c.end(j, "finished", "")
+		return false
+	case code == ExitUsage:
+		c.mu.Unlock()
+		c.end(j, "failed", cause+" (a usage error: not restarted)")
+		return false
+	case code != ExitRestart && !j.info.GetSupervise():
+		c.mu.Unlock()
+		c.end(j, "failed", cause)
+		return false
+	}
+	now := c.now()
+	kept := j.restarts[:0]
+	for _, t := range j.restarts {
+		if now.Sub(t) < c.cfg.RestartWindow {
+			kept = append(kept, t)
+		}
+	}
+	j.restarts = kept
+	if len(j.restarts) >= c.cfg.MaxRestarts {
+		n := len(j.restarts)
+		c.mu.Unlock()
+		c.end(j, "failed", fmt.Sprintf("%s; not restarted: restarted %d times in the last %v already (--max-restarts %d)",
+			cause, n, c.cfg.RestartWindow, max(0, c.cfg.MaxRestarts)))
+		return false
+	}
+	j.restarts = append(j.restarts, now)
+	j.info.State = "restarting"
+	j.info.Error = "restarting after: " + cause
+	c.mu.Unlock()
+	c.cfg.Log.Warn("job driver died: restarting it", slog.String("job", id), slog.String("exit", cause))
+	if err := c.save(j); err != nil {
+		c.cfg.Log.Error("job registry", slog.Any("err", err))
+	}
+	return true
+}
+
+// end records that a job is over: its state and error, in memory and in
+// the registry; its binary is deleted unless another job uses it, and the
+// executors are told to drop the job.
+func (c *Coordinator) end(j *jobRec, state, msg string) {
+	c.mu.Lock()
+	j.info.State, j.info.Error = state, msg
+	c.dropBinaryLocked(j.info.GetSha256()) // with the state: a submission after "finished" keeps its copy
+	c.mu.Unlock()
+	id := j.info.GetJobId()
+	if err := c.save(j); err != nil {
+		c.cfg.Log.Error("job registry", slog.Any("err", err))
+	}
+	if state == "failed" {
+		c.cfg.Log.Info("job ended", slog.String("job", id), slog.String("state", state), slog.String("err", msg))
+	} else {
 		c.cfg.Log.Info("job ended", slog.String("job", id), slog.String("state", state))
-		c.dropUnusedBinary(h.GetSha256())
-		c.endJobOnExecutors(id)
-	})
-	return id, nil
+	}
+	c.endJobOnExecutors(id)
+}
+
+// dropBinaryUnlessUsed deletes a stored job binary no job that is not over
+// uses (running, starting, stopping or restarting).
+func (c *Coordinator) dropBinaryUnlessUsed(sha string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropBinaryLocked(sha)
+}
+
+func (c *Coordinator) dropBinaryLocked(sha string) {
+	if checkSHA(sha) != nil || c.closing { // jobs ended by the shutdown start again with the next coordinator
+		return
+	}
+	for _, j := range c.jobs {
+		if j.info.GetSha256() == sha && !jobEnded(j.info.GetState()) {
+			return
+		}
+	}
+	os.Remove(filepath.Join(c.cfg.StateDir, "binaries", sha))
+}
+
+// save writes a job's record to the registry: the newest state is written
+// last (j.persist).
+func (c *Coordinator) save(j *jobRec) error {
+	j.persist.Lock()
+	defer j.persist.Unlock()
+	c.mu.Lock()
+	i := j.info
+	rec := jobRecord{ID: i.GetJobId(), Name: i.GetName(), SHA256: i.GetSha256(), Args: j.args, Parallelism: j.parallelism,
+		Supervise: i.GetSupervise(), State: i.GetState(), Attempt: int(i.GetAttempt()), StartedUnixMs: i.GetStartedUnixMs(), Error: i.GetError()}
+	for _, t := range j.restarts {
+		rec.RestartsUnixMs = append(rec.RestartsUnixMs, t.UnixMilli())
+	}
+	c.mu.Unlock()
+	return c.reg.put(rec)
 }
 
 // parallelism is a new job's default partition count: the task slots of
@@ -437,7 +826,8 @@ func (c *Coordinator) job(id string) (*jobRec, error) {
 
 func cloneJob(j *jobRec) *sluicev1.JobInfo {
 	i := j.info
-	return &sluicev1.JobInfo{JobId: i.JobId, Name: i.Name, State: i.State, Sha256: i.Sha256, StartedUnixMs: i.StartedUnixMs, Error: i.Error, Batches: i.Batches}
+	return &sluicev1.JobInfo{JobId: i.JobId, Name: i.Name, State: i.State, Sha256: i.Sha256, StartedUnixMs: i.StartedUnixMs, Error: i.Error, Batches: i.Batches,
+		Attempt: i.Attempt, Supervise: i.Supervise, Parallelism: i.Parallelism}
 }
 
 // ListJobs implements sluicev1.DriverServer.
@@ -468,17 +858,33 @@ func (c *Coordinator) JobStatus(_ context.Context, req *sluicev1.JobStatusReques
 }
 
 // StopJob implements sluicev1.DriverServer: SIGTERM to the job's driver,
-// which finishes its batch in flight and exits.
+// which finishes its batch in flight and exits. A stopped job is never
+// restarted; one waiting to restart ends at once.
 func (c *Coordinator) StopJob(_ context.Context, req *sluicev1.StopJobRequest) (*sluicev1.JobInfo, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	j, err := c.job(req.GetJobId())
 	if err != nil {
+		c.mu.Unlock()
 		return nil, err
 	}
-	if j.info.State == "running" {
-		j.info.State = "stopping"
+	changed := false
+	switch j.info.State {
+	case "running":
+		j.stopRequested, j.info.State, changed = true, "stopping", true
 		j.cmd.Process.Signal(syscall.SIGTERM)
+	case "restarting":
+		j.stopRequested, j.info.State, changed = true, "stopping", true
+		select {
+		case j.wake <- struct{}{}:
+		default:
+		}
 	}
-	return cloneJob(j), nil
+	info := cloneJob(j)
+	c.mu.Unlock()
+	if changed {
+		if err := c.save(j); err != nil {
+			c.cfg.Log.Error("job registry", slog.Any("err", err))
+		}
+	}
+	return info, nil
 }

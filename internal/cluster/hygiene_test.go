@@ -184,7 +184,7 @@ func TestRefusedSubmissionsLeaveNothing(t *testing.T) {
 		if err := submitBytes(ctx, dc, tc.h, tc.data); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
-		if left := entries(t, state); len(left) != 2 { // binaries/ and jobs/
+		if left := entries(t, state); len(left) != 3 { // binaries/, jobs/ and registry.db
 			t.Errorf("%s: the state directory holds %v", tc.name, left)
 		}
 	}
@@ -362,7 +362,7 @@ func TestCoordinatorRefusesAChangedBinary(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the changed binary ran")
 	}
-	if left := entries(t, state); len(left) != 2 {
+	if left := entries(t, state); len(left) != 3 { // binaries/, jobs/ and registry.db
 		t.Fatalf("the state directory holds %v", left)
 	}
 }
