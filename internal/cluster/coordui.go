@@ -117,7 +117,7 @@ func (u *coordUI) summary(ctx context.Context, j *jobRec, info *sluicev1.JobInfo
 	base := ui.Job{ID: info.GetJobId(), Name: info.GetName(), State: info.GetState(), Master: "cluster",
 		StartTime: started, UptimeMs: time.Since(started).Milliseconds(), Error: info.GetError()}
 	if info.GetState() != "running" && info.GetState() != "stopping" {
-		return base
+		return base // starting, restarting, or over
 	}
 	resp, err := u.call(ctx, j, "/api/v1/jobs/"+info.GetJobId(), "")
 	if err != nil {
@@ -169,7 +169,9 @@ func (u *coordUI) proxy(w http.ResponseWriter, r *http.Request) {
 	resp, err := u.call(r.Context(), j, r.URL.Path, r.URL.RawQuery)
 	if err != nil {
 		code, msg := http.StatusBadGateway, fmt.Sprintf("job %s (%s): its driver's API does not answer: %v", info.GetJobId(), info.GetState(), err)
-		if st := info.GetState(); st != "running" && st != "stopping" {
+		if st := info.GetState(); st == "starting" || st == "restarting" {
+			code, msg = http.StatusServiceUnavailable, fmt.Sprintf("job %s is %s: its driver's API answers once it runs; try again", info.GetJobId(), st)
+		} else if st != "running" && st != "stopping" {
 			code, msg = http.StatusNotFound, fmt.Sprintf("job %s is %s: its batch history ended with its driver process (its log is in the state directory, jobs/%s)", info.GetJobId(), st, info.GetJobId())
 		}
 		ui.WriteError(w, code, msg)
@@ -309,7 +311,7 @@ func (k *coordCollector) Collect(ch chan<- prometheus.Metric) {
 	for st, n := range es {
 		ch <- prometheus.MustNewConstMetric(k.execs, prometheus.GaugeValue, float64(n), st)
 	}
-	js := map[string]int{"running": 0, "stopping": 0, "finished": 0, "failed": 0}
+	js := map[string]int{"starting": 0, "running": 0, "restarting": 0, "stopping": 0, "finished": 0, "failed": 0}
 	k.c.mu.Lock()
 	for _, j := range k.c.jobs {
 		js[j.info.GetState()]++

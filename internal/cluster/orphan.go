@@ -147,7 +147,7 @@ func (d *Daemon) endForgottenJobs(ctx context.Context, missing map[string]bool) 
 	}
 	running := map[string]bool{}
 	for _, j := range resp.GetJobs() {
-		if s := j.GetState(); s == "running" || s == "stopping" {
+		if s := j.GetState(); s != "finished" && s != "failed" { // starting, running, restarting, stopping
 			running[j.GetJobId()] = true
 		}
 	}
@@ -210,22 +210,6 @@ func (d *Daemon) dropUnusedBinaries() {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
-}
-
-// dropUnusedBinary deletes a stored job binary no running job uses (after
-// a job ended, or a submission was refused).
-func (c *Coordinator) dropUnusedBinary(sha string) {
-	if checkSHA(sha) != nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, j := range c.jobs {
-		if j.info.GetSha256() == sha && (j.info.GetState() == "running" || j.info.GetState() == "stopping") {
-			return
-		}
-	}
-	os.Remove(filepath.Join(c.cfg.StateDir, "binaries", sha))
 }
 
 // endJobRetrying tells one executor to drop a job, retrying for about half
