@@ -39,7 +39,7 @@ type CoordinatorConfig struct {
 	// stops, before they are killed. Default 30s.
 	StopTimeout time.Duration
 	// MaxRestarts bounds the restarts of one job's driver within
-	// RestartWindow; one more death fails the job. Default 5; negative:
+	// RestartWindow; one more death fails the job. Default 10; negative:
 	// never restart.
 	MaxRestarts int
 	// RestartWindow is the window of MaxRestarts. Default 10 minutes.
@@ -55,7 +55,7 @@ type CoordinatorConfig struct {
 
 // Defaults of CoordinatorConfig.
 const (
-	DefaultMaxRestarts   = 5
+	DefaultMaxRestarts   = 10
 	DefaultRestartWindow = 10 * time.Minute
 	maxRestartBackoff    = 4 * time.Second
 	// stableRun: a job driver that ran this long before it died is
@@ -577,8 +577,11 @@ func (c *Coordinator) supervise(j *jobRec, p *proc) {
 			if !c.afterExit(j, err) {
 				return
 			}
-			if time.Since(began) > stableRun {
-				backoff = c.cfg.RestartBackoff // not a crash loop
+			var ee *exec.ExitError
+			if time.Since(began) > stableRun || (errors.As(err, &ee) && ee.ExitCode() == ExitRestart) {
+				// Not a crash loop: it ran a while, or it asks to recover
+				// its state (an executor was lost), which should be quick.
+				backoff = c.cfg.RestartBackoff
 			}
 		}
 		select {
