@@ -350,3 +350,79 @@ func TestClusterJobDriverAndServeKills(t *testing.T) {
 	t.Logf("%d batches, %d lines; 3 job driver kills, driver serve killed, the whole cluster killed; from each kill to the first batch committed at or after it: %.1f s; input fed over %v, all of it in the state %v after the start",
 		nb, files*seqKeys*seqPer, recoveries, time.Duration(files)*200*time.Millisecond, total.Round(100*time.Millisecond))
 }
+
+// TestClusterCheckpointEveryOperator: statejob (UpdateStateByKey,
+// ReduceByKeyAndWindowInv and an event-time window over a deterministic
+// rate source) with --checkpoint; the job process holding state is killed
+// with -9 on one executor, then on the other. Every batch time printed
+// (replays included) shows exactly what the local run shows at that batch:
+// state, window and watermark restored, no batch time skipped.
+func TestClusterCheckpointEveryOperator(t *testing.T) {
+	const n = 16 // batches compared
+	want := localReferenceOf(t, statejobBin, 3*n)
+	c := newCluster(t, 2)
+	id := c.submitBinary(statejobBin, "--checkpoint=ckpt", "--checkpoint-interval=2s")
+	c.waitBatches(id, 3*4)
+	for k, e := range c.execs {
+		pids := regexp.MustCompile(`job process started.* pid=(\d+)`).FindAllStringSubmatch(e.stderr.String(), -1)
+		if len(pids) == 0 {
+			t.Fatalf("exec%d started no job process", k)
+		}
+		pid, _ := strconv.Atoi(pids[len(pids)-1][1])
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		seen := len(batchTimes(c.jobStdout(id)))
+		// The kill fails a batch; the job driver restarts and goes on.
+		c.driver.waitFor(t, "batches after the kill", func() bool { return len(batchTimes(c.jobStdout(id))) >= seen+3*3 })
+	}
+	c.driver.waitFor(t, "all batches", func() bool { return len(distinctTimes(c.jobStdout(id))) >= n })
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitJobState(id, 30*time.Second, "finished")
+	stdout := c.jobStdout(id)
+	times := distinctTimes(stdout)
+	for i := 1; i < len(times); i++ {
+		if d := times[i].Sub(times[i-1]); d != time.Second {
+			t.Fatalf("batch times %s then %s: a batch is missing", times[i-1].Format(time.TimeOnly), times[i].Format(time.TimeOnly))
+		}
+	}
+	byTime := map[string][]string{}
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(l, "batch ") && len(l) > 16 {
+			byTime[l[6:14]] = append(byTime[l[6:14]], l[16:])
+		}
+	}
+	replays := 0
+	for k, bt := range times[:min(n, len(times))] {
+		ref := want[3*k : 3*k+3]
+		got := byTime[bt.Format(time.TimeOnly)]
+		if len(got)%3 != 0 || len(got) == 0 {
+			t.Errorf("batch %s printed %d lines, not 3 per run", bt.Format(time.TimeOnly), len(got))
+		}
+		replays += len(got)/3 - 1
+		for _, g := range got {
+			if !slices.Contains(ref, g) {
+				t.Errorf("batch %d (%s) printed %q; the local run printed %q", k+1, bt.Format(time.TimeOnly), g, ref)
+			}
+		}
+	}
+	restored := logLinesWithMsg(c.jobStderr(id), "restored from checkpoint")
+	if len(restored) < 2 {
+		t.Errorf("2 kills of a state holder's job process: %d restores", len(restored))
+	}
+	t.Logf("%d batch times compared with the local run; %d replayed batches printed again; %d restores", min(n, len(times)), replays, len(restored))
+}
+
+// distinctTimes returns the batch times printed, in order, once each.
+func distinctTimes(stdout string) []time.Time {
+	var out []time.Time
+	for _, t := range batchTimes(stdout) {
+		if !slices.ContainsFunc(out, t.Equal) {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out
+}
