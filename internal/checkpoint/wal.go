@@ -55,10 +55,23 @@ func (s *Store) WriteInput(t time.Time, inputs map[string][]byte) error {
 	return nil
 }
 
+// viewWAL runs a read transaction on the log under s.mu: a compaction
+// replaces s.wal (and Close closes it), so a read that did not hold the
+// lock could run on a closed file. Reads are short (they copy what they
+// need); holding the store's lock only orders them with its writes.
+func (s *Store) viewWAL(f func(tx *bolt.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("checkpoint: store is closed")
+	}
+	return view(s.wal, f)
+}
+
 // InputTimes returns the batch times with recorded input, oldest first.
 func (s *Store) InputTimes() ([]time.Time, error) {
 	var out []time.Time
-	err := view(s.wal, func(tx *bolt.Tx) error {
+	err := s.viewWAL(func(tx *bolt.Tx) error {
 		root := tx.Bucket(walBucket)
 		if root == nil {
 			return nil
@@ -72,7 +85,7 @@ func (s *Store) InputTimes() ([]time.Time, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: read %s: %w", s.wal.Path(), err)
+		return nil, fmt.Errorf("checkpoint: read %s: %w", filepath.Join(s.cfg.Dir, walFile), err)
 	}
 	return out, nil
 }
@@ -80,7 +93,7 @@ func (s *Store) InputTimes() ([]time.Time, error) {
 // ReadInput returns the recorded input of batch t (copies, checksums
 // checked); ok is false if t has no record.
 func (s *Store) ReadInput(t time.Time) (inputs map[string][]byte, ok bool, err error) {
-	err = view(s.wal, func(tx *bolt.Tx) error {
+	err = s.viewWAL(func(tx *bolt.Tx) error {
 		root := tx.Bucket(walBucket)
 		if root == nil {
 			return nil
@@ -101,9 +114,39 @@ func (s *Store) ReadInput(t time.Time) (inputs map[string][]byte, ok bool, err e
 		})
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), s.wal.Path(), err)
+		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), filepath.Join(s.cfg.Dir, walFile), err)
 	}
 	return inputs, ok, nil
+}
+
+// ReadInputOf returns the recorded input of one input of batch t (a copy,
+// checksum checked); ok is false if t has no record of it. A running job
+// reads back, with it, the input of batches it no longer keeps in memory.
+func (s *Store) ReadInputOf(t time.Time, name string) (data []byte, ok bool, err error) {
+	err = s.viewWAL(func(tx *bolt.Tx) error {
+		root := tx.Bucket(walBucket)
+		if root == nil {
+			return nil
+		}
+		b := root.Bucket(walKey(t))
+		if b == nil {
+			return nil
+		}
+		v := b.Get([]byte(name))
+		if v == nil {
+			return nil
+		}
+		d, err := unseal(v)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", name, err)
+		}
+		data, ok = d, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), filepath.Join(s.cfg.Dir, walFile), err)
+	}
+	return data, ok, nil
 }
 
 // DeleteInputThrough deletes the recorded input of batches at or before t,
