@@ -106,6 +106,12 @@ func (in *input[T]) recordAt(t time.Time) ([]byte, error) {
 }
 
 func (in *input[T]) restoreAt(t time.Time, b []byte) (int64, error) {
+	// The log's times are Unix times; batch times (the memo keys) are the
+	// zero time plus an offset, in its location: a key in another location
+	// is another map key, and windows after a restart would not find the
+	// batches restored for them.
+	z := in.s.b.ctx.zeroTime
+	t = z.Add(t.Sub(z))
 	if in.spill.wal != nil && !t.After(in.s.b.ctx.ckpt.from) {
 		// A batch before the restart point, restored for the windows
 		// that read back into it: it stays in the log (input_spill.go).
