@@ -567,9 +567,10 @@ func (c *Context) checkpointBatch(t time.Time) error {
 	// Keep the input a restart from the older snapshot replays or reads,
 	// and the input the running job's windows still read back: inputs
 	// keep in memory only their last batches (input_spill.go), and a
-	// window at a later batch reads back at most the longest remember
-	// duration before it, so the log keeps that much before t whatever
-	// the snapshots.
+	// window at a batch after t reads back less than the longest remember
+	// duration before it. keepFrom is at most t, so deleting through
+	// keepFrom - maxRemember covers both (TestWindowInputSpillsToTheLog
+	// with state, TestWindowOverSocketInputSpills without).
 	var keepFrom time.Time
 	switch {
 	case len(m.Snapshots) == 2:
@@ -578,11 +579,7 @@ func (c *Context) checkpointBatch(t time.Time) error {
 		keepFrom = t
 	}
 	if !keepFrom.IsZero() {
-		through := keepFrom.Add(-c.maxRemember)
-		if through.After(t.Add(-c.maxRemember)) {
-			through = t.Add(-c.maxRemember)
-		}
-		if err := ck.store.DeleteInputThrough(through); err != nil {
+		if err := ck.store.DeleteInputThrough(keepFrom.Add(-c.maxRemember)); err != nil {
 			return err
 		}
 	}

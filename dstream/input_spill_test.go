@@ -175,6 +175,13 @@ func TestWindowInputSpillsToTheLog(t *testing.T) {
 				t.Fatalf("after batch %d: %d batches' input in memory, want at most 2 (the longest slide)", k, n)
 			}
 		}
+		// A persisted copy (Window persists its parent) would hold the
+		// window's input in the block store instead.
+		for bt, r := range in.s.generated {
+			if r != nil && r.Node().Cached {
+				t.Fatalf("the queue's RDD at %v is persisted", bt)
+			}
+		}
 		if maxSpilled < 19 {
 			t.Fatalf("at most %d batches were in the log only, want the window's (>= 19)", maxSpilled)
 		}
