@@ -34,6 +34,9 @@ func (o *spillOutputs) put(name string, t time.Time, vals []string) {
 	slices.Sort(vals)
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.zero.IsZero() { // under Run: the first batch is the first after zero
+		o.zero = t.Add(-spillBI)
+	}
 	if o.outs == nil {
 		o.outs = map[string]map[int][]string{}
 	}
@@ -292,4 +295,47 @@ func TestWindowOverSocketInputSpills(t *testing.T) {
 	c.Stop()
 	c.closeCheckpoint()
 	mem.AssertSize(t, 0)
+}
+
+// TestWindowInputSpillsUnderRun: the same job under Run (the batch clock,
+// generation running ahead of processing): outputs equal a run without a
+// checkpoint, and windows read spilled batches back from the log.
+func TestWindowInputSpillsUnderRun(t *testing.T) {
+	const n = 50
+	want := spillReference(t, n)
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	c, err := New(spillConfig(mem, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &spillOutputs{}
+	q := spillJob(c, got)
+	for k := 1; k <= n+100; k++ {
+		q.Push(spillInput(k)...)
+	}
+	run, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	maxSpilled, batches := 0, 0
+	ForeachRDD(q.Stream(), func(b *Batch, _ *rdd.RDD[string]) error {
+		_, s := q.in.residentBatches()
+		maxSpilled = max(maxSpilled, s)
+		if batches++; batches == n {
+			cancel()
+		}
+		return nil
+	})
+	if err := c.Run(run); err != nil {
+		t.Fatal(err)
+	}
+	mem.AssertSize(t, 0)
+	if maxSpilled < 15 {
+		t.Fatalf("at most %d batches were in the log only, want the window's", maxSpilled)
+	}
+	for name, byBatch := range want {
+		for k := 1; k <= n; k++ {
+			if !slices.Equal(got.outs[name][k], byBatch[k]) {
+				t.Fatalf("%s at batch %d:\n  with the log %v\n  in memory    %v", name, k, got.outs[name][k], byBatch[k])
+			}
+		}
+	}
 }
