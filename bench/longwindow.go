@@ -182,7 +182,7 @@ func longWindowSocket(cfg config, out io.Writer) error {
 	fmt.Fprintf(out, "  at the end the checkpointed run holds %s less anonymous memory (the window's input: %s of text);\n",
 		mb(last(no).Anon-last(yes).Anon), mb(int64(inWindow*lineBytes)))
 	fmt.Fprintf(out, "  target: RSS flat after the window fills, and with --checkpoint not growing with the window's length while it fills\n")
-	fmt.Fprintf(out, "  (file-backed RSS is wal.db's pages mapped by bbolt and read back: page cache the kernel reclaims)\n")
+	fmt.Fprintf(out, "  (file-backed RSS: mostly the binary; the pages of wal.db that bbolt maps and the job reads back leave the map after each read)\n")
 	return nil
 }
 
