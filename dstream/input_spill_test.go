@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/sluicehq/sluice/internal/cluster"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"github.com/sluicehq/sluice/rdd"
+	"google.golang.org/grpc"
 )
 
 // Input kept for a window's sake lives in the write-ahead log, not in
@@ -188,22 +191,11 @@ func TestWindowInputSpillsToTheLog(t *testing.T) {
 		if maxSpilled < 19 {
 			t.Fatalf("at most %d batches were in the log only, want the window's (>= 19)", maxSpilled)
 		}
-		// The job driver's FetchInput (recordsAt) serves a spilled batch
-		// and a batch in memory.
+		// The job driver's FetchInput (cluster.go, over recordsAt) serves
+		// a spilled batch and a batch in memory, asked for by Unix time.
 		for _, k := range []int{last - 15, last} {
-			recs, ok := in.recordsAt(zero.Add(time.Duration(k) * spillBI))
-			if !ok {
-				t.Fatalf("recordsAt batch %d: not found", k)
-			}
-			var vals []string
-			for _, r := range recs {
-				if r != nil {
-					vals = append(vals, rdd.Decode(rdd.CodecOf[string](), r)...)
-					r.Release()
-				}
-			}
-			if w := spillInput(k); !slices.Equal(vals, w) {
-				t.Fatalf("recordsAt batch %d = %v, want %v", k, vals, w)
+			if vals := fetchInputOf(t, c, zero.Add(time.Duration(k)*spillBI)); !slices.Equal(vals, spillInput(k)) {
+				t.Fatalf("FetchInput batch %d = %v, want %v", k, vals, spillInput(k))
 			}
 		}
 	}
@@ -338,4 +330,42 @@ func TestWindowInputSpillsUnderRun(t *testing.T) {
 			}
 		}
 	}
+}
+
+// chunkSink collects what FetchInput sends.
+type chunkSink struct {
+	grpc.ServerStream
+	chunks []*sluicev1.InputChunk
+}
+
+func (s *chunkSink) Send(c *sluicev1.InputChunk) error {
+	s.chunks = append(s.chunks, c)
+	return nil
+}
+
+// fetchInputOf calls the job driver's FetchInput for input 0 of batch bt
+// and decodes the values it sends.
+func fetchInputOf(t *testing.T, c *Context, bt time.Time) []string {
+	t.Helper()
+	sink := &chunkSink{}
+	req := &sluicev1.FetchInputRequest{Input: 0, BatchTimeUnixNano: bt.UnixNano()}
+	if err := (&inputServer{c: c}).FetchInput(req, sink); err != nil {
+		t.Fatalf("FetchInput %v: %v", bt, err)
+	}
+	var vals []string
+	var buf []byte
+	for _, ch := range sink.chunks {
+		buf = append(buf, ch.GetData()...)
+		if !ch.GetLast() || len(buf) == 0 {
+			continue
+		}
+		r, err := cluster.DecodeIPC(buf, memory.DefaultAllocator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, rdd.Decode(rdd.CodecOf[string](), r)...)
+		r.Release()
+		buf = nil
+	}
+	return vals
 }
