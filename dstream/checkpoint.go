@@ -66,6 +66,9 @@ type walInput interface {
 	// restoreAt installs recorded input as batch t's and returns its
 	// record count.
 	restoreAt(t time.Time, b []byte) (int64, error)
+	// markLogged tells the input that the log holds batch t's record, so
+	// its records may leave memory (input_spill.go).
+	markLogged(t time.Time)
 }
 
 // cannotResume reports a planned source that has no Resume hook: its
@@ -103,6 +106,17 @@ func (in *input[T]) recordAt(t time.Time) ([]byte, error) {
 }
 
 func (in *input[T]) restoreAt(t time.Time, b []byte) (int64, error) {
+	// The log's times are Unix times; batch times (the memo keys) are the
+	// zero time plus an offset, in its location: a key in another location
+	// is another map key, and windows after a restart would not find the
+	// batches restored for them.
+	z := in.s.b.ctx.zeroTime
+	t = z.Add(t.Sub(z))
+	if in.spill.wal != nil && !t.After(in.s.b.ctx.ckpt.from) {
+		// A batch before the restart point, restored for the windows
+		// that read back into it: it stays in the log (input_spill.go).
+		return in.restoreSpilled(t, b)
+	}
 	recs, rest, rows, err := in.decodeRecord(b)
 	if err != nil {
 		return 0, err
@@ -122,6 +136,35 @@ func (in *input[T]) restoreAt(t time.Time, b []byte) (int64, error) {
 		releaseAll(old)
 	}
 	in.recs[t] = recs
+	delete(in.spill.spilled, t)
+	in.mu.Unlock()
+	in.markLogged(t) // it came from the log
+	return rows, nil
+}
+
+// restoreSpilled installs recorded input as batch t's without decoding
+// its records: they stay in the log until a task reads them. Its record
+// count is the source's (restoreExtra), or 0: no batch reports it.
+func (in *input[T]) restoreSpilled(t time.Time, b []byte) (int64, error) {
+	ipcs, rest, err := splitRecord(b)
+	if err != nil {
+		return 0, fmt.Errorf("recorded input of %s: %s", in.s.b.name, err)
+	}
+	var rows int64
+	if in.restoreExtra != nil {
+		n, err := in.restoreExtra(t, rest)
+		if err != nil {
+			return 0, fmt.Errorf("recorded input of %s: %w", in.s.b.name, err)
+		}
+		rows = max(n, 0)
+	}
+	in.mu.Lock()
+	if old, ok := in.recs[t]; ok {
+		releaseAll(old)
+		delete(in.recs, t)
+	}
+	in.spill.spilled[t] = len(ipcs)
+	in.spill.logged[t] = true
 	in.mu.Unlock()
 	return rows, nil
 }
@@ -151,34 +194,24 @@ func (in *input[T]) decodeRecord(b []byte) (recs []arrow.Record, extra []byte, r
 		releaseAll(recs)
 		return fmt.Errorf("recorded input of %s: %s", in.s.b.name, why)
 	}
-	if len(b) < 4 {
-		return nil, nil, 0, bad("truncated")
+	ipcs, extra, err := splitRecord(b)
+	if err != nil {
+		return nil, nil, 0, bad(err.Error())
 	}
-	n := int(binary.BigEndian.Uint32(b))
-	b = b[4:]
-	recs = make([]arrow.Record, 0, min(n, 1<<16))
-	for range n {
-		if len(b) < 8 {
-			return nil, nil, 0, bad("truncated")
-		}
-		l := binary.BigEndian.Uint64(b)
-		b = b[8:]
-		if l == 0 {
+	recs = make([]arrow.Record, 0, len(ipcs))
+	for _, p := range ipcs {
+		if p == nil {
 			recs = append(recs, nil)
 			continue
 		}
-		if uint64(len(b)) < l {
-			return nil, nil, 0, bad("truncated")
-		}
-		r, err := cluster.DecodeIPC(b[:l], mem)
+		r, err := cluster.DecodeIPC(p, mem)
 		if err != nil {
 			return nil, nil, 0, bad(err.Error())
 		}
-		b = b[l:]
 		recs = append(recs, r)
 		rows += r.NumRows()
 	}
-	return recs, b, rows, nil
+	return recs, extra, rows, nil
 }
 
 func releaseAll(recs []arrow.Record) {
@@ -495,7 +528,15 @@ func (c *Context) logInput(t time.Time) error {
 			rec[w.walName()] = b
 		}
 	}
-	return c.ckpt.store.WriteInput(t, rec)
+	if err := c.ckpt.store.WriteInput(t, rec); err != nil {
+		return err
+	}
+	for _, in := range c.inputs {
+		if w, ok := in.(walInput); ok {
+			w.markLogged(t)
+		}
+	}
+	return nil
 }
 
 // checkpointBatch runs after batch t committed: a snapshot every
@@ -523,7 +564,13 @@ func (c *Context) checkpointBatch(t time.Time) error {
 		return err
 	}
 	ck.meta = m
-	// Keep the input a restart from the older snapshot replays or reads.
+	// Keep the input a restart from the older snapshot replays or reads,
+	// and the input the running job's windows still read back: inputs
+	// keep in memory only their last batches (input_spill.go), and a
+	// window at a batch after t reads back less than the longest remember
+	// duration before it. keepFrom is at most t, so deleting through
+	// keepFrom - maxRemember covers both (TestWindowInputSpillsToTheLog
+	// with state, TestWindowOverSocketInputSpills without).
 	var keepFrom time.Time
 	switch {
 	case len(m.Snapshots) == 2:

@@ -3,6 +3,7 @@ package dstream
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -31,7 +32,11 @@ type input[T any] struct {
 	restoreExtra func(t time.Time, b []byte) (int64, error)
 	resume       func(b []byte) error
 	mu           sync.Mutex
-	recs         map[time.Time][]arrow.Record
+	recs         map[time.Time][]arrow.Record // the batches' records in memory
+	// spill is the write-ahead log's part (input_spill.go): with a
+	// checkpoint directory, records of batches older than the resident
+	// span leave recs and are read back from the log when needed.
+	spill spill
 	// fetching holds, in the executor role, the fetches of input batches
 	// from the driver in flight, so that concurrent tasks fetch once.
 	fetching map[time.Time]*inputFetch
@@ -43,7 +48,8 @@ type inputFetch struct {
 }
 
 func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Record, int64, error)) *input[T] {
-	in := &input[T]{op: op, cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[time.Time]*inputFetch{}}
+	in := &input[T]{op: op, cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[time.Time]*inputFetch{},
+		spill: spill{logged: map[time.Time]bool{}, spilled: map[time.Time]int{}}}
 	codec := rdd.CodecOf[T]()
 	in.s = newStream(ctx, op, ctx.cfg.BatchInterval, nil, func(t time.Time) (*rdd.RDD[T], error) {
 		var r *rdd.RDD[T]
@@ -60,12 +66,25 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 		} else {
 			in.mu.Lock()
 			recs, ok := in.recs[t]
-			in.mu.Unlock()
+			parts, spilled := len(recs), false
 			if !ok {
+				parts, spilled = in.spill.spilled[t]
+			}
+			in.mu.Unlock()
+			if !ok && !spilled {
 				return nil, nil // before the stream started
 			}
-			r = rdd.FromRecords(op, codec, recs)
-			ctx.inputNodes[r.Node().ID] = &sluicev1.InputRef{Input: int32(in.index), BatchTimeUnixNano: t.UnixNano(), Partitions: int32(len(recs))}
+			if in.spill.wal == nil {
+				r = rdd.FromRecords(op, codec, recs)
+			} else {
+				// The records may leave memory before a window reads
+				// the batch again: each task takes its partition from
+				// memory or from the log (input_spill.go).
+				r = rdd.FromRecordFunc(op, codec, parts, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+					return in.partAt(t, part)
+				})
+			}
+			ctx.inputNodes[r.Node().ID] = &sluicev1.InputRef{Input: int32(in.index), BatchTimeUnixNano: t.UnixNano(), Partitions: int32(parts)}
 		}
 		r.Node().Site = in.s.b.name[len(op)+1:]
 		return r, nil
@@ -83,6 +102,7 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 				delete(in.recs, t)
 			}
 		}
+		in.spillThrough(before)
 	}
 	ctx.mu.Lock()
 	in.index = len(ctx.inputs)
@@ -94,32 +114,50 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 func (in *input[T]) base() *streamBase { return in.s.b }
 
 // recordsAt returns the input of batch t, retained (the caller releases),
-// and whether the batch is still remembered.
+// and whether the batch is still remembered. A batch that left memory is
+// read back from the write-ahead log, with no lock held.
 func (in *input[T]) recordsAt(t time.Time) ([]arrow.Record, bool) {
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	var recs []arrow.Record
-	found := false
+	found, spilled := false, false
 	for bt, rs := range in.recs { // Equal, not ==: t may carry another location
 		if bt.Equal(t) {
 			recs, found = rs, true
 		}
 	}
 	if !found {
-		return nil, false
-	}
-	for _, r := range recs {
-		if r != nil {
-			r.Retain()
+		for bt := range in.spill.spilled {
+			if bt.Equal(t) {
+				t, spilled = bt, true
+			}
 		}
 	}
-	return recs, true
+	if found {
+		for _, r := range recs {
+			if r != nil {
+				r.Retain()
+			}
+		}
+	}
+	in.mu.Unlock()
+	if spilled {
+		recs, err := in.readBack(t)
+		if err != nil {
+			// The caller (the job driver's FetchInput) reports a batch it
+			// cannot serve; the cause is in the log.
+			in.s.b.ctx.log.Error("read back spilled input", slog.String("input", in.s.b.name), slog.String("batch", fmtTime(t)), slog.Any("err", err))
+			return nil, false
+		}
+		return recs, true
+	}
+	return recs, found
 }
 
 func (in *input[T]) start() error {
 	if in.s.b.ctx.role == roleExecutor {
 		return nil // the driver receives the input; executors fetch it
 	}
+	in.startSpill()
 	if in.startFn != nil {
 		return in.startFn()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -55,10 +56,23 @@ func (s *Store) WriteInput(t time.Time, inputs map[string][]byte) error {
 	return nil
 }
 
+// viewWAL runs a read transaction on the log under s.mu: a compaction
+// replaces s.wal (and Close closes it), so a read that did not hold the
+// lock could run on a closed file. Reads are short (they copy what they
+// need); holding the store's lock only orders them with its writes.
+func (s *Store) viewWAL(f func(tx *bolt.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("checkpoint: store is closed")
+	}
+	return view(s.wal, f)
+}
+
 // InputTimes returns the batch times with recorded input, oldest first.
 func (s *Store) InputTimes() ([]time.Time, error) {
 	var out []time.Time
-	err := view(s.wal, func(tx *bolt.Tx) error {
+	err := s.viewWAL(func(tx *bolt.Tx) error {
 		root := tx.Bucket(walBucket)
 		if root == nil {
 			return nil
@@ -72,7 +86,7 @@ func (s *Store) InputTimes() ([]time.Time, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: read %s: %w", s.wal.Path(), err)
+		return nil, fmt.Errorf("checkpoint: read %s: %w", filepath.Join(s.cfg.Dir, walFile), err)
 	}
 	return out, nil
 }
@@ -80,7 +94,7 @@ func (s *Store) InputTimes() ([]time.Time, error) {
 // ReadInput returns the recorded input of batch t (copies, checksums
 // checked); ok is false if t has no record.
 func (s *Store) ReadInput(t time.Time) (inputs map[string][]byte, ok bool, err error) {
-	err = view(s.wal, func(tx *bolt.Tx) error {
+	err = s.viewWAL(func(tx *bolt.Tx) error {
 		root := tx.Bucket(walBucket)
 		if root == nil {
 			return nil
@@ -101,9 +115,62 @@ func (s *Store) ReadInput(t time.Time) (inputs map[string][]byte, ok bool, err e
 		})
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), s.wal.Path(), err)
+		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), filepath.Join(s.cfg.Dir, walFile), err)
 	}
 	return inputs, ok, nil
+}
+
+// ReadInputOf returns the recorded input of one input of batch t (a copy,
+// checksum checked); ok is false if t has no record of it. A running job
+// reads back, with it, the input of batches it no longer keeps in memory.
+func (s *Store) ReadInputOf(t time.Time, name string) (data []byte, ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false, errors.New("checkpoint: store is closed")
+	}
+	var mapped int64
+	err = view(s.wal, func(tx *bolt.Tx) error {
+		mapped = tx.Size()
+		root := tx.Bucket(walBucket)
+		if root == nil {
+			return nil
+		}
+		b := root.Bucket(walKey(t))
+		if b == nil {
+			return nil
+		}
+		v := b.Get([]byte(name))
+		if v == nil {
+			return nil
+		}
+		d, err := unseal(v)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", name, err)
+		}
+		data, ok = d, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("checkpoint: read write-ahead input of batch %s from %s: %w", t.UTC().Format(time.RFC3339Nano), filepath.Join(s.cfg.Dir, walFile), err)
+	}
+	s.unmapWAL(mapped)
+	return data, ok, nil
+}
+
+// unmapWAL drops the first size bytes of the log's memory map from this
+// process's resident pages. bbolt reads through a shared read-only mapping
+// of the file, so every batch read back (ReadInputOf) would stay resident
+// in the job's memory until the file is remapped: the log of a long window,
+// although the job keeps none of it. The pages stay in the page cache; a
+// later read faults them in again. s.mu held, so nothing remaps the file
+// meanwhile (writes, compaction and Close hold it); size is a transaction's
+// Size, which the mapping covers. Best effort: an error changes nothing.
+func (s *Store) unmapWAL(size int64) {
+	if size <= 0 || s.wal == nil {
+		return
+	}
+	syscall.Syscall(syscall.SYS_MADVISE, s.wal.Info().Data, uintptr(size), syscall.MADV_DONTNEED)
 }
 
 // DeleteInputThrough deletes the recorded input of batches at or before t,
@@ -134,6 +201,11 @@ func (s *Store) DeleteInputThrough(t time.Time) error {
 	})
 	if err != nil {
 		return fmt.Errorf("checkpoint: delete write-ahead input through %s: %w", t.UTC().Format(time.RFC3339Nano), err)
+	}
+	// Deleting walked the deleted batches' pages.
+	var mapped int64
+	if view(s.wal, func(tx *bolt.Tx) error { mapped = tx.Size(); return nil }) == nil {
+		s.unmapWAL(mapped)
 	}
 	return s.maybeCompactWAL()
 }
