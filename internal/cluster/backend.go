@@ -481,6 +481,12 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 		res.Err = &rdd.CacheMissError{NodeID: b.Node, Part: b.Part, Op: nodes[resp.GetCacheMissing().GetOrdinal()].String()}
 	case resp.GetFetchFailed():
 		res.Err = &rdd.FetchFailedError{ShuffleID: resp.GetFetchFailedShuffle(), MapPart: int(resp.GetFetchFailedMap()), Reason: resp.GetError()}
+	case resp.GetFatal() && t.StateAt.Incarnation != 0 && resp.GetIncarnation() != t.StateAt.Incarnation:
+		// The job process holding the task's state is gone (the daemon
+		// refused to run it elsewhere): the state is lost, which a job with
+		// a checkpoint recovers from by restarting.
+		res.Err = scheduler.Fatal(&scheduler.StateLostError{State: t.State, Partition: t.Partition, Holder: t.StateAt,
+			Reason: fmt.Sprintf("executor %s: %s", e.id, resp.GetError())})
 	case resp.GetFatal():
 		res.Err = scheduler.Fatal(fmt.Errorf("executor %s: %s", e.id, resp.GetError()))
 	case resp.GetError() != "":

@@ -151,3 +151,55 @@ func TestRemoteBackendFailsALostExecutorsCalls(t *testing.T) {
 		t.Fatal("the lost executor's call was not ended")
 	}
 }
+
+// refusingExecutor answers every task as a daemon whose job process holding
+// the task's state is gone: fatal, incarnation 0.
+type refusingExecutor struct{ sluicev1.ExecutorClient }
+
+func (refusingExecutor) RunTask(_ context.Context, req *sluicev1.TaskRequest, _ ...grpc.CallOption) (*sluicev1.TaskResponse, error) {
+	return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), ExecutorEpoch: 1, Fatal: true,
+		Error: "the task needs operator state held by incarnation 1048577 of job j's process, which is gone (now 0): the state is lost"}, nil
+}
+
+// A task whose state holder's job process is gone fails with a
+// StateLostError (so that a checkpointed job restarts to recover it), not
+// a plain fatal task error; a fatal error of a task without state stays
+// what it was.
+func TestRemoteBackendStateHolderGoneIsStateLost(t *testing.T) {
+	drv := &listDriver{}
+	drv.set(&sluicev1.ExecutorInfo{ExecutorId: "e0", Address: "a0", Slots: 1, Epoch: 1})
+	b := NewRemoteBackend(BackendConfig{
+		Driver:   drv,
+		Executor: func(string) (sluicev1.ExecutorClient, error) { return refusingExecutor{}, nil },
+		Request: func(t *scheduler.Task) (*sluicev1.TaskRequest, error) {
+			return &sluicev1.TaskRequest{JobId: "j", TaskId: t.ID}, nil
+		},
+		Lost:           func(string) {},
+		StateLocations: func() map[string]scheduler.Location { return nil },
+		Refresh:        time.Hour,
+	})
+	results := make(chan scheduler.TaskResult, 2)
+	b.Start(func(r scheduler.TaskResult) { results <- r })
+	defer b.Stop()
+	node := &rdd.Node{ID: 1, Op: "updateStateByKey(totals)", Parts: 2, State: "totals"}
+	for i, at := range []scheduler.Location{{Executor: "e0", Incarnation: 1048577}, {}} {
+		task := &scheduler.Task{ID: int64(i), Job: &scheduler.Job{Final: node, Desc: "t"}, Stage: &scheduler.Stage{Node: node, NumTasks: 2}, Partition: i}
+		if at.Incarnation != 0 {
+			task.State, task.StateAt = "totals", at
+		}
+		b.Launch(task)
+		var r scheduler.TaskResult
+		select {
+		case r = <-results:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no result")
+		}
+		var sl *scheduler.StateLostError
+		if got := errors.As(r.Err, &sl); got != (at.Incarnation != 0) || !scheduler.IsFatal(r.Err) {
+			t.Errorf("task %d (state at %v): error %v; a StateLostError: %v, want %v; fatal: %v", i, at, r.Err, got, at.Incarnation != 0, scheduler.IsFatal(r.Err))
+		}
+		if sl != nil && (sl.State != "totals" || sl.Partition != 0 || sl.Holder != at) {
+			t.Errorf("StateLostError %+v does not name the state, partition and holder", sl)
+		}
+	}
+}
