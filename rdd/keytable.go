@@ -27,96 +27,140 @@ var tableSeed = func() uint64 {
 func load64(p unsafe.Pointer) uint64 { return *(*uint64)(p) }
 func load32(p unsafe.Pointer) uint64 { return uint64(*(*uint32)(p)) }
 
+// Second and third seeds of the table hash, derived from tableSeed.
+var (
+	tableSeed2 = mix(tableSeed ^ 0xa0761d6478bd642f)
+	tableSeed3 = mix(tableSeed ^ 0xe7037ed1a0b428db)
+)
+
+// fold is wyhash's mixing step: the 128-bit product of a and b, folded to
+// 64 bits. One multiply; every input bit reaches the high output bits.
+func fold(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
 // strHash hashes s reading it 8 bytes at a time (wyhash-style short-string
-// handling: short keys cost two loads and a multiply). It never reads past
-// the end of s.
+// handling: short keys cost one or two loads and one multiply). It never
+// reads past the end of s.
 func strHash(s string) uint64 {
 	h, _ := strHashFP(s)
 	return h
 }
 
-// strHashFP returns the hash of s and, for len(s) <= 8, a fingerprint that
-// together with the length determines s (the loads the hash reads: for 4-8
-// bytes the first and last 4, for 1-3 bytes the first, middle and last), so
-// short keys compare without reading their bytes again.
+// strHashFP returns the hash of s and a fingerprint. For len(s) <= 8 the
+// fingerprint is the bytes of s, zero-padded, as a little-endian word (read
+// with at most two overlapping loads), so that together with the length it
+// determines s and short keys compare without reading their bytes again. For
+// longer keys it is the last 8 bytes, a filter before the byte compare.
 func strHashFP(s string) (h, fp uint64) {
 	n := len(s)
-	h = tableSeed ^ uint64(n)*0x9E3779B97F4A7C15
-	if n == 0 {
-		return mix(h), 0
-	}
 	p := unsafe.Pointer(unsafe.StringData(s))
-	var a, b uint64
 	switch {
 	case n > 8:
+		h = tableSeed3 ^ uint64(n)
 		i := 0
 		for ; i+8 < n; i += 8 {
-			hi, lo := bits.Mul64(h^load64(unsafe.Add(p, i)), 0xa0761d6478bd642f)
-			h = hi ^ lo
+			h = fold(h^load64(unsafe.Add(p, i)), 0xa0761d6478bd642f)
 		}
-		a = load64(unsafe.Add(p, n-8))
+		fp = load64(unsafe.Add(p, n-8))
 	case n == 8:
-		a = load64(p)
+		fp = load64(p)
 	case n >= 4:
-		a = load32(p)
-		b = load32(unsafe.Add(p, n-4))
-	default:
-		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
+		fp = load32(p) | load32(unsafe.Add(p, n-4))<<(8*(n-4))
+	case n > 0:
+		fp = uint64(s[0]) | uint64(s[n>>1])<<(8*(n>>1)) | uint64(s[n-1])<<(8*(n-1))
 	}
-	hi, lo := bits.Mul64(a^0xe7037ed1a0b428db^h, b^0x8ebc6af09c88c6e3)
-	return mix(hi ^ lo ^ h), a ^ b<<32
+	return fold(fp^h^tableSeed, bits.RotateLeft64(fp, 32)^tableSeed2^uint64(n)*0x9E3779B97F4A7C15), fp
 }
 
 // strTable maps string keys to dense slots 0, 1, 2... in first-seen order.
-// The hash is inlined, slots hold the key, its hash and fingerprint so a
-// probe touches one cache line, and keys of up to 8 bytes (every word of the
-// standard workload) compare without reading their bytes.
+// It is open addressing with linear probing over 16-byte slots (four per
+// cache line): a slot holds the key's fingerprint, a tag (the top bits of
+// its hash and its length class) and its position in keys. Keys of up to 8
+// bytes (every word of the standard workload) are determined by fingerprint
+// and length, so they compare with two loads from the slot and never read
+// key bytes; longer keys compare their bytes after the tag and fingerprint
+// matched. A slot's home is the top bits of the hash, which the tag holds, so
+// growing the table moves slots without hashing keys again (up to 2^28 slots).
 type strTable struct {
-	slots []strSlot
-	mask  uint64
+	slots []strSlot // len a power of two
+	shift uint      // 64 - log2(len(slots)): home slot = hash >> shift
 	keys  []string
 }
 
 type strSlot struct {
-	h   uint64
 	fp  uint64 // strHashFP's fingerprint
-	key string
-	pos uint32 // index into keys, plus 1 (0: empty)
+	tag uint32 // hash>>36<<4 | length class (1..15); 0: empty
+	pos uint32 // index into keys
 }
 
+const (
+	strTableMinLog = 6
+	tagHashBits    = 28 // the hash bits a tag holds
+)
+
 func newStrTable() *strTable {
-	return &strTable{slots: make([]strSlot, 64), mask: 63}
+	return &strTable{slots: make([]strSlot, 1<<strTableMinLog), shift: 64 - strTableMinLog}
+}
+
+// strTag is the tag of a key of length n with hash h: never 0, and equal
+// tags with equal fingerprints mean equal keys when n <= 8.
+func strTag(h uint64, n int) uint32 {
+	return uint32(h>>(64-tagHashBits))<<4 | uint32(min(n, 14)+1)
 }
 
 func (t *strTable) slot(k string) (pos int, added bool) {
 	h, fp := strHashFP(k)
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
-		s := &t.slots[i]
-		if s.pos == 0 {
-			break
+	tag := strTag(h, len(k))
+	slots := t.slots
+	mask := uint64(len(slots) - 1)
+	base := unsafe.Pointer(unsafe.SliceData(slots))
+	for i := h >> t.shift; ; i = (i + 1) & mask {
+		// i <= mask < len(slots): i starts below len(slots) (the top bits
+		// of h) and is masked after.
+		s := (*strSlot)(unsafe.Add(base, uintptr(i)*unsafe.Sizeof(strSlot{})))
+		if s.tag == tag && s.fp == fp && (len(k) <= 8 || t.keys[s.pos] == k) {
+			return int(s.pos), false
 		}
-		if s.h == h && s.fp == fp && len(s.key) == len(k) && (len(k) <= 8 || s.key == k) {
-			return int(s.pos - 1), false
+		if s.tag == 0 {
+			break
 		}
 	}
 	if (len(t.keys)+1)*4 > len(t.slots)*3 {
-		old := t.slots
-		t.slots = make([]strSlot, 2*len(old))
-		t.mask = uint64(len(t.slots) - 1)
-		for _, s := range old {
-			if s.pos != 0 {
-				t.place(s)
-			}
-		}
+		t.grow()
 	}
 	t.keys = append(t.keys, k)
-	t.place(strSlot{h: h, fp: fp, key: k, pos: uint32(len(t.keys))})
+	t.place(h>>t.shift, strSlot{fp: fp, tag: tag, pos: uint32(len(t.keys) - 1)})
 	return len(t.keys) - 1, true
 }
 
-func (t *strTable) place(s strSlot) {
-	for i := s.h & t.mask; ; i = (i + 1) & t.mask {
-		if t.slots[i].pos == 0 {
+// grow doubles the table. A slot's home comes from its tag while the table
+// has at most 2^tagHashBits slots; past that the key is hashed again.
+func (t *strTable) grow() {
+	old := t.slots
+	t.slots = make([]strSlot, 2*len(old))
+	t.shift--
+	log := 64 - t.shift
+	for _, s := range old {
+		if s.tag == 0 {
+			continue
+		}
+		var home uint64
+		if log <= tagHashBits {
+			home = uint64(s.tag>>4) >> (tagHashBits - log)
+		} else {
+			h, _ := strHashFP(t.keys[s.pos])
+			home = h >> t.shift
+		}
+		t.place(home, s)
+	}
+}
+
+func (t *strTable) place(i uint64, s strSlot) {
+	mask := uint64(len(t.slots) - 1)
+	for ; ; i = (i + 1) & mask {
+		if t.slots[i].tag == 0 {
 			t.slots[i] = s
 			return
 		}
