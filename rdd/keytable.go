@@ -100,6 +100,10 @@ const (
 	tagHashBits    = 28 // the hash bits a tag holds
 )
 
+// rehashAbove is the table size (log2) past which grow hashes keys again;
+// tagHashBits except in tests, which lower it to run that path.
+var rehashAbove uint = tagHashBits
+
 func newStrTable() *strTable {
 	return &strTable{slots: make([]strSlot, 1<<strTableMinLog), shift: 64 - strTableMinLog}
 }
@@ -147,7 +151,7 @@ func (t *strTable) grow() {
 			continue
 		}
 		var home uint64
-		if log <= tagHashBits {
+		if log <= rehashAbove {
 			home = uint64(s.tag>>4) >> (tagHashBits - log)
 		} else {
 			h, _ := strHashFP(t.keys[s.pos])

@@ -2,6 +2,8 @@ package rdd
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow/go/v15/arrow"
@@ -133,5 +135,127 @@ func BenchmarkWordCountReduceSide(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The string table must agree with a Go map on random keys: every length
+// path (empty, 1-3, 4-7, 8, long), zero and 0xff bytes, keys that differ only
+// in length ("ab" and "ab\x00") or only in the middle of long keys, repeats,
+// keys crowded into one probe run, tag collisions, and growth both from the
+// tags and by hashing again.
+func TestStrTableMatchesMapRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	alphabet := []byte("ab\x00\xffxyzcdefghijklmnopqrstuvw")
+	randKey := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	var keys []string
+	for len(keys) < 150_000 {
+		switch k := randKey(r.IntN(12)); r.IntN(6) {
+		case 0:
+			keys = append(keys, k, k+"\x00", "\x00"+k)
+		case 1: // long keys sharing their first and last bytes
+			keys = append(keys, "prefix-prefix-"+k+"-suffix-suffix", strings.Repeat("x", 8+r.IntN(30))+k)
+		default:
+			keys = append(keys, k)
+		}
+	}
+	keys = append(keys, "")
+	// Keys whose home slots coincide in tables of up to 4096 slots: one
+	// long probe run that wraps around the end of a small table.
+	for i := 0; len(keys) < 160_000 && i < 2_000_000; i++ {
+		if k := fmt.Sprint("crowd", i); strHash(k)>>52 == 0xfff {
+			keys = append(keys, k, k)
+		}
+	}
+	// Pairs of distinct keys of one length with the same tag (the table
+	// hash is seeded per process, so search for them), short and long.
+	for _, n := range []int{5, 8, 20} {
+		seen := map[uint32]string{}
+		for found := 0; found < 3; {
+			k := randKey(n)
+			h, _ := strHashFP(k)
+			tag := strTag(h, n)
+			if other, ok := seen[tag]; ok && other != k {
+				keys = append(keys, other, k)
+				found++
+			}
+			seen[tag] = k
+		}
+	}
+	// Repeats, in random order.
+	stream := make([]string, 0, 3*len(keys))
+	for range 3 {
+		stream = append(stream, keys...)
+	}
+	r.Shuffle(len(stream), func(i, j int) { stream[i], stream[j] = stream[j], stream[i] })
+
+	for _, rehash := range []uint{tagHashBits, 7} {
+		t.Run(fmt.Sprint("rehashAbove=", rehash), func(t *testing.T) {
+			defer func(old uint) { rehashAbove = old }(rehashAbove)
+			rehashAbove = rehash
+			tab := newStrTable()
+			ref := map[string]int{}
+			for _, k := range stream {
+				pos, added := tab.slot(k)
+				want, ok := ref[k]
+				if !ok {
+					want = len(ref)
+					ref[k] = want
+				}
+				if pos != want || added == ok {
+					t.Fatalf("%q: slot %d added %v, want %d added %v", k, pos, added, want, !ok)
+				}
+			}
+			if len(tab.keys) != len(ref) {
+				t.Fatalf("%d keys, want %d", len(tab.keys), len(ref))
+			}
+			for i, k := range tab.keys {
+				if ref[k] != i {
+					t.Fatalf("keys[%d] = %q, the map has it at %d", i, k, ref[k])
+				}
+			}
+			// Distinct keys of the same length class with the same tag were
+			// told apart (by fingerprint or bytes): the test must have had some.
+			tags := map[uint32]int{}
+			collisions := 0
+			for _, k := range tab.keys {
+				h, _ := strHashFP(k)
+				tag := strTag(h, len(k))
+				collisions += tags[tag]
+				tags[tag]++
+			}
+			if collisions < 9 {
+				t.Fatal("no two keys shared a tag; the test exercises less than it claims")
+			}
+			t.Logf("%d keys, %d tag collisions, %d slots", len(tab.keys), collisions, len(tab.slots))
+		})
+	}
+}
+
+// Keys of up to 8 bytes compare by tag and fingerprint alone, and "ab" and
+// "ab\x00" share a fingerprint: the tag must tell lengths apart even when
+// their hashes' top bits coincide (too rare to search for), and never be 0
+// (an empty slot).
+func TestStrTagSeparatesLengths(t *testing.T) {
+	for _, h := range []uint64{0, 1 << 63, ^uint64(0), 0x0123456789abcdef} {
+		seen := map[uint32]int{}
+		for n := 0; n <= 8; n++ {
+			tag := strTag(h, n)
+			if tag == 0 {
+				t.Fatalf("strTag(%#x, %d) = 0", h, n)
+			}
+			if m, ok := seen[tag]; ok {
+				t.Fatalf("strTag(%#x, ...): lengths %d and %d share tag %#x", h, m, n, tag)
+			}
+			seen[tag] = n
+		}
+		if strTag(h, 9) == 0 || strTag(h, 1000) == 0 {
+			t.Fatalf("strTag(%#x, long) = 0", h)
+		}
 	}
 }
