@@ -74,19 +74,24 @@ func strHashFP(s string) (h, fp uint64) {
 	return fold(fp^h^tableSeed, bits.RotateLeft64(fp, 32)^tableSeed2^uint64(n)*0x9E3779B97F4A7C15), fp
 }
 
-// strTable maps string keys to dense slots 0, 1, 2... in first-seen order.
-// It is open addressing with linear probing over 16-byte slots (four per
-// cache line): a slot holds the key's fingerprint, a tag (the top bits of
-// its hash and its length class) and its position in keys. Keys of up to 8
-// bytes (every word of the standard workload) are determined by fingerprint
-// and length, so they compare with two loads from the slot and never read
-// key bytes; longer keys compare their bytes after the tag and fingerprint
-// matched. A slot's home is the top bits of the hash, which the tag holds, so
-// growing the table moves slots without hashing keys again (up to 2^28 slots).
-type strTable struct {
+// strTable maps string keys to combiners of type C, and remembers the keys
+// in first-seen order. It is open addressing with linear probing over 16-byte
+// slots (four per cache line): a slot holds the key's fingerprint, a tag (the
+// top bits of its hash and its length class) and its position in first-seen
+// order. Keys of up to 8 bytes (every word of the standard workload) are
+// determined by fingerprint and length, so they compare with two loads from
+// the slot and never read key bytes; longer keys compare their bytes after
+// the tag and fingerprint matched. The combiners are a column parallel to the
+// slots (vals[i] belongs to slots[i]), so the CPU can load a hit's combiner
+// while it still checks the slot, instead of after reading a position from
+// it. A slot's home is the top bits of the hash, which the tag holds, so
+// growing moves slots without hashing keys again (up to 2^28 slots).
+type strTable[C any] struct {
 	slots []strSlot // len a power of two
+	vals  []C       // len(slots); vals[i] is the combiner of slots[i]'s key
 	shift uint      // 64 - log2(len(slots)): home slot = hash >> shift
-	keys  []string
+	keys  []string  // first-seen order
+	order []uint32  // order[pos]: the slot of keys[pos]
 }
 
 type strSlot struct {
@@ -104,8 +109,12 @@ const (
 // tagHashBits except in tests, which lower it to run that path.
 var rehashAbove uint = tagHashBits
 
-func newStrTable() *strTable {
-	return &strTable{slots: make([]strSlot, 1<<strTableMinLog), shift: 64 - strTableMinLog}
+func newStrTable[C any]() *strTable[C] {
+	return &strTable[C]{
+		slots: make([]strSlot, 1<<strTableMinLog),
+		vals:  make([]C, 1<<strTableMinLog),
+		shift: 64 - strTableMinLog,
+	}
 }
 
 // strTag is the tag of a key of length n with hash h: never 0, and equal
@@ -114,18 +123,20 @@ func strTag(h uint64, n int) uint32 {
 	return uint32(h>>(64-tagHashBits))<<4 | uint32(min(n, 14)+1)
 }
 
-func (t *strTable) slot(k string) (pos int, added bool) {
+// slot returns the slot of k, adding k if it is new (added), in which case
+// the caller sets t.vals[i]. Slots move when the table grows: i is valid
+// until the next call.
+func (t *strTable[C]) slot(k string) (i int, added bool) {
 	h, fp := strHashFP(k)
 	tag := strTag(h, len(k))
-	slots := t.slots
-	mask := uint64(len(slots) - 1)
-	base := unsafe.Pointer(unsafe.SliceData(slots))
+	mask := uint64(len(t.slots) - 1)
+	base := unsafe.Pointer(unsafe.SliceData(t.slots))
 	for i := h >> t.shift; ; i = (i + 1) & mask {
 		// i <= mask < len(slots): i starts below len(slots) (the top bits
 		// of h) and is masked after.
 		s := (*strSlot)(unsafe.Add(base, uintptr(i)*unsafe.Sizeof(strSlot{})))
 		if s.tag == tag && s.fp == fp && (len(k) <= 8 || t.keys[s.pos] == k) {
-			return int(s.pos), false
+			return int(i), false
 		}
 		if s.tag == 0 {
 			break
@@ -134,19 +145,34 @@ func (t *strTable) slot(k string) (pos int, added bool) {
 	if (len(t.keys)+1)*4 > len(t.slots)*3 {
 		t.grow()
 	}
+	i = t.place(h>>t.shift, strSlot{fp: fp, tag: tag, pos: uint32(len(t.keys))})
 	t.keys = append(t.keys, k)
-	t.place(h>>t.shift, strSlot{fp: fp, tag: tag, pos: uint32(len(t.keys) - 1)})
-	return len(t.keys) - 1, true
+	t.order = append(t.order, uint32(i))
+	return i, true
+}
+
+// pos returns the first-seen position of the key in slot i.
+func (t *strTable[C]) pos(i int) int { return int(t.slots[i].pos) }
+
+// each calls f with every key and its combiner in first-seen order, until f
+// returns false.
+func (t *strTable[C]) each(f func(k string, c C) bool) {
+	for pos, i := range t.order {
+		if !f(t.keys[pos], t.vals[i]) {
+			return
+		}
+	}
 }
 
 // grow doubles the table. A slot's home comes from its tag while the table
-// has at most 2^tagHashBits slots; past that the key is hashed again.
-func (t *strTable) grow() {
-	old := t.slots
-	t.slots = make([]strSlot, 2*len(old))
+// has at most 2^rehashAbove slots; past that the key is hashed again.
+func (t *strTable[C]) grow() {
+	oldSlots, oldVals := t.slots, t.vals
+	t.slots = make([]strSlot, 2*len(oldSlots))
+	t.vals = make([]C, 2*len(oldVals))
 	t.shift--
 	log := 64 - t.shift
-	for _, s := range old {
+	for j, s := range oldSlots {
 		if s.tag == 0 {
 			continue
 		}
@@ -157,16 +183,19 @@ func (t *strTable) grow() {
 			h, _ := strHashFP(t.keys[s.pos])
 			home = h >> t.shift
 		}
-		t.place(home, s)
+		i := t.place(home, s)
+		t.vals[i] = oldVals[j]
+		t.order[s.pos] = uint32(i)
 	}
 }
 
-func (t *strTable) place(i uint64, s strSlot) {
+// place puts s in the first empty slot from i on and returns its index.
+func (t *strTable[C]) place(i uint64, s strSlot) int {
 	mask := uint64(len(t.slots) - 1)
 	for ; ; i = (i + 1) & mask {
 		if t.slots[i].tag == 0 {
 			t.slots[i] = s
-			return
+			return int(i)
 		}
 	}
 }

@@ -22,10 +22,11 @@ func words(n int) []string {
 // The string table must agree with a Go map on every key, across growth.
 func TestStrTableMatchesMap(t *testing.T) {
 	ws := words(200_000)
-	tab := newStrTable()
+	tab := newStrTable[int64]()
 	ref := map[string]int{}
 	for _, w := range ws {
-		pos, added := tab.slot(w)
+		i, added := tab.slot(w)
+		pos := tab.pos(i)
 		want, ok := ref[w]
 		if !ok {
 			want = len(ref)
@@ -76,13 +77,12 @@ func BenchmarkKeyTable(b *testing.B) {
 	b.Run("strtable", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			tab := newStrTable()
-			vals := make([]int64, 0, 16)
+			tab := newStrTable[int64]()
 			for _, w := range ws {
-				if p, added := tab.slot(w); added {
-					vals = append(vals, 1)
+				if i, added := tab.slot(w); added {
+					tab.vals[i] = 1
 				} else {
-					vals[p]++
+					tab.vals[i]++
 				}
 			}
 		}
@@ -198,10 +198,16 @@ func TestStrTableMatchesMapRandom(t *testing.T) {
 		t.Run(fmt.Sprint("rehashAbove=", rehash), func(t *testing.T) {
 			defer func(old uint) { rehashAbove = old }(rehashAbove)
 			rehashAbove = rehash
-			tab := newStrTable()
+			tab := newStrTable[int]()
 			ref := map[string]int{}
 			for _, k := range stream {
-				pos, added := tab.slot(k)
+				i, added := tab.slot(k)
+				pos := tab.pos(i)
+				if added {
+					tab.vals[i] = 1
+				} else {
+					tab.vals[i]++
+				}
 				want, ok := ref[k]
 				if !ok {
 					want = len(ref)
@@ -218,6 +224,23 @@ func TestStrTableMatchesMapRandom(t *testing.T) {
 				if ref[k] != i {
 					t.Fatalf("keys[%d] = %q, the map has it at %d", i, k, ref[k])
 				}
+			}
+			// Every key's count (3 per occurrence in keys) followed its slot
+			// through growth, in first-seen order.
+			occurs := map[string]int{}
+			for _, k := range keys {
+				occurs[k] += 3
+			}
+			next := 0
+			tab.each(func(k string, n int) bool {
+				if k != tab.keys[next] || n != occurs[k] {
+					t.Fatalf("each: %d-th key %q with %d, want %q with %d", next, k, n, tab.keys[next], occurs[k])
+				}
+				next++
+				return true
+			})
+			if next != len(ref) {
+				t.Fatalf("each visited %d keys, want %d", next, len(ref))
 			}
 			// Distinct keys of the same length class with the same tag were
 			// told apart (by fingerprint or bytes): the test must have had some.
