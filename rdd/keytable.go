@@ -168,7 +168,25 @@ func (t *strTable[C]) slot(k string) (i int, added bool) {
 	tag := strTag(h, len(k))
 	mask := uint64(len(t.slots) - 1)
 	base := unsafe.Pointer(unsafe.SliceData(t.slots))
-	for i := h >> t.shift; ; i = (i + 1) & mask {
+	i0 := h >> t.shift
+	if len(k) <= 8 {
+		// Most short keys sit in their home slot or the next: test both
+		// without a branch between them (a branch on the first would
+		// mispredict for the one lookup in five that needs the second).
+		i1 := (i0 + 1) & mask
+		s0 := (*strSlot)(unsafe.Add(base, uintptr(i0)*unsafe.Sizeof(strSlot{})))
+		s1 := (*strSlot)(unsafe.Add(base, uintptr(i1)*unsafe.Sizeof(strSlot{})))
+		x0 := uint64(s0.tag^tag) | s0.fp^fp // 0: a match
+		x1 := uint64(s1.tag^tag) | s1.fp^fp
+		if min(x0, x1) == 0 {
+			j := i0
+			if x0 != 0 {
+				j = i1
+			}
+			return int(j), false
+		}
+	}
+	for i := i0; ; i = (i + 1) & mask {
 		// i <= mask < len(slots): i starts below len(slots) (the top bits
 		// of h) and is masked after.
 		s := (*strSlot)(unsafe.Add(base, uintptr(i)*unsafe.Sizeof(strSlot{})))
