@@ -282,3 +282,53 @@ func TestStrTagSeparatesLengths(t *testing.T) {
 		}
 	}
 }
+
+// A lookup must not take a key with its tag (but another fingerprint) for
+// itself, wherever that key sits: in the home slot, the next one (which
+// short keys test without a branch) or further on.
+func TestStrTableTagCollisionInProbeRun(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	randKey := func(n int) string { // any bytes: 2^24 keys of 3 bytes, enough for tag collisions
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		return string(b)
+	}
+	home := func(k string) uint64 { h, _ := strHashFP(k); return h >> (64 - strTableMinLog) }
+	for _, n := range []int{3, 5, 8, 12} {
+		// a and b: same length, same tag, different keys.
+		seen := map[uint32]string{}
+		var a, b string
+		for a == "" {
+			k := randKey(n)
+			h, _ := strHashFP(k)
+			tag := strTag(h, n)
+			if other, ok := seen[tag]; ok && other != k {
+				a, b = other, k
+			}
+			seen[tag] = k
+		}
+		for fillers := 0; fillers <= 2; fillers++ {
+			// fillers keys with a's home slot go first, so a sits that many
+			// slots past its home.
+			tab := newStrTable[int]()
+			for placed := 0; placed < fillers; {
+				if k := randKey(n); home(k) == home(a) && k != a && k != b {
+					tab.slot(k)
+					placed++
+				}
+			}
+			ia, added := tab.slot(a)
+			if !added || tab.pos(ia) != fillers {
+				t.Fatalf("len %d, %d fillers: %q added %v at %d", n, fillers, a, added, tab.pos(ia))
+			}
+			if ib, added := tab.slot(b); !added || ib == ia {
+				t.Fatalf("len %d, %d fillers: %q (tag of %q) found as %q", n, fillers, b, a, tab.keys[tab.pos(ib)])
+			}
+			if len(tab.slots) != 1<<strTableMinLog {
+				t.Fatal("the table grew; the slots are not where the test put them")
+			}
+		}
+	}
+}
