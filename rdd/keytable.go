@@ -176,8 +176,8 @@ func (t *strTable[C]) slot(k string) (i int, added bool) {
 		i1 := (i0 + 1) & mask
 		s0 := (*strSlot)(unsafe.Add(base, uintptr(i0)*unsafe.Sizeof(strSlot{})))
 		s1 := (*strSlot)(unsafe.Add(base, uintptr(i1)*unsafe.Sizeof(strSlot{})))
-		x0 := uint64(s0.tag^tag) | s0.fp^fp // 0: a match
-		x1 := uint64(s1.tag^tag) | s1.fp^fp
+		x0 := uint64(s0.tag^tag) | (s0.fp ^ fp) // 0: a match (| and ^ bind alike in Go)
+		x1 := uint64(s1.tag^tag) | (s1.fp ^ fp)
 		if min(x0, x1) == 0 {
 			j := i0
 			if x0 != 0 {
