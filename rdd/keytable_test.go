@@ -332,3 +332,41 @@ func TestStrTableTagCollisionInProbeRun(t *testing.T) {
 		}
 	}
 }
+
+// White box: a slot whose tag differs from a short key's only in a bit its
+// fingerprint has, and whose fingerprint lacks that bit, is another key, in
+// the home slot or the next (where the lookup tests both without a branch).
+// Such slots are too rare to meet by hashing.
+func TestStrTableComparesTagAndFingerprint(t *testing.T) {
+	for _, c := range []string{"abc", "abcd", "abcdefgh"} {
+		for at := 0; at <= 1; at++ {
+			tab := newStrTable[int]()
+			h, fp := strHashFP(c)
+			tag := strTag(h, len(c))
+			bit := uint64(0)
+			for b := 4; b < 32; b++ { // a hash bit of the tag, set in fp
+				if fp&(1<<b) != 0 {
+					bit = 1 << b
+					break
+				}
+			}
+			if bit == 0 {
+				t.Fatalf("%q: no usable bit", c)
+			}
+			home := h >> tab.shift
+			mask := uint64(len(tab.slots) - 1)
+			if at == 1 { // another key in the home slot
+				tab.slots[home] = strSlot{fp: ^fp, tag: tag ^ 1<<31, pos: uint32(len(tab.keys))}
+				tab.keys = append(tab.keys, "filler")
+				tab.order = append(tab.order, uint32(home))
+			}
+			i := (home + uint64(at)) & mask
+			tab.slots[i] = strSlot{fp: fp &^ bit, tag: tag ^ uint32(bit), pos: uint32(len(tab.keys))}
+			tab.keys = append(tab.keys, "crafted")
+			tab.order = append(tab.order, uint32(i))
+			if j, added := tab.slot(c); !added {
+				t.Fatalf("%q found as %q (slot %d)", c, tab.keys[tab.pos(j)], j)
+			}
+		}
+	}
+}
