@@ -12,6 +12,7 @@
 //	go run ./bench -workloads state,latency       # opt-in: 1M keys of state, 100 ms batches at 1.5M lines/s
 //	go run ./bench -workloads cluster-socket      # opt-in: socket input, 100k keys, driver + 2 executors vs local
 //	go run ./bench -workloads kafka               # opt-in: Kafka WordCount vs hand-written consumers
+//	go run ./bench -workloads local -cpuprofile cpu.out  # profile of the whole run, baselines included
 //
 // Workloads register themselves with register (one line per workload), in
 // file order; -workloads picks them by name.
@@ -25,6 +26,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -49,6 +51,7 @@ type config struct {
 	empty     int
 	workloads string
 	child     string
+	cpuprof   string
 
 	socketLines   int
 	socketBatch   time.Duration
@@ -95,6 +98,7 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&cfg.empty, "empty-batches", 300, "batches for the empty-batch overhead")
 	fs.StringVar(&cfg.workloads, "workloads", "", "comma-separated workloads (default: the default ones; 'all' for every one)")
 	fs.StringVar(&cfg.child, "child", "", "internal: run one measured side of a workload in this process")
+	fs.StringVar(&cfg.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run (every side, baselines included) to this file")
 	fs.IntVar(&cfg.socketLines, "socket-lines", 4_000_000, "socket: lines sent per round")
 	fs.DurationVar(&cfg.socketBatch, "socket-batch", 250*time.Millisecond, "socket: batch interval")
 	fs.Int64Var(&cfg.receiverBytes, "receiver-bytes", 128<<20, "socket, latency: receiver memory bound in bytes (0: the engine default, 256 MiB)")
@@ -127,6 +131,17 @@ func run(args []string, out io.Writer) error {
 		if w != "all" && !slices.ContainsFunc(workloads, func(x workload) bool { return x.name == w }) {
 			return fmt.Errorf("-workloads: unknown workload %q (have %s)", w, names())
 		}
+	}
+	if cfg.cpuprof != "" {
+		f, err := os.Create(cfg.cpuprof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Fprintf(out, "bench: %d cores, local[%d], %d interleaved rounds; workloads %s\n", runtime.NumCPU(), cfg.slots, cfg.rounds, names())
 	for _, w := range workloads {

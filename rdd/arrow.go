@@ -1,6 +1,8 @@
 package rdd
 
 import (
+	"math"
+
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/arrow/array"
 	"github.com/apache/arrow/go/v15/arrow/memory"
@@ -62,23 +64,59 @@ func ForEach[T any](c Codec[T], rec arrow.Record, yield func(T) bool) bool {
 
 // Encode builds a one-column record from vals.
 func Encode[T any](mem memory.Allocator, c Codec[T], vals []T) arrow.Record {
+	if ss, ok := any(vals).([]string); ok {
+		if _, ok := any(c).(stringCodec); ok {
+			if rec := encodeStrings(mem, ss); rec != nil {
+				return rec
+			}
+		}
+	}
 	b := NewBuilder(mem, c)
 	defer b.Release()
 	b.b.Reserve(len(vals))
-	if ss, ok := any(vals).([]string); ok {
-		if sb, ok := b.b.(*array.StringBuilder); ok { // size the data buffer once
-			n := 0
-			for _, s := range ss {
-				n += len(s)
-			}
-			sb.ReserveData(n)
-		}
-	}
 	for _, v := range vals {
 		b.Append(v)
 	}
 	return b.NewRecord()
 }
+
+// encodeStrings is Encode for strings (the lines of every text source):
+// the offsets and bytes are written straight into two buffers sized once,
+// with no per-value builder call and no validity bitmap (no value is null).
+// It returns nil if the bytes do not fit 32-bit offsets.
+func encodeStrings(mem memory.Allocator, vals []string) arrow.Record {
+	total := 0
+	for _, s := range vals {
+		total += len(s)
+	}
+	if total > math.MaxInt32 {
+		return nil
+	}
+	n := len(vals)
+	offsets := memory.NewResizableBuffer(mem)
+	defer offsets.Release()
+	offsets.Resize((n + 1) * arrow.Int32SizeBytes)
+	data := memory.NewResizableBuffer(mem)
+	defer data.Release()
+	data.Resize(total)
+	offs := arrow.Int32Traits.CastFromBytes(offsets.Bytes())[:n+1]
+	d := data.Bytes()[:total]
+	pos := 0
+	for i, s := range vals {
+		offs[i] = int32(pos)
+		pos += copy(d[pos:], s)
+	}
+	offs[n] = int32(pos)
+	ad := array.NewData(arrow.BinaryTypes.String, n, []*memory.Buffer{nil, offsets, data}, nil, 0, 0)
+	defer ad.Release()
+	arr := array.NewStringData(ad)
+	defer arr.Release()
+	return array.NewRecord(stringSchema, []arrow.Array{arr}, int64(n))
+}
+
+// stringSchema is the schema of a one-column record of strings (as
+// NewBuilder makes it).
+var stringSchema = arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
 
 // Decode returns every value of a one-column record.
 func Decode[T any](c Codec[T], rec arrow.Record) []T {

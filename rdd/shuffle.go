@@ -20,52 +20,60 @@ type Aggregator[V, C any] struct {
 func partitionOf(h uint64, n int) int { return int(h % uint64(n)) }
 
 // combiner is a hash table from K to C that hashes each key once per
-// record: the index maps keys to dense slots of a key column and a value
-// column, which also give a deterministic output order (first-seen order).
-// String keys use strTable (hashed in place, no boxing); other key types
-// a Go map.
+// record and emits in a deterministic order (first-seen order). String keys
+// use strTable (hashed in place, no boxing, combiners in a column parallel to
+// the slots); other key types a Go map to dense key and value columns.
 type combiner[K comparable, C any] struct {
-	tab  *strTable // K is string
+	tab  *strTable[C] // K is string
 	idx  map[K]int32
 	keys []K // with idx
-	vals []C
+	vals []C // with idx
 }
 
 func newCombiner[K comparable, C any]() *combiner[K, C] {
 	var zero K
 	if _, ok := any(zero).(string); ok {
-		return &combiner[K, C]{tab: newStrTable()}
+		return &combiner[K, C]{tab: newStrTable[C]()}
 	}
 	return &combiner[K, C]{idx: make(map[K]int32)}
 }
 
-// slot returns k's dense slot and whether k is new, in which case the
-// caller appends its first combiner to vals.
-func (m *combiner[K, C]) slot(k K) (int, bool) {
+// ref returns k's combiner and whether k is new, in which case the caller
+// sets it. The pointer is valid until the next call.
+func (m *combiner[K, C]) ref(k K) (*C, bool) {
 	if m.tab != nil {
-		return m.tab.slot(*(*string)(unsafe.Pointer(&k)))
+		i, added := m.tab.slot(*(*string)(unsafe.Pointer(&k)))
+		return &m.tab.vals[i], added
 	}
 	if i, ok := m.idx[k]; ok {
-		return int(i), false
+		return &m.vals[i], false
 	}
 	m.idx[k] = int32(len(m.keys))
 	m.keys = append(m.keys, k)
-	return len(m.keys) - 1, true
+	var zero C
+	m.vals = append(m.vals, zero)
+	return &m.vals[len(m.vals)-1], true
 }
 
-// keyList returns the keys in slot order.
-func (m *combiner[K, C]) keyList() []K {
+// each calls f with every key and its combiner in first-seen order, until f
+// returns false.
+func (m *combiner[K, C]) each(f func(K, C) bool) {
 	if m.tab != nil {
-		return *(*[]K)(unsafe.Pointer(&m.tab.keys))
+		m.tab.each(func(k string, c C) bool { return f(*(*K)(unsafe.Pointer(&k)), c) })
+		return
 	}
-	return m.keys
+	for i, k := range m.keys {
+		if !f(k, m.vals[i]) {
+			return
+		}
+	}
 }
 
 func (m *combiner[K, C]) add(k K, create func() C, merge func(C) C) {
-	if i, added := m.slot(k); added {
-		m.vals = append(m.vals, create())
+	if p, added := m.ref(k); added {
+		*p = create()
 	} else {
-		m.vals[i] = merge(m.vals[i])
+		*p = merge(*p)
 	}
 }
 
@@ -136,22 +144,36 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	n := newNode(op, numParts, Dep{Parent: r.node, Shuffle: dep})
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
 		m := newCombiner[K, C]()
-		err := r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
-			tc.cur = n
-			if i, added := m.slot(kv.Key); added {
-				m.vals = append(m.vals, agg.Create(kv.Value))
-			} else {
-				m.vals[i] = agg.Merge(m.vals[i], kv.Value)
-			}
-			return true
-		})
+		var err error
+		if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
+			err = r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+				tc.cur = n
+				if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
+					tab.vals[i] = agg.Create(kv.Value)
+				} else {
+					tab.vals[i] = agg.Merge(tab.vals[i], kv.Value)
+				}
+				return true
+			})
+		} else {
+			err = r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+				tc.cur = n
+				if p, added := m.ref(kv.Key); added {
+					*p = agg.Create(kv.Value)
+				} else {
+					*p = agg.Merge(*p, kv.Value)
+				}
+				return true
+			})
+		}
 		if err != nil {
 			return err
 		}
 		return writeShuffle(tc, dep, mapPart, outCodec, func(emit func(int, KV[K, C])) error {
-			for i, k := range m.keyList() {
-				emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: m.vals[i]})
-			}
+			m.each(func(k K, c C) bool {
+				emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: c})
+				return true
+			})
 			return nil
 		})
 	}
@@ -159,12 +181,24 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	out.iter = func(tc *TaskContext, part int, yield func(KV[K, C]) bool) error {
 		m := newCombiner[K, C]()
 		release, err := fetchAll(tc, dep, part, func(rec arrow.Record) {
+			if tab := m.tab; tab != nil {
+				ForEach(outCodec, rec, func(kv KV[K, C]) bool {
+					tc.cur = n
+					if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
+						tab.vals[i] = kv.Value
+					} else {
+						tab.vals[i] = agg.Combine(tab.vals[i], kv.Value)
+					}
+					return true
+				})
+				return
+			}
 			ForEach(outCodec, rec, func(kv KV[K, C]) bool {
 				tc.cur = n
-				if i, added := m.slot(kv.Key); added {
-					m.vals = append(m.vals, kv.Value)
+				if p, added := m.ref(kv.Key); added {
+					*p = kv.Value
 				} else {
-					m.vals[i] = agg.Combine(m.vals[i], kv.Value)
+					*p = agg.Combine(*p, kv.Value)
 				}
 				return true
 			})
@@ -173,11 +207,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 		if err != nil {
 			return err
 		}
-		for i, k := range m.keyList() {
-			if !yield(KV[K, C]{Key: k, Value: m.vals[i]}) {
-				break
-			}
-		}
+		m.each(func(k K, c C) bool { return yield(KV[K, C]{Key: k, Value: c}) })
 		return nil
 	}
 	return out
@@ -290,11 +320,7 @@ func CoGroup[K comparable, V, W any](a *RDD[KV[K, V]], b *RDD[KV[K, W]], numPart
 		if err != nil {
 			return err
 		}
-		for i, k := range m.keyList() {
-			if !yield(KV[K, Pair[[]V, []W]]{Key: k, Value: m.vals[i]}) {
-				break
-			}
-		}
+		m.each(func(k K, p Pair[[]V, []W]) bool { return yield(KV[K, Pair[[]V, []W]]{Key: k, Value: p}) })
 		return nil
 	}
 	return out
