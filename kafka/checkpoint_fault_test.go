@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,17 +171,7 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 	total := int64(kfKeys * kfPerKey)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		dirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
-		var last int64
-		for ms := range dirs {
-			last = max(last, ms)
-		}
-		var n int64
-		for _, l := range seqjob.DirLines(t, dirs[last]) {
-			f := strings.Fields(l)
-			c, _ := strconv.ParseInt(f[1], 10, 64)
-			n += c
-		}
+		n := seqjob.StateLines(t, out)
 		if n >= total {
 			break
 		}
@@ -199,70 +188,22 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 		t.Fatalf("job exit: %v; log:\n%s", err, logs.String())
 	}
 
-	lineDirs := seqjob.BatchDirs(t, filepath.Join(out, "lines"))
-	stateDirs := seqjob.BatchDirs(t, filepath.Join(out, "state"))
-	times := slices.Sorted(func(yield func(int64) bool) {
-		for ms := range lineDirs {
-			if !yield(ms) {
-				return
-			}
-		}
-	})
-	for i := 1; i < len(times); i++ {
-		if times[i]-times[i-1] != kfInterval.Milliseconds() {
-			t.Errorf("batch times %d then %d: batches skipped", times[i-1], times[i])
-		}
+	// Every record exactly once, batch times without gaps, exact state at
+	// every batch (the producer's key k, sequence s is "file" s-1 of Feed's
+	// layout with one number per key).
+	nb := seqjob.Check(t, out, kfInterval, kfPerKey, kfKeys, 1)
+	if t.Failed() {
+		t.FailNow()
 	}
-	seen := map[string]int{}
-	type kst struct{ n, sum int64 }
-	cum := map[string]kst{}
+	// No batch over the rate limit.
 	bound := kfPartitions * int(kfMaxRate*kfInterval/time.Second)
 	biggest := 0
-	for _, ms := range times {
-		lines := seqjob.DirLines(t, lineDirs[ms])
-		biggest = max(biggest, len(lines))
-		if len(lines) > bound {
-			t.Errorf("batch %d has %d records, over the rate limit's %d", ms, len(lines), bound)
+	for ms, d := range seqjob.BatchDirs(t, filepath.Join(out, "lines")) {
+		n := len(seqjob.DirLines(t, d))
+		biggest = max(biggest, n)
+		if n > bound {
+			t.Errorf("batch %d has %d records, over the rate limit's %d", ms, n, bound)
 		}
-		for _, l := range lines {
-			seen[l]++
-			k, s, _ := strings.Cut(l, " ")
-			n, _ := strconv.ParseInt(s, 10, 64)
-			c := cum[k]
-			cum[k] = kst{c.n + 1, c.sum + n}
-		}
-		sd, ok := stateDirs[ms]
-		if !ok {
-			t.Errorf("batch %d has lines output but no state output", ms)
-			continue
-		}
-		got := map[string]kst{}
-		for _, l := range seqjob.DirLines(t, sd) {
-			f := strings.Fields(l)
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			s, _ := strconv.ParseInt(f[2], 10, 64)
-			got[f[0]] = kst{n, s}
-		}
-		for k, want := range cum {
-			if got[k] != want {
-				t.Errorf("batch %d: state of %s is %+v, the records so far give %+v", ms, k, got[k], want)
-			}
-		}
-	}
-	dups, lost := 0, 0
-	for k := range kfKeys {
-		for seq := 1; seq <= kfPerKey; seq++ {
-			switch seen[fmt.Sprintf("k%d %d", k, seq)] {
-			case 0:
-				lost++
-			case 1:
-			default:
-				dups++
-			}
-		}
-	}
-	if dups > 0 || lost > 0 || len(seen) != int(total) {
-		t.Fatalf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
 	}
 	// The group's offsets follow completed batches: at the end of the log.
 	adm := kadm.NewClient(cl)
@@ -283,5 +224,5 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 		}
 	})
 	t.Logf("%d batches, %d records, 3 kills; largest batch %d records (limit %d); recovery (restart to first new batch) in batch intervals: %.1f",
-		len(times), total, biggest, bound, recoveries)
+		nb, total, biggest, bound, recoveries)
 }
