@@ -158,6 +158,8 @@ func TestComposeDemo(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 		d.checkAll("after an executor was killed")
+		_, status := d.jobState(jobID)
+		t.Logf("after the kill: %s (an attempt above 1: the killed executor held operator state, and the job driver was restarted from its checkpoint)", status)
 	})
 
 	// 6. Down with volumes: nothing of the project is left.
@@ -382,9 +384,10 @@ func (d *demo) jobIDs() []string {
 // jobState returns the job's state and its status line.
 func (d *demo) jobState(id string) (string, string) {
 	out := strings.TrimSpace(d.driverExec("status", id))
-	// job ID (NAME): STATE[: error]
+	// job ID (NAME): STATE[ (attempt N)][: error]
 	_, rest, _ := strings.Cut(out, "): ")
 	state, _, _ := strings.Cut(rest, ":")
+	state, _, _ = strings.Cut(state, " (attempt ")
 	return state, out
 }
 
