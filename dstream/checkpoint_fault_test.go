@@ -3,10 +3,8 @@
 package dstream_test
 
 import (
-	"bytes"
 	"errors"
 	"github.com/sluicehq/sluice/internal/seqjob"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,50 +62,15 @@ func TestCheckpointKill9(t *testing.T) {
 	const files = 150
 	feederDone := make(chan struct{})
 	go seqjob.Feed(in, files, faultKeys, 4, 40*time.Millisecond, feederDone)
-	start := func() (*exec.Cmd, *bytes.Buffer, time.Time) {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointJobProcess$", "--", "--checkpoint", ckdir, "--checkpoint-interval", "500ms")
-		cmd.Env = append(os.Environ(), "SLUICE_CKPT_JOB=1", "SLUICE_CKPT_IN="+in, "SLUICE_CKPT_OUT="+out)
-		var logs bytes.Buffer
-		cmd.Stderr = &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &logs, time.Now()
+	start := func() *seqjob.Process {
+		return seqjob.Start(t, "TestCheckpointJobProcess", []string{"SLUICE_CKPT_JOB=1", "SLUICE_CKPT_IN=" + in, "SLUICE_CKPT_OUT=" + out},
+			"--checkpoint", ckdir, "--checkpoint-interval", "500ms")
 	}
-	// recovered waits until the state sink has a batch at or after the
-	// process start and returns how long that took.
-	recovered := func(started time.Time, cmd *exec.Cmd, logs *bytes.Buffer) time.Duration {
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			for ms := range seqjob.BatchDirs(t, filepath.Join(out, "state")) {
-				if !time.UnixMilli(ms).Before(started) {
-					return time.Since(started)
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("no batch after a restart within 60s; job log:\n%s", logs.String())
-		return 0
-	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	var recoveries []float64
-	for kill := range 3 {
-		cmd, logs, started := start()
-		if kill > 0 {
-			d := recovered(started, cmd, logs)
-			recoveries = append(recoveries, float64(d)/float64(interval))
-		}
-		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond) // a random point
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		t.Logf("kill -9 #%d after %v", kill+1, time.Since(started).Round(time.Millisecond))
-		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // down for a while
-	}
+	recoveries := seqjob.KillLoop(t, start, out, 3, interval, 400*time.Millisecond, 7)
 	<-feederDone
-	cmd, logs, started := start()
-	recoveries = append(recoveries, float64(recovered(started, cmd, logs))/float64(interval))
+	p := start()
+	cmd, logs := p.Cmd, p.Logs
+	recoveries = append(recoveries, float64(p.Recovered(t, out))/float64(interval))
 	// Run until the state holds every line, then stop gracefully.
 	total := int64(files * 4 * faultKeys)
 	deadline := time.Now().Add(60 * time.Second)

@@ -3,11 +3,9 @@
 package kafka_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"github.com/sluicehq/sluice/internal/seqjob"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,49 +123,18 @@ func TestKafkaCheckpointKill9(t *testing.T) {
 		producerDone <- nil
 	}()
 
-	start := func() (*exec.Cmd, *bytes.Buffer, time.Time) {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKafkaCheckpointJobProcess$", "--", "--checkpoint", ckdir, "--checkpoint-interval", "500ms")
-		cmd.Env = append(os.Environ(), "SLUICE_KCKPT_JOB=1", "SLUICE_KCKPT_BROKER="+addr, "SLUICE_KCKPT_OUT="+out)
-		var logs bytes.Buffer
-		cmd.Stderr = &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &logs, time.Now()
+	start := func() *seqjob.Process {
+		return seqjob.Start(t, "TestKafkaCheckpointJobProcess", []string{"SLUICE_KCKPT_JOB=1", "SLUICE_KCKPT_BROKER=" + addr, "SLUICE_KCKPT_OUT=" + out},
+			"--checkpoint", ckdir, "--checkpoint-interval", "500ms")
 	}
-	recovered := func(started time.Time, cmd *exec.Cmd, logs *bytes.Buffer) time.Duration {
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			for ms := range seqjob.BatchDirs(t, filepath.Join(out, "state")) {
-				if !time.UnixMilli(ms).Before(started) {
-					return time.Since(started)
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("no batch after a restart within 60s; job log:\n%s", logs.String())
-		return 0
-	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
-	var recoveries []float64
-	for kill := range 3 {
-		cmd, logs, started := start()
-		if kill > 0 {
-			recoveries = append(recoveries, float64(recovered(started, cmd, logs))/float64(kfInterval))
-		}
-		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond) // a random point
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		t.Logf("kill -9 #%d after %v", kill+1, time.Since(started).Round(time.Millisecond))
-		time.Sleep(time.Duration(rng.IntN(800)) * time.Millisecond) // down for a while: a backlog builds
-	}
+	// Down for up to 0.8 s after each kill: a backlog builds.
+	recoveries := seqjob.KillLoop(t, start, out, 3, kfInterval, 800*time.Millisecond, 11)
 	if err := <-producerDone; err != nil {
 		t.Fatalf("produce: %v", err)
 	}
-	cmd, logs, started := start()
-	recoveries = append(recoveries, float64(recovered(started, cmd, logs))/float64(kfInterval))
+	p := start()
+	cmd, logs := p.Cmd, p.Logs
+	recoveries = append(recoveries, float64(p.Recovered(t, out))/float64(kfInterval))
 	total := int64(kfKeys * kfPerKey)
 	deadline := time.Now().Add(60 * time.Second)
 	for {

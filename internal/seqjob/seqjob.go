@@ -6,13 +6,17 @@
 package seqjob
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,4 +220,68 @@ func Produce(ctx context.Context, addr, topic string, files, keys, per int, ever
 		time.Sleep(every)
 	}
 	return nil
+}
+
+// Process is one run of a fault test's job in a child process: the test
+// binary re-executed to run one test function that runs the job.
+type Process struct {
+	Cmd     *exec.Cmd
+	Logs    *bytes.Buffer // its standard error
+	Started time.Time
+}
+
+// Start runs the test binary's test function testName in a child process
+// with env added, and the job's arguments after "--".
+func Start(t *testing.T, testName string, env []string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^" + testName + "$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &Process{Cmd: cmd, Logs: &bytes.Buffer{}}
+	cmd.Stderr = p.Logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.Started = time.Now()
+	return p
+}
+
+// Recovered waits until the state sink under out has a batch at or after
+// the process started and returns how long that took.
+func (p *Process) Recovered(t *testing.T, out string) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for ms := range BatchDirs(t, filepath.Join(out, "state")) {
+			if !time.UnixMilli(ms).Before(p.Started) {
+				return time.Since(p.Started)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Cmd.Process.Kill()
+	p.Cmd.Wait()
+	t.Fatalf("no batch after a restart within 60s; job log:\n%s", p.Logs.String())
+	return 0
+}
+
+// KillLoop starts the job kills times and kills it with -9 at a random
+// point of each run (0.3-1.8 s in), leaving it down for up to maxDown. It
+// returns, for every run after the first, the time from its start to its
+// first batch in batch intervals.
+func KillLoop(t *testing.T, start func() *Process, out string, kills int, interval, maxDown time.Duration, seed uint64) []float64 {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), seed))
+	var recoveries []float64
+	for kill := range kills {
+		p := start()
+		if kill > 0 {
+			recoveries = append(recoveries, float64(p.Recovered(t, out))/float64(interval))
+		}
+		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond) // a random point
+		p.Cmd.Process.Signal(syscall.SIGKILL)
+		p.Cmd.Wait()
+		t.Logf("kill -9 #%d after %v", kill+1, time.Since(p.Started).Round(time.Millisecond))
+		time.Sleep(time.Duration(rng.Int64N(int64(maxDown)))) // down for a while
+	}
+	return recoveries
 }
