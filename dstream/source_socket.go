@@ -30,14 +30,14 @@ const readChunk = 256 << 10
 type SocketOption func(*socketReceiver)
 
 // MaxBufferedBytes bounds the memory a socket receiver holds: the Arrow
-// column it is filling plus the input of batches that has not been released
-// yet (a batch's input lives until the next batch is done, longer under a
+// chunks it is filling plus the input of batches that has not been released
+// yet (a batch's input lives until the batch is done, longer under a
 // window). When the bound is reached the receiver stops reading until memory
 // is released, so the sender is slowed by TCP flow control instead of
-// memory growing, also when processing falls behind. Pick at least three
+// memory growing, also when processing falls behind. Pick at least two
 // batch intervals' worth of input at the expected rate, or the bound limits
 // throughput. Values <= 0 mean DefaultReceiverBytes; values over 1 GiB
-// mean 1 GiB (a column's offsets are 32-bit).
+// mean 1 GiB.
 func MaxBufferedBytes(n int64) SocketOption {
 	return func(r *socketReceiver) {
 		if n > 0 {
@@ -49,12 +49,12 @@ func MaxBufferedBytes(n int64) SocketOption {
 // SocketTextStream receives newline-separated text from a TCP server (as
 // served by `nc -lk 9999`): one element per line. A receiver goroutine
 // connects, reconnects with backoff when the connection drops, and appends
-// lines straight into an Arrow string column (no Go string per line); each
-// batch takes the lines received before its batch time, split into
-// zero-copy slices of that column. The receiver's memory (the column and
-// batches' input not yet released) is bounded by MaxBufferedBytes (default
-// 256 MiB); at the bound it stops reading (backpressure). The column may
-// double its capacity once past the bound.
+// lines straight into Arrow string columns (no Go string per line; chunks
+// of at most 8 MiB that are never reallocated); each batch takes the lines
+// received before its batch time, as zero-copy slices of those chunks. The
+// receiver's memory (the chunks and batches' input not yet released) is
+// bounded by MaxBufferedBytes (default 256 MiB); at the bound it stops
+// reading (backpressure), at most one chunk past it.
 // Lines longer than 1 MiB end the connection (logged) and it is reopened; a
 // trailing "\r" is dropped.
 func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[string] {
@@ -90,6 +90,10 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 		}
 		r.mu.Lock()
 		r.col.release()
+		for _, c := range r.full {
+			c.Release()
+		}
+		r.full = nil
 		r.mu.Unlock()
 	}
 	return in.s
@@ -101,8 +105,9 @@ type socketReceiver struct {
 	mem   *countingAllocator // every buffer of the receiver and of its batches' input
 
 	mu        sync.Mutex
-	col       lineColumn
-	lastData  int // line bytes of the last cut, to size the next column
+	col       lineColumn      // the chunk being filled
+	full      []*array.String // the batch's chunks filled before col
+	lastData  int             // line bytes of the last cut, to size the chunks
 	lastLines int
 
 	// memMu is taken after mu, never before (Free may run under mu).
@@ -147,39 +152,62 @@ func (a *countingAllocator) Free(b []byte) {
 	a.freed()
 }
 
-// cut takes every line received so far as up to parts records (slices of
-// one column) and wakes the receiver if it was waiting for space.
+// Chunk sizes: a batch's lines go into chunks (Arrow columns) that are
+// never reallocated, the first sized like the last batch's input, the next
+// ones doubling up to maxChunk, so that a batch costs its own bytes, not
+// twice them while a column doubles and copies.
+const (
+	minChunk = 64 << 10
+	maxChunk = 8 << 20
+)
+
+// cut takes every line received so far as records (zero-copy slices of the
+// chunks, at least parts of them when there are enough lines) and wakes the
+// receiver if it was waiting for space.
 func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
 	r.mu.Lock()
-	if r.col.n == 0 {
-		r.mu.Unlock()
+	if r.col.n > 0 {
+		r.full = append(r.full, r.col.finish())
+	}
+	chunks := r.full
+	r.full = nil
+	var n int64
+	data := 0
+	for _, c := range chunks {
+		n += int64(c.Len())
+		data += len(c.ValueBytes())
+	}
+	if n > 0 {
+		r.lastData, r.lastLines = data, int(n)
+	}
+	r.mu.Unlock()
+	if n == 0 {
 		return nil, 0, nil
 	}
-	r.lastData, r.lastLines = r.col.dataLen, r.col.n
-	arr := r.col.finish()
-	n := int64(arr.Len())
-	r.mu.Unlock()
-	defer arr.Release()
-	parts = max(1, min(parts, int(n)))
+	// Pieces of at most n/parts lines: one chunk gives parts records, a
+	// batch of many chunks about one record per chunk.
+	per := max(1, (n+int64(parts)-1)/int64(parts))
 	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
-	out := make([]arrow.Record, parts)
-	for p := range out {
-		lo, hi := int64(p)*n/int64(parts), int64(p+1)*n/int64(parts)
-		s := array.NewSlice(arr, lo, hi)
-		out[p] = array.NewRecord(schema, []arrow.Array{s}, hi-lo)
-		s.Release()
+	var out []arrow.Record
+	for _, c := range chunks {
+		cn := int64(c.Len())
+		k := (cn + per - 1) / per
+		for p := int64(0); p < k; p++ {
+			lo, hi := p*cn/k, (p+1)*cn/k
+			s := array.NewSlice(c, lo, hi)
+			out = append(out, array.NewRecord(schema, []arrow.Array{s}, hi-lo))
+			s.Release()
+		}
+		c.Release()
 	}
 	return out, n, nil
 }
 
-// appendLines adds the complete lines of buf to the column and returns the
+// appendLines adds the complete lines of buf to the chunks and returns the
 // bytes consumed (up to the last newline).
 func (r *socketReceiver) appendLines(buf []byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.col.data == nil { // size the column like the last batch's
-		r.col.init(r.mem, r.lastData, r.lastLines)
-	}
 	used := 0
 	for {
 		i := bytes.IndexByte(buf[used:], '\n')
@@ -190,9 +218,37 @@ func (r *socketReceiver) appendLines(buf []byte) int {
 		if len(line) > 0 && line[len(line)-1] == '\r' {
 			line = line[:len(line)-1]
 		}
+		if !r.col.fits(len(line)) {
+			r.nextChunk(len(line))
+		}
 		r.col.append(line)
 		used += i + 1
 	}
+}
+
+// nextChunk finishes the chunk being filled (if any) and starts one that
+// holds at least a line of lineLen bytes. Chunks stay under an eighth of the
+// receiver's bound, so that a new one never takes it far past the bound.
+func (r *socketReceiver) nextChunk(lineLen int) {
+	top := max(minChunk, min(maxChunk, int(r.limit/8)))
+	size := min(max(r.lastData, minChunk), top)
+	data, lines := r.lastData, r.lastLines // the average line to expect
+	if c := &r.col; c.data != nil {
+		size = min(2*c.data.Cap(), top)
+		if c.n > 0 {
+			data, lines = c.dataLen, c.n
+			r.full = append(r.full, c.finish())
+		} else {
+			c.release()
+		}
+	}
+	size = max(size, lineLen)
+	est := size / 32 // no line seen yet
+	if lines > 0 {
+		avg := max(1, data/lines)
+		est = size/avg + size/avg/4 // and a quarter more
+	}
+	r.col.init(r.mem, size, max(1<<10, min(est, maxChunk/4)))
 }
 
 // waitForSpace blocks while the receiver holds its bound; it reports false
@@ -206,9 +262,9 @@ func (r *socketReceiver) waitForSpace() bool {
 	return !r.stopped
 }
 
-// lineColumn is an Arrow string column being filled: line bytes and
-// offsets written straight into allocator-owned buffers (no per-line
-// builder bookkeeping, no zeroing of grown capacity).
+// lineColumn is a chunk of an Arrow string column being filled: line bytes
+// and offsets written straight into allocator-owned buffers of a fixed
+// capacity (no per-line builder bookkeeping, no reallocation).
 type lineColumn struct {
 	data, offs *memory.Buffer
 	dataLen    int
@@ -217,23 +273,22 @@ type lineColumn struct {
 
 func (c *lineColumn) init(mem memory.Allocator, dataCap, lines int) {
 	c.data = memory.NewResizableBuffer(mem)
-	c.data.Reserve(max(dataCap, 64<<10))
+	c.data.Reserve(dataCap)
 	c.offs = memory.NewResizableBuffer(mem)
-	c.offs.Reserve(4 * (max(lines, 1<<10) + 1))
+	c.offs.Reserve(4 * (lines + 1))
 	arrow.Int32Traits.CastFromBytes(c.offs.Buf())[0] = 0
 	c.dataLen, c.n = 0, 0
 }
 
+// fits reports whether a line of n bytes fits in the chunk.
+func (c *lineColumn) fits(n int) bool {
+	return c.data != nil && c.dataLen+n <= c.data.Cap() && 4*(c.n+2) <= c.offs.Cap()
+}
+
 func (c *lineColumn) append(line []byte) {
-	if end := c.dataLen + len(line); end > c.data.Cap() {
-		c.data.Reserve(max(2*c.data.Cap(), end))
-	}
 	copy(c.data.Buf()[c.dataLen:], line)
 	c.dataLen += len(line)
 	c.n++
-	if 4*(c.n+1) > c.offs.Cap() {
-		c.offs.Reserve(2 * c.offs.Cap())
-	}
 	arrow.Int32Traits.CastFromBytes(c.offs.Buf())[c.n] = int32(c.dataLen)
 }
 

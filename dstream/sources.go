@@ -92,10 +92,19 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 	forget := in.s.b.forget
 	in.s.b.forget = func(before time.Time) {
 		forget(before)
+		// cleanup(done) passes before = done - remember. A stream's
+		// remember is at least one slide; when it is exactly one, no
+		// window reads this input back and no later batch reads the batch
+		// just done, so its records go now instead of a batch later (a
+		// receiver's memory then holds one batch, not two).
+		release := before
+		if in.s.b.remember == in.s.b.slide {
+			release = before.Add(in.s.b.slide)
+		}
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		for t, rs := range in.recs {
-			if !t.After(before) {
+			if !t.After(release) {
 				for _, r := range rs {
 					r.Release()
 				}
