@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -23,6 +24,38 @@ type reader[V any] struct {
 
 	mu   sync.Mutex
 	pool map[TopicPartition][]*kafkago.Conn
+
+	// recordBytes estimates a record's size on the wire (from the records
+	// read so far), to ask a fetch for little more than the rest of a
+	// range: the broker sends whole batches up to the fetch's bound, and a
+	// range's last fetch asking for the full bound would make the broker
+	// copy (and the reader skip) up to that much past the range's end.
+	recordBytes atomic.Int64
+}
+
+// recordOverhead is a record's bytes on the wire besides its key, value
+// and headers: length, attributes, timestamp and offset deltas, key and
+// value lengths, header count (varints, usually 1-3 bytes each).
+const recordOverhead = 12
+
+// fetchBytes is the bound of a fetch that should return remaining records:
+// their estimated size with an eighth and 64 KiB more (a batch boundary
+// rarely falls where the range ends), at most FetchMaxBytes.
+func (r *reader[V]) fetchBytes(remaining int64) int {
+	per := r.recordBytes.Load()
+	if per <= 0 {
+		return r.cfg.FetchMaxBytes
+	}
+	want := remaining*per + remaining*per/8 + 64<<10
+	return int(min(want, int64(r.cfg.FetchMaxBytes)))
+}
+
+// noteRecords folds what a fetch returned (records and their key, value
+// and header bytes) into the record size estimate.
+func (r *reader[V]) noteRecords(n, bytes int64) {
+	if n > 0 {
+		r.recordBytes.Store(bytes/n + recordOverhead)
+	}
 }
 
 func newReader[V any](cfg Config, decode Decoder[V]) *reader[V] {
@@ -269,10 +302,15 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 			return next, fmt.Errorf("seek %s to %d: %w", tp, next, err)
 		}
 		conn.SetReadDeadline(time.Now().Add(r.cfg.RequestTimeout))
-		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: r.cfg.FetchMaxBytes, MaxWait: time.Second})
+		maxBytes := r.fetchBytes(rg.Until - next)
+		if whole && r.valuesOnly {
+			maxBytes = r.cfg.FetchMaxBytes // a value that did not fit: it may be large
+		}
+		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: maxBytes, MaxWait: time.Second})
 		start := next
 		var ierr error
 		short := false
+		var got, gotBytes int64 // records of the range and their sizes, for recordBytes
 		for {
 			var msg kafkago.Message
 			var err error
@@ -307,6 +345,11 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 				break
 			}
 			next = msg.Offset + 1
+			got++
+			gotBytes += int64(len(msg.Key) + len(msg.Value))
+			for _, h := range msg.Headers {
+				gotBytes += int64(len(h.Key) + len(h.Value) + 2)
+			}
 			chunk.offs = append(chunk.offs, msg.Offset)
 			chunk.vals = append(chunk.vals, msg.Value)
 			if !r.valuesOnly {
@@ -317,6 +360,7 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 				return next, errStopped
 			}
 		}
+		r.noteRecords(got, gotBytes)
 		if next < rg.Until {
 			// Compacted or aborted records leave gaps: the batch knows the
 			// next offset past them.
