@@ -80,7 +80,7 @@ func kafkaBench(cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "kafka: WordCount of %d lines x %d words in %d partitions on a devbroker (kfake) process at %s, filled in %v; %d rounds, interleaved\n",
+	fmt.Fprintf(out, "kafka: WordCount of %d lines x %d words in %d partitions on a devbroker (kfake) process at %s, filled in %v; %d rounds, interleaved, the order rotated each round\n",
 		n, wordgen.WordsPerLine, kafkaPartitions, addr, time.Since(start).Round(time.Millisecond), kafkaRounds)
 
 	type contender struct {
@@ -104,7 +104,11 @@ func kafkaBench(cfg config, out io.Writer) error {
 	shares := make([][]float64, len(contenders))
 	cpu := make([][]float64, len(contenders)) // consumer CPU µs per line
 	for round := range kafkaRounds {
-		for i, c := range contenders {
+		// The order rotates every round, so that no contender always
+		// follows the same one (and pays for the broker's garbage of it).
+		for k := range contenders {
+			i := (k + round) % len(contenders)
+			c := contenders[i]
 			b0, s0 := cpuTicks(brk.Process.Pid), cpuTicks(os.Getpid())
 			if prof != nil && i == 0 {
 				if err := pprof.StartCPUProfile(prof); err != nil {
@@ -132,7 +136,6 @@ func kafkaBench(cfg config, out io.Writer) error {
 				shares[i] = append(shares[i], float64(b1-b0)/float64(tot))
 			}
 			cpu[i] = append(cpu[i], float64(s1-s0)/clockTicks*1e6/float64(n))
-			_ = round
 		}
 	}
 	best := 0.0
