@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -338,5 +339,79 @@ func TestInputReleasedWhenBatchDone(t *testing.T) {
 				t.Fatalf("counted %d lines", seen)
 			}
 		})
+	}
+}
+
+// The receiver's chunks, driven directly: lines of every length from empty
+// to over a chunk (so chunks end on the data bound, on the offsets bound
+// and on a line too long for the next doubling), cut at random points into
+// 1-3 parts, come back whole and in order, every buffer released.
+func TestSocketChunksRoundTrip(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	r := &socketReceiver{limit: 4 << 20} // chunks up to 512 KiB
+	r.mem = &countingAllocator{mem: mem, freed: func() {}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var want, got []string
+	var pending []byte
+	take := func(parts int) {
+		recs, n, err := r.cut(parts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows int64
+		for _, rec := range recs {
+			rows += rec.NumRows()
+			if rec.NumRows() == 0 {
+				t.Fatalf("an empty partition of %d", len(recs))
+			}
+			for _, v := range rdd.Decode(rdd.CodecOf[string](), rec) {
+				got = append(got, strings.Clone(v))
+			}
+			rec.Release()
+		}
+		if rows != n {
+			t.Fatalf("cut reported %d lines, its records hold %d", n, rows)
+		}
+		if n > int64(parts) && len(recs) < parts {
+			t.Fatalf("%d lines in %d partitions, want at least %d", n, len(recs), parts)
+		}
+	}
+	for round := 0; round < 200; round++ {
+		var l string
+		switch k := rng.IntN(10); {
+		case k == 0:
+			l = strings.Repeat("L", 100_000+rng.IntN(900_000)) // longer than most chunks
+		case k < 3:
+			l = "" // empty lines fill offsets, not data
+		default:
+			l = fmt.Sprintf("%d-%s", round, strings.Repeat("w", rng.IntN(200)))
+		}
+		want = append(want, l)
+		pending = append(pending, l...)
+		pending = append(pending, '\n')
+		// Hand the receiver a random prefix, as reads would.
+		n := rng.IntN(len(pending) + 1)
+		used := r.appendLines(pending[:n])
+		pending = append(pending[:0], pending[used:]...)
+		if rng.IntN(8) == 0 {
+			take(1 + rng.IntN(3))
+		}
+	}
+	if used := r.appendLines(pending); used != len(pending) {
+		t.Fatalf("%d of %d bytes left", len(pending)-used, len(pending))
+	}
+	take(2)
+	if len(got) != len(want) {
+		t.Fatalf("got %d lines, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("line %d: %d bytes, want %d", i, len(got[i]), len(want[i]))
+		}
+	}
+	r.col.release()
+	if n := r.mem.n.Load(); n != 0 {
+		t.Fatalf("%d bytes counted after everything was released", n)
 	}
 }
