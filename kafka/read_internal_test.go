@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,4 +102,67 @@ func BenchmarkReadValues(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	k, err := c.Conn.Read(b)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// A range's fetches ask for little more than the range: once the reader
+// has seen the records' size, reading 5,000 records of a partition that
+// holds 200,000 moves about their bytes over the wire, not the fetch
+// bound's 8 MiB. Both read paths (values only, whole records).
+func TestReadRangeFetchesLittleMoreThanTheRange(t *testing.T) {
+	br, err := devkafka.Start(0, 1, "lines")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	const n, per = 200_000, 5_000
+	if _, err := devkafka.Generate(context.Background(), br.Addrs, "lines", 0, 0, n); err != nil {
+		t.Fatal(err)
+	}
+	for _, valuesOnly := range []bool{true, false} {
+		cfg := Config{Brokers: br.Addrs, Topics: []string{"lines"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if err := cfg.validate(); err != nil {
+			t.Fatal(err)
+		}
+		rd := newReader(cfg, String())
+		rd.valuesOnly = valuesOnly
+		var wire atomic.Int64
+		rd.dialer.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{c, &wire}, nil
+		}
+		for k := int64(0); k < 4; k++ {
+			rg := OffsetRange{"lines", 0, k * per, (k + 1) * per}
+			before := wire.Load()
+			var got, bytes int64
+			count := func(v string) bool { got++; bytes += int64(len(v)); return true }
+			if valuesOnly {
+				err = rd.readValues(context.Background(), time.Time{}, rg, count)
+			} else {
+				err = rd.read(context.Background(), time.Time{}, rg, func(r Record[string]) bool { return count(r.Value) })
+			}
+			if err != nil || got != per {
+				t.Fatalf("range %s: %d records, err %v", rg, got, err)
+			}
+			// The first read has no record size to go by.
+			if moved := wire.Load() - before; k > 0 && moved > 2*bytes+1<<20 {
+				t.Errorf("valuesOnly=%v: range %s of %d value bytes moved %d bytes over the wire", valuesOnly, rg, bytes, moved)
+			}
+		}
+		rd.closeIdle()
+	}
 }
