@@ -423,15 +423,20 @@ func TestClusterFrozenExecutor(t *testing.T) {
 		if l["msg"] != "batch" {
 			continue
 		}
-		if d, err := time.ParseDuration(l["total_delay"]); err == nil && d > worst {
+		// Processing time, not total delay: the batches queued behind the
+		// stuck one catch up at the machine's pace, which under load can
+		// add seconds that say nothing about the frozen executor.
+		if d, err := time.ParseDuration(l["processing_time"]); err == nil && d > worst {
 			worst = d
 		}
 	}
-	t.Logf("worst total delay with an executor frozen for 15 s: %v", worst)
-	// Not a performance figure: without failing the frozen executor's
-	// calls, a batch waits until gRPC's keepalive gives up (~12 s or more).
+	t.Logf("longest batch processing time with an executor frozen for 15 s: %v", worst)
+	// Not a performance figure: the executor is declared lost after three
+	// missed 1 s heartbeats and its tasks run elsewhere (a few seconds);
+	// without failing the frozen executor's calls, the batch waits until
+	// gRPC's keepalive gives up (~12 s or more) or the executor thaws (15 s).
 	if worst > 10*time.Second {
-		t.Errorf("a batch was delayed %v by the frozen executor: its calls were not failed when it was declared lost", worst)
+		t.Errorf("a batch was delayed %v by the frozen executor: its calls were not failed when it was declared lost\njob log:\n%s", worst, tail(c.jobStderr(id)))
 	}
 }
 

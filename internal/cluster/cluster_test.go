@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/arrow/memory"
@@ -193,4 +195,109 @@ func FuzzDecodeIPC(f *testing.F) {
 		}
 		cm.AssertSize(t, 0)
 	})
+}
+
+// slowShuffle serves a real block in small pieces, pausing between them;
+// with block nil it never answers (a frozen executor's handler).
+type slowShuffle struct {
+	sluicev1.UnimplementedShuffleServer
+	block []byte
+	pause time.Duration
+	done  chan struct{}
+}
+
+func (s *slowShuffle) FetchBlock(_ *sluicev1.FetchBlockRequest, stream sluicev1.Shuffle_FetchBlockServer) error {
+	if s.block == nil {
+		<-s.done
+		return nil
+	}
+	for b := s.block; len(b) > 0; {
+		n := min(len(b), 1+len(s.block)/4)
+		time.Sleep(s.pause)
+		if err := stream.Send(&sluicev1.Chunk{Data: b[:n]}); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// A fetch from an executor that stopped answering (its handler hangs, or
+// its socket accepts and never speaks, as a SIGSTOPped process's does)
+// fails as a fetch failure after fetchIdle without data, instead of
+// waiting for gRPC's keepalive; a slow server that keeps sending, each
+// piece within fetchIdle but the whole block over several, is read whole.
+func TestShuffleFetchFromAFrozenExecutorFails(t *testing.T) {
+	defer func(d time.Duration) { fetchIdle = d }(fetchIdle)
+	fetchIdle = 300 * time.Millisecond
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	secret := mustSecret(t, "the-right-cluster-secret")
+	store, err := NewShuffleStore(t.TempDir(), mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Write("job", 7, 0, records(t, mem, []string{"a", "b", "c"})); err != nil {
+		t.Fatal(err)
+	}
+	block, err := store.Read("job", 7, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	hung := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) { sluicev1.RegisterShuffleServer(s, &slowShuffle{done: done}) })
+	slow := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) {
+		sluicev1.RegisterShuffleServer(s, &slowShuffle{block: block, pause: fetchIdle / 2, done: done})
+	})
+	mute, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never speaks
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	go func() { // ends when mute is closed
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	pool := NewPool(secret.DialOptions()...)
+	defer pool.Close()
+	local, err := NewShuffleStore(t.TempDir(), mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, addr string
+		ok         bool
+	}{{"hung handler", hung, false}, {"mute socket", mute.Addr().String(), false}, {"slow but sending", slow, true}} {
+		ts := &taskShuffle{store: local, job: "job", self: "me", pool: pool, locations: map[int64][]string{7: {c.addr}}}
+		start := time.Now()
+		var rows int64
+		err := ts.Fetch(context.Background(), 7, 1, 0, func(r arrow.Record) error { rows += r.NumRows(); return nil })
+		took := time.Since(start)
+		if c.ok {
+			if err != nil || rows != 3 {
+				t.Errorf("%s: %d rows, %v; want the block's 3", c.name, rows, err)
+			}
+			continue
+		}
+		if !isFetchFailed(err, 7, 0) || !strings.Contains(err.Error(), "no data") || took > 10*fetchIdle {
+			t.Errorf("%s: after %v: %v; want a fetch failure for no data within about %v", c.name, took, err, fetchIdle)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/arrow/memory"
@@ -25,6 +26,19 @@ const maxBlockBytes = 1 << 30
 
 // ChunkBytes is the size of streamed chunks (binaries, shuffle blocks).
 const ChunkBytes = 1 << 20
+
+// fetchIdle bounds how long a shuffle fetch waits for the next chunk. A
+// frozen executor (stopped, or its host unreachable without a reset) keeps
+// its connections open, and gRPC's keepalive needs at least 12 s to notice
+// (its client ping interval cannot go below 10 s); the driver declares the
+// executor lost after three missed 1 s heartbeats, but a reduce task on
+// another executor that is mid-fetch from it would wait for the keepalive.
+// Past fetchIdle without data the fetch fails as a fetch failure, and the
+// scheduler recomputes the map outputs the executor held. A live shuffle
+// server sends a 1 MiB chunk far more often.
+var fetchIdle = 4 * time.Second
+
+var errFetchIdle = errors.New("shuffle fetch: no data")
 
 // ShuffleStore keeps shuffle map outputs on an executor's disk: one
 // directory per map output, <dir>/<job>/<shuffle>/<map>/, holding one Arrow
@@ -226,6 +240,14 @@ func (t *taskShuffle) Fetch(ctx context.Context, shuffle int64, numMaps, reduceP
 	return nil
 }
 
+// idleErr names the idle bound when it is what ended a fetch.
+func idleErr(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errFetchIdle) {
+		return fmt.Errorf("%w for %v (executor frozen or unreachable?)", errFetchIdle, fetchIdle)
+	}
+	return err
+}
+
 // yieldRelease passes rec to yield and releases it, even if yield panics.
 func yieldRelease(rec arrow.Record, yield func(arrow.Record) error) error {
 	defer rec.Release()
@@ -237,20 +259,25 @@ func (t *taskShuffle) fetchRemote(ctx context.Context, addr string, shuffle int6
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(fetchIdle, func() { cancel(errFetchIdle) })
+	defer idle.Stop()
 	stream, err := sluicev1.NewShuffleClient(conn).FetchBlock(ctx, &sluicev1.FetchBlockRequest{
 		JobId: t.job, ShuffleId: shuffle, MapPartition: int32(m), ReducePartition: int32(r),
 	})
 	if err != nil {
-		return nil, err
+		return nil, idleErr(ctx, err)
 	}
 	var buf bytes.Buffer
 	for {
 		c, err := stream.Recv()
+		idle.Reset(fetchIdle)
 		if err == io.EOF {
 			return buf.Bytes(), nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, idleErr(ctx, err)
 		}
 		if buf.Len()+len(c.GetData()) > maxBlockBytes {
 			return nil, fmt.Errorf("shuffle block larger than %d bytes", maxBlockBytes)
