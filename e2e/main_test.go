@@ -129,6 +129,7 @@ type proc struct {
 // at the end of the test; if the test failed, its output is logged.
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
+	needProcesses(t) // under -short TestMain built no binaries
 	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
 	p := &proc{name: strings.Join(append([]string{filepath.Base(bin)}, args...), " "), done: make(chan struct{})}
 	p.cmd = exec.CommandContext(ctx, bin, args...)
