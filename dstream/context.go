@@ -554,6 +554,13 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 	}
 	c.obs.record(info, err)
 	c.cleanup(b.time)
+	if err == nil {
+		for _, in := range c.inputs {
+			if r, ok := in.(interface{ releaseDone(time.Time) }); ok {
+				r.releaseDone(b.time)
+			}
+		}
+	}
 	return info, err
 }
 

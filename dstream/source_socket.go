@@ -184,14 +184,14 @@ func (r *socketReceiver) cut(parts int) ([]arrow.Record, int64, error) {
 	if n == 0 {
 		return nil, 0, nil
 	}
-	// Pieces of at most n/parts lines: one chunk gives parts records, a
-	// batch of many chunks about one record per chunk.
-	per := max(1, (n+int64(parts)-1)/int64(parts))
+	// Each chunk in pieces by its share of the lines, rounded up: at least
+	// parts records when there are that many lines (one chunk gives
+	// exactly parts), at most parts plus the number of chunks.
 	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
 	var out []arrow.Record
 	for _, c := range chunks {
 		cn := int64(c.Len())
-		k := (cn + per - 1) / per
+		k := min(cn, (int64(parts)*cn+n-1)/n)
 		for p := int64(0); p < k; p++ {
 			lo, hi := p*cn/k, (p+1)*cn/k
 			s := array.NewSlice(c, lo, hi)
@@ -227,14 +227,17 @@ func (r *socketReceiver) appendLines(buf []byte) int {
 }
 
 // nextChunk finishes the chunk being filled (if any) and starts one that
-// holds at least a line of lineLen bytes. Chunks stay under an eighth of the
-// receiver's bound, so that a new one never takes it far past the bound.
+// holds at least a line of lineLen bytes. A chunk's budget (data and
+// offsets) starts like the last batch's input and doubles, up to maxChunk
+// and an eighth of the receiver's bound, so that a new chunk never takes it
+// far past the bound; it is split between data and offsets by the average
+// line seen (short or empty lines get mostly offsets).
 func (r *socketReceiver) nextChunk(lineLen int) {
 	top := max(minChunk, min(maxChunk, int(r.limit/8)))
-	size := min(max(r.lastData, minChunk), top)
+	budget := min(max(r.lastData+4*r.lastLines, minChunk), top)
 	data, lines := r.lastData, r.lastLines // the average line to expect
 	if c := &r.col; c.data != nil {
-		size = min(2*c.data.Cap(), top)
+		budget = min(2*(c.data.Cap()+c.offs.Cap()), top)
 		if c.n > 0 {
 			data, lines = c.dataLen, c.n
 			r.full = append(r.full, c.finish())
@@ -242,13 +245,12 @@ func (r *socketReceiver) nextChunk(lineLen int) {
 			c.release()
 		}
 	}
-	size = max(size, lineLen)
-	est := size / 32 // no line seen yet
+	avg := 32 // no line seen yet
 	if lines > 0 {
-		avg := max(1, data/lines)
-		est = size/avg + size/avg/4 // and a quarter more
+		avg = data / lines
 	}
-	r.col.init(r.mem, size, max(1<<10, min(est, maxChunk/4)))
+	n := budget/(avg+4) + 1 // lines the budget holds; a quarter more room for each
+	r.col.init(r.mem, max(n*avg+n*avg/4, lineLen, 1<<10), n+n/4+1)
 }
 
 // waitForSpace blocks while the receiver holds its bound; it reports false

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -149,10 +150,18 @@ func TestSocketLinesRoundTrip(t *testing.T) {
 // buffered and the Arrow memory stay bounded, and a batch taking the lines
 // lets the feeder go on.
 func TestSocketReceiverBoundsMemory(t *testing.T) {
+	// Lines of words, and empty or 1-byte lines (whose chunks are mostly
+	// offsets).
+	for _, text := range []string{strings.Repeat("word ", 11), "", "x"} {
+		t.Run(fmt.Sprintf("%d-byte lines", len(text)), func(t *testing.T) { testSocketReceiverBoundsMemory(t, text) })
+	}
+}
+
+func testSocketReceiverBoundsMemory(t *testing.T, text string) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	const limit = 2 << 20
-	line := []byte(strings.Repeat("word ", 11) + "\n")
+	line := []byte(text + "\n")
 	block := bytes.Repeat(line, 4096)
 	var written atomic.Int64
 	addr := serve(t, func(c net.Conn) {
@@ -213,7 +222,7 @@ func TestSocketReceiverBoundsMemory(t *testing.T) {
 			return written.Load() > before
 		})
 	}
-	if min := 2 * limit / (len(line) + 4); taken < min {
+	if min := 2 * limit / (len(line) + 4) / 2; taken < min {
 		t.Fatalf("the batches took %d lines, want >= %d", taken, min)
 	}
 }
@@ -373,7 +382,7 @@ func TestSocketChunksRoundTrip(t *testing.T) {
 		if rows != n {
 			t.Fatalf("cut reported %d lines, its records hold %d", n, rows)
 		}
-		if n > int64(parts) && len(recs) < parts {
+		if n >= int64(parts) && len(recs) < parts {
 			t.Fatalf("%d lines in %d partitions, want at least %d", n, len(recs), parts)
 		}
 	}
@@ -414,4 +423,109 @@ func TestSocketChunksRoundTrip(t *testing.T) {
 	if n := r.mem.n.Load(); n != 0 {
 		t.Fatalf("%d bytes counted after everything was released", n)
 	}
+}
+
+// A failed batch keeps its input until the next batch is done, as tasks of
+// its failed job may still be running: a task of the same batch that reads
+// its partition after the job failed reads it whole (with -race: no write
+// from the release under the read).
+func TestInputOfAFailedBatchOutlivesItsTasks(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	ctx := socketContext(t, mem, 2)
+	q1, q2 := NewQueue[string](ctx), NewQueue[string](ctx)
+	fail := Transform(q1.Stream(), func(_ time.Time, r *rdd.RDD[string]) *rdd.RDD[string] {
+		return rdd.Map(r, func(v string) string { panic("boom") })
+	})
+	var lateRead atomic.Int64
+	slow := Transform(q2.Stream(), func(_ time.Time, r *rdd.RDD[string]) *rdd.RDD[string] {
+		return rdd.MapPartitions(r, func(in iter.Seq[string]) iter.Seq[string] {
+			return func(yield func(string) bool) {
+				time.Sleep(300 * time.Millisecond) // reads its input after the job failed
+				for v := range in {
+					lateRead.Add(int64(len(v)))
+					if !yield(v) {
+						return
+					}
+				}
+			}
+		})
+	})
+	ForeachRDD(Union(fail, slow), func(b *Batch, r *rdd.RDD[string]) error {
+		_, err := Collect(b, r)
+		return err
+	})
+	if err := ctx.StartManual(time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	q1.Push("boom")
+	q2.Push("slow")
+	if _, err := ctx.RunBatch(context.Background(), time.Unix(1, 0)); err == nil {
+		t.Fatal("the batch with a panicking map succeeded")
+	}
+	held, _ := q2.in.residentBatches()
+	waitFor(t, "the late task", func() bool { return lateRead.Load() == int64(len("slow")) })
+	ctx.Stop()
+	if held != 1 {
+		t.Fatalf("after a failed batch %d batches' input held, want 1", held)
+	}
+}
+
+// An RDD of the input kept by user code past its batch fails when read in a
+// later batch with an error naming the batch that is no longer remembered
+// (as in Spark once a batch's blocks are cleared), not with a panic or
+// freed buffers.
+func TestInputRDDKeptPastItsBatch(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	ctx := socketContext(t, mem, 2)
+	q := NewQueue[string](ctx)
+	var prev *rdd.RDD[string]
+	s := Transform(q.Stream(), func(_ time.Time, r *rdd.RDD[string]) *rdd.RDD[string] {
+		o := r
+		if prev != nil {
+			o = rdd.Union(prev, r)
+		}
+		prev = r
+		return o
+	})
+	ForeachRDD(Count(s), func(b *Batch, r *rdd.RDD[int64]) error {
+		_, err := Collect(b, r)
+		return err
+	})
+	if err := ctx.StartManual(time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Stop()
+	q.Push("a", "b", "c")
+	if _, err := ctx.RunBatch(context.Background(), time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	q.Push("d")
+	_, err := ctx.RunBatch(context.Background(), time.Unix(2, 0))
+	if err == nil || !strings.Contains(err.Error(), "no longer remembered") || !strings.Contains(err.Error(), "1970-01-01T00:00:01.000Z") {
+		t.Fatalf("reading batch 1's input in batch 2: %v; want it named as no longer remembered", err)
+	}
+}
+
+// A batch of few lines gives a partition per slot while there are lines
+// enough: one chunk in exactly min(lines, slots) records.
+func TestSocketCutPartitions(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	r := &socketReceiver{limit: 1 << 20}
+	r.mem = &countingAllocator{mem: mem, freed: func() {}}
+	for _, c := range []struct{ lines, parts, want int }{{4, 3, 3}, {65, 64, 64}, {2, 3, 2}, {1, 1, 1}, {1000, 2, 2}} {
+		if used := r.appendLines([]byte(strings.Repeat("line\n", c.lines))); used != 5*c.lines {
+			t.Fatalf("consumed %d bytes", used)
+		}
+		recs, n, err := r.cut(c.parts)
+		if err != nil || n != int64(c.lines) || len(recs) != c.want {
+			t.Errorf("%d lines, %d slots: %d records (%d lines, %v); want %d records", c.lines, c.parts, len(recs), n, err, c.want)
+		}
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}
+	r.col.release()
 }

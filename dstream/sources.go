@@ -74,16 +74,13 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 			if !ok && !spilled {
 				return nil, nil // before the stream started
 			}
-			if in.spill.wal == nil {
-				r = rdd.FromRecords(op, codec, recs)
-			} else {
-				// The records may leave memory before a window reads
-				// the batch again: each task takes its partition from
-				// memory or from the log (input_spill.go).
-				r = rdd.FromRecordFunc(op, codec, parts, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
-					return in.partAt(t, part)
-				})
-			}
+			// Each task takes its partition (retained) from memory or,
+			// once a window's older batches left memory, from the log
+			// (input_spill.go); a task reading a batch that was released
+			// fails naming it instead of reading freed buffers.
+			r = rdd.FromRecordFunc(op, codec, parts, func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
+				return in.partAt(t, part)
+			})
 			ctx.inputNodes[r.Node().ID] = &sluicev1.InputRef{Input: int32(in.index), BatchTimeUnixNano: t.UnixNano(), Partitions: int32(parts)}
 		}
 		r.Node().Site = in.s.b.name[len(op)+1:]
@@ -92,19 +89,10 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 	forget := in.s.b.forget
 	in.s.b.forget = func(before time.Time) {
 		forget(before)
-		// cleanup(done) passes before = done - remember. A stream's
-		// remember is at least one slide; when it is exactly one, no
-		// window reads this input back and no later batch reads the batch
-		// just done, so its records go now instead of a batch later (a
-		// receiver's memory then holds one batch, not two).
-		release := before
-		if in.s.b.remember == in.s.b.slide {
-			release = before.Add(in.s.b.slide)
-		}
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		for t, rs := range in.recs {
-			if !t.After(release) {
+			if !t.After(before) {
 				for _, r := range rs {
 					r.Release()
 				}
@@ -121,6 +109,25 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 }
 
 func (in *input[T]) base() *streamBase { return in.s.b }
+
+// releaseDone releases the records of batch t, which just succeeded, when
+// no window reads this input back (its remember is one slide): cleanup
+// would keep them until the next batch is done, and a receiver would then
+// hold two batches instead of one. A failed batch keeps them that long, as
+// tasks of a failed job may still be running. An RDD of the input kept by
+// user code past its batch then fails when read ("no longer remembered"),
+// as in Spark once a batch's blocks are cleared.
+func (in *input[T]) releaseDone(t time.Time) {
+	if in.s.b.remember != in.s.b.slide {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if rs, ok := in.recs[t]; ok {
+		releaseAll(rs)
+		delete(in.recs, t)
+	}
+}
 
 // recordsAt returns the input of batch t, retained (the caller releases),
 // and whether the batch is still remembered. A batch that left memory is

@@ -127,6 +127,23 @@ func (s *ShuffleStore) Read(job string, shuffle int64, mapPart, reducePart int) 
 	return b, err
 }
 
+// Open returns a reader of one block's IPC bytes (nil for an empty block),
+// or errNoMapOutput; the caller closes it.
+func (s *ShuffleStore) Open(job string, shuffle int64, mapPart, reducePart int) (*os.File, error) {
+	if err := checkID("job id", job); err != nil {
+		return nil, err
+	}
+	dir := s.mapDir(job, shuffle, mapPart)
+	f, err := os.Open(filepath.Join(dir, "r"+strconv.Itoa(reducePart)+".arrow"))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, errNoMapOutput
+		}
+		return nil, nil
+	}
+	return f, err
+}
+
 // RemoveJob deletes a job's shuffle data.
 func (s *ShuffleStore) RemoveJob(job string) error {
 	if err := checkID("job id", job); err != nil {
@@ -163,22 +180,35 @@ func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluic
 	if req.GetShuffleId() < 0 || req.GetMapPartition() < 0 || req.GetReducePartition() < 0 {
 		return status.Error(codes.InvalidArgument, "shuffle: bad block request")
 	}
-	b, err := s.Store.Read(req.GetJobId(), req.GetShuffleId(), int(req.GetMapPartition()), int(req.GetReducePartition()))
+	f, err := s.Store.Open(req.GetJobId(), req.GetShuffleId(), int(req.GetMapPartition()), int(req.GetReducePartition()))
 	if errors.Is(err, errNoMapOutput) {
 		return status.Errorf(codes.NotFound, "shuffle %d map output %d is not on this executor", req.GetShuffleId(), req.GetMapPartition())
 	}
 	if err != nil {
 		return status.Errorf(codes.Internal, "shuffle: read block: %v", err)
 	}
-	for len(b) > 0 {
-		n := min(len(b), ChunkBytes)
-		if err := stream.Send(&sluicev1.Chunk{Data: b[:n]}); err != nil {
-			return err
-		}
-		s.Served.Add(int64(n))
-		b = b[n:]
+	if f == nil { // an empty block
+		return nil
 	}
-	return nil
+	defer f.Close()
+	// Chunk by chunk as read, so that the fetcher sees data within a
+	// chunk's read however large the block (its idle bound, fetchIdle).
+	buf := make([]byte, ChunkBytes)
+	for {
+		n, err := io.ReadFull(f, buf)
+		if n > 0 {
+			if err := stream.Send(&sluicev1.Chunk{Data: buf[:n]}); err != nil {
+				return err
+			}
+			s.Served.Add(int64(n))
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return nil
+		case err != nil:
+			return status.Errorf(codes.Internal, "shuffle: read block: %v", err)
+		}
+	}
 }
 
 // NewExecutorShuffle returns, for a job's executor process, its shuffle
