@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,27 +23,53 @@ type reader[V any] struct {
 	valuesOnly bool // read values only (Batch.Read), not keys, headers and times
 	dialer     *kafkago.Dialer
 
-	mu   sync.Mutex
-	pool map[TopicPartition][]*kafkago.Conn
+	// netDial opens the TCP connections under the dialer (a net.Dialer's;
+	// tests count bytes with their own).
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	// recordBytes estimates a record's size on the wire (from the records
-	// read so far), to ask a fetch for little more than the rest of a
-	// range: the broker sends whole batches up to the fetch's bound, and a
-	// range's last fetch asking for the full bound would make the broker
-	// copy (and the reader skip) up to that much past the range's end.
-	recordBytes atomic.Int64
+	mu   sync.Mutex
+	pool map[TopicPartition][]leaderConn
+
+	// recordBytes estimates, per partition, a record's size on the wire
+	// (from the records read so far), to ask a fetch for little more than
+	// the rest of a range: the broker sends whole batches up to the
+	// fetch's bound, and a range's last fetch asking for the full bound
+	// would make the broker copy (and the reader skip) up to that much
+	// past the range's end. Guarded by mu.
+	recordBytes map[TopicPartition]int64
 }
 
-// recordOverhead is a record's bytes on the wire besides its key, value
-// and headers: length, attributes, timestamp and offset deltas, key and
-// value lengths, header count (varints, usually 1-3 bytes each).
-const recordOverhead = 12
+// leaderConn is a connection to a partition leader and the count of bytes
+// read from it.
+type leaderConn struct {
+	*kafkago.Conn
+	wire *atomic.Int64
+}
 
-// fetchBytes is the bound of a fetch that should return remaining records:
-// their estimated size with an eighth and 64 KiB more (a batch boundary
-// rarely falls where the range ends), at most FetchMaxBytes.
-func (r *reader[V]) fetchBytes(remaining int64) int {
-	per := r.recordBytes.Load()
+// countedConn counts the bytes read from a connection.
+type countedConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countedConn) Read(b []byte) (int, error) {
+	k, err := c.Conn.Read(b)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// dialedKey is the context key under which conn learns the byte count of
+// the connection the dialer opened last (the leader's: DialLeader opens
+// it after any metadata connection).
+type dialedKey struct{}
+
+// fetchBytes is the bound of a fetch that should return remaining records
+// of tp: their estimated size on the wire with an eighth and 64 KiB more (a
+// batch boundary rarely falls where the range ends), at most FetchMaxBytes.
+func (r *reader[V]) fetchBytes(tp TopicPartition, remaining int64) int {
+	r.mu.Lock()
+	per := r.recordBytes[tp]
+	r.mu.Unlock()
 	if per <= 0 {
 		return r.cfg.FetchMaxBytes
 	}
@@ -50,26 +77,42 @@ func (r *reader[V]) fetchBytes(remaining int64) int {
 	return int(min(want, int64(r.cfg.FetchMaxBytes)))
 }
 
-// noteRecords folds what a fetch returned (records and their key, value
-// and header bytes) into the record size estimate.
-func (r *reader[V]) noteRecords(n, bytes int64) {
-	if n > 0 {
-		r.recordBytes.Store(bytes/n + recordOverhead)
+// noteRecords sets tp's record size estimate from a fetch response: n
+// records (those before and past the range included) in wire bytes.
+func (r *reader[V]) noteRecords(tp TopicPartition, n, wire int64) {
+	if n <= 0 || wire <= 0 {
+		return
 	}
+	r.mu.Lock()
+	r.recordBytes[tp] = max(1, wire/n)
+	r.mu.Unlock()
 }
 
 func newReader[V any](cfg Config, decode Decoder[V]) *reader[V] {
-	return &reader[V]{
-		cfg:    cfg,
-		decode: decode,
-		dialer: &kafkago.Dialer{Timeout: cfg.RequestTimeout},
-		pool:   map[TopicPartition][]*kafkago.Conn{},
+	r := &reader[V]{
+		cfg:         cfg,
+		decode:      decode,
+		netDial:     (&net.Dialer{Timeout: cfg.RequestTimeout}).DialContext,
+		pool:        map[TopicPartition][]leaderConn{},
+		recordBytes: map[TopicPartition]int64{},
 	}
+	r.dialer = &kafkago.Dialer{Timeout: cfg.RequestTimeout, DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := r.netDial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		n := new(atomic.Int64)
+		if slot, ok := ctx.Value(dialedKey{}).(**atomic.Int64); ok {
+			*slot = n
+		}
+		return countedConn{c, n}, nil
+	}}
+	return r
 }
 
 // conn returns a pooled connection to tp's leader (reused = true) or dials
 // a new one.
-func (r *reader[V]) conn(ctx context.Context, tp TopicPartition) (c *kafkago.Conn, reused bool, err error) {
+func (r *reader[V]) conn(ctx context.Context, tp TopicPartition) (c leaderConn, reused bool, err error) {
 	r.mu.Lock()
 	if cs := r.pool[tp]; len(cs) > 0 {
 		c = cs[len(cs)-1]
@@ -80,13 +123,17 @@ func (r *reader[V]) conn(ctx context.Context, tp TopicPartition) (c *kafkago.Con
 	r.mu.Unlock()
 	var errs []error
 	for _, b := range r.cfg.Brokers {
-		c, err = r.dialer.DialLeader(ctx, "tcp", b, tp.Topic, tp.Partition)
+		var wire *atomic.Int64
+		conn, err := r.dialer.DialLeader(context.WithValue(ctx, dialedKey{}, &wire), "tcp", b, tp.Topic, tp.Partition)
 		if err == nil {
-			return c, false, nil
+			if wire == nil { // not dialed through DialFunc: no count
+				wire = new(atomic.Int64)
+			}
+			return leaderConn{conn, wire}, false, nil
 		}
 		errs = append(errs, err)
 	}
-	return nil, false, fmt.Errorf("connect to the leader of %s via %v: %w", tp, r.cfg.Brokers, errors.Join(errs...))
+	return leaderConn{}, false, fmt.Errorf("connect to the leader of %s via %v: %w", tp, r.cfg.Brokers, errors.Join(errs...))
 }
 
 // closeIdle closes the pooled connections.
@@ -101,7 +148,7 @@ func (r *reader[V]) closeIdle() {
 	}
 }
 
-func (r *reader[V]) release(tp TopicPartition, c *kafkago.Conn) {
+func (r *reader[V]) release(tp TopicPartition, c leaderConn) {
 	r.mu.Lock()
 	r.pool[tp] = append(r.pool[tp], c)
 	r.mu.Unlock()
@@ -275,7 +322,7 @@ func (r *reader[V]) readFrom(ctx context.Context, rg OffsetRange, next int64, yi
 // fetch reads the messages of rg from offset next on with per-partition
 // fetches and sends them in chunks; it returns the offset it got to. It
 // stops early when quit is closed.
-func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <-chan *chunk, full chan<- *chunk, quit <-chan struct{}) (int64, error) {
+func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-chan *chunk, full chan<- *chunk, quit <-chan struct{}) (int64, error) {
 	tp := TopicPartition{rg.Topic, rg.Partition}
 	chunk := <-free
 	send := func() bool {
@@ -297,20 +344,30 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 	var arena []byte
 	pos := 0
 	whole := !r.valuesOnly
+	stuck := false // the last fetch made no progress
 	for next < rg.Until {
+		select {
+		case <-quit:
+			return next, errStopped
+		default:
+		}
 		if _, err := conn.Seek(next, kafkago.SeekAbsolute|kafkago.SeekDontCheck); err != nil {
 			return next, fmt.Errorf("seek %s to %d: %w", tp, next, err)
 		}
 		conn.SetReadDeadline(time.Now().Add(r.cfg.RequestTimeout))
-		maxBytes := r.fetchBytes(rg.Until - next)
-		if whole && r.valuesOnly {
-			maxBytes = r.cfg.FetchMaxBytes // a value that did not fit: it may be large
+		maxBytes := r.fetchBytes(tp, rg.Until-next)
+		if whole && r.valuesOnly || stuck {
+			// A value that did not fit (it may be large), or a fetch that
+			// returned no whole record (a broker without KIP-74 cuts a
+			// record at the bound): ask for the full bound.
+			maxBytes = r.cfg.FetchMaxBytes
 		}
 		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: maxBytes, MaxWait: time.Second})
 		start := next
 		var ierr error
 		short := false
-		var got, gotBytes int64 // records of the range and their sizes, for recordBytes
+		w0 := conn.wire.Load()
+		var seen int64 // records in the response, for recordBytes
 		for {
 			var msg kafkago.Message
 			var err error
@@ -337,6 +394,7 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 				}
 				break
 			}
+			seen++
 			if msg.Offset < next {
 				continue
 			}
@@ -345,11 +403,6 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 				break
 			}
 			next = msg.Offset + 1
-			got++
-			gotBytes += int64(len(msg.Key) + len(msg.Value))
-			for _, h := range msg.Headers {
-				gotBytes += int64(len(h.Key) + len(h.Value) + 2)
-			}
 			chunk.offs = append(chunk.offs, msg.Offset)
 			chunk.vals = append(chunk.vals, msg.Value)
 			if !r.valuesOnly {
@@ -360,12 +413,14 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 				return next, errStopped
 			}
 		}
-		r.noteRecords(got, gotBytes)
 		if next < rg.Until {
 			// Compacted or aborted records leave gaps: the batch knows the
 			// next offset past them.
 			next = max(next, min(batch.Offset(), rg.Until))
 		}
+		// Before Close, which reads past records not parsed: bytes read so
+		// far (and at most a read buffer ahead) for the records seen.
+		r.noteRecords(tp, seen, conn.wire.Load()-w0)
 		cerr := batch.Close()
 		if short {
 			whole = true // the next fetch starts with the value that did not fit
@@ -383,6 +438,14 @@ func (r *reader[V]) fetch(conn *kafkago.Conn, rg OffsetRange, next int64, free <
 		}
 		if next == start && batch.HighWaterMark() <= next {
 			return next, fmt.Errorf("fetch %s: offsets up to %d were planned but the log ends at %d (range %s)", tp, rg.Until, batch.HighWaterMark(), rg)
+		}
+		if next == start && !short {
+			if stuck && maxBytes == r.cfg.FetchMaxBytes {
+				return next, fmt.Errorf("fetch %s from offset %d (range %s): no whole record within FetchMaxBytes (%d); raise it above the largest record", tp, next, rg, r.cfg.FetchMaxBytes)
+			}
+			stuck = true
+		} else {
+			stuck = false
 		}
 	}
 	return next, nil

@@ -3,10 +3,12 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,18 +106,6 @@ func BenchmarkReadValues(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 }
 
-// countingConn counts the bytes read from a connection.
-type countingConn struct {
-	net.Conn
-	n *atomic.Int64
-}
-
-func (c countingConn) Read(b []byte) (int, error) {
-	k, err := c.Conn.Read(b)
-	c.n.Add(int64(k))
-	return k, err
-}
-
 // A range's fetches ask for little more than the range: once the reader
 // has seen the records' size, reading 5,000 records of a partition that
 // holds 200,000 moves about their bytes over the wire, not the fetch
@@ -138,12 +128,12 @@ func TestReadRangeFetchesLittleMoreThanTheRange(t *testing.T) {
 		rd := newReader(cfg, String())
 		rd.valuesOnly = valuesOnly
 		var wire atomic.Int64
-		rd.dialer.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		rd.netDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return countingConn{c, &wire}, nil
+			return countedConn{c, &wire}, nil
 		}
 		for k := int64(0); k < 4; k++ {
 			rg := OffsetRange{"lines", 0, k * per, (k + 1) * per}
@@ -164,5 +154,71 @@ func TestReadRangeFetchesLittleMoreThanTheRange(t *testing.T) {
 			}
 		}
 		rd.closeIdle()
+	}
+}
+
+// writeCountingConn counts the writes on a connection (a fetch is one).
+type writeCountingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c writeCountingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// A values-only read never sees keys and headers, yet its fetch bound
+// counts them (it measures bytes on the wire): with 1 KiB keys and 10-byte
+// values, a 5,000-record range takes a few fetches, not dozens sized by
+// the values alone.
+func TestReadRangeFetchBoundCountsUnseenKeys(t *testing.T) {
+	br, err := devkafka.Start(0, 1, "keyed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(br.Addrs...), kgo.DefaultProduceTopic("keyed"),
+		kgo.ProducerBatchMaxBytes(16<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const n, per = 20_000, 5_000
+	var recs []*kgo.Record
+	for i := range n {
+		key := fmt.Appendf(nil, "%08d", i)
+		key = append(key, strings.Repeat(string(key), 128)...) // 1 KiB, different for every record
+		recs = append(recs, &kgo.Record{Key: key, Value: []byte(fmt.Sprintf("v%09d", i))})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Brokers: br.Addrs, Topics: []string{"keyed"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	rd := newReader(cfg, String())
+	rd.valuesOnly = true
+	defer rd.closeIdle()
+	var writes atomic.Int64
+	rd.netDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeCountingConn{c, &writes}, nil
+	}
+	for k := int64(0); k < n/per; k++ {
+		rg := OffsetRange{"keyed", 0, k * per, (k + 1) * per}
+		before := writes.Load()
+		var got int64
+		if err := rd.readValues(context.Background(), time.Time{}, rg, func(string) bool { got++; return true }); err != nil || got != per {
+			t.Fatalf("range %s: %d records, err %v", rg, got, err)
+		}
+		t.Logf("range %s: %d writes", rg, writes.Load()-before)
+		if fetches := writes.Load() - before; k > 0 && fetches > 6 {
+			t.Errorf("range %s of %d records with 1 KiB keys: %d fetches", rg, per, fetches)
+		}
 	}
 }
