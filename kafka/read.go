@@ -78,13 +78,20 @@ func (r *reader[V]) fetchBytes(tp TopicPartition, remaining int64) int {
 }
 
 // noteRecords sets tp's record size estimate from a fetch response: n
-// records (those before and past the range included) in wire bytes.
+// records in wire bytes. The records a response holds before the offset
+// asked for (its first batch starts earlier) are skipped by kafka-go
+// unseen, so a response of few records can overstate the size many times:
+// the estimate at most doubles per fetch, and falls at once.
 func (r *reader[V]) noteRecords(tp TopicPartition, n, wire int64) {
 	if n <= 0 || wire <= 0 {
 		return
 	}
+	per := max(1, wire/n)
 	r.mu.Lock()
-	r.recordBytes[tp] = max(1, wire/n)
+	if old := r.recordBytes[tp]; old > 0 {
+		per = min(per, 2*old)
+	}
+	r.recordBytes[tp] = per
 	r.mu.Unlock()
 }
 
@@ -345,6 +352,7 @@ func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-ch
 	pos := 0
 	whole := !r.valuesOnly
 	stuck := false // the last fetch made no progress
+	var scratch [4 << 10]byte
 	for next < rg.Until {
 		select {
 		case <-quit:
@@ -368,6 +376,7 @@ func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-ch
 		short := false
 		w0 := conn.wire.Load()
 		var seen int64 // records in the response, for recordBytes
+		past := false  // stopped at a record past the range
 		for {
 			var msg kafkago.Message
 			var err error
@@ -400,6 +409,7 @@ func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-ch
 			}
 			if msg.Offset >= rg.Until {
 				next = rg.Until
+				past = true
 				break
 			}
 			next = msg.Offset + 1
@@ -418,10 +428,27 @@ func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-ch
 			// next offset past them.
 			next = max(next, min(batch.Offset(), rg.Until))
 		}
-		// Before Close, which reads past records not parsed: bytes read so
-		// far (and at most a read buffer ahead) for the records seen.
-		r.noteRecords(tp, seen, conn.wire.Load()-w0)
+		if past {
+			// Count the rest of the response's records, so that its bytes
+			// on the wire divide by all of them (the fetch asked for little
+			// more than the range: few are left).
+			for {
+				var err error
+				if r.valuesOnly {
+					_, err = batch.Read(scratch[:])
+				} else {
+					_, err = batch.ReadMessage()
+				}
+				if err != nil {
+					break
+				}
+				seen++
+			}
+		}
 		cerr := batch.Close()
+		if ierr == nil && !short {
+			r.noteRecords(tp, seen, conn.wire.Load()-w0)
+		}
 		if short {
 			whole = true // the next fetch starts with the value that did not fit
 		} else if ierr == nil {
