@@ -352,7 +352,6 @@ func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-ch
 	pos := 0
 	whole := !r.valuesOnly
 	stuck := false // the last fetch made no progress
-	var scratch [4 << 10]byte
 	for next < rg.Until {
 		select {
 		case <-quit:
@@ -433,13 +432,7 @@ func (r *reader[V]) fetch(conn leaderConn, rg OffsetRange, next int64, free <-ch
 			// on the wire divide by all of them (the fetch asked for little
 			// more than the range: few are left).
 			for {
-				var err error
-				if r.valuesOnly {
-					_, err = batch.Read(scratch[:])
-				} else {
-					_, err = batch.ReadMessage()
-				}
-				if err != nil {
+				if _, err := batch.ReadMessage(); err != nil {
 					break
 				}
 				seen++
