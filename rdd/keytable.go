@@ -152,60 +152,56 @@ func strTag(h uint64, n int) uint8 {
 // the caller sets t.slots[i].val. Slots move when the table grows: i is
 // valid until the next call.
 func (t *strTable[C]) slot(k string) (i int, added bool) {
-	var h, fp uint64
-	if len(k) <= 8 { // strHashFP, inlined for short keys
-		if len(k) >= 4 {
-			fp = fp4to8(k)
-		} else {
-			fp = fp0to3(k)
-		}
-		h = strHashOf(0, fp, len(k))
-	} else {
-		h, fp = strHashFP(k)
+	if len(k) > 8 {
+		h, fp := strHashFP(k)
+		return t.probe(k, h, fp, strTag(h, len(k)))
 	}
+	var fp uint64 // strHashFP, inlined for short keys
+	if len(k) >= 4 {
+		fp = fp4to8(k)
+	} else {
+		fp = fp0to3(k)
+	}
+	h := strHashOf(0, fp, len(k))
 	tag := strTag(h, len(k))
-	mask := uint64(len(t.slots) - 1)
+	// Most short keys sit in their home slot or the next: test both without
+	// a branch between them (a branch on the first would mispredict for the
+	// one lookup in five that needs the second). i0 < len(slots) ==
+	// len(tags): it is the top bits of h; i1 is masked.
 	base := unsafe.Pointer(unsafe.SliceData(t.slots))
 	tags := unsafe.Pointer(unsafe.SliceData(t.tags))
 	size := unsafe.Sizeof(strSlot[C]{})
-	// i <= mask < len(slots) == len(tags) below: i starts below len(slots)
-	// (the top bits of h) and is masked after.
 	i0 := h >> t.shift
-	if len(k) <= 8 {
-		// Most short keys sit in their home slot or the next: test both
-		// without a branch between them (a branch on the first would
-		// mispredict for the one lookup in five that needs the second).
-		i1 := (i0 + 1) & mask
-		s0 := (*strSlot[C])(unsafe.Add(base, uintptr(i0)*size))
-		s1 := (*strSlot[C])(unsafe.Add(base, uintptr(i1)*size))
-		x0 := uint64(*(*uint8)(unsafe.Add(tags, i0))^tag) | (s0.fp ^ fp) // 0: a match (| and ^ bind alike in Go)
-		x1 := uint64(*(*uint8)(unsafe.Add(tags, i1))^tag) | (s1.fp ^ fp)
-		if min(x0, x1) == 0 {
-			j := i0
-			if x0 != 0 {
-				j = i1
-			}
-			return int(j), false
+	i1 := (i0 + 1) & uint64(len(t.slots)-1)
+	s0 := (*strSlot[C])(unsafe.Add(base, uintptr(i0)*size))
+	s1 := (*strSlot[C])(unsafe.Add(base, uintptr(i1)*size))
+	x0 := uint64(*(*uint8)(unsafe.Add(tags, i0))^tag) | (s0.fp ^ fp) // 0: a match (| and ^ bind alike in Go)
+	x1 := uint64(*(*uint8)(unsafe.Add(tags, i1))^tag) | (s1.fp ^ fp)
+	if min(x0, x1) == 0 {
+		j := i0
+		if x0 != 0 {
+			j = i1
 		}
+		return int(j), false
 	}
-	for i := i0; ; i = (i + 1) & mask {
-		s := (*strSlot[C])(unsafe.Add(base, uintptr(i)*size))
-		st := *(*uint8)(unsafe.Add(tags, i))
-		if st == tag && s.fp == fp && (len(k) <= 8 || t.keys[t.pos[i]] == k) {
+	return t.probe(k, h, fp, tag)
+}
+
+// probe is slot's slow path, for long keys, short keys past the slot after
+// their home, and new keys: out of line, so that the fast path makes no
+// call and keeps its values in registers.
+//
+//go:noinline
+func (t *strTable[C]) probe(k string, h, fp uint64, tag uint8) (int, bool) {
+	mask := uint64(len(t.slots) - 1)
+	for i := h >> t.shift; ; i = (i + 1) & mask {
+		if t.tags[i] == tag && t.slots[i].fp == fp && (len(k) <= 8 || t.keys[t.pos[i]] == k) {
 			return int(i), false
 		}
-		if st == 0 {
+		if t.tags[i] == 0 {
 			break
 		}
 	}
-	return t.insert(k, h, fp, tag), true
-}
-
-// insert adds k (not in the table) and returns its slot. It is slot's
-// slow path, out of line so that the lookup keeps its values in registers.
-//
-//go:noinline
-func (t *strTable[C]) insert(k string, h, fp uint64, tag uint8) int {
 	// At most half full: with linear probing at 61% a lookup tested 1.8 slots
 	// on average, and the unpredictable number of probes cost more in branch
 	// misses than the larger table costs in cache (measured on WordCount).
@@ -215,7 +211,7 @@ func (t *strTable[C]) insert(k string, h, fp uint64, tag uint8) int {
 	i := t.place(h>>t.shift, fp, tag, uint32(len(t.keys)))
 	t.keys = append(t.keys, k)
 	t.order = append(t.order, uint32(i))
-	return i
+	return i, true
 }
 
 // posOf returns the first-seen position of the key in slot i.

@@ -151,7 +151,8 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 				if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
 					tab.slots[i].val = agg.Create(kv.Value)
 				} else {
-					tab.slots[i].val = agg.Merge(tab.slots[i].val, kv.Value)
+					p := &tab.slots[i].val
+					*p = agg.Merge(*p, kv.Value)
 				}
 				return true
 			})
@@ -187,7 +188,8 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 					if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
 						tab.slots[i].val = kv.Value
 					} else {
-						tab.slots[i].val = agg.Combine(tab.slots[i].val, kv.Value)
+						p := &tab.slots[i].val
+						*p = agg.Combine(*p, kv.Value)
 					}
 					return true
 				})
