@@ -145,8 +145,9 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
 		m := newCombiner[K, C]()
 		var err error
+		never := false                // the map side reads its whole partition
 		if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
-			err = r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+			err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
 				tc.cur = n
 				if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
 					tab.slots[i].val = agg.Create(kv.Value)
@@ -154,17 +155,15 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 					p := &tab.slots[i].val
 					*p = agg.Merge(*p, kv.Value)
 				}
-				return true
 			})
 		} else {
-			err = r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+			err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
 				tc.cur = n
 				if p, added := m.ref(kv.Key); added {
 					*p = agg.Create(kv.Value)
 				} else {
 					*p = agg.Merge(*p, kv.Value)
 				}
-				return true
 			})
 		}
 		if err != nil {
