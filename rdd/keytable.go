@@ -9,14 +9,16 @@ import (
 // This file is the columnar side of keyed aggregation: an open-addressing
 // hash table from string keys to combiners, used by the map-side combiner
 // and the reduce side of CombineByKey. Keys live in a dense column in
-// first-seen order (the output order), combiners in a column parallel to the
-// slots, and string keys are hashed in place (a decoded string is a view of
-// the Arrow buffer, so no key is copied or boxed). Other key types use a Go
-// map (see combiner): measured, a generic table with an indirect hash call
-// was slower than Go's map, a string-only one is faster (BenchmarkKeyTable).
-// Tried and measured slower or no faster on WordCount: combiners inside the
-// slots (24-byte slots), and looking keys up 32 at a time after loading
-// their home slots first (to overlap cache misses).
+// first-seen order (the output order), each combiner next to its key's
+// fingerprint in the slot, and string keys are hashed in place (a decoded
+// string is a view of the Arrow buffer, so no key is copied or boxed). Other
+// key types use a Go map (see combiner): measured, a generic table with an
+// indirect hash call was slower than Go's map, a string-only one is faster
+// (BenchmarkKeyTable). Tried and measured slower or no faster on WordCount:
+// combiners inside 24-byte slots that also held a 32-bit tag and the key's
+// position, looking keys up 32 at a time after loading their home slots
+// first (to overlap cache misses), and reading both candidates' combiners
+// while the keys are compared (to cut the wait for the compare).
 
 // tableSeed randomises the in-process table hash per process, so that input
 // cannot be crafted to collide. Only placement inside one table depends on it;
@@ -102,165 +104,160 @@ func strHashOf(h, fp uint64, n int) uint64 {
 }
 
 // strTable maps string keys to combiners of type C, and remembers the keys
-// in first-seen order. It is open addressing with linear probing over 16-byte
-// slots (four per cache line): a slot holds the key's fingerprint, a tag (the
-// top bits of its hash and its length class) and its position in first-seen
-// order. Keys of up to 8 bytes (every word of the standard workload) are
-// determined by fingerprint and length, so they compare with two loads from
-// the slot and never read key bytes; longer keys compare their bytes after
-// the tag and fingerprint matched. The combiners are a column parallel to the
-// slots (vals[i] belongs to slots[i]), so the CPU can load a hit's combiner
-// while it still checks the slot, instead of after reading a position from
-// it. A slot's home is the top bits of the hash, which the tag holds, so
-// growing moves slots without hashing keys again (up to 2^28 slots).
+// in first-seen order. It is open addressing with linear probing over three
+// columns of the same length: slots (a key's fingerprint and its combiner,
+// 16 bytes for an 8-byte C, four per cache line), tags (one byte: four hash
+// bits and the key's length class, so the column of 2^15 tags fits in L1)
+// and pos (the key's position in first-seen order, read only for long keys
+// and when growing). Keys of up to 8 bytes (every word of the standard
+// workload) are determined by fingerprint and length, so a hit reads one
+// tag and one slot and never the key's bytes, and its combiner is on the
+// cache line of its fingerprint (with the combiners in a column of their
+// own, a hit read two lines of the table, the second only after the first).
+// Longer keys compare their bytes after the tag and fingerprint matched.
 type strTable[C any] struct {
-	slots []strSlot // len a power of two
-	vals  []C       // len(slots); vals[i] is the combiner of slots[i]'s key
-	shift uint      // 64 - log2(len(slots)): home slot = hash >> shift
-	keys  []string  // first-seen order
-	order []uint32  // order[pos]: the slot of keys[pos]
+	slots []strSlot[C] // len a power of two
+	tags  []uint8      // len(slots); tags[i] is slots[i]'s tag, 0: empty
+	pos   []uint32     // len(slots); pos[i]: index into keys of slots[i]'s key
+	shift uint         // 64 - log2(len(slots)): home slot = hash >> shift
+	keys  []string     // first-seen order
+	order []uint32     // order[pos]: the slot of keys[pos]
 }
 
-type strSlot struct {
+type strSlot[C any] struct {
 	fp  uint64 // strHashFP's fingerprint
-	tag uint32 // hash>>36<<4 | length class (1..15); 0: empty
-	pos uint32 // index into keys
+	val C      // the key's combiner
 }
 
-const (
-	strTableMinLog = 6
-	tagHashBits    = 28 // the hash bits a tag holds
-)
-
-// rehashAbove is the table size (log2) past which grow hashes keys again;
-// tagHashBits except in tests, which lower it to run that path.
-var rehashAbove uint = tagHashBits
+const strTableMinLog = 6
 
 func newStrTable[C any]() *strTable[C] {
 	return &strTable[C]{
-		slots: make([]strSlot, 1<<strTableMinLog),
-		vals:  make([]C, 1<<strTableMinLog),
+		slots: make([]strSlot[C], 1<<strTableMinLog),
+		tags:  make([]uint8, 1<<strTableMinLog),
+		pos:   make([]uint32, 1<<strTableMinLog),
 		shift: 64 - strTableMinLog,
 	}
 }
 
-// strTag is the tag of a key of length n with hash h: never 0, and equal
-// tags with equal fingerprints mean equal keys when n <= 8.
-func strTag(h uint64, n int) uint32 {
-	return uint32(h>>(64-tagHashBits))<<4 | uint32(min(n, 14)+1)
+// strTag is the tag of a key of length n with hash h: four bits of h that
+// the home slot does not use (the home is the top bits) over the length
+// class (1..15). Never 0, and equal tags with equal fingerprints mean equal
+// keys when n <= 8.
+func strTag(h uint64, n int) uint8 {
+	return uint8(h)&0xf0 | uint8(min(n, 14)+1)
 }
 
 // slot returns the slot of k, adding k if it is new (added), in which case
-// the caller sets t.vals[i]. Slots move when the table grows: i is valid
-// until the next call.
+// the caller sets t.slots[i].val. Slots move when the table grows: i is
+// valid until the next call.
 func (t *strTable[C]) slot(k string) (i int, added bool) {
-	var h, fp uint64
-	if len(k) <= 8 { // strHashFP, inlined for short keys
-		if len(k) >= 4 {
-			fp = fp4to8(k)
-		} else {
-			fp = fp0to3(k)
-		}
-		h = strHashOf(0, fp, len(k))
+	if len(k) > 8 {
+		h, fp := strHashFP(k)
+		return t.probe(k, h, fp, strTag(h, len(k)))
+	}
+	var fp uint64 // strHashFP, inlined for short keys
+	if len(k) >= 4 {
+		fp = fp4to8(k)
 	} else {
-		h, fp = strHashFP(k)
+		fp = fp0to3(k)
 	}
+	h := strHashOf(0, fp, len(k))
 	tag := strTag(h, len(k))
-	mask := uint64(len(t.slots) - 1)
+	// Most short keys sit in their home slot or the next: test both without
+	// a branch between them (a branch on the first would mispredict for the
+	// one lookup in five that needs the second). i0 < len(slots) ==
+	// len(tags): it is the top bits of h; i1 is masked.
 	base := unsafe.Pointer(unsafe.SliceData(t.slots))
+	tags := unsafe.Pointer(unsafe.SliceData(t.tags))
+	size := unsafe.Sizeof(strSlot[C]{})
 	i0 := h >> t.shift
-	if len(k) <= 8 {
-		// Most short keys sit in their home slot or the next: test both
-		// without a branch between them (a branch on the first would
-		// mispredict for the one lookup in five that needs the second).
-		i1 := (i0 + 1) & mask
-		s0 := (*strSlot)(unsafe.Add(base, uintptr(i0)*unsafe.Sizeof(strSlot{})))
-		s1 := (*strSlot)(unsafe.Add(base, uintptr(i1)*unsafe.Sizeof(strSlot{})))
-		x0 := uint64(s0.tag^tag) | (s0.fp ^ fp) // 0: a match (| and ^ bind alike in Go)
-		x1 := uint64(s1.tag^tag) | (s1.fp ^ fp)
-		if min(x0, x1) == 0 {
-			j := i0
-			if x0 != 0 {
-				j = i1
-			}
-			return int(j), false
+	i1 := (i0 + 1) & uint64(len(t.slots)-1)
+	s0 := (*strSlot[C])(unsafe.Add(base, uintptr(i0)*size))
+	s1 := (*strSlot[C])(unsafe.Add(base, uintptr(i1)*size))
+	x0 := uint64(*(*uint8)(unsafe.Add(tags, i0))^tag) | (s0.fp ^ fp) // 0: a match (| and ^ bind alike in Go)
+	x1 := uint64(*(*uint8)(unsafe.Add(tags, i1))^tag) | (s1.fp ^ fp)
+	if min(x0, x1) == 0 {
+		j := i0
+		if x0 != 0 {
+			j = i1
 		}
+		return int(j), false
 	}
-	for i := i0; ; i = (i + 1) & mask {
-		// i <= mask < len(slots): i starts below len(slots) (the top bits
-		// of h) and is masked after.
-		s := (*strSlot)(unsafe.Add(base, uintptr(i)*unsafe.Sizeof(strSlot{})))
-		if s.tag == tag && s.fp == fp && (len(k) <= 8 || t.keys[s.pos] == k) {
+	return t.probe(k, h, fp, tag)
+}
+
+// probe is slot's slow path, for long keys, short keys past the slot after
+// their home, and new keys: out of line, so that the fast path makes no
+// call and keeps its values in registers.
+//
+//go:noinline
+func (t *strTable[C]) probe(k string, h, fp uint64, tag uint8) (int, bool) {
+	mask := uint64(len(t.slots) - 1)
+	for i := h >> t.shift; ; i = (i + 1) & mask {
+		if t.tags[i] == tag && t.slots[i].fp == fp && (len(k) <= 8 || t.keys[t.pos[i]] == k) {
 			return int(i), false
 		}
-		if s.tag == 0 {
+		if t.tags[i] == 0 {
 			break
 		}
 	}
-	return t.insert(k, h, fp, tag), true
-}
-
-// insert adds k (not in the table) and returns its slot. It is slot's
-// slow path, out of line so that the lookup keeps its values in registers.
-//
-//go:noinline
-func (t *strTable[C]) insert(k string, h, fp uint64, tag uint32) int {
 	// At most half full: with linear probing at 61% a lookup tested 1.8 slots
 	// on average, and the unpredictable number of probes cost more in branch
 	// misses than the larger table costs in cache (measured on WordCount).
 	if (len(t.keys)+1)*2 > len(t.slots) {
 		t.grow()
 	}
-	i := t.place(h>>t.shift, strSlot{fp: fp, tag: tag, pos: uint32(len(t.keys))})
+	i := t.place(h>>t.shift, fp, tag, uint32(len(t.keys)))
 	t.keys = append(t.keys, k)
 	t.order = append(t.order, uint32(i))
-	return i
+	return i, true
 }
 
-// pos returns the first-seen position of the key in slot i.
-func (t *strTable[C]) pos(i int) int { return int(t.slots[i].pos) }
+// posOf returns the first-seen position of the key in slot i.
+func (t *strTable[C]) posOf(i int) int { return int(t.pos[i]) }
 
 // each calls f with every key and its combiner in first-seen order, until f
 // returns false.
 func (t *strTable[C]) each(f func(k string, c C) bool) {
 	for pos, i := range t.order {
-		if !f(t.keys[pos], t.vals[i]) {
+		if !f(t.keys[pos], t.slots[i].val) {
 			return
 		}
 	}
 }
 
-// grow doubles the table. A slot's home comes from its tag while the table
-// has at most 2^rehashAbove slots; past that the key is hashed again.
+// grow doubles the table. A key of up to 8 bytes is hashed again from its
+// fingerprint and length (which its tag holds), without reading its bytes;
+// a longer key from its bytes.
 func (t *strTable[C]) grow() {
-	oldSlots, oldVals := t.slots, t.vals
-	t.slots = make([]strSlot, 2*len(oldSlots))
-	t.vals = make([]C, 2*len(oldVals))
+	oldSlots, oldTags, oldPos := t.slots, t.tags, t.pos
+	n := 2 * len(oldSlots)
+	t.slots, t.tags, t.pos = make([]strSlot[C], n), make([]uint8, n), make([]uint32, n)
 	t.shift--
-	log := 64 - t.shift
-	for j, s := range oldSlots {
-		if s.tag == 0 {
+	for j, tag := range oldTags {
+		if tag == 0 {
 			continue
 		}
-		var home uint64
-		if log <= rehashAbove {
-			home = uint64(s.tag>>4) >> (tagHashBits - log)
+		s, pos := &oldSlots[j], oldPos[j]
+		var h uint64
+		if n := int(tag&15) - 1; n <= 8 {
+			h = strHashOf(0, s.fp, n)
 		} else {
-			h, _ := strHashFP(t.keys[s.pos])
-			home = h >> t.shift
+			h = strHash(t.keys[pos])
 		}
-		i := t.place(home, s)
-		t.vals[i] = oldVals[j]
-		t.order[s.pos] = uint32(i)
+		i := t.place(h>>t.shift, s.fp, tag, pos)
+		t.slots[i].val = s.val
+		t.order[pos] = uint32(i)
 	}
 }
 
-// place puts s in the first empty slot from i on and returns its index.
-func (t *strTable[C]) place(i uint64, s strSlot) int {
+// place puts a key in the first empty slot from i on and returns its index.
+func (t *strTable[C]) place(i uint64, fp uint64, tag uint8, pos uint32) int {
 	mask := uint64(len(t.slots) - 1)
 	for ; ; i = (i + 1) & mask {
-		if t.slots[i].tag == 0 {
-			t.slots[i] = s
+		if t.tags[i] == 0 {
+			t.slots[i].fp, t.tags[i], t.pos[i] = fp, tag, pos
 			return int(i)
 		}
 	}

@@ -26,7 +26,7 @@ func TestStrTableMatchesMap(t *testing.T) {
 	ref := map[string]int{}
 	for _, w := range ws {
 		i, added := tab.slot(w)
-		pos := tab.pos(i)
+		pos := tab.posOf(i)
 		want, ok := ref[w]
 		if !ok {
 			want = len(ref)
@@ -80,9 +80,9 @@ func BenchmarkKeyTable(b *testing.B) {
 			tab := newStrTable[int64]()
 			for _, w := range ws {
 				if i, added := tab.slot(w); added {
-					tab.vals[i] = 1
+					tab.slots[i].val = 1
 				} else {
-					tab.vals[i]++
+					tab.slots[i].val++
 				}
 			}
 		}
@@ -141,8 +141,8 @@ func BenchmarkWordCountReduceSide(b *testing.B) {
 // The string table must agree with a Go map on random keys: every length
 // path (empty, 1-3, 4-7, 8, long), zero and 0xff bytes, keys that differ only
 // in length ("ab" and "ab\x00") or only in the middle of long keys, repeats,
-// keys crowded into one probe run, tag collisions, and growth both from the
-// tags and by hashing again.
+// keys crowded into one probe run, tag collisions, and growth, which hashes
+// short keys again from their fingerprints and long keys from their bytes.
 func TestStrTableMatchesMapRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	alphabet := []byte("ab\x00\xffxyzcdefghijklmnopqrstuvw")
@@ -175,7 +175,7 @@ func TestStrTableMatchesMapRandom(t *testing.T) {
 	// Pairs of distinct keys of one length with the same tag (the table
 	// hash is seeded per process, so search for them), short and long.
 	for _, n := range []int{5, 8, 20} {
-		seen := map[uint32]string{}
+		seen := map[uint8]string{}
 		for found := 0; found < 3; {
 			k := randKey(n)
 			h, _ := strHashFP(k)
@@ -194,70 +194,69 @@ func TestStrTableMatchesMapRandom(t *testing.T) {
 	}
 	r.Shuffle(len(stream), func(i, j int) { stream[i], stream[j] = stream[j], stream[i] })
 
-	for _, rehash := range []uint{tagHashBits, 7} {
-		t.Run(fmt.Sprint("rehashAbove=", rehash), func(t *testing.T) {
-			defer func(old uint) { rehashAbove = old }(rehashAbove)
-			rehashAbove = rehash
-			tab := newStrTable[int]()
-			ref := map[string]int{}
-			for _, k := range stream {
-				i, added := tab.slot(k)
-				pos := tab.pos(i)
-				if added {
-					tab.vals[i] = 1
-				} else {
-					tab.vals[i]++
-				}
-				want, ok := ref[k]
-				if !ok {
-					want = len(ref)
-					ref[k] = want
-				}
-				if pos != want || added == ok {
-					t.Fatalf("%q: slot %d added %v, want %d added %v", k, pos, added, want, !ok)
-				}
-			}
-			if len(tab.keys) != len(ref) {
-				t.Fatalf("%d keys, want %d", len(tab.keys), len(ref))
-			}
-			for i, k := range tab.keys {
-				if ref[k] != i {
-					t.Fatalf("keys[%d] = %q, the map has it at %d", i, k, ref[k])
-				}
-			}
-			// Every key's count (3 per occurrence in keys) followed its slot
-			// through growth, in first-seen order.
-			occurs := map[string]int{}
-			for _, k := range keys {
-				occurs[k] += 3
-			}
-			next := 0
-			tab.each(func(k string, n int) bool {
-				if k != tab.keys[next] || n != occurs[k] {
-					t.Fatalf("each: %d-th key %q with %d, want %q with %d", next, k, n, tab.keys[next], occurs[k])
-				}
-				next++
-				return true
-			})
-			if next != len(ref) {
-				t.Fatalf("each visited %d keys, want %d", next, len(ref))
-			}
-			// Distinct keys of the same length class with the same tag were
-			// told apart (by fingerprint or bytes): the test must have had some.
-			tags := map[uint32]int{}
-			collisions := 0
-			for _, k := range tab.keys {
-				h, _ := strHashFP(k)
-				tag := strTag(h, len(k))
-				collisions += tags[tag]
-				tags[tag]++
-			}
-			if collisions < 9 {
-				t.Fatal("no two keys shared a tag; the test exercises less than it claims")
-			}
-			t.Logf("%d keys, %d tag collisions, %d slots", len(tab.keys), collisions, len(tab.slots))
-		})
+	tab := newStrTable[int]()
+	ref := map[string]int{}
+	for _, k := range stream {
+		i, added := tab.slot(k)
+		pos := tab.posOf(i)
+		if added {
+			tab.slots[i].val = 1
+		} else {
+			tab.slots[i].val++
+		}
+		want, ok := ref[k]
+		if !ok {
+			want = len(ref)
+			ref[k] = want
+		}
+		if pos != want || added == ok {
+			t.Fatalf("%q: slot %d added %v, want %d added %v", k, pos, added, want, !ok)
+		}
 	}
+	if len(tab.keys) != len(ref) {
+		t.Fatalf("%d keys, want %d", len(tab.keys), len(ref))
+	}
+	for i, k := range tab.keys {
+		if ref[k] != i {
+			t.Fatalf("keys[%d] = %q, the map has it at %d", i, k, ref[k])
+		}
+	}
+	// Every key's count (3 per occurrence in keys) followed its slot
+	// through growth, in first-seen order.
+	occurs := map[string]int{}
+	for _, k := range keys {
+		occurs[k] += 3
+	}
+	next := 0
+	tab.each(func(k string, n int) bool {
+		if k != tab.keys[next] || n != occurs[k] {
+			t.Fatalf("each: %d-th key %q with %d, want %q with %d", next, k, n, tab.keys[next], occurs[k])
+		}
+		next++
+		return true
+	})
+	if next != len(ref) {
+		t.Fatalf("each visited %d keys, want %d", next, len(ref))
+	}
+	// Distinct keys of the same length class with the same tag and
+	// fingerprint (long keys, which share their last 8 bytes) were told
+	// apart by their bytes: the test must have had some.
+	type tagFP struct {
+		tag uint8
+		fp  uint64
+	}
+	seenTF := map[tagFP]int{}
+	collisions := 0
+	for _, k := range tab.keys {
+		h, fp := strHashFP(k)
+		tf := tagFP{strTag(h, len(k)), fp}
+		collisions += seenTF[tf]
+		seenTF[tf]++
+	}
+	if collisions < 9 {
+		t.Fatal("no two keys shared a tag and fingerprint; the test exercises less than it claims")
+	}
+	t.Logf("%d keys, %d tag and fingerprint collisions, %d slots", len(tab.keys), collisions, len(tab.slots))
 }
 
 // Keys of up to 8 bytes compare by tag and fingerprint alone, and "ab" and
@@ -266,7 +265,7 @@ func TestStrTableMatchesMapRandom(t *testing.T) {
 // (an empty slot).
 func TestStrTagSeparatesLengths(t *testing.T) {
 	for _, h := range []uint64{0, 1 << 63, ^uint64(0), 0x0123456789abcdef} {
-		seen := map[uint32]int{}
+		seen := map[uint8]int{}
 		for n := 0; n <= 8; n++ {
 			tag := strTag(h, n)
 			if tag == 0 {
@@ -298,7 +297,7 @@ func TestStrTableTagCollisionInProbeRun(t *testing.T) {
 	home := func(k string) uint64 { h, _ := strHashFP(k); return h >> (64 - strTableMinLog) }
 	for _, n := range []int{3, 5, 8, 12} {
 		// a and b: same length, same tag, different keys.
-		seen := map[uint32]string{}
+		seen := map[uint8]string{}
 		var a, b string
 		for a == "" {
 			k := randKey(n)
@@ -320,11 +319,11 @@ func TestStrTableTagCollisionInProbeRun(t *testing.T) {
 				}
 			}
 			ia, added := tab.slot(a)
-			if !added || tab.pos(ia) != fillers {
-				t.Fatalf("len %d, %d fillers: %q added %v at %d", n, fillers, a, added, tab.pos(ia))
+			if !added || tab.posOf(ia) != fillers {
+				t.Fatalf("len %d, %d fillers: %q added %v at %d", n, fillers, a, added, tab.posOf(ia))
 			}
 			if ib, added := tab.slot(b); !added || ib == ia {
-				t.Fatalf("len %d, %d fillers: %q (tag of %q) found as %q", n, fillers, b, a, tab.keys[tab.pos(ib)])
+				t.Fatalf("len %d, %d fillers: %q (tag of %q) found as %q", n, fillers, b, a, tab.keys[tab.posOf(ib)])
 			}
 			if len(tab.slots) != 1<<strTableMinLog {
 				t.Fatal("the table grew; the slots are not where the test put them")
@@ -344,7 +343,7 @@ func TestStrTableComparesTagAndFingerprint(t *testing.T) {
 			h, fp := strHashFP(c)
 			tag := strTag(h, len(c))
 			bit := uint64(0)
-			for b := 4; b < 32; b++ { // a hash bit of the tag, set in fp
+			for b := 4; b < 8; b++ { // a hash bit of the tag, set in fp
 				if fp&(1<<b) != 0 {
 					bit = 1 << b
 					break
@@ -356,16 +355,16 @@ func TestStrTableComparesTagAndFingerprint(t *testing.T) {
 			home := h >> tab.shift
 			mask := uint64(len(tab.slots) - 1)
 			if at == 1 { // another key in the home slot
-				tab.slots[home] = strSlot{fp: ^fp, tag: tag ^ 1<<31, pos: uint32(len(tab.keys))}
+				tab.slots[home].fp, tab.tags[home], tab.pos[home] = ^fp, tag^1<<7, uint32(len(tab.keys))
 				tab.keys = append(tab.keys, "filler")
 				tab.order = append(tab.order, uint32(home))
 			}
 			i := (home + uint64(at)) & mask
-			tab.slots[i] = strSlot{fp: fp &^ bit, tag: tag ^ uint32(bit), pos: uint32(len(tab.keys))}
+			tab.slots[i].fp, tab.tags[i], tab.pos[i] = fp&^bit, tag^uint8(bit), uint32(len(tab.keys))
 			tab.keys = append(tab.keys, "crafted")
 			tab.order = append(tab.order, uint32(i))
 			if j, added := tab.slot(c); !added {
-				t.Fatalf("%q found as %q (slot %d)", c, tab.keys[tab.pos(j)], j)
+				t.Fatalf("%q found as %q (slot %d)", c, tab.keys[tab.posOf(j)], j)
 			}
 		}
 	}

@@ -47,7 +47,18 @@ func narrow[T, U any](op string, parent *RDD[T], c Codec[U],
 
 // Map applies f to every value.
 func Map[T, U any](r *RDD[T], f func(T) U) *RDD[U] {
-	return narrow("map", r, CodecOf[U](), func(n *Node) func(*TaskContext, int, func(U) bool) error {
+	out := narrow("map", r, CodecOf[U](), func(n *Node) func(*TaskContext, int, func(U) bool) error {
+		if r.emit != nil { // r emits its values: apply f in its emit
+			return func(tc *TaskContext, part int, yield func(U) bool) error {
+				stopped := false
+				return r.push(tc, part, &stopped, func(v T) {
+					if !stopped {
+						tc.cur = n
+						stopped = !yield(f(v))
+					}
+				})
+			}
+		}
 		return func(tc *TaskContext, part int, yield func(U) bool) error {
 			return r.Iterate(tc, part, func(v T) bool {
 				tc.cur = n
@@ -55,6 +66,18 @@ func Map[T, U any](r *RDD[T], f func(T) U) *RDD[U] {
 			})
 		}
 	})
+	if r.emit != nil {
+		n := out.node
+		out.emit = func(tc *TaskContext, part int, stop *bool, emit func(U)) error {
+			return r.push(tc, part, stop, func(v T) {
+				if !*stop {
+					tc.cur = n
+					emit(f(v))
+				}
+			})
+		}
+	}
+	return out
 }
 
 // Filter keeps the values for which keep returns true.
@@ -92,7 +115,7 @@ func FlatMap[T, U any](r *RDD[T], f func(T) []U) *RDD[U] {
 // FlatMapEmit is FlatMap for functions that emit their outputs one at a time
 // instead of returning a slice, so the per-record path allocates nothing.
 func FlatMapEmit[T, U any](r *RDD[T], f func(v T, emit func(U))) *RDD[U] {
-	return narrow("flatMap", r, CodecOf[U](), func(n *Node) func(*TaskContext, int, func(U) bool) error {
+	out := narrow("flatMap", r, CodecOf[U](), func(n *Node) func(*TaskContext, int, func(U) bool) error {
 		return func(tc *TaskContext, part int, yield func(U) bool) error {
 			stopped := false
 			emit := func(u U) {
@@ -107,6 +130,15 @@ func FlatMapEmit[T, U any](r *RDD[T], f func(v T, emit func(U))) *RDD[U] {
 			})
 		}
 	})
+	n := out.node
+	out.emit = func(tc *TaskContext, part int, stop *bool, emit func(U)) error {
+		return r.Iterate(tc, part, func(v T) bool {
+			tc.cur = n
+			f(v, emit)
+			return !*stop
+		})
+	}
+	return out
 }
 
 // MapPartitions transforms a whole partition at once: f receives the

@@ -70,6 +70,13 @@ type RDD[T any] struct {
 	node  *Node
 	codec Codec[T]
 	iter  func(tc *TaskContext, part int, yield func(T) bool) error
+	// emit, if set, computes partition part like iter, but calls emit
+	// with every value and stops soon after *stop becomes true (emit must
+	// ignore the values it gets after it set *stop). FlatMapEmit and Map
+	// over such an RDD set it, composing their function with the consumer's
+	// instead of wrapping it in a yield: a FlatMapEmit, a Map and the
+	// consumer cost two calls per value instead of three. See push.
+	emit func(tc *TaskContext, part int, stop *bool, emit func(T)) error
 }
 
 // Node returns the RDD's lineage vertex.
@@ -98,6 +105,18 @@ func (r *RDD[T]) Iterate(tc *TaskContext, part int, yield func(T) bool) error {
 func (r *RDD[T]) Persist() *RDD[T] {
 	r.node.Cached = true
 	return r
+}
+
+// push is Iterate for consumers that never stop early or keep their own
+// stop flag: it computes partition part calling f with every value, until
+// *stop becomes true (f ignores the values it gets after it set *stop).
+// It uses r.emit when r has one and is not read from or written to the
+// cache.
+func (r *RDD[T]) push(tc *TaskContext, part int, stop *bool, f func(T)) error {
+	if r.emit == nil || part < 0 || part >= r.node.Parts || (r.node.Cached && tc.Blocks != nil) {
+		return r.Iterate(tc, part, func(v T) bool { f(v); return !*stop })
+	}
+	return r.emit(tc, part, stop, f)
 }
 
 func (r *RDD[T]) iterateCached(tc *TaskContext, part int, yield func(T) bool) error {

@@ -21,8 +21,8 @@ func partitionOf(h uint64, n int) int { return int(h % uint64(n)) }
 
 // combiner is a hash table from K to C that hashes each key once per
 // record and emits in a deterministic order (first-seen order). String keys
-// use strTable (hashed in place, no boxing, combiners in a column parallel to
-// the slots); other key types a Go map to dense key and value columns.
+// use strTable (hashed in place, no boxing, each combiner in its key's
+// slot); other key types a Go map to dense key and value columns.
 type combiner[K comparable, C any] struct {
 	tab  *strTable[C] // K is string
 	idx  map[K]int32
@@ -43,7 +43,7 @@ func newCombiner[K comparable, C any]() *combiner[K, C] {
 func (m *combiner[K, C]) ref(k K) (*C, bool) {
 	if m.tab != nil {
 		i, added := m.tab.slot(*(*string)(unsafe.Pointer(&k)))
-		return &m.tab.vals[i], added
+		return &m.tab.slots[i].val, added
 	}
 	if i, ok := m.idx[k]; ok {
 		return &m.vals[i], false
@@ -145,25 +145,25 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
 		m := newCombiner[K, C]()
 		var err error
+		never := false                // the map side reads its whole partition
 		if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
-			err = r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+			err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
 				tc.cur = n
 				if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
-					tab.vals[i] = agg.Create(kv.Value)
+					tab.slots[i].val = agg.Create(kv.Value)
 				} else {
-					tab.vals[i] = agg.Merge(tab.vals[i], kv.Value)
+					p := &tab.slots[i].val
+					*p = agg.Merge(*p, kv.Value)
 				}
-				return true
 			})
 		} else {
-			err = r.Iterate(tc, mapPart, func(kv KV[K, V]) bool {
+			err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
 				tc.cur = n
 				if p, added := m.ref(kv.Key); added {
 					*p = agg.Create(kv.Value)
 				} else {
 					*p = agg.Merge(*p, kv.Value)
 				}
-				return true
 			})
 		}
 		if err != nil {
@@ -185,9 +185,10 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 				ForEach(outCodec, rec, func(kv KV[K, C]) bool {
 					tc.cur = n
 					if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
-						tab.vals[i] = kv.Value
+						tab.slots[i].val = kv.Value
 					} else {
-						tab.vals[i] = agg.Combine(tab.vals[i], kv.Value)
+						p := &tab.slots[i].val
+						*p = agg.Combine(*p, kv.Value)
 					}
 					return true
 				})
