@@ -192,8 +192,13 @@ func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluic
 	}
 	defer f.Close()
 	// Chunk by chunk as read, so that the fetcher sees data within a
-	// chunk's read however large the block (its idle bound, fetchIdle).
-	buf := make([]byte, ChunkBytes)
+	// chunk's read however large the block (its idle bound, fetchIdle);
+	// a small block gets a buffer of its size.
+	size := int64(ChunkBytes)
+	if st, err := f.Stat(); err == nil {
+		size = min(size, max(st.Size(), 1))
+	}
+	buf := make([]byte, size)
 	for {
 		n, err := io.ReadFull(f, buf)
 		if n > 0 {
