@@ -113,18 +113,20 @@ var errNoMapOutput = errors.New("map output not on this executor")
 // Read returns the IPC bytes of one block (nil for an empty block), or
 // errNoMapOutput.
 func (s *ShuffleStore) Read(job string, shuffle int64, mapPart, reducePart int) ([]byte, error) {
-	if err := checkID("job id", job); err != nil {
+	f, err := s.Open(job, shuffle, mapPart, reducePart)
+	if f == nil || err != nil {
 		return nil, err
 	}
-	dir := s.mapDir(job, shuffle, mapPart)
-	b, err := os.ReadFile(filepath.Join(dir, "r"+strconv.Itoa(reducePart)+".arrow"))
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, err := os.Stat(dir); err != nil {
-			return nil, errNoMapOutput
-		}
-		return nil, nil
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
 	}
-	return b, err
+	b := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Open returns a reader of one block's IPC bytes (nil for an empty block),
