@@ -344,7 +344,6 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 	initial := initialState[K, S](ctx, "updateStateByKey("+name+")", opts)
 	store := newStateStore[K, S](name, n)
 	out := keyedState(s, "updateStateByKey", name, store, func(_ *rdd.TaskContext, t time.Time, x *txn[K, S], in iter.Seq[KV[K, []V]], yield func(KV[K, S]) bool) error {
-		seen := map[K]bool{}
 		for kv := range in {
 			e, ok := x.get(kv.Key)
 			if ns, keep := update(kv.Value, e.value, ok); keep {
@@ -352,10 +351,11 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 			} else if ok {
 				x.remove(kv.Key)
 			}
-			seen[rdd.Clone(kv.Key)] = true
 		}
-		x.each(func(k K, e stateEntry[S]) bool { // keys with no data: update them in place
-			if !seen[k] {
+		// Keys with no data: update them in place. A key with data was set
+		// above (changed) or removed (not visited), or never existed.
+		x.walk(func(k K, e stateEntry[S], changed bool) bool {
+			if !changed {
 				if ns, keep := update(nil, e.value, true); keep {
 					x.set(k, stateEntry[S]{value: ns, touched: t})
 				} else {

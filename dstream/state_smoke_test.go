@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicehq/sluice/dstream"
 	"github.com/sluicehq/sluice/dstream/dstreamtest"
+	"github.com/sluicehq/sluice/rdd"
 )
 
 type kvi = dstream.KV[string, int]
@@ -70,5 +71,49 @@ func TestMapWithStateTimeoutSmoke(t *testing.T) {
 		if w := want[i]; fmt.Sprint(got) != w && !(w == "" && len(got) == 0) {
 			t.Errorf("batch %d: got %v want %s", i, got, w)
 		}
+	}
+}
+
+// updateStateByKey calls update exactly once per batch for every key with
+// data or state: idle keys with no values, keys with data with their values,
+// never twice (a key updated with its data must not be seen again as idle),
+// and a removed key no more.
+func TestUpdateStateByKeyCallsUpdateOncePerKey(t *testing.T) {
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second, Parallelism: 2})
+	in := dstreamtest.Input(h,
+		[]kvi{{Key: "a", Value: 1}, {Key: "b", Value: 1}, {Key: "gone", Value: 1}},
+		[]kvi{{Key: "a", Value: 1}, {Key: "never", Value: 0}},
+		[]kvi{{Key: "b", Value: 2}, {Key: "gone", Value: 0}},
+		nil)
+	var calls []string // one line per batch, sorted
+	var cur []string
+	st := dstream.UpdateStateByKey(in, "calls", func(vs []int, s int, ok bool) (int, bool) {
+		cur = append(cur, fmt.Sprintf("%d:%v", len(vs), ok))
+		for _, v := range vs {
+			s += v
+		}
+		return s, len(vs) == 0 || vs[0] != 0 // a 0 removes the key
+	})
+	out := dstreamtest.Output(h, st)
+	dstream.ForeachRDD(st, func(b *dstream.Batch, r *rdd.RDD[kvi]) error {
+		sort.Strings(cur)
+		calls = append(calls, fmt.Sprint(cur))
+		cur = nil
+		return nil
+	})
+	h.Run(4)
+	want := []string{
+		"[1:false 1:false 1:false]",      // a, b, gone: new
+		"[0:true 0:true 1:false 1:true]", // a: data; never: data, not kept; b, gone: idle
+		"[0:true 1:true 1:true]",         // b: data; gone: data, removed; a: idle
+		"[0:true 0:true]",                // a, b: idle
+	}
+	for i, w := range want {
+		if i >= len(calls) || calls[i] != w {
+			t.Fatalf("batch %d: update calls %v, want %s", i, calls, w)
+		}
+	}
+	if got := fmt.Sprint(sortKV(out.Batch(3))); got != "[{a 2} {b 3}]" {
+		t.Errorf("state after batch 3: %s", got)
 	}
 }

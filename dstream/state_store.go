@@ -281,6 +281,13 @@ func (x *txn[K, S]) due() bool {
 // partition routes its output exactly as before. Keys set during the walk
 // are not visited; keys removed during it are skipped.
 func (x *txn[K, S]) each(f func(k K, e stateEntry[S]) bool) {
+	x.walk(func(k K, e stateEntry[S], _ bool) bool { return f(k, e) })
+}
+
+// walk is each that also tells f whether the transaction set the key
+// before the walk (changed), so that a caller can skip the keys it already
+// updated without remembering them.
+func (x *txn[K, S]) walk(f func(k K, e stateEntry[S], changed bool) bool) {
 	p := x.p
 	p.mu.Lock()
 	x.rebase()
@@ -293,7 +300,7 @@ func (x *txn[K, S]) each(f func(k K, e stateEntry[S]) bool) {
 		if d.added.removed[i] {
 			return true
 		}
-		return f(d.added.keys[i], stateEntry[S]{value: d.added.vals[i], touched: unpackTime(d.added.touched[i])})
+		return f(d.added.keys[i], stateEntry[S]{value: d.added.vals[i], touched: unpackTime(d.added.touched[i])}, true)
 	}
 	for pos := range keys {
 		for ai < len(added) && d.added.hashes[added[ai]] < hashes[pos] {
@@ -302,17 +309,17 @@ func (x *txn[K, S]) each(f func(k K, e stateEntry[S]) bool) {
 			}
 			ai++
 		}
-		e := stateEntry[S]{value: vals[pos], touched: unpackTime(touched[pos])}
+		e, changed := stateEntry[S]{value: vals[pos], touched: unpackTime(touched[pos])}, false
 		if d.op != nil {
 			switch d.op[pos] {
 			case opRemove:
 				continue
 			case opSet:
-				e = stateEntry[S]{value: d.vals[pos], touched: unpackTime(d.touched[pos])}
+				e, changed = stateEntry[S]{value: d.vals[pos], touched: unpackTime(d.touched[pos])}, true
 			}
 		}
 		x.hint = pos
-		if !f(keys[pos], e) {
+		if !f(keys[pos], e, changed) {
 			return
 		}
 	}
