@@ -16,6 +16,14 @@ type Aggregator[V, C any] struct {
 	Combine func(C, C) C
 }
 
+// The map side of CombineByKey stops combining once it has seen
+// combineProbeKeys distinct keys (and again at every doubling) if at least
+// combineSkipRatio of its records so far brought a new key.
+const (
+	combineProbeKeys = 1 << 16
+	combineSkipRatio = 0.8
+)
+
 // partitionOf maps a key hash to one of n partitions.
 func partitionOf(h uint64, n int) int { return int(h % uint64(n)) }
 
@@ -143,33 +151,53 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	dep := &ShuffleDep{ID: newID(), Parent: r.node, NumReduce: numParts}
 	n := newNode(op, numParts, Dep{Parent: r.node, Shuffle: dep})
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
-		m := newCombiner[K, C]()
-		var err error
-		never := false                // the map side reads its whole partition
-		if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
-			err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
-				tc.cur = n
-				if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
-					tab.slots[i].val = agg.Create(kv.Value)
-				} else {
-					p := &tab.slots[i].val
-					*p = agg.Merge(*p, kv.Value)
-				}
-			})
-		} else {
-			err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
-				tc.cur = n
-				if p, added := m.ref(kv.Key); added {
-					*p = agg.Create(kv.Value)
-				} else {
-					*p = agg.Merge(*p, kv.Value)
-				}
-			})
-		}
-		if err != nil {
-			return err
-		}
 		return writeShuffle(tc, dep, mapPart, outCodec, func(emit func(int, KV[K, C])) error {
+			m := newCombiner[K, C]()
+			// Combining pays when keys repeat. When most records so far
+			// brought a new key, the rest pass straight to the shuffle
+			// (adaptive partial aggregation, as in DataFusion and Trino):
+			// the table stops growing, and the reduce side combines.
+			hits, check, through := 0, combineProbeKeys, false
+			pass := func(k K, v V) { emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: agg.Create(v)}) }
+			grew := func(keys int) {
+				if keys >= check {
+					through = float64(keys) >= combineSkipRatio*float64(keys+hits)
+					check *= 2
+				}
+			}
+			var err error
+			never := false                // the map side reads its whole partition
+			if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
+				err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
+					tc.cur = n
+					if through {
+						pass(kv.Key, kv.Value)
+					} else if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
+						tab.slots[i].val = agg.Create(kv.Value)
+						grew(len(tab.keys))
+					} else {
+						hits++
+						p := &tab.slots[i].val
+						*p = agg.Merge(*p, kv.Value)
+					}
+				})
+			} else {
+				err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
+					tc.cur = n
+					if through {
+						pass(kv.Key, kv.Value)
+					} else if p, added := m.ref(kv.Key); added {
+						*p = agg.Create(kv.Value)
+						grew(len(m.keys))
+					} else {
+						hits++
+						*p = agg.Merge(*p, kv.Value)
+					}
+				})
+			}
+			if err != nil {
+				return err
+			}
 			m.each(func(k K, c C) bool {
 				emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: c})
 				return true
