@@ -340,7 +340,17 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 // received, to executors (the JobDriver service).
 type inputServer struct {
 	sluicev1.UnimplementedJobDriverServer
-	c *Context
+	c     *Context
+	jobID string // the job this driver runs; requests name it
+}
+
+// checkJob refuses a request that names another job: an executor of two
+// jobs must never be served (or write) the wrong one's data.
+func (s *inputServer) checkJob(id string) error {
+	if id != s.jobID {
+		return status.Errorf(codes.NotFound, "this is the job driver of job %q, not of %q", s.jobID, id)
+	}
+	return nil
 }
 
 // recordsSource is an input stream whose records live in this process.
@@ -349,6 +359,9 @@ type recordsSource interface {
 }
 
 func (s *inputServer) FetchInput(req *sluicev1.FetchInputRequest, stream sluicev1.JobDriver_FetchInputServer) error {
+	if err := s.checkJob(req.GetJobId()); err != nil {
+		return err
+	}
 	c := s.c
 	i := int(req.GetInput())
 	if i < 0 || i >= len(c.inputs) {
@@ -402,6 +415,9 @@ func (b contextBlocks) Put(id int64, part int, rec arrow.Record)    { b.c.blocks
 // FetchBroadcast implements sluicev1.JobDriverServer: a broadcast value, as
 // the driver encoded it, in chunks.
 func (s *inputServer) FetchBroadcast(req *sluicev1.FetchBroadcastRequest, stream sluicev1.JobDriver_FetchBroadcastServer) error {
+	if err := s.checkJob(req.GetJobId()); err != nil {
+		return err
+	}
 	b, err := s.c.broadcastBytes(req.GetName())
 	if err != nil {
 		return status.Error(codes.NotFound, err.Error())
@@ -537,7 +553,7 @@ func (c *Context) serveInputs(env cluster.Env, log *slog.Logger) (addr string, s
 		return "", nil, err
 	}
 	srv := grpc.NewServer(secret.ServerOptions(log)...)
-	sluicev1.RegisterJobDriverServer(srv, &inputServer{c: c})
+	sluicev1.RegisterJobDriverServer(srv, &inputServer{c: c, jobID: env.JobID})
 	done := make(chan struct{})
 	go func() { // owned by runCluster, which calls stop
 		defer close(done)

@@ -164,6 +164,7 @@ func (c *Context) finishRemoteSnapshot(t time.Time) (bool, error) {
 // partitions a CommitState with snapshot named.
 func (s *inputServer) PutState(stream sluicev1.JobDriver_PutStateServer) error {
 	var buf []byte
+	var cur *sluicev1.StateChunk // the first chunk of the partition in progress
 	for {
 		ch, err := stream.Recv()
 		if err == io.EOF {
@@ -175,6 +176,15 @@ func (s *inputServer) PutState(stream sluicev1.JobDriver_PutStateServer) error {
 		if err != nil {
 			return err
 		}
+		if err := s.checkJob(ch.GetJobId()); err != nil {
+			return err
+		}
+		if cur == nil {
+			cur = ch
+		} else if ch.GetOp() != cur.GetOp() || ch.GetPart() != cur.GetPart() || ch.GetSnapshotUnixNano() != cur.GetSnapshotUnixNano() {
+			return status.Errorf(codes.InvalidArgument, "put state: a chunk of partition %d of %s inside partition %d of %s: send each partition's chunks in a row, the last with last=true",
+				ch.GetPart(), ch.GetOp(), cur.GetPart(), cur.GetOp())
+		}
 		if len(buf)+len(ch.GetData()) > maxStatePartBytes {
 			return status.Errorf(codes.ResourceExhausted, "put state: partition %d of %s is over %d bytes", ch.GetPart(), ch.GetOp(), maxStatePartBytes)
 		}
@@ -183,11 +193,29 @@ func (s *inputServer) PutState(stream sluicev1.JobDriver_PutStateServer) error {
 			continue
 		}
 		sp := checkpoint.StatePart{Op: ch.GetOp(), Part: int(ch.GetPart()), Data: buf}
-		buf = nil
+		buf, cur = nil, nil
+		if err := s.c.checkStatePart(sp); err != nil {
+			return status.Errorf(codes.InvalidArgument, "put state %s/%d: %v", sp.Op, sp.Part, err)
+		}
 		if err := s.c.putRemotePart(time.Unix(0, ch.GetSnapshotUnixNano()), sp); err != nil {
 			return status.Errorf(codes.FailedPrecondition, "put state %s/%d: %v", sp.Op, sp.Part, err)
 		}
 	}
+}
+
+// checkStatePart checks that an executor's state partition is one this job
+// has (a stateful operator's name and a partition in its range) and that
+// its bytes are an intact Arrow IPC payload, before a snapshot keeps it.
+func (c *Context) checkStatePart(sp checkpoint.StatePart) error {
+	for _, op := range c.stateful {
+		if id := op.ckptOperator(); id.Name == sp.Op {
+			if sp.Part < 0 || sp.Part >= id.Partitions {
+				return fmt.Errorf("partition %d out of range [0,%d)", sp.Part, id.Partitions)
+			}
+			return cluster.CheckIPC(sp.Data)
+		}
+	}
+	return fmt.Errorf("this job has no stateful operator %q", sp.Op)
 }
 
 // maxStatePartBytes bounds one state partition in transit.
@@ -197,6 +225,9 @@ const maxStatePartBytes = 1 << 30
 // snapshot this job driver restored (with its operator's operator-wide
 // parts).
 func (s *inputServer) FetchState(req *sluicev1.FetchStateRequest, stream sluicev1.JobDriver_FetchStateServer) error {
+	if err := s.checkJob(req.GetJobId()); err != nil {
+		return err
+	}
 	parts, err := s.c.restoredParts(time.Unix(0, req.GetSnapshotUnixNano()))
 	if err != nil {
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -66,6 +66,12 @@ func receiveBinary(path, sha string, size, limit int64, next func() ([]byte, err
 	if err := tmp.Chmod(0o755); err != nil {
 		return err
 	}
+	// Closed before it takes its name: a file open for writing cannot be
+	// executed (ETXTBSY), and another submission of the same binary may
+	// start it as soon as it is there.
+	if err := tmp.Close(); err != nil {
+		return err
+	}
 	return os.Rename(tmp.Name(), path)
 }
 

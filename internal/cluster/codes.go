@@ -10,6 +10,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// protoString makes s fit a protobuf string field, which must be UTF-8:
+// text from a process's stderr or a task's error (user data in a panic)
+// may not be, and a message with such a field fails to marshal, losing
+// the whole response.
+func protoString(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
 func invalidArgument(format string, args ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,6 +82,9 @@ type Coordinator struct {
 	lost      []lostExec // the last executors declared lost, oldest first (the web UI)
 	jobs      map[string]*jobRec
 	recovered []*jobRec        // jobs of an earlier coordinator, started again by Run
+	// submitting counts the submissions in flight by binary: their file
+	// must outlive the end of other jobs of the same binary.
+	submitting map[string]int
 	closing   bool             // Run's context ended: no job is started or restarted any more
 	quit      chan struct{}    // closed when closing is set
 	wg        sync.WaitGroup   // job supervisors (supervise)
@@ -153,7 +157,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{cfg: cfg, reg: reg, execs: map[string]*execRec{}, jobs: map[string]*jobRec{}, quit: make(chan struct{}), now: time.Now}
+	c := &Coordinator{cfg: cfg, reg: reg, execs: map[string]*execRec{}, jobs: map[string]*jobRec{}, submitting: map[string]int{}, quit: make(chan struct{}), now: time.Now}
 	if err := c.recover(); err != nil {
 		reg.close()
 		return nil, err
@@ -291,8 +295,8 @@ func (c *Coordinator) stopAll() {
 
 // RegisterExecutor implements sluicev1.DriverServer.
 func (c *Coordinator) RegisterExecutor(_ context.Context, req *sluicev1.RegisterExecutorRequest) (*sluicev1.RegisterExecutorResponse, error) {
-	if req.GetExecutorId() == "" || req.GetAddress() == "" || req.GetSlots() <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "register: executor id, address and slots > 0 are required")
+	if err := checkExecutor(req.GetExecutorId(), req.GetAddress(), int(req.GetSlots())); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "register: %v", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -378,6 +382,9 @@ func (c *Coordinator) FetchBinary(req *sluicev1.FetchBinaryRequest, stream sluic
 // (verified against the header's SHA-256) and starts the job's driver.
 func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	first, err := stream.Recv()
+	if err == io.EOF {
+		return status.Error(codes.InvalidArgument, "submit: the stream ended before the header: send a SubmitHeader, then the binary's bytes")
+	}
 	if err != nil {
 		return err
 	}
@@ -389,14 +396,38 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	if err != nil {
 		return err
 	}
-	if h.GetSize() <= 0 || h.GetSize() > MaxBinaryBytes {
-		return status.Errorf(codes.ResourceExhausted, "submit: binary size %d: must be in (0, %d]", h.GetSize(), MaxBinaryBytes)
+	switch size := h.GetSize(); {
+	case size <= 0:
+		return status.Errorf(codes.InvalidArgument, "submit: binary size %d in the header: must be the binary's length in bytes, > 0", size)
+	case size > MaxBinaryBytes:
+		return status.Errorf(codes.ResourceExhausted, "submit: binary size %d: at most %d bytes", size, MaxBinaryBytes)
 	}
 	if err := c.checkPlatform(h.GetPlatform()); err != nil {
 		return err
 	}
+	// From here until the job is registered (or the submission fails), a
+	// job of the same binary that ends must not delete the file.
+	sha, started := h.GetSha256(), false
+	c.mu.Lock()
+	c.submitting[sha]++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.submitting[sha]--; c.submitting[sha] <= 0 {
+			delete(c.submitting, sha)
+		}
+		if !started {
+			c.dropBinaryLocked(sha) // unless another job or submission has it
+		}
+	}()
+	var got int64
 	err = receiveBinary(path, h.GetSha256(), h.GetSize(), MaxBinaryBytes, func() ([]byte, error) {
 		m, err := stream.Recv()
+		if err == nil && m.GetHeader() != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "submit: a second header after %d bytes of the binary: send one header, then only data", got)
+		}
+		got += int64(len(m.GetData()))
 		return m.GetData(), err
 	})
 	var mismatch *hashMismatch
@@ -411,9 +442,12 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}
 	id, err := c.startJob(h, path)
 	if err != nil {
-		c.dropBinaryUnlessUsed(h.GetSha256())
+		if errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.EACCES) {
+			return status.Errorf(codes.InvalidArgument, "submit: the binary cannot be executed (%v): submit a program built for this platform (GOOS=%s GOARCH=%s CGO_ENABLED=0 go build)", err, runtime.GOOS, runtime.GOARCH)
+		}
 		return status.Errorf(codes.Internal, "submit: start job: %v", err)
 	}
+	started = true
 	return stream.SendAndClose(&sluicev1.SubmitJobResponse{JobId: id})
 }
 
@@ -514,27 +548,38 @@ func (c *Coordinator) launch(j *jobRec, restart bool) (*proc, error) {
 	p := &proc{stdout: stdout, stderr: stderr}
 	c.mu.Lock()
 	attempt := max(1, int(j.info.GetAttempt()))
-	p.cmd = exec.Command(j.path, j.args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
-	p.cmd.Env = append(os.Environ(),
-		"SLUICE_PARALLELISM="+strconv.Itoa(j.parallelism),
-		"SLUICE_ROLE=driver",
-		"SLUICE_DRIVER_ADDR="+c.cfg.Advertise,
-		"SLUICE_JOB_ID="+id,
-		"SLUICE_BINARY_SHA256="+j.info.GetSha256(),
-		AttemptEnv+"="+strconv.Itoa(attempt),
-		UISocketEnv+"="+j.uiSocket,
-	)
-	p.cmd.Env = append(p.cmd.Env, c.cfg.Secret.Env(c.cfg.SecretFile)...)
-	dieWithParent(p.cmd)
-	switch {
-	case c.closing:
-		err = errStopping
-	case j.stopRequested:
-		err = errJobStopped
-	default:
-		err = p.cmd.Start()
+	for try := 1; ; try++ {
+		p.cmd = exec.Command(j.path, j.args...)
+		p.cmd.Dir = dir
+		p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
+		p.cmd.Env = append(os.Environ(),
+			"SLUICE_PARALLELISM="+strconv.Itoa(j.parallelism),
+			"SLUICE_ROLE=driver",
+			"SLUICE_DRIVER_ADDR="+c.cfg.Advertise,
+			"SLUICE_JOB_ID="+id,
+			"SLUICE_BINARY_SHA256="+j.info.GetSha256(),
+			AttemptEnv+"="+strconv.Itoa(attempt),
+			UISocketEnv+"="+j.uiSocket,
+		)
+		p.cmd.Env = append(p.cmd.Env, c.cfg.Secret.Env(c.cfg.SecretFile)...)
+		dieWithParent(p.cmd)
+		switch {
+		case c.closing:
+			err = errStopping
+		case j.stopRequested:
+			err = errJobStopped
+		default:
+			err = p.cmd.Start()
+		}
+		// ETXTBSY: a process forked at the moment another submission of
+		// the same binary still had it open for writing holds that
+		// descriptor until it execs (golang/go#22315); it is gone soon.
+		if !errors.Is(err, syscall.ETXTBSY) || try == 5 {
+			break
+		}
+		c.mu.Unlock()
+		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+		c.mu.Lock()
 	}
 	if err != nil {
 		c.mu.Unlock()
@@ -730,16 +775,8 @@ func (c *Coordinator) end(j *jobRec, state, msg string) {
 	c.endJobOnExecutors(id)
 }
 
-// dropBinaryUnlessUsed deletes a stored job binary no job that is not over
-// uses (running, starting, stopping or restarting).
-func (c *Coordinator) dropBinaryUnlessUsed(sha string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.dropBinaryLocked(sha)
-}
-
 func (c *Coordinator) dropBinaryLocked(sha string) {
-	if checkSHA(sha) != nil || c.closing { // jobs ended by the shutdown start again with the next coordinator
+	if checkSHA(sha) != nil || c.closing || c.submitting[sha] > 0 { // jobs ended by the shutdown start again with the next coordinator
 		return
 	}
 	for _, j := range c.jobs {
@@ -816,7 +853,7 @@ func lastLine(path string) string {
 			last = l
 		}
 	}
-	return last
+	return protoString(last) // it goes into JobInfo.error
 }
 
 func (c *Coordinator) job(id string) (*jobRec, error) {

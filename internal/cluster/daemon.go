@@ -97,6 +97,9 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		host, _ := os.Hostname()
 		cfg.ID = host + "-" + cfg.Advertise[strings.LastIndexByte(cfg.Advertise, ':')+1:]
 	}
+	if err := checkExecutor(cfg.ID, cfg.Advertise, cfg.Slots); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	cfg.WorkDir = abs(cfg.WorkDir) // job processes run in other directories
 	if cfg.DrainGrace <= 0 {
 		cfg.DrainGrace = 10 * time.Second
@@ -245,6 +248,9 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	if err := checkID("job id", req.GetJobId()); err != nil {
 		return nil, err
 	}
+	if err := checkSHA(req.GetBinarySha256()); err != nil {
+		return nil, err
+	}
 	if req.GetRequiredIncarnation() != 0 {
 		// The task reads operator state held by one incarnation of the
 		// job's process: never start a fresh process (empty state) for it.
@@ -263,15 +269,15 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	}
 	bin, err := d.binary(ctx, req.GetBinarySha256())
 	if err != nil {
-		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: protoString(err.Error()), ExecutorEpoch: epoch}, nil
 	}
 	p, err := d.process(req.GetJobId(), bin, req.GetArgs(), req.GetParallelism(), max(1, req.GetDriverAttempt()))
 	var stale *staleAttemptError
 	if errors.As(err, &stale) {
-		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch, Fatal: true}, nil
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: protoString(err.Error()), ExecutorEpoch: epoch, Fatal: true}, nil
 	}
 	if err != nil {
-		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: err.Error(), ExecutorEpoch: epoch}, nil
+		return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), Error: protoString(err.Error()), ExecutorEpoch: epoch}, nil
 	}
 	inc := incarnation(epoch, p.gen)
 	ctx, cancel := context.WithCancel(ctx)
@@ -443,23 +449,33 @@ func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *job
 		p.socket = filepath.Join(os.TempDir(), "sluice-"+hex.EncodeToString(sum[:8])+".sock")
 	}
 	os.Remove(p.socket)
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Stdout = io.Discard
-	cmd.Stderr = p.stderr
-	cmd.Env = append(os.Environ(),
-		"SLUICE_ROLE=executor",
-		"SLUICE_JOB_ID="+job,
-		"SLUICE_TASK_SOCKET="+p.socket,
-		"SLUICE_SHUFFLE_DIR="+d.store.dir,
-		"SLUICE_EXECUTOR_ID="+d.cfg.ID,
-		"SLUICE_EXECUTOR_ADDR="+d.cfg.Advertise,
-		"SLUICE_PARALLELISM="+strconv.Itoa(int(parallelism)),
-	)
-	cmd.Env = append(cmd.Env, d.cfg.Secret.Env(d.cfg.SecretFile)...)
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start job process: %w", err)
+	var cmd *exec.Cmd
+	for try := 1; ; try++ {
+		cmd = exec.Command(bin, args...)
+		cmd.Dir = dir
+		cmd.Stdout = io.Discard
+		cmd.Stderr = p.stderr
+		cmd.Env = append(os.Environ(),
+			"SLUICE_ROLE=executor",
+			"SLUICE_JOB_ID="+job,
+			"SLUICE_TASK_SOCKET="+p.socket,
+			"SLUICE_SHUFFLE_DIR="+d.store.dir,
+			"SLUICE_EXECUTOR_ID="+d.cfg.ID,
+			"SLUICE_EXECUTOR_ADDR="+d.cfg.Advertise,
+			"SLUICE_PARALLELISM="+strconv.Itoa(int(parallelism)),
+		)
+		cmd.Env = append(cmd.Env, d.cfg.Secret.Env(d.cfg.SecretFile)...)
+		dieWithParent(cmd)
+		err := cmd.Start()
+		if err == nil {
+			break
+		}
+		// ETXTBSY: see Coordinator.launch (a binary just written, whose
+		// descriptor a concurrently forked child still holds).
+		if !errors.Is(err, syscall.ETXTBSY) || try == 5 {
+			return fmt.Errorf("start job process: %w", err)
+		}
+		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 	}
 	p.cmd = cmd
 	go func() { // owned by the job process; stopJobs waits on done

@@ -1,7 +1,11 @@
 package cluster
 
 import (
+	"fmt"
+	"net"
 	"strings"
+
+	"google.golang.org/grpc/status"
 )
 
 // maxIDBytes bounds an id that names a file or directory.
@@ -36,6 +40,27 @@ func isAlnum(c byte) bool {
 func checkSHA(sha string) error {
 	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
 		return invalidArgument("binary id %q is not a hex SHA-256", sha)
+	}
+	return nil
+}
+
+// MaxSlots bounds an executor's task slots: a job's default parallelism is
+// the sum over the executors, and every process of the job builds that many
+// partitions.
+const MaxSlots = 4096
+
+// checkExecutor checks what an executor registers with: an id (as checkID),
+// a host:port address and 1 to MaxSlots slots. The daemon checks its own
+// flags with it, so a bad --id or --slots fails at startup.
+func checkExecutor(id, addr string, slots int) error {
+	if err := checkID("executor id", id); err != nil {
+		return fmt.Errorf("%s (set --id)", status.Convert(err).Message())
+	}
+	if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+		return fmt.Errorf("executor address %q is not host:port (set --advertise)", addr)
+	}
+	if slots <= 0 || slots > MaxSlots {
+		return fmt.Errorf("executor slots %d: must be 1 to %d (set --slots)", slots, MaxSlots)
 	}
 	return nil
 }

@@ -180,7 +180,8 @@ func (s *ShuffleServer) FetchBlock(req *sluicev1.FetchBlockRequest, stream sluic
 		return err
 	}
 	if req.GetShuffleId() < 0 || req.GetMapPartition() < 0 || req.GetReducePartition() < 0 {
-		return status.Error(codes.InvalidArgument, "shuffle: bad block request")
+		return status.Errorf(codes.InvalidArgument, "shuffle: bad block request: shuffle %d, map partition %d, reduce partition %d: none may be negative",
+			req.GetShuffleId(), req.GetMapPartition(), req.GetReducePartition())
 	}
 	f, err := s.Store.Open(req.GetJobId(), req.GetShuffleId(), int(req.GetMapPartition()), int(req.GetReducePartition()))
 	if errors.Is(err, errNoMapOutput) {

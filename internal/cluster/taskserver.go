@@ -134,7 +134,7 @@ func NewTaskServer(cfg TaskServerConfig) *TaskServer { return &TaskServer{cfg: c
 func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluicev1.TaskResponse, error) {
 	resp := &sluicev1.TaskResponse{TaskId: req.GetTaskId(), ExecutorEpoch: req.GetExecutorEpoch()}
 	fail := func(err error) (*sluicev1.TaskResponse, error) {
-		resp.Error = err.Error()
+		resp.Error = protoString(err.Error())
 		if ff, ok := rdd.IsFetchFailed(err); ok {
 			resp.FetchFailed, resp.FetchFailedShuffle, resp.FetchFailedMap = true, ff.ShuffleID, int32(ff.MapPart)
 		}
@@ -328,21 +328,32 @@ func EncodeIPC(rec arrow.Record, mem memory.Allocator) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// DecodeIPC reads the single record of a framed Arrow IPC stream; the
-// caller releases it. Malformed, truncated or corrupted input is an error,
-// never a panic.
-func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
+// CheckIPC checks the frame of an EncodeIPC payload (trailer, length and
+// checksum) without decoding it: bytes that are not such a payload, or were
+// cut or corrupted, are an error.
+func CheckIPC(b []byte) error {
 	if len(b) < ipcTrailer || string(b[len(b)-len(ipcMagic):]) != ipcMagic {
-		return nil, errors.New("cluster: malformed Arrow IPC payload: no frame trailer")
+		return errors.New("cluster: malformed Arrow IPC payload: no frame trailer")
 	}
 	tr := b[len(b)-ipcTrailer:]
 	payload := b[:len(b)-ipcTrailer]
 	if n := binary.LittleEndian.Uint64(tr[0:8]); n != uint64(len(payload)) {
-		return nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %d bytes, frame says %d (truncated?)", len(payload), n)
+		return fmt.Errorf("cluster: malformed Arrow IPC payload: %d bytes, frame says %d (truncated?)", len(payload), n)
 	}
 	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(tr[8:12]) {
-		return nil, errors.New("cluster: corrupt Arrow IPC payload: checksum mismatch")
+		return errors.New("cluster: corrupt Arrow IPC payload: checksum mismatch")
 	}
+	return nil
+}
+
+// DecodeIPC reads the single record of a framed Arrow IPC stream; the
+// caller releases it. Malformed, truncated or corrupted input is an error,
+// never a panic.
+func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
+	if err := CheckIPC(b); err != nil {
+		return nil, err
+	}
+	payload := b[:len(b)-ipcTrailer]
 	defer func() {
 		if v := recover(); v != nil {
 			rec, err = nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %v", v)
