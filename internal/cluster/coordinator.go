@@ -81,14 +81,14 @@ type Coordinator struct {
 	execs     map[string]*execRec
 	lost      []lostExec // the last executors declared lost, oldest first (the web UI)
 	jobs      map[string]*jobRec
-	recovered []*jobRec        // jobs of an earlier coordinator, started again by Run
+	recovered []*jobRec // jobs of an earlier coordinator, started again by Run
 	// submitting counts the submissions in flight by binary: their file
 	// must outlive the end of other jobs of the same binary.
 	submitting map[string]int
-	closing   bool             // Run's context ended: no job is started or restarted any more
-	quit      chan struct{}    // closed when closing is set
-	wg        sync.WaitGroup   // job supervisors (supervise)
-	now       func() time.Time // the clock of heartbeats, expiry and the restart window: time.Now but in tests
+	closing    bool             // Run's context ended: no job is started or restarted any more
+	quit       chan struct{}    // closed when closing is set
+	wg         sync.WaitGroup   // job supervisors (supervise)
+	now        func() time.Time // the clock of heartbeats, expiry and the restart window: time.Now but in tests
 }
 
 type execRec struct {
