@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -69,6 +70,9 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 	})
 	in.s.b.inputBuffered = func() int64 { return r.mem.n.Load() }
 	in.startFn = func() error {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return fmt.Errorf("socket source: address %q is not host:port (e.g. localhost:9999)", addr)
+		}
 		rctx, cancel := context.WithCancel(context.Background())
 		r.cancel = cancel
 		r.done = make(chan struct{})
@@ -346,8 +350,10 @@ func (r *socketReceiver) run(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// read appends the lines of one connection until it ends. A partial last
-// line is dropped with the connection.
+// read appends the lines of one connection until it ends. A last line
+// without a newline counts when the server ends the stream (EOF, as Spark's
+// receiver reads it); it is dropped when the connection breaks or the
+// receiver stops, as it may be cut short.
 func (r *socketReceiver) read(conn net.Conn) error {
 	buf := make([]byte, readChunk)
 	filled := 0
@@ -371,6 +377,9 @@ func (r *socketReceiver) read(conn net.Conn) error {
 			if len(buf) > readChunk && filled < readChunk { // a long line is done
 				buf = append(make([]byte, 0, readChunk), buf[:filled]...)[:readChunk]
 			}
+		}
+		if err == io.EOF && filled > 0 {
+			r.appendLines(append(buf[:filled:filled], '\n'))
 		}
 		if err != nil {
 			return err

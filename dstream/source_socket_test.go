@@ -80,8 +80,9 @@ func socketContext(t *testing.T, mem memory.Allocator, slots int) *Context {
 }
 
 // Lines arrive in order, split over the slots, with "\r\n" and empty lines
-// handled like bufio.ScanLines; a partial last line is dropped with its
-// connection. Every Arrow buffer is released at the end.
+// handled like bufio.ScanLines; a last line without a newline counts when
+// the server ends the stream (as Spark's receiver, with readLine, has it).
+// Every Arrow buffer is released at the end.
 func TestSocketLinesRoundTrip(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
@@ -99,7 +100,8 @@ func TestSocketLinesRoundTrip(t *testing.T) {
 			text.WriteString(l + "\n")
 		}
 	}
-	text.WriteString("partial line without newline")
+	text.WriteString("last line without newline")
+	want = append(want, "last line without newline")
 	addr := serve(t, func(c net.Conn) { c.Write(text.Bytes()); c.Close() })
 	ctx := socketContext(t, mem, 3)
 	lines := SocketTextStream(ctx, addr)
@@ -528,4 +530,56 @@ func TestSocketCutPartitions(t *testing.T) {
 		}
 	}
 	r.col.release()
+}
+
+// A connection that breaks (reset) in the middle of a line: the lines
+// before it count, the cut line does not (it may be incomplete).
+func TestSocketBrokenConnectionDropsTheCutLine(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	sent := make(chan struct{})
+	addr := serve(t, func(c net.Conn) {
+		c.Write([]byte("one\ntwo\nthre"))
+		time.Sleep(100 * time.Millisecond) // read before the reset
+		c.(*net.TCPConn).SetLinger(0)      // Close sends a reset
+		c.Close()
+		close(sent)
+	})
+	ctx := socketContext(t, mem, 1)
+	var got []string
+	ForeachRDD(SocketTextStream(ctx, addr), func(b *Batch, r *rdd.RDD[string]) error {
+		vals, err := Collect(b, r)
+		for _, v := range vals {
+			got = append(got, strings.Clone(v))
+		}
+		return err
+	})
+	if err := ctx.StartManual(time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Stop()
+	<-sent
+	time.Sleep(200 * time.Millisecond)
+	for b := 1; b <= 2; b++ {
+		if _, err := ctx.RunBatch(context.Background(), time.Unix(int64(b), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(got) != "[one two]" {
+		t.Fatalf("got %q, want the two whole lines", got)
+	}
+}
+
+// An address that is not host:port fails the start, naming it, instead of
+// a receiver retrying it forever.
+func TestSocketMalformedAddressFailsStart(t *testing.T) {
+	for _, addr := range []string{"localhost", "", "localhost:", "::1"} {
+		ctx := socketContext(t, memory.NewGoAllocator(), 1)
+		Print(SocketTextStream(ctx, addr), 1)
+		err := ctx.StartManual(time.Unix(0, 0))
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", addr)) || !strings.Contains(err.Error(), "host:port") {
+			t.Errorf("address %q: start error %v, want one naming the address and host:port", addr, err)
+		}
+		ctx.Stop()
+	}
 }
