@@ -3,6 +3,7 @@ package dstream
 import (
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/sluicehq/sluice/rdd"
@@ -60,8 +61,8 @@ func actionFunc[T any](r *rdd.RDD[T], a action, sink sinkTask[T], op string) (sc
 			err := r.Iterate(tc, part, func(v T) bool {
 				if s, ok := any(v).(string); ok {
 					buf = append(buf, s...)
-				} else {
-					buf = fmt.Append(buf, v)
+				} else { // as Print shows it: a KV or Pair as (key,value)
+					buf = appendPrinted(buf, reflect.ValueOf(v))
 				}
 				buf = append(buf, '\n')
 				return true

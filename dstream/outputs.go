@@ -247,7 +247,8 @@ func sinkFunc[T, W any](r *rdd.RDD[T], sink Sink[T, W], op string) scheduler.Res
 }
 
 // SaveAsTextFiles writes every batch as a directory of text files, one line
-// per element and one file per partition, named
+// per element (as Print shows it: a string as is, a KV or Pair as
+// (key,value), anything else as fmt's %v) and one file per partition, named
 // "<prefix>-<batch time in ms>[.<suffix>]". The directory appears atomically
 // once the whole batch is written: partitions are written into a temporary
 // directory that is renamed when every task has finished.

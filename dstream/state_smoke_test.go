@@ -2,6 +2,8 @@ package dstream_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -115,5 +117,30 @@ func TestUpdateStateByKeyCallsUpdateOncePerKey(t *testing.T) {
 	}
 	if got := fmt.Sprint(sortKV(out.Batch(3))); got != "[{a 2} {b 3}]" {
 		t.Errorf("state after batch 3: %s", got)
+	}
+}
+
+// SaveAsTextFiles writes a KV as Print shows it, (key,value), as Spark's
+// saveAsTextFiles writes a pair; strings as they are.
+func TestSaveAsTextFilesWritesPairsAsPrintShowsThem(t *testing.T) {
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second, Parallelism: 1})
+	in := dstreamtest.Input(h, []kvi{{Key: "a b", Value: 1}, {Key: "c", Value: 2}})
+	dir := t.TempDir()
+	dstream.SaveAsTextFiles(in, filepath.Join(dir, "pairs"), "")
+	dstream.SaveAsTextFiles(dstream.Map(in, func(kv kvi) string { return kv.Key }), filepath.Join(dir, "keys"), "")
+	h.Run(1)
+	for prefix, want := range map[string]string{"pairs": "(a b,1)\n(c,2)\n", "keys": "a b\nc\n"} {
+		files, _ := filepath.Glob(filepath.Join(dir, prefix+"-*", "part-*"))
+		var got string
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += string(b)
+		}
+		if got != want {
+			t.Errorf("%s: saved %q, want %q", prefix, got, want)
+		}
 	}
 }
