@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,25 @@ func TestSaveAsTextFilesWritesPairsAsPrintShowsThem(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: saved %q, want %q", prefix, got, want)
 		}
+	}
+}
+
+// A nil inverse function is refused where the stream is defined, naming
+// it, not a batch later by a nil call inside a task.
+func TestReduceByKeyAndWindowInvRefusesNilFunctions(t *testing.T) {
+	h := dstreamtest.New(t, dstream.Config{BatchInterval: time.Second, Parallelism: 1})
+	in := dstreamtest.Input(h, []kvi{{Key: "a", Value: 1}})
+	for name, fs := range map[string][2]func(int, int) int{
+		"inverse": {dstream.Sum[int], nil},
+		"reduce":  {nil, func(a, b int) int { return a - b }},
+	} {
+		func() {
+			defer func() {
+				if v := fmt.Sprint(recover()); !strings.Contains(v, "the "+name+" function is nil") {
+					t.Errorf("nil %s function: panic %q, want one naming it", name, v)
+				}
+			}()
+			dstream.ReduceByKeyAndWindowInv(in, "w-"+name, fs[0], fs[1], 2*time.Second, time.Second, nil)
+		}()
 	}
 }

@@ -19,6 +19,12 @@ import (
 // the shuffle and of the state.
 func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name string, f, inv func(V, V) V,
 	window, slide time.Duration, filter func(KV[K, V]) bool, opts ...ShuffleOption) *DStream[KV[K, V]] {
+	switch {
+	case f == nil:
+		panic("dstream: ReduceByKeyAndWindowInv: the reduce function is nil")
+	case inv == nil:
+		panic("dstream: ReduceByKeyAndWindowInv: the inverse function is nil; without one, use ReduceByKeyAndWindow")
+	}
 	ctx := s.b.ctx
 	slide = windowSlide(s.b, []time.Duration{slide}) // 0: s's slide
 	n := numParts(ctx, opts)
