@@ -348,6 +348,12 @@ func (c *Context) Run(ctx context.Context) error {
 	c.log.Info("started", slog.Duration("batch_interval", interval), slog.String("master", c.cfg.Master),
 		slog.Int("slots", c.slots), slog.Int("streams", len(c.streams)), slog.Int("outputs", len(c.outputs)))
 
+	// The batches are processed under procCtx, which a graceful stop cancels
+	// StopTimeout after the signal: then the batch in flight is abandoned and
+	// Run reports the timeout.
+	procCtx, cancelProc := context.WithCancel(context.Background())
+	defer cancelProc()
+
 	genCtx, cancelGen := context.WithCancel(ctx)
 	defer cancelGen()
 	batches := make(chan *batch, 1024)
@@ -355,21 +361,33 @@ func (c *Context) Run(ctx context.Context) error {
 	go func() { // owned by Run, which waits on genDone
 		defer close(genDone)
 		defer close(batches)
-		c.timerLoop(genCtx, genFrom, func(t time.Time) {
+		next := c.timerLoop(genCtx, genFrom, func(t time.Time) {
 			b := c.generate(t)
 			select {
 			case batches <- b:
 			case <-genCtx.Done():
 			}
 		})
+		// A graceful stop (ctx, not a failed batch) processes what the
+		// receivers took in, as Spark's does: they stop reading, and one
+		// more batch, at the next batch time, takes what they hold.
+		if ctx.Err() == nil || !c.quiesceReceivers() {
+			return
+		}
+		c.log.Info("stopping: receivers stopped; the next batch takes what they received", slog.String("batch", fmtTime(next)))
+		select {
+		case <-time.After(time.Until(next)):
+		case <-procCtx.Done():
+			return
+		}
+		b := c.generate(next)
+		select {
+		case batches <- b:
+		case <-procCtx.Done():
+		}
 	}()
 	defer func() { cancelGen(); <-genDone }()
 
-	// The batches are processed under procCtx, which a graceful stop cancels
-	// StopTimeout after the signal: then the batch in flight is abandoned and
-	// Run reports the timeout.
-	procCtx, cancelProc := context.WithCancel(context.Background())
-	defer cancelProc()
 	var timedOut atomic.Bool
 	stopTimer := context.AfterFunc(ctx, func() {
 		c.log.Info("stopping: finishing generated batches", slog.Int("pending", len(batches)))
@@ -395,9 +413,10 @@ func (c *Context) Run(ctx context.Context) error {
 }
 
 // timerLoop calls tick at every multiple of the batch interval after zero,
-// in order, until ctx is done. A late tick (the process was paused) is not
-// skipped: every batch time is generated.
-func (c *Context) timerLoop(ctx context.Context, zero time.Time, tick func(t time.Time)) {
+// in order, until ctx is done, and returns the first batch time it did not
+// tick. A late tick (the process was paused) is not skipped: every batch
+// time is generated.
+func (c *Context) timerLoop(ctx context.Context, zero time.Time, tick func(t time.Time)) time.Time {
 	interval := c.cfg.BatchInterval
 	next := zero.Add(interval)
 	timer := time.NewTimer(time.Until(next))
@@ -405,16 +424,31 @@ func (c *Context) timerLoop(ctx context.Context, zero time.Time, tick func(t tim
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return next
 		case <-timer.C:
 		}
 		for !time.Now().Before(next) {
 			if ctx.Err() != nil {
-				return
+				return next
 			}
 			tick(next)
 			next = next.Add(interval)
 		}
 		timer.Reset(time.Until(next))
 	}
+}
+
+// quiesceReceivers stops every receiver reading (keeping what each holds)
+// and reports whether there was one.
+func (c *Context) quiesceReceivers() bool {
+	c.mu.Lock()
+	inputs := c.inputs
+	c.mu.Unlock()
+	any := false
+	for _, in := range inputs {
+		if in.quiesce() {
+			any = true
+		}
+	}
+	return any
 }

@@ -83,7 +83,7 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 		}()
 		return nil
 	}
-	in.stopFn = func() {
+	quiesce := func() {
 		if r.cancel != nil {
 			r.cancel()
 			r.memMu.Lock()
@@ -92,6 +92,10 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 			r.memMu.Unlock()
 			<-r.done
 		}
+	}
+	in.quiesceFn = quiesce
+	in.stopFn = func() {
+		quiesce()
 		r.mu.Lock()
 		r.col.release()
 		for _, c := range r.full {

@@ -583,3 +583,41 @@ func TestSocketMalformedAddressFailsStart(t *testing.T) {
 		ctx.Stop()
 	}
 }
+
+// A graceful stop (Run's context cancelled) processes the lines the
+// receiver already read: it stops reading, and one more batch takes them,
+// as Spark's graceful stop waits for received data to be processed.
+func TestGracefulStopProcessesReceivedLines(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	addr := serve(t, func(c net.Conn) { c.Write([]byte(strings.Repeat("one two\n", 100))) }) // then idle, open
+	ctx, err := New(Config{BatchInterval: 3 * time.Second, Master: "local[1]", Allocator: mem,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := SocketTextStream(ctx, addr)
+	var counted atomic.Int64
+	ForeachRDD(lines, func(b *Batch, r *rdd.RDD[string]) error {
+		n, err := CountRDD(b, r)
+		counted.Add(n)
+		return err
+	})
+	run, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctx.Run(run) }()
+	waitFor(t, "the lines received", func() bool { return lines.b.inputBuffered() > 0 })
+	time.Sleep(50 * time.Millisecond) // the rest of the lines
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after a graceful stop")
+	}
+	if counted.Load() != 100 {
+		t.Fatalf("counted %d lines after a graceful stop, want the 100 received", counted.Load())
+	}
+}

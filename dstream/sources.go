@@ -19,10 +19,13 @@ type input[T any] struct {
 	s       *DStream[T]
 	startFn func() error
 	stopFn  func()
-	cut     func(t time.Time) ([]arrow.Record, int64, error)
-	index   int // place among the context's inputs
-	op      string
-	planned bool // a planned source (source_planned.go)
+	// quiesceFn, set by receivers, stops reading and keeps what was
+	// received for the next cut (a graceful stop's last batch).
+	quiesceFn func()
+	cut       func(t time.Time) ([]arrow.Record, int64, error)
+	index     int // place among the context's inputs
+	op        string
+	planned   bool // a planned source (source_planned.go)
 	// extra, if set, adds source state to the write-ahead record of batch
 	// t (the directory source's names read, a planned source's position);
 	// restoreExtra takes it back and may return the batch's record count
@@ -184,6 +187,14 @@ func (in *input[T]) stop() {
 	if in.stopFn != nil {
 		in.stopFn()
 	}
+}
+
+func (in *input[T]) quiesce() bool {
+	if in.quiesceFn == nil {
+		return false
+	}
+	in.quiesceFn()
+	return true
 }
 
 // fetched returns partition part of batch t's input in the executor role,
@@ -368,4 +379,5 @@ type rateInput struct {
 func (r *rateInput) base() *streamBase                { return r.s }
 func (r *rateInput) start() error                     { return nil }
 func (r *rateInput) stop()                            {}
+func (r *rateInput) quiesce() bool                    { return false }
 func (r *rateInput) inputAt(time.Time) (int64, error) { return r.perBatch, nil }

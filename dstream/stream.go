@@ -124,4 +124,7 @@ type inputStream interface {
 	// inputAt fixes the input of batch t and returns its record count. It
 	// is called once per batch, in time order, before any RDD at t is built.
 	inputAt(t time.Time) (int64, error)
+	// quiesce stops a receiver reading, keeping what it received for the
+	// next batch, and reports whether the input is a receiver.
+	quiesce() bool
 }
