@@ -276,7 +276,7 @@ func ReduceByKeyAndEventWindow[K comparable, V any](s *DStream[KV[K, V]], spec E
 		}
 		return nil
 	}
-	out.b.stateSize = store.size
+	out.b.stateSize = stateSizeOf(ctx, store)
 	out.b.lateDropped = func() int64 {
 		op.mu.Lock()
 		defer op.mu.Unlock()

@@ -89,7 +89,7 @@ func keyedState[K comparable, V, S, U any](s *DStream[KV[K, V]], op, name string
 				if err := f(tc, t, x, in, yield); err != nil {
 					return err
 				}
-				x.finish()
+				x.finish(tc)
 				return nil
 			})
 		r.Node().State = name
@@ -224,7 +224,7 @@ func MapWithState[K comparable, V, S, U any](s *DStream[KV[K, V]], spec StateSpe
 		}
 		return nil
 	})
-	out.b.stateSize = store.size
+	out.b.stateSize = stateSizeOf(ctx, store)
 	ms := &MapWithStateStream[K, S, U]{DStream: out, store: store, state: out}
 	var snaps *DStream[KV[K, S]]
 	ms.snapshots = func() *DStream[KV[K, S]] {
@@ -371,7 +371,7 @@ func UpdateStateByKey[K comparable, V, S any](s *DStream[KV[K, V]], name string,
 		})
 		return nil
 	})
-	out.b.stateSize = store.size
+	out.b.stateSize = stateSizeOf(ctx, store)
 	ctx.registerStateful(name, out.b, storeCheckpoint(ctx, &statefulStream[KV[K, S]]{
 		s: out, name: "updateStateByKey(" + name + ")",
 		commit_: func(t time.Time) { store.commit(t, nil) },

@@ -2,6 +2,7 @@ package dstream
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -139,6 +140,7 @@ func (st *stateStore[K, S]) load(init []KV[K, S], at time.Time) {
 // txn is one task attempt's view of a partition at batch time t.
 type txn[K comparable, S any] struct {
 	part  int
+	name  string // the store's
 	p     *statePart[K, S]
 	t     time.Time
 	delta *stateDelta[K, S]
@@ -163,7 +165,7 @@ func (st *stateStore[K, S]) begin(part int, t time.Time) (*txn[K, S], error) {
 	p.mu.Lock()
 	d := p.newDelta()
 	p.mu.Unlock()
-	return &txn[K, S]{part: part, p: p, t: t, delta: d}, nil
+	return &txn[K, S]{part: part, name: st.name, p: p, t: t, delta: d}, nil
 }
 
 // newDelta returns an empty delta against the current committed state
@@ -332,10 +334,49 @@ func (x *txn[K, S]) walk(f func(k K, e stateEntry[S], changed bool) bool) {
 }
 
 // finish stores the attempt's delta as the batch's, replacing earlier attempts.
-func (x *txn[K, S]) finish() {
+func (x *txn[K, S]) finish(tc *rdd.TaskContext) {
 	x.p.mu.Lock()
 	x.p.deltas[x.t] = x.delta
 	x.p.mu.Unlock()
+	if tc != nil {
+		// The partition's size as this batch leaves it, for the job
+		// driver's figures: in a cluster the state lives in executors.
+		keys, bytes := x.sizeAfter()
+		tc.Report(fmt.Sprintf("stateSize/%d/%d/%s", x.t.UnixNano(), x.part, x.name), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(keys)), uint64(bytes)))
+	}
+}
+
+// sizeAfter returns the keys and bytes the partition will hold once the
+// transaction commits: the committed state less the keys it removes, plus
+// the keys it adds (their bytes estimated like committed ones).
+func (x *txn[K, S]) sizeAfter() (keys, bytes int64) {
+	p, d := x.p, x.delta
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keys, bytes = int64(len(p.keys)), p.bytesLocked()
+	if d.gen == p.gen {
+		for _, op := range d.op {
+			if op == opRemove {
+				keys--
+			}
+		}
+	}
+	var k K
+	var s S
+	for i, removed := range d.added.removed {
+		if removed {
+			continue
+		}
+		keys++
+		bytes += 8 + int64(unsafe.Sizeof(k)) + int64(unsafe.Sizeof(s)) + 8 + 4
+		if hasDynSize[K]() {
+			bytes += dynSize(any(d.added.keys[i]))
+		}
+		if hasDynSize[S]() {
+			bytes += dynSize(any(d.added.vals[i]))
+		}
+	}
+	return max(keys, 0), bytes
 }
 
 // deltaAt returns batch t's delta (an empty one if there is none).
@@ -652,26 +693,62 @@ func (a *keyArena) bytes() int64 {
 // index and key arena occupy (plus the bytes of string or byte-slice
 // values).
 func (st *stateStore[K, S]) size() (keys, bytes int64) {
-	var k K
-	var s S
 	for _, p := range st.parts {
 		p.mu.Lock()
 		keys += int64(len(p.keys))
-		bytes += int64(cap(p.hashes))*8 + int64(cap(p.keys))*int64(unsafe.Sizeof(k)) +
-			int64(cap(p.vals))*int64(unsafe.Sizeof(s)) + int64(cap(p.touched))*8 + int64(len(p.index.slots))*4 + p.arena.bytes()
-		if hasDynSize[S]() {
-			for i := range p.vals {
-				bytes += dynSize(any(p.vals[i]))
-			}
-		}
-		if hasDynSize[K]() && !isString[K]() {
-			for i := range p.keys {
-				bytes += dynSize(any(p.keys[i]))
-			}
-		}
+		bytes += p.bytesLocked()
 		p.mu.Unlock()
 	}
 	return keys, bytes
+}
+
+// bytesLocked returns the bytes the partition's committed state holds
+// (p.mu held).
+func (p *statePart[K, S]) bytesLocked() int64 {
+	var k K
+	var s S
+	bytes := int64(cap(p.hashes))*8 + int64(cap(p.keys))*int64(unsafe.Sizeof(k)) +
+		int64(cap(p.vals))*int64(unsafe.Sizeof(s)) + int64(cap(p.touched))*8 + int64(len(p.index.slots))*4 + p.arena.bytes()
+	if hasDynSize[S]() {
+		for i := range p.vals {
+			bytes += dynSize(any(p.vals[i]))
+		}
+	}
+	if hasDynSize[K]() && !isString[K]() {
+		for i := range p.keys {
+			bytes += dynSize(any(p.keys[i]))
+		}
+	}
+	return bytes
+}
+
+// stateSizeOf is a stateful stream's size figure: the store's own, but in
+// a cluster's job driver, whose executors hold the state, the sum of what
+// each partition's last task reported (stateSize reports, see finish).
+func stateSizeOf[K comparable, S any](ctx *Context, st *stateStore[K, S]) func() (keys, bytes int64) {
+	var mu sync.Mutex
+	reported := map[int][2]int64{}
+	ctx.registerReporter("stateSize/", st.name, func(_ time.Time, part int, b []byte) error {
+		if len(b) != 16 || part < 0 || part >= len(st.parts) {
+			return fmt.Errorf("state size report of %d bytes for partition %d", len(b), part)
+		}
+		mu.Lock()
+		reported[part] = [2]int64{int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:]))}
+		mu.Unlock()
+		return nil
+	})
+	return func() (keys, bytes int64) {
+		mu.Lock()
+		n := len(reported)
+		for _, r := range reported {
+			keys, bytes = keys+r[0], bytes+r[1]
+		}
+		mu.Unlock()
+		if ctx.role != roleDriver || n == 0 {
+			return st.size()
+		}
+		return keys, bytes
+	}
 }
 
 // snapshot returns the committed state, sorted by partition then key hash,

@@ -1,12 +1,15 @@
 package dstream
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"sort"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/sluicehq/sluice/rdd"
 )
 
 // The columnar store behaves like a map per partition: random sets and
@@ -18,6 +21,7 @@ func TestStateStoreMatchesModel(t *testing.T) {
 	model := map[string]int64{}
 	r := rand.New(rand.NewPCG(1, 2))
 	key := func() string { return fmt.Sprintf("key-%d", r.IntN(3000)) }
+	reported := map[int][2]int64{}
 	for b := 1; b <= 60; b++ {
 		bt := time.Unix(int64(b), 0)
 		failed := b%7 == 0
@@ -71,7 +75,15 @@ func TestStateStoreMatchesModel(t *testing.T) {
 				if !sort.SliceIsSorted(hashes, func(i, j int) bool { return hashes[i] < hashes[j] }) {
 					t.Fatalf("batch %d: each is not in hash order", b)
 				}
-				x.finish()
+				tc := &rdd.TaskContext{}
+				x.finish(tc)
+				if last {
+					b := tc.Reports[fmt.Sprintf("stateSize/%d/%d/model", bt.UnixNano(), p)]
+					if len(b) != 16 {
+						t.Fatalf("batch %d: size report %x", b, b)
+					}
+					reported[p] = [2]int64{int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:]))}
+				}
 			}
 		}
 		if failed {
@@ -94,6 +106,16 @@ func TestStateStoreMatchesModel(t *testing.T) {
 		if keys, bytes := st.size(); keys != int64(len(model)) || bytes <= keys*8 {
 			t.Fatalf("batch %d: size %d keys %d bytes", b, keys, bytes)
 		}
+		// What the tasks reported (the job driver's figure in a cluster)
+		// is the committed size: the keys exactly, the bytes roughly.
+		for p, r := range reported {
+			st.parts[p].mu.Lock()
+			keys, bytes := int64(len(st.parts[p].keys)), st.parts[p].bytesLocked()
+			st.parts[p].mu.Unlock()
+			if r[0] != keys || r[1] < bytes/2 || r[1] > 2*bytes {
+				t.Fatalf("batch %d partition %d: reported %d keys %d bytes, holds %d keys %d bytes", b, p, r[0], r[1], keys, bytes)
+			}
+		}
 	}
 }
 
@@ -106,7 +128,7 @@ func TestStateStoreClonesKeys(t *testing.T) {
 	x, _ := st.begin(0, time.Unix(1, 0))
 	alias := unsafe.String(&buf[0], len(buf)) // as decoded strings alias Arrow buffers
 	x.set(alias[:3], stateEntry[int64]{value: 1})
-	x.finish()
+	x.finish(nil)
 	st.commit(time.Unix(1, 0), nil)
 	copy(buf, "xyz")
 	snap := st.snapshot()
@@ -124,11 +146,11 @@ func TestStateStoreRebasesStaleDelta(t *testing.T) {
 	x2, _ := st.begin(0, time.Unix(2, 0))
 	x1.remove("a")
 	x1.set("d", stateEntry[int64]{value: 4})
-	x1.finish()
+	x1.finish(nil)
 	x2.set("c", stateEntry[int64]{value: 30}) // position of c moves when batch 1 commits
 	x2.remove("b")
 	st.commit(time.Unix(1, 0), nil)
-	x2.finish()
+	x2.finish(nil)
 	st.commit(time.Unix(2, 0), nil)
 	got := map[string]int64{}
 	for _, kv := range st.snapshot() {
@@ -152,7 +174,7 @@ func TestStateStoreArenaCompacts(t *testing.T) {
 	for _, kv := range init[1000:] {
 		x.remove(kv.Key)
 	}
-	x.finish()
+	x.finish(nil)
 	st.commit(time.Unix(1, 0), nil)
 	after := st.parts[0].arena.bytes()
 	if keys, _ := st.size(); keys != 1000 || after*4 > before {
@@ -186,7 +208,7 @@ func BenchmarkStateStoreBatch(b *testing.B) {
 					x.set(k, stateEntry[int64]{value: e.value + 1, touched: bt})
 					return true
 				})
-				x.finish()
+				x.finish(nil)
 				st.commit(bt, nil)
 			}
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "keys/s")

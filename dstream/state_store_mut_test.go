@@ -27,7 +27,7 @@ func runTxn[K comparable, S any](t *testing.T, st *stateStore[K, S], part int, b
 		t.Fatal(err)
 	}
 	f(x)
-	x.finish()
+	x.finish(nil)
 }
 
 func committedState[K comparable, S any](st *stateStore[K, S]) map[K]S {

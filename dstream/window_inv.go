@@ -92,7 +92,7 @@ func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name str
 					x.set(kv.Key, stateEntry[V]{value: cur, touched: t})
 				}
 				x.each(func(k K, e stateEntry[V]) bool { return yield(KV[K, V]{Key: k, Value: e.value}) })
-				x.finish()
+				x.finish(tc)
 				return nil
 			})
 		r.Node().State = name
@@ -100,7 +100,7 @@ func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name str
 	})
 	out.b.lookback = window + slide
 	out.b.validate = checkWindow(out.b, s.b, window, slide)
-	out.b.stateSize = store.size
+	out.b.stateSize = stateSizeOf(ctx, store)
 	ctx.registerStateful(name, out.b, storeCheckpoint(ctx, &statefulStream[KV[K, V]]{
 		s: out, name: "reduceByKeyAndWindow(" + name + ")",
 		commit_: func(t time.Time) { store.commit(t, nil) },
