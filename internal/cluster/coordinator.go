@@ -402,6 +402,9 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	case size > MaxBinaryBytes:
 		return status.Errorf(codes.ResourceExhausted, "submit: binary size %d: at most %d bytes", size, MaxBinaryBytes)
 	}
+	if err := checkHeader(h); err != nil {
+		return err
+	}
 	if err := c.checkPlatform(h.GetPlatform()); err != nil {
 		return err
 	}

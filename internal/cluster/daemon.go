@@ -379,6 +379,16 @@ func (e *staleAttemptError) Error() string {
 func (d *Daemon) process(job, bin string, args []string, parallelism int32, attempt int32) (*jobProc, error) {
 	d.mu.Lock()
 	p := d.jobs[job]
+	if p != nil && p.attempt < attempt {
+		// A newer attempt replaces the job's process and everything it
+		// holds: only on the coordinator's word that the job is there.
+		d.mu.Unlock()
+		if err := d.checkAttempt(job, attempt); err != nil {
+			return nil, err
+		}
+		d.mu.Lock()
+		p = d.jobs[job]
+	}
 	var replaced *jobProc
 	if p != nil && p.attempt > attempt {
 		d.mu.Unlock()
@@ -430,6 +440,27 @@ func (d *Daemon) process(job, bin string, args []string, parallelism int32, atte
 		return nil, p.err
 	}
 	return p, nil
+}
+
+// checkAttempt asks the coordinator whether job has reached driver attempt
+// attempt. A coordinator that cannot be asked does not block a restart.
+func (d *Daemon) checkAttempt(job string, attempt int32) error {
+	if d.driver == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := d.driver.JobStatus(ctx, &sluicev1.JobStatusRequest{JobId: job})
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return fmt.Errorf("job %s: a task of driver attempt %d, but the coordinator has no such job: its process is not replaced", job, attempt)
+	case err != nil:
+		d.cfg.Log.Warn("executor: cannot confirm a job driver's new attempt with the coordinator", slog.String("job", job), slog.Any("err", err))
+		return nil
+	case info.GetAttempt() < attempt:
+		return fmt.Errorf("job %s: a task of driver attempt %d, but the coordinator's job is at attempt %d: its process is not replaced", job, attempt, info.GetAttempt())
+	}
+	return nil
 }
 
 func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *jobProc) error {
@@ -527,6 +558,12 @@ func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sl
 func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateRequest) (*sluicev1.CommitStateResponse, error) {
 	if err := checkID("job id", req.GetJobId()); err != nil {
 		return nil, err
+	}
+	for _, key := range req.GetSnapshot() { // "<operator>/<partition>"
+		i := strings.LastIndexByte(key, '/')
+		if n, err := strconv.Atoi(key[i+1:]); i <= 0 || err != nil || n < 0 {
+			return nil, invalidArgument("commit state: snapshot partition %q is not <operator>/<partition>", key)
+		}
 	}
 	d.mu.Lock()
 	p := d.jobs[req.GetJobId()]

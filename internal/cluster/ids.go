@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -61,6 +62,32 @@ func checkExecutor(id, addr string, slots int) error {
 	}
 	if slots <= 0 || slots > MaxSlots {
 		return fmt.Errorf("executor slots %d: must be 1 to %d (set --slots)", slots, MaxSlots)
+	}
+	return nil
+}
+
+// Bounds of a submitted job's name and arguments: they are kept in the
+// registry and sent in every ListJobs answer.
+const (
+	maxJobNameBytes = 256
+	maxJobArgsBytes = 64 << 10
+)
+
+// checkHeader checks a submission's name and arguments: bounded, and
+// arguments without NUL bytes (which no process argument can hold).
+func checkHeader(h *sluicev1.SubmitHeader) error {
+	if n := len(h.GetName()); n > maxJobNameBytes {
+		return invalidArgument("submit: the job name is %d bytes long; at most %d", n, maxJobNameBytes)
+	}
+	total := 0
+	for i, a := range h.GetArgs() {
+		if strings.IndexByte(a, 0) >= 0 {
+			return invalidArgument("submit: argument %d holds a NUL byte, which no process argument can", i+1)
+		}
+		total += len(a)
+	}
+	if total > maxJobArgsBytes {
+		return invalidArgument("submit: the job's arguments are %d bytes long; at most %d in all", total, maxJobArgsBytes)
 	}
 	return nil
 }
