@@ -20,6 +20,8 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"github.com/sluicehq/sluice/rdd"
 	"github.com/sluicehq/sluice/scheduler"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // BackendConfig configures a RemoteBackend.
@@ -434,6 +436,18 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 	})
 	defer stopKill()
 	resp, err := client.RunTask(ctx, req)
+	// An executor shared with other jobs may have its slots taken by
+	// theirs: wait for one there (a healthy executor, not a lost one),
+	// for up to busyWait before the task is tried elsewhere.
+	for wait, start := 10*time.Millisecond, time.Now(); isBusy(err) && time.Since(start) < busyWait && ctx.Err() == nil; wait = min(2*wait, 200*time.Millisecond) {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+			resp, err = client.RunTask(ctx, req)
+		}
+		timer.Stop()
+	}
 	if err != nil {
 		b.mu.Lock()
 		var ff *rdd.FetchFailedError
@@ -521,6 +535,17 @@ func (b *RemoteBackend) current(e *remoteExec, epoch int64) bool {
 	defer b.mu.Unlock()
 	cur := b.execs[e.id]
 	return cur == e && e.epoch == epoch
+}
+
+// busyWait bounds how long a task waits for a slot on an executor whose
+// slots other jobs' tasks hold.
+const busyWait = 30 * time.Second
+
+// isBusy reports whether RunTask was refused because every slot of the
+// executor is taken (by tasks of other jobs: this job counts its own).
+func isBusy(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), slotsBusy)
 }
 
 // suspect forces an executor list refresh after a failed call, so a dead

@@ -11,6 +11,8 @@ import (
 	"github.com/sluicehq/sluice/rdd"
 	"github.com/sluicehq/sluice/scheduler"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // listDriver answers ListExecutors with the executors it is given.
@@ -201,5 +203,66 @@ func TestRemoteBackendStateHolderGoneIsStateLost(t *testing.T) {
 		if sl != nil && (sl.State != "totals" || sl.Partition != 0 || sl.Holder != at) {
 			t.Errorf("StateLostError %+v does not name the state, partition and holder", sl)
 		}
+	}
+}
+
+// busyExecutor refuses the first tasks as a daemon whose slots other jobs'
+// tasks hold, then runs them.
+type busyExecutor struct {
+	sluicev1.ExecutorClient
+	mu      sync.Mutex
+	refusal int // refusals left
+	calls   int
+}
+
+func (e *busyExecutor) RunTask(_ context.Context, req *sluicev1.TaskRequest, _ ...grpc.CallOption) (*sluicev1.TaskResponse, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls++
+	if e.refusal > 0 {
+		e.refusal--
+		return nil, status.Errorf(codes.ResourceExhausted, "executor has 1 %s", slotsBusy)
+	}
+	return &sluicev1.TaskResponse{TaskId: req.GetTaskId(), ExecutorEpoch: 1}, nil
+}
+
+// An executor whose slots are taken by another job's tasks is busy, not
+// lost: the task waits for a slot there and succeeds, with no loss counted
+// and no executor avoided.
+func TestRemoteBackendWaitsForABusyExecutor(t *testing.T) {
+	drv := &listDriver{}
+	drv.set(&sluicev1.ExecutorInfo{ExecutorId: "e0", Address: "a0", Slots: 1, Epoch: 1})
+	e0 := &busyExecutor{refusal: 5}
+	b := NewRemoteBackend(BackendConfig{
+		Driver:   drv,
+		Executor: func(string) (sluicev1.ExecutorClient, error) { return e0, nil },
+		Request: func(t *scheduler.Task) (*sluicev1.TaskRequest, error) {
+			return &sluicev1.TaskRequest{JobId: "j", TaskId: t.ID}, nil
+		},
+		Lost:           func(string) {},
+		StateLocations: func() map[string]scheduler.Location { return nil },
+		Refresh:        time.Hour,
+	})
+	results := make(chan scheduler.TaskResult, 1)
+	b.Start(func(r scheduler.TaskResult) { results <- r })
+	defer b.Stop()
+	node := &rdd.Node{ID: 1, Op: "map", Parts: 1}
+	b.Launch(&scheduler.Task{ID: 7, Job: &scheduler.Job{Final: node, Desc: "t"}, Stage: &scheduler.Stage{Node: node, NumTasks: 1}})
+	select {
+	case r := <-results:
+		if r.Err != nil {
+			t.Fatalf("task on a busy executor: %v, want success once a slot is free", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result")
+	}
+	e0.mu.Lock()
+	calls := e0.calls
+	e0.mu.Unlock()
+	b.mu.Lock()
+	avoided := time.Now().Before(b.execs["e0"].avoidUntil)
+	b.mu.Unlock()
+	if calls != 6 || avoided {
+		t.Fatalf("%d calls (want 6: five refused, one run); executor avoided: %v", calls, avoided)
 	}
 }

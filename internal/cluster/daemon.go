@@ -226,6 +226,10 @@ func (d *Daemon) heartbeat(ctx context.Context) (reregister bool) {
 
 // RunTask implements sluicev1.ExecutorServer: it makes sure the job's
 // binary and process are there and forwards the task to the process.
+// slotsBusy ends the refusal of a task by an executor whose slots are all
+// taken (RemoteBackend waits for one: isBusy).
+const slotsBusy = "slots, all busy"
+
 func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluicev1.TaskResponse, error) {
 	d.mu.Lock()
 	if d.draining {
@@ -234,7 +238,7 @@ func (d *Daemon) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*sluic
 	}
 	if d.running >= d.cfg.Slots {
 		d.mu.Unlock()
-		return nil, status.Errorf(codes.ResourceExhausted, "executor has %d slots, all busy", d.cfg.Slots)
+		return nil, status.Errorf(codes.ResourceExhausted, "executor has %d %s", d.cfg.Slots, slotsBusy)
 	}
 	d.running++
 	epoch := d.epoch
