@@ -255,7 +255,7 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		if err != nil {
 			return fmt.Errorf("dstream: connect to the driver at %s: %w", env.DriverAddr, err)
 		}
-		c.role = roleDriver
+		c.role, c.clusterAddr = roleDriver, env.DriverAddr
 		args := append([]string(nil), c.args...)
 		blocksAddr, stopInputs, err := c.serveInputs(env, log)
 		if err != nil {

@@ -129,9 +129,10 @@ type Context struct {
 	reporters     map[string]func(t time.Time, part int, b []byte) error // by "kind/name"
 	graphErrs     []error                                                // found while the graph was built, reported by Start
 
-	role     string            // "", "driver" or "executor": see cluster.go
-	backend  scheduler.Backend // the cluster backend in the driver role
-	resolver *resolver         // the executor role's task resolver
+	role        string            // "", "driver" or "executor": see cluster.go
+	clusterAddr string            // the coordinator a cluster job's driver registered with
+	backend     scheduler.Backend // the cluster backend in the driver role
+	resolver    *resolver         // the executor role's task resolver
 	// commitRemote commits a batch's state on the executors (driver role).
 	// With snapshot, the holders also send their state to the checkpoint.
 	commitRemote func(ctx context.Context, t time.Time, reports map[string][]byte, snapshot bool) error

@@ -345,8 +345,12 @@ func (c *Context) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopUI()
-	c.log.Info("started", slog.Duration("batch_interval", interval), slog.String("master", c.cfg.Master),
-		slog.Int("slots", c.slots), slog.Int("streams", len(c.streams)), slog.Int("outputs", len(c.outputs)))
+	master, slots := c.cfg.Master, c.slots
+	if c.role == roleDriver { // a cluster job: its tasks run on the executors
+		master, slots = "cluster "+c.clusterAddr, c.Parallelism()
+	}
+	c.log.Info("started", slog.Duration("batch_interval", interval), slog.String("master", master),
+		slog.Int("slots", slots), slog.Int("streams", len(c.streams)), slog.Int("outputs", len(c.outputs)))
 
 	// The batches are processed under procCtx, which a graceful stop cancels
 	// StopTimeout after the signal: then the batch in flight is abandoned and
