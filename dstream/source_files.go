@@ -2,6 +2,7 @@ package dstream
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -53,7 +54,8 @@ func MaxLineBytes(n int) FileOption { return func(o *fileOpts) { o.maxLine = n }
 //
 // Files must appear atomically (write elsewhere on the same file system,
 // then rename into dir); names starting with "." or "_" are ignored, so
-// they can serve as temporary names. A line longer than the limit
+// they can serve as temporary names. A file whose name ends in ".gz" is
+// decompressed (gzip), as Spark's file streams do. A line longer than the limit
 // (DefaultMaxLineBytes, or MaxLineBytes) is skipped, and a file that
 // cannot be read is skipped; each is logged as a warning and counted on the
 // batch log line (skipped_lines, skipped_files), and the job goes on.
@@ -275,7 +277,16 @@ func readLines(path string, maxLine int, each func(string)) (skipped int64, err 
 		return 0, err
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 64<<10)
+	var src io.Reader = f
+	if strings.HasSuffix(path, ".gz") { // as Hadoop's TextInputFormat: by extension
+		z, err := gzip.NewReader(f)
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", path, err)
+		}
+		defer z.Close()
+		src = z
+	}
+	r := bufio.NewReaderSize(src, 64<<10)
 	var line []byte
 	tooLong := false
 	for {

@@ -2,6 +2,7 @@ package dstream_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"log/slog"
 	"os"
@@ -240,5 +241,25 @@ func TestTextFileStreamUnreadableFile(t *testing.T) {
 	}
 	if line := j.lastBatchLine(); !strings.Contains(line, "skipped_files=0") {
 		t.Fatalf("batch line: %s", line)
+	}
+}
+
+// A ".gz" file is read decompressed, as Spark's file streams read it; one
+// that is not gzip is skipped and counted, not read as text.
+func TestTextFileStreamGzip(t *testing.T) {
+	dir := t.TempDir()
+	j := newDirJob(t, dir)
+	var z bytes.Buffer
+	w := gzip.NewWriter(&z)
+	w.Write([]byte("one two\nthree\n"))
+	w.Close()
+	put(t, dir, "a.txt.gz", z.String())
+	put(t, dir, "b.gz", "plain text, not gzip\n")
+	put(t, dir, "c.txt", "four\n")
+	if got := j.batch(); !slices.Equal(got, []string{"four", "one two", "three"}) {
+		t.Fatalf("got %q, want the decompressed lines and the plain file's", got)
+	}
+	if line := j.lastBatchLine(); !strings.Contains(line, "skipped_files=1") {
+		t.Fatalf("batch line: %s (want skipped_files=1, the file that is not gzip)", line)
 	}
 }
