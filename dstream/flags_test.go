@@ -159,3 +159,29 @@ func Flat(s *DStream[int64], n int64) *DStream[int64] {
 		return out
 	})
 }
+
+// A program that called flag.Parse itself before Run: its flags are still
+// accepted on the command line Run parses, and keep the values the
+// program's parse gave them (set once, not twice).
+func TestParseFlagsAfterTheProgramParsedItsFlags(t *testing.T) {
+	fs := flag.NewFlagSet("job", flag.ContinueOnError)
+	n := fs.Int("n", 1, "how many")
+	verbose := fs.Bool("v", false, "verbose")
+	var seen []string
+	fs.Func("tag", "repeatable", func(s string) error { seen = append(seen, s); return nil })
+	args := []string{"--n=5", "-v", "--tag=a", "--tag=b"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	withCommandLine(t, fs)
+	c, err := New(Config{BatchInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ParseFlags(args, io.Discard); err != nil {
+		t.Fatalf("ParseFlags after the program's flag.Parse: %v", err)
+	}
+	if *n != 5 || !*verbose || strings.Join(seen, ",") != "a,b" {
+		t.Fatalf("n=%d v=%v tags=%v, want 5 true [a b]", *n, *verbose, seen)
+	}
+}

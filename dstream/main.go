@@ -50,8 +50,8 @@ var commandLine = flag.CommandLine
 
 // ParseFlags parses args (os.Args[1:] under Main) into the flag set and
 // applies the standard flags. Flags declared with the standard flag package
-// (flag.CommandLine, when the program did not parse it itself) are parsed
-// too. With --help (or -h) it prints the flags to stderr (os.Stderr if nil)
+// (flag.CommandLine) are parsed too; if the program parsed them itself
+// first (flag.Parse), they keep the values it parsed. With --help (or -h) it prints the flags to stderr (os.Stderr if nil)
 // and returns ErrHelp. Calling it again does nothing.
 func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 	if c.flags.Parsed() {
@@ -109,12 +109,14 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 }
 
 // adoptCommandLine adds the flags of the standard flag package's command
-// line to the job's flag set, unless the program parsed them itself.
+// line to the job's flag set. If the program parsed them itself (flag.Parse
+// before Run), they are accepted again but keep the values it parsed.
 func (c *Context) adoptCommandLine() error {
 	cl := commandLine
-	if cl == nil || cl.Parsed() {
+	if cl == nil {
 		return nil
 	}
+	parsed := cl.Parsed()
 	var err error
 	cl.VisitAll(func(f *flag.Flag) {
 		if err != nil {
@@ -124,10 +126,28 @@ func (c *Context) adoptCommandLine() error {
 			err = &usageError{fmt.Errorf("flag --%s is defined twice (by the job and by Sluice or the job's flag set); rename the job's flag", f.Name)}
 			return
 		}
-		c.flags.Var(f.Value, f.Name, f.Usage)
+		v := f.Value
+		if parsed {
+			if b, ok := v.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+				v = parsedBool{parsedValue{v}}
+			} else {
+				v = parsedValue{v}
+			}
+		}
+		c.flags.Var(v, f.Name, f.Usage)
 	})
 	return err
 }
+
+// parsedValue is a flag the program already parsed: setting it again is
+// accepted and changes nothing (a flag that accumulates would count twice).
+type parsedValue struct{ flag.Value }
+
+func (parsedValue) Set(string) error { return nil }
+
+type parsedBool struct{ parsedValue }
+
+func (parsedBool) IsBoolFlag() bool { return true }
 
 // ErrHelp is returned by ParseFlags when --help was given; the usage was
 // printed and the program should exit 0.
