@@ -224,4 +224,63 @@ func TestAbuseDefectFetchBlockOpaqueRefusal(t *testing.T) {
 	}
 }
 
-var _ = time.Second
+// A task may carry any driver_attempt: one with math.MaxInt32 makes the
+// daemon stop the job's process and delete the job's shuffle files (a
+// "restarted job driver"), and from then on every task of the job's real
+// driver (attempt 1) is refused as stale, fatally: one malformed field ends
+// the job. The coordinator knows the job's attempt (JobInfo.attempt); the
+// daemon does not ask.
+func TestAbuseDefectRunTaskAttemptReplacesTheJob(t *testing.T) {
+	t.Skip("defect: RunTask with driver_attempt=MaxInt32 replaces the job's process and makes every later task of the real attempt fail as stale (fatal)")
+	if testing.Short() {
+		t.Skip("builds a job binary")
+	}
+	bin := buildAbuseJob(t)
+	a := newAbuseCluster(t)
+	j := a.startAbuseJob(t, "job-attempt", bin)
+	a.coord.mu.Lock()
+	a.coord.jobs[j.id].info.Attempt = 1
+	a.coord.mu.Unlock()
+	ctx := context.Background()
+	first, err := a.ec.RunTask(ctx, j.task(1))
+	if err != nil || first.GetIncarnation() == 0 {
+		t.Fatalf("first task: %v %v", first, err)
+	}
+	bogus := j.task(1)
+	bogus.DriverAttempt = math.MaxInt32
+	if _, err := a.ec.RunTask(ctx, bogus); err != nil {
+		t.Logf("the bogus attempt: %v", err)
+	}
+	again, err := a.ec.RunTask(ctx, j.task(1))
+	if err != nil || again.GetFatal() && strings.Contains(again.GetError(), "has replaced it") || again.GetIncarnation() != first.GetIncarnation() {
+		t.Errorf("a task of the job's real driver attempt after a bogus one: %v %v (incarnation was %d)", again, err, first.GetIncarnation())
+	}
+}
+
+// CommitState naming snapshot partitions the job does not have ("../..",
+// "win/abc") is checked by the job process only after it opened the
+// PutState stream to the job driver: with a driver that does not answer the
+// call takes ~15 s and fails with the connection's error (FailedPrecondition
+// "commit state: ... authentication handshake failed"), never naming the
+// bad keys.
+func TestAbuseDefectCommitStateBadSnapshotKeys(t *testing.T) {
+	t.Skip("defect: CommitState with snapshot keys naming no partition is refused only after dialing the job driver (~15 s, the dial error instead of the keys)")
+	if testing.Short() {
+		t.Skip("builds a job binary")
+	}
+	bin := buildAbuseJob(t)
+	a := newAbuseCluster(t)
+	j := a.startAbuseJob(t, "job-commit", bin)
+	ctx := context.Background()
+	first, err := a.ec.RunTask(ctx, j.task(1)) // the job driver is at the black hole
+	if err != nil || first.GetIncarnation() == 0 {
+		t.Fatalf("first task: %v %v", first, err)
+	}
+	start := time.Now()
+	_, err = a.ec.CommitState(ctx, &sluicev1.CommitStateRequest{JobId: j.id, Incarnation: first.GetIncarnation(), BatchTimeUnixNano: j.batch(1),
+		Snapshot: []string{"../..", "win/abc"}})
+	wantCode(t, "snapshot of partitions the job does not have", err, codes.InvalidArgument, "../..")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the refusal took %v", d)
+	}
+}
