@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -987,3 +988,75 @@ func TestAbuseTaskServer(t *testing.T) {
 }
 
 var _ = errors.New
+
+// Uploads that are started and never finished hold a call each: past the
+// per-host cap further calls are refused with ResourceExhausted naming the
+// bound, and when the clients give up every place, open file and
+// temporary upload is given back.
+func TestAbuseCallCapAndRelease(t *testing.T) {
+	noLeaks(t, func(t *testing.T) {
+		t.Run("abuse", func(t *testing.T) {
+			secret := mustSecret(t, "the-right-cluster-secret")
+			state := t.TempDir()
+			c, err := NewCoordinator(CoordinatorConfig{StateDir: state, Advertise: "127.0.0.1:1", Secret: secret, Log: quietLog()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			addr := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) { sluicev1.RegisterDriverServer(s, c) })
+			dc := sluicev1.NewDriverClient(dial(t, addr, secret.DialOptions()...))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*abuseCallTimeout)
+			defer cancel()
+			if _, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{}); err != nil { // connected
+				t.Fatal(err)
+			}
+			beforeFiles := openFiles()
+			held, release := context.WithCancel(ctx)
+			data := []byte("0123456789")
+			h := &sluicev1.SubmitHeader{Sha256: shaOf(data), Size: int64(len(data)), Platform: here()}
+			var streams []sluicev1.Driver_SubmitJobClient
+			for range MaxCallsPerPeer + 20 {
+				s, err := dc.SubmitJob(held)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Send(hdr(h))
+				streams = append(streams, s)
+			}
+			eventually(t, "the per-host cap is reached", func() bool {
+				_, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+				return status.Code(err) == codes.ResourceExhausted
+			})
+			_, err = dc.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+			wantCode(t, "a call past the cap", err, codes.ResourceExhausted, "too many calls", strconv.Itoa(MaxCallsPerPeer))
+			if n := len(incoming(t, filepath.Join(state, "binaries"))); n == 0 || n > MaxCallsPerPeer {
+				t.Errorf("%d uploads in progress, want between 1 and %d", n, MaxCallsPerPeer)
+			}
+			release()
+			for _, s := range streams {
+				if _, err := s.CloseAndRecv(); status.Code(err) != codes.Canceled && status.Code(err) != codes.ResourceExhausted {
+					t.Errorf("an abandoned upload: %v", err)
+				}
+			}
+			eventually(t, "the places are given back", func() bool {
+				_, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+				return err == nil
+			})
+			eventually(t, "no upload left", func() bool { return len(incoming(t, filepath.Join(state, "binaries"))) == 0 })
+			eventually(t, fmt.Sprintf("the uploads' files are closed (%d open before)", beforeFiles), func() bool { return openFiles() <= beforeFiles })
+			// A whole call's worth of places again.
+			var wg sync.WaitGroup
+			for range MaxCallsPerPeer {
+				wg.Go(func() {
+					if _, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{}); err != nil && status.Code(err) != codes.ResourceExhausted {
+						t.Errorf("ListJobs: %v", err)
+					}
+				})
+			}
+			wg.Wait()
+			if _, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{}); err != nil {
+				t.Errorf("ListJobs after all that: %v", err)
+			}
+		})
+	})
+}
