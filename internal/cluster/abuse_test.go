@@ -673,7 +673,9 @@ func TestAbuseExecutorService(t *testing.T) {
 					cctx, ccancel := context.WithTimeout(ctx, time.Millisecond)
 					_, err := a.ec.RunTask(cctx, &sluicev1.TaskRequest{JobId: "job-cancel", BinarySha256: shaOf([]byte{1})})
 					ccancel()
-					if err != nil && status.Code(err) != codes.DeadlineExceeded {
+					// (The slots of earlier cancelled calls come back when
+					// their handlers notice.)
+					if c := status.Code(err); err != nil && c != codes.DeadlineExceeded && c != codes.ResourceExhausted {
 						t.Errorf("cancelled task: %v", err)
 					}
 				}
