@@ -284,3 +284,37 @@ func TestAbuseDefectCommitStateBadSnapshotKeys(t *testing.T) {
 		t.Errorf("the refusal took %v", d)
 	}
 }
+
+// Executor ids have no length bound (only the 8 MiB message): nine
+// executors registered with 1 MiB ids make every ListExecutors answer
+// larger than the server may send, so it fails with ResourceExhausted for
+// every caller (job drivers poll it every 500 ms to know their executors).
+func TestAbuseDefectListExecutorsOverflow(t *testing.T) {
+	t.Skip("defect: RegisterExecutor accepts 1 MiB executor ids; nine of them make ListExecutors fail for everyone (ResourceExhausted: message larger than max)")
+	a := newAbuseCluster(t)
+	ctx := context.Background()
+	for i := range 9 {
+		a.dc.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{ExecutorId: strconv.Itoa(i) + "-" + strings.Repeat("e", 1<<20), Address: "127.0.0.1:1", Slots: 1})
+	}
+	if _, err := a.dc.ListExecutors(ctx, &sluicev1.ListExecutorsRequest{}); err != nil {
+		t.Errorf("ListExecutors: %v", err)
+	}
+}
+
+// Job names (and arguments) have no length bound: three jobs submitted
+// with 3 MiB names make every ListJobs answer larger than the server may
+// send: `driver jobs`, `driver healthcheck` and the executors' sweep fail
+// with ResourceExhausted, and the registry keeps the names across
+// restarts of `driver serve`.
+func TestAbuseDefectListJobsOverflow(t *testing.T) {
+	t.Skip("defect: SubmitJob accepts multi-MiB job names/args; three such jobs make ListJobs fail for everyone (ResourceExhausted: message larger than max)")
+	a := newAbuseCluster(t)
+	ctx := context.Background()
+	for i := range 3 {
+		script := []byte("#!/bin/sh\n# " + strconv.Itoa(i) + "\nexit 0\n")
+		submitParts(ctx, a.dc, hdr(&sluicev1.SubmitHeader{Name: strconv.Itoa(i) + "-" + strings.Repeat("n", 3<<20), Sha256: shaOf(script), Size: int64(len(script)), Platform: here()}), dat(script))
+	}
+	if _, err := a.dc.ListJobs(ctx, &sluicev1.ListJobsRequest{}); err != nil {
+		t.Errorf("ListJobs: %v", err)
+	}
+}
