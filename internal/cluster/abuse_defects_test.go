@@ -42,20 +42,31 @@ func TestAbuseDefectSubmitJobNonPositiveSize(t *testing.T) {
 }
 
 // Bytes that hash right but are no executable (garbage, a text file
-// without #!): the exec fails and the client gets Internal, the code of a
-// server bug, for its own bad input.
+// without #!), or arguments the kernel refuses (a NUL byte): the exec
+// fails and the client gets Internal, the code of a server bug, for its
+// own bad input.
 func TestAbuseDefectSubmitJobUnrunnableBinaryIsInternal(t *testing.T) {
-	t.Skip("defect: SubmitJob of a binary that cannot be executed answers Internal (fork/exec: exec format error) instead of InvalidArgument/FailedPrecondition")
+	t.Skip("defect: SubmitJob of a binary that cannot be executed (exec format error) or with a NUL byte in an argument (invalid argument) answers Internal instead of InvalidArgument/FailedPrecondition")
 	a := newAbuseCluster(t)
 	garbage := []byte("\x00\x01\x02 not an executable")
-	_, err := submitParts(context.Background(), a.dc, hdr(&sluicev1.SubmitHeader{Sha256: shaOf(garbage), Size: int64(len(garbage)), Platform: here()}), dat(garbage))
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.FailedPrecondition:
-		if !strings.Contains(err.Error(), "exec format error") {
-			t.Errorf("the refusal does not say why: %v", err)
+	script := []byte("#!/bin/sh\nexit 0\n")
+	for name, c := range map[string]struct {
+		data []byte
+		args []string
+		why  string
+	}{
+		"garbage binary":  {garbage, nil, "exec format error"},
+		"NUL in argument": {script, []string{"a\x00b"}, "argument"},
+	} {
+		_, err := submitParts(context.Background(), a.dc, hdr(&sluicev1.SubmitHeader{Sha256: shaOf(c.data), Size: int64(len(c.data)), Platform: here(), Args: c.args}), dat(c.data))
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.FailedPrecondition:
+			if !strings.Contains(err.Error(), c.why) {
+				t.Errorf("%s: the refusal does not say why: %v", name, err)
+			}
+		default:
+			t.Errorf("%s: got %v, want InvalidArgument or FailedPrecondition", name, err)
 		}
-	default:
-		t.Errorf("got %v, want InvalidArgument or FailedPrecondition", err)
 	}
 }
 
