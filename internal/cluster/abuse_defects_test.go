@@ -160,8 +160,8 @@ func TestAbuseDefectRegisterExecutorMalformedIDAndAddress(t *testing.T) {
 // and that exits non-zero: its exit cause, with that line, becomes
 // JobInfo.error, a proto string, and every ListJobs and its JobStatus fail
 // to marshal (Internal) from then on, for every caller (`driver jobs`,
-// `driver healthcheck`, executors' sweeps), and across restarts (the
-// registry keeps the error).
+// `driver healthcheck`, executors' sweeps), until `driver serve` restarts
+// (the registry's JSON replaces the bad bytes).
 func TestAbuseDefectJobStderrNotUTF8BreaksListJobs(t *testing.T) {
 	t.Skip("defect: a job driver printing non-UTF-8 on stderr before failing makes ListJobs/JobStatus answer Internal \"string field contains invalid UTF-8\" for everyone")
 	a := newAbuseCluster(t)
