@@ -22,6 +22,7 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -290,6 +291,50 @@ func TestAbuseExecutorIntoAJobProcess(t *testing.T) {
 			last, err := a.ec.RunTask(ctx, j.task(1))
 			if err != nil || last.GetIncarnation() != inc {
 				t.Errorf("after the abuse: incarnation %d (was %d), %v", last.GetIncarnation(), inc, err)
+			}
+			if _, err := a.ec.EndJob(ctx, &sluicev1.EndJobRequest{JobId: j.id}); err != nil {
+				t.Fatal(err)
+			}
+
+			// Tasks, kills, commits and ends of one job all at once: every
+			// call ends, and the job runs again afterwards.
+			stuckTask := j.fix(t, a, j.task(95))
+			var wg sync.WaitGroup
+			for i := range 24 {
+				wg.Go(func() {
+					cctx, ccancel := context.WithTimeout(ctx, abuseCallTimeout)
+					defer ccancel()
+					var err error
+					switch i % 4 {
+					case 0:
+						rctx, rcancel := context.WithTimeout(cctx, time.Duration(100+50*i)*time.Millisecond)
+						_, err = a.ec.RunTask(rctx, stuckTask)
+						rcancel()
+						if c := status.Code(err); c == codes.DeadlineExceeded || c == codes.ResourceExhausted || c == codes.Unavailable || c == codes.Canceled {
+							err = nil
+						}
+					case 1:
+						_, err = a.ec.EndJob(cctx, &sluicev1.EndJobRequest{JobId: j.id})
+					case 2:
+						_, err = a.ec.CommitState(cctx, &sluicev1.CommitStateRequest{JobId: j.id, Incarnation: inc})
+						if status.Code(err) == codes.FailedPrecondition {
+							err = nil
+						}
+					case 3:
+						_, err = a.ec.KillTask(cctx, &sluicev1.KillTaskRequest{JobId: j.id, TaskId: 95})
+						if status.Code(err) == codes.NotFound {
+							err = nil
+						}
+					}
+					if err != nil {
+						t.Errorf("concurrent call %d: %v", i, err)
+					}
+				})
+			}
+			wg.Wait()
+			again, err := a.ec.RunTask(ctx, j.task(1))
+			if err != nil || again.GetIncarnation() == 0 || !strings.Contains(again.GetError(), "graph mismatch") {
+				t.Errorf("the job after the storm: %v %v", again, err)
 			}
 			if _, err := a.ec.EndJob(ctx, &sluicev1.EndJobRequest{JobId: j.id}); err != nil {
 				t.Fatal(err)
