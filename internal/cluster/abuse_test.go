@@ -580,6 +580,44 @@ func TestAbuseDriverService(t *testing.T) {
 				})
 			})
 
+			t.Run("registry storm", func(t *testing.T) {
+				// One id registered, heartbeated with stale and fresh epochs,
+				// and listed, from many callers at once.
+				var wg sync.WaitGroup
+				for i := range 64 {
+					wg.Go(func() {
+						id := fmt.Sprintf("storm-%d", i%4)
+						resp, err := a.dc.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{ExecutorId: id, Address: "127.0.0.1:1", Slots: int32(1 + i%3)})
+						if err != nil {
+							t.Errorf("RegisterExecutor: %v", err)
+							return
+						}
+						for _, e := range []int64{resp.GetEpoch(), resp.GetEpoch() - 1, 0} {
+							if _, err := a.dc.Heartbeat(ctx, &sluicev1.HeartbeatRequest{ExecutorId: id, Epoch: e, RunningTasks: -1, ShuffleBytesServed: -1, Draining: i%2 == 0}); err != nil {
+								t.Errorf("Heartbeat: %v", err)
+							}
+						}
+						if _, err := a.dc.ListExecutors(ctx, &sluicev1.ListExecutorsRequest{}); err != nil {
+							t.Errorf("ListExecutors: %v", err)
+						}
+					})
+				}
+				wg.Wait()
+				resp, err := a.dc.ListExecutors(ctx, &sluicev1.ListExecutorsRequest{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen := map[string]int{}
+				for _, e := range resp.GetExecutors() {
+					seen[e.GetExecutorId()]++
+				}
+				for id, n := range seen {
+					if n != 1 {
+						t.Errorf("executor %s listed %d times", id, n)
+					}
+				}
+			})
+
 			t.Run("wrong role", func(t *testing.T) {
 				coordConn := a.dial(t, a.coordAddr)
 				_, err := sluicev1.NewExecutorClient(coordConn).RunTask(ctx, &sluicev1.TaskRequest{JobId: "job-1"})
