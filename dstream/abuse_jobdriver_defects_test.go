@@ -1,9 +1,9 @@
 package dstream
 
 // Defects of the JobDriver service found by the abuse campaign
-// (abuse_jobdriver_test.go), one test each. Every test is skipped on its
-// first line; without the Skip it fails on the code as it is. Remove the
-// Skip with the fix. (They are here rather than in
+// (abuse_jobdriver_test.go), one test each, each written to fail on the
+// code before its fix (2026-11-30) and kept as a regression test. (They
+// are here rather than in
 // internal/cluster/abuse_defects_test.go because the JobDriver server is
 // dstream's inputServer.)
 
@@ -19,7 +19,6 @@ import (
 // The JobDriver service never looks at job_id: a request naming another
 // job is served this job's input and broadcast values.
 func TestAbuseDefectJobDriverIgnoresJobID(t *testing.T) {
-	t.Skip("defect: FetchInput/FetchBroadcast/PutState ignore job_id: a call naming another job gets (or writes) this job's data")
 	d := newAbuseDriver(t, t.TempDir(), 4)
 	ctx := context.Background()
 	b2 := d.zero.Add(2 * spillBI).UnixNano()
@@ -48,20 +47,19 @@ func TestAbuseDefectJobDriverIgnoresJobID(t *testing.T) {
 // partition arrived), so the newest checkpoint holds state no restore can
 // read.
 func TestAbuseDefectPutStateAcceptsGarbage(t *testing.T) {
-	t.Skip("defect: PutState accepts unknown operators, negative partitions and non-Arrow bytes into the snapshot being taken, which then commits")
 	d := newAbuseDriver(t, t.TempDir(), 4)
 	ctx := context.Background()
 	st := d.zero.Add(6 * spillBI)
 	if err := d.c.beginRemoteSnapshot(st); err != nil {
 		t.Fatal(err)
 	}
-	err := putState(ctx, d.client, &sluicev1.StateChunk{SnapshotUnixNano: st.UnixNano(), Op: "no-such-op", Part: -7, Data: []byte("x"), Last: true})
+	err := putState(ctx, d.client, &sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: st.UnixNano(), Op: "no-such-op", Part: -7, Data: []byte("x"), Last: true})
 	abuseWant(t, "an operator the job does not have", err, codes.InvalidArgument, "no-such-op")
 	refused := 0
 	for _, op := range d.c.stateful {
 		id := op.ckptOperator()
 		for p := range id.Partitions {
-			err := putState(ctx, d.client, &sluicev1.StateChunk{SnapshotUnixNano: st.UnixNano(), Op: id.Name, Part: int32(p), Data: []byte("garbage, not Arrow IPC"), Last: true})
+			err := putState(ctx, d.client, &sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: st.UnixNano(), Op: id.Name, Part: int32(p), Data: []byte("garbage, not Arrow IPC"), Last: true})
 			if status.Code(err) == codes.InvalidArgument {
 				refused++
 			} else {
@@ -78,7 +76,6 @@ func TestAbuseDefectPutStateAcceptsGarbage(t *testing.T) {
 // checking that the chunk belongs to it: chunks of partition a/1 followed by
 // a last chunk of b/2 are stored, concatenated, as b/2.
 func TestAbuseDefectPutStateMixedChunks(t *testing.T) {
-	t.Skip("defect: PutState concatenates chunks of different operators/partitions into the last chunk's partition without a word")
 	d := newAbuseDriver(t, t.TempDir(), 4)
 	st := d.zero.Add(6 * spillBI)
 	if err := d.c.beginRemoteSnapshot(st); err != nil {
@@ -86,7 +83,7 @@ func TestAbuseDefectPutStateMixedChunks(t *testing.T) {
 	}
 	ns := st.UnixNano()
 	err := putState(context.Background(), d.client,
-		&sluicev1.StateChunk{SnapshotUnixNano: ns, Op: "win", Part: 1, Data: []byte("partition 1's first half")},
-		&sluicev1.StateChunk{SnapshotUnixNano: ns, Op: "win", Part: 2, Data: []byte("partition 2"), Last: true})
+		&sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: ns, Op: "win", Part: 1, Data: []byte("partition 1's first half")},
+		&sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: ns, Op: "win", Part: 2, Data: []byte("partition 2"), Last: true})
 	abuseWant(t, "chunks of two partitions in one", err, codes.InvalidArgument, "partition")
 }

@@ -88,7 +88,7 @@ func newAbuseDriver(t *testing.T, dir string, batches int) *abuseDriver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, stop, err := c.serveInputs(cluster.Env{DriverAddr: "127.0.0.1:7077"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	addr, stop, err := c.serveInputs(cluster.Env{DriverAddr: "127.0.0.1:7077", JobID: "job-1"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,23 +324,37 @@ func TestAbuseJobDriverService(t *testing.T) {
 			})
 
 			t.Run("PutState", func(t *testing.T) {
-				// No snapshot is being taken: refused, naming it.
+				// Another job's, or no job's: refused, naming the job.
 				for name, msgs := range map[string][]*sluicev1.StateChunk{
-					"one part":       {{JobId: "job-1", SnapshotUnixNano: b2, Op: "win", Part: 0, Data: []byte("x"), Last: true}},
-					"zero fields":    {{Last: true}},
-					"garbage":        {{Op: "\x00", Part: -1, SnapshotUnixNano: math.MinInt64, Data: bytes.Repeat([]byte{0xff}, 4096), Last: true}},
-					"two partitions": {{Op: "win", Part: 1, Data: []byte("a")}, {Op: "win", Part: 1, Last: true}},
+					"zero fields": {{Last: true}},
+					"another job": {{JobId: "job-2", SnapshotUnixNano: b2, Op: "win", Part: 0, Data: []byte("x"), Last: true}},
 				} {
 					err := putState(ctx, d.client, msgs...)
-					abuseWant(t, name, err, codes.FailedPrecondition, "snapshot")
+					abuseWant(t, name, err, codes.NotFound, "job")
 				}
+				// Malformed parts: refused, naming what is wrong.
+				for name, msgs := range map[string][]*sluicev1.StateChunk{
+					"not Arrow":      {{JobId: "job-1", SnapshotUnixNano: b2, Op: "win", Part: 0, Data: []byte("x"), Last: true}},
+					"garbage":        {{JobId: "job-1", Op: "\x00", Part: -1, SnapshotUnixNano: math.MinInt64, Data: bytes.Repeat([]byte{0xff}, 4096), Last: true}},
+					"two partitions": {{JobId: "job-1", Op: "win", Part: 1, Data: []byte("a")}, {JobId: "job-1", Op: "win", Part: 2, Last: true}},
+				} {
+					err := putState(ctx, d.client, msgs...)
+					abuseWant(t, name, err, codes.InvalidArgument)
+				}
+				// A well-formed part, but no snapshot is being taken: refused, naming it.
+				part, err := d.c.stateful[0].savePart(0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = putState(ctx, d.client, &sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: b2, Op: part.Op, Part: 0, Data: part.Data, Last: true})
+				abuseWant(t, "no snapshot", err, codes.FailedPrecondition, "snapshot")
 				if err := putState(ctx, d.client); err != nil {
 					t.Errorf("an empty stream: %v", err)
 				}
-				err := putState(ctx, d.client, &sluicev1.StateChunk{Op: "win", Data: []byte("half")})
+				err = putState(ctx, d.client, &sluicev1.StateChunk{JobId: "job-1", Op: "win", Data: []byte("half")})
 				abuseWant(t, "a stream ending inside a partition", err, codes.InvalidArgument, "inside a partition")
 				huge := sluicev1.NewJobDriverClient(abuseDial(t, d.addr, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20))))
-				err = putState(ctx, huge, &sluicev1.StateChunk{Op: "win", Data: make([]byte, 9<<20), Last: true})
+				err = putState(ctx, huge, &sluicev1.StateChunk{JobId: "job-1", Op: "win", Data: make([]byte, 9<<20), Last: true})
 				abuseWant(t, "a 9 MiB message", err, codes.ResourceExhausted)
 				// Cut half-way, never closed, many at once.
 				var wg sync.WaitGroup
@@ -353,7 +367,7 @@ func TestAbuseJobDriverService(t *testing.T) {
 							t.Errorf("PutState: %v", err)
 							return
 						}
-						stream.Send(&sluicev1.StateChunk{Op: "win", Part: int32(i), Data: make([]byte, 512<<10)})
+						stream.Send(&sluicev1.StateChunk{JobId: "job-1", Op: "win", Part: int32(i), Data: make([]byte, 512<<10)})
 						if i%2 == 0 {
 							ccancel()
 						} else {
@@ -370,11 +384,12 @@ func TestAbuseJobDriverService(t *testing.T) {
 
 			t.Run("FetchState", func(t *testing.T) {
 				// This job driver restored nothing.
+				_, err := drainState(d.client.FetchState(ctx, &sluicev1.FetchStateRequest{}))
+				abuseWant(t, "no job", err, codes.NotFound, "job")
 				for name, req := range map[string]*sluicev1.FetchStateRequest{
-					"empty":    {},
 					"batch 3":  {JobId: "job-1", SnapshotUnixNano: d.zero.Add(3 * spillBI).UnixNano(), Op: "win"},
-					"garbage":  {Op: "\x00/..", Part: -1, SnapshotUnixNano: math.MaxInt64},
-					"min time": {Op: "win", SnapshotUnixNano: math.MinInt64},
+					"garbage":  {JobId: "job-1", Op: "\x00/..", Part: -1, SnapshotUnixNano: math.MaxInt64},
+					"min time": {JobId: "job-1", Op: "win", SnapshotUnixNano: math.MinInt64},
 				} {
 					_, err := drainState(d.client.FetchState(ctx, req))
 					abuseWant(t, name, err, codes.FailedPrecondition, "did not restore snapshot")
@@ -417,21 +432,26 @@ func TestAbuseJobDriverService(t *testing.T) {
 			sn := snap.UnixNano()
 			for name, req := range map[string]*sluicev1.FetchStateRequest{
 				"empty":              {},
-				"another snapshot":   {Op: op, SnapshotUnixNano: sn + 1},
-				"snapshot max":       {Op: op, SnapshotUnixNano: math.MaxInt64},
-				"snapshot negative":  {Op: op, SnapshotUnixNano: -sn},
-				"snapshot zero":      {Op: op},
 				"garbage everywhere": {JobId: "../..", Op: "\x00", Part: math.MinInt32, SnapshotUnixNano: math.MinInt64},
+			} {
+				_, err := drainState(d.client.FetchState(ctx, req))
+				abuseWant(t, name, err, codes.NotFound, "job")
+			}
+			for name, req := range map[string]*sluicev1.FetchStateRequest{
+				"another snapshot":  {JobId: "job-1", Op: op, SnapshotUnixNano: sn + 1},
+				"snapshot max":      {JobId: "job-1", Op: op, SnapshotUnixNano: math.MaxInt64},
+				"snapshot negative": {JobId: "job-1", Op: op, SnapshotUnixNano: -sn},
+				"snapshot zero":     {JobId: "job-1", Op: op},
 			} {
 				_, err := drainState(d.client.FetchState(ctx, req))
 				abuseWant(t, name, err, codes.FailedPrecondition, "did not restore snapshot")
 			}
 			for name, req := range map[string]*sluicev1.FetchStateRequest{
-				"no op":          {SnapshotUnixNano: sn},
-				"unknown op":     {SnapshotUnixNano: sn, Op: "nope"},
-				"part -1":        {SnapshotUnixNano: sn, Op: op, Part: -1},
-				"part max":       {SnapshotUnixNano: sn, Op: op, Part: math.MaxInt32},
-				"op with suffix": {SnapshotUnixNano: sn, Op: op + "#"},
+				"no op":          {JobId: "job-1", SnapshotUnixNano: sn},
+				"unknown op":     {JobId: "job-1", SnapshotUnixNano: sn, Op: "nope"},
+				"part -1":        {JobId: "job-1", SnapshotUnixNano: sn, Op: op, Part: -1},
+				"part max":       {JobId: "job-1", SnapshotUnixNano: sn, Op: op, Part: math.MaxInt32},
+				"op with suffix": {JobId: "job-1", SnapshotUnixNano: sn, Op: op + "#"},
 			} {
 				_, err := drainState(d.client.FetchState(ctx, req))
 				abuseWant(t, name, err, codes.NotFound, "has no partition")
@@ -445,7 +465,7 @@ func TestAbuseJobDriverService(t *testing.T) {
 				wg.Go(func() {
 					cctx, ccancel := context.WithCancel(ctx)
 					defer ccancel()
-					stream, err := d.client.FetchState(cctx, &sluicev1.FetchStateRequest{SnapshotUnixNano: sn, Op: op, Part: int32(i % 3)})
+					stream, err := d.client.FetchState(cctx, &sluicev1.FetchStateRequest{JobId: "job-1", SnapshotUnixNano: sn, Op: op, Part: int32(i % 3)})
 					if i%2 == 0 {
 						ccancel()
 						return
@@ -457,7 +477,11 @@ func TestAbuseJobDriverService(t *testing.T) {
 			}
 			wg.Wait()
 			// A snapshot is not being taken here either: PutState refused.
-			err = putState(ctx, d.client, &sluicev1.StateChunk{SnapshotUnixNano: sn, Op: op, Part: 0, Data: []byte("x"), Last: true})
+			part, err := d.c.stateful[0].savePart(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = putState(ctx, d.client, &sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: sn, Op: part.Op, Part: 0, Data: part.Data, Last: true})
 			abuseWant(t, "PutState of the restored snapshot", err, codes.FailedPrecondition, "snapshot")
 		})
 	})

@@ -1,8 +1,8 @@
 package cluster
 
-// Defects found by the abuse campaign (abuse_test.go), one test each. Every
-// test is skipped on its first line; without the Skip it fails on the code
-// as it is. Remove the Skip with the fix.
+// Defects found by the abuse campaign (abuse_test.go), one test each, each
+// written to fail on the code before its fix (2026-11-30) and kept as a
+// regression test.
 
 import (
 	"context"
@@ -23,7 +23,6 @@ import (
 // A SubmitJob stream closed before any message: the handler returns the
 // io.EOF of its first Recv, which gRPC sends as Unknown "EOF".
 func TestAbuseDefectSubmitJobEmptyStream(t *testing.T) {
-	t.Skip("defect: SubmitJob with no message answers Unknown \"EOF\" instead of InvalidArgument naming the missing header")
 	a := newAbuseCluster(t)
 	_, err := submitParts(context.Background(), a.dc)
 	wantCode(t, "an empty SubmitJob stream", err, codes.InvalidArgument, "header")
@@ -32,7 +31,6 @@ func TestAbuseDefectSubmitJobEmptyStream(t *testing.T) {
 // A header announcing size 0 or a negative size is malformed, not a
 // resource limit: ResourceExhausted tells a client to retry later.
 func TestAbuseDefectSubmitJobNonPositiveSize(t *testing.T) {
-	t.Skip("defect: SubmitJob with header size 0 or negative answers ResourceExhausted instead of InvalidArgument")
 	a := newAbuseCluster(t)
 	script := []byte("#!/bin/sh\nexit 0\n")
 	for _, n := range []int64{0, -1, math.MinInt64} {
@@ -46,7 +44,6 @@ func TestAbuseDefectSubmitJobNonPositiveSize(t *testing.T) {
 // fails and the client gets Internal, the code of a server bug, for its
 // own bad input.
 func TestAbuseDefectSubmitJobUnrunnableBinaryIsInternal(t *testing.T) {
-	t.Skip("defect: SubmitJob of a binary that cannot be executed (exec format error) or with a NUL byte in an argument (invalid argument) answers Internal instead of InvalidArgument/FailedPrecondition")
 	a := newAbuseCluster(t)
 	garbage := []byte("\x00\x01\x02 not an executable")
 	script := []byte("#!/bin/sh\nexit 0\n")
@@ -74,7 +71,6 @@ func TestAbuseDefectSubmitJobUnrunnableBinaryIsInternal(t *testing.T) {
 // the job starts with the first header's arguments and the second one's are
 // dropped without a word.
 func TestAbuseDefectSubmitJobSecondHeaderIgnored(t *testing.T) {
-	t.Skip("defect: SubmitJob accepts a second header mid-stream and silently ignores it (its args/name are lost)")
 	a := newAbuseCluster(t)
 	script := []byte("#!/bin/sh\necho \"$@\"\nexit 0\n")
 	h1 := &sluicev1.SubmitHeader{Name: "first", Sha256: shaOf(script), Size: int64(len(script)), Platform: here(), Args: []string{"one"}}
@@ -91,7 +87,6 @@ func TestAbuseDefectSubmitJobSecondHeaderIgnored(t *testing.T) {
 // rename of the same file into place and its launch, which then fails
 // with Internal "no such file or directory".
 func TestAbuseDefectSubmitJobSameBinaryRace(t *testing.T) {
-	t.Skip("defect: concurrent SubmitJob of one binary fails with Internal \"open .../binaries/<sha>: no such file or directory\" when a job of that binary ends meanwhile")
 	a := newAbuseCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*abuseCallTimeout)
 	defer cancel()
@@ -114,7 +109,6 @@ func TestAbuseDefectSubmitJobSameBinaryRace(t *testing.T) {
 // job's partition count 2^32+2, which the coordinator passes to the job
 // driver as SLUICE_PARALLELISM=4294967296 but records (int32) as 0.
 func TestAbuseDefectRegisterExecutorSlotsOverflow(t *testing.T) {
-	t.Skip("defect: RegisterExecutor accepts any slot count; the sum overflows the job's int32 parallelism (JobInfo.parallelism 0, the job driver gets 4294967296)")
 	a := newAbuseCluster(t)
 	ctx := context.Background()
 	for _, id := range []string{"huge-1", "huge-2"} {
@@ -147,7 +141,6 @@ func TestAbuseDefectRegisterExecutorSlotsOverflow(t *testing.T) {
 // newline, and an address that is no host:port, are registered and listed
 // (job drivers then dial it; ids elsewhere pass checkID).
 func TestAbuseDefectRegisterExecutorMalformedIDAndAddress(t *testing.T) {
-	t.Skip("defect: RegisterExecutor accepts an executor id like \"../../x\\n<b>\" and an address like \"not an address\"")
 	a := newAbuseCluster(t)
 	ctx := context.Background()
 	_, err := a.dc.RegisterExecutor(ctx, &sluicev1.RegisterExecutorRequest{ExecutorId: "../../x\n<b>", Address: a.execAddr, Slots: 1})
@@ -163,7 +156,6 @@ func TestAbuseDefectRegisterExecutorMalformedIDAndAddress(t *testing.T) {
 // `driver healthcheck`, executors' sweeps), until `driver serve` restarts
 // (the registry's JSON replaces the bad bytes).
 func TestAbuseDefectJobStderrNotUTF8BreaksListJobs(t *testing.T) {
-	t.Skip("defect: a job driver printing non-UTF-8 on stderr before failing makes ListJobs/JobStatus answer Internal \"string field contains invalid UTF-8\" for everyone")
 	a := newAbuseCluster(t)
 	ctx := context.Background()
 	script := []byte("#!/bin/sh\nprintf 'bad \\377\\376 bytes\\n' >&2\nexit 1\n")
@@ -191,7 +183,6 @@ func TestAbuseDefectJobStderrNotUTF8BreaksListJobs(t *testing.T) {
 // and the response fails to marshal: the driver gets Internal (classified
 // as a lost executor) instead of the reason.
 func TestAbuseDefectRunTaskStderrNotUTF8(t *testing.T) {
-	t.Skip("defect: RunTask answers Internal \"string field contains invalid UTF-8\" when the job process's stderr tail is not UTF-8, losing the task's error")
 	a := newAbuseCluster(t)
 	script := []byte("#!/bin/sh\nprintf 'bad \\377\\376 bytes\\n' >&2\nexit 3\n")
 	if err := os.WriteFile(filepath.Join(a.work, "binaries", shaOf(script)), script, 0o755); err != nil {
@@ -209,7 +200,6 @@ func TestAbuseDefectRunTaskStderrNotUTF8(t *testing.T) {
 // the response, retried as an ordinary attempt) while a malformed job id in
 // the same request is InvalidArgument (fatal for the job at once).
 func TestAbuseDefectRunTaskMalformedBinaryID(t *testing.T) {
-	t.Skip("defect: RunTask with a malformed binary_sha256 answers OK with TaskResponse.error instead of InvalidArgument")
 	a := newAbuseCluster(t)
 	for _, sha := range []string{"", "nope", strings.Repeat("A", 64), "../../../bin/sh"} {
 		_, err := a.ec.RunTask(context.Background(), &sluicev1.TaskRequest{JobId: "job-1", BinarySha256: sha})
@@ -220,7 +210,6 @@ func TestAbuseDefectRunTaskMalformedBinaryID(t *testing.T) {
 // FetchBlock refuses negative fields with "shuffle: bad block request",
 // which does not say which field or value.
 func TestAbuseDefectFetchBlockOpaqueRefusal(t *testing.T) {
-	t.Skip("defect: FetchBlock with a negative shuffle id/map/reduce partition says only \"shuffle: bad block request\", not which field")
 	a := newAbuseCluster(t)
 	for field, req := range map[string]*sluicev1.FetchBlockRequest{
 		"shuffle":          {JobId: "job-1", ShuffleId: -1},
@@ -242,7 +231,6 @@ func TestAbuseDefectFetchBlockOpaqueRefusal(t *testing.T) {
 // the job. The coordinator knows the job's attempt (JobInfo.attempt); the
 // daemon does not ask.
 func TestAbuseDefectRunTaskAttemptReplacesTheJob(t *testing.T) {
-	t.Skip("defect: RunTask with driver_attempt=MaxInt32 replaces the job's process and makes every later task of the real attempt fail as stale (fatal)")
 	if testing.Short() {
 		t.Skip("builds a job binary")
 	}
@@ -275,7 +263,6 @@ func TestAbuseDefectRunTaskAttemptReplacesTheJob(t *testing.T) {
 // "commit state: ... authentication handshake failed"), never naming the
 // bad keys.
 func TestAbuseDefectCommitStateBadSnapshotKeys(t *testing.T) {
-	t.Skip("defect: CommitState with snapshot keys naming no partition is refused only after dialing the job driver (~15 s, the dial error instead of the keys)")
 	if testing.Short() {
 		t.Skip("builds a job binary")
 	}
@@ -301,7 +288,6 @@ func TestAbuseDefectCommitStateBadSnapshotKeys(t *testing.T) {
 // larger than the server may send, so it fails with ResourceExhausted for
 // every caller (job drivers poll it every 500 ms to know their executors).
 func TestAbuseDefectListExecutorsOverflow(t *testing.T) {
-	t.Skip("defect: RegisterExecutor accepts 1 MiB executor ids; nine of them make ListExecutors fail for everyone (ResourceExhausted: message larger than max)")
 	a := newAbuseCluster(t)
 	ctx := context.Background()
 	for i := range 9 {
@@ -318,7 +304,6 @@ func TestAbuseDefectListExecutorsOverflow(t *testing.T) {
 // with ResourceExhausted, and the registry keeps the names across
 // restarts of `driver serve`.
 func TestAbuseDefectListJobsOverflow(t *testing.T) {
-	t.Skip("defect: SubmitJob accepts multi-MiB job names/args; three such jobs make ListJobs fail for everyone (ResourceExhausted: message larger than max)")
 	a := newAbuseCluster(t)
 	ctx := context.Background()
 	for i := range 3 {

@@ -281,7 +281,7 @@ func TestAbuseExecutorIntoAJobProcess(t *testing.T) {
 			}
 			_, err = a.ec.CommitState(ctx, &sluicev1.CommitStateRequest{JobId: j.id, Incarnation: inc, BatchTimeUnixNano: j.batch(1),
 				Snapshot: []string{"../..", "win/abc", "", "/"}})
-			wantCode(t, "snapshot of partitions the job does not have", err, codes.FailedPrecondition)
+			wantCode(t, "snapshot of partitions the job does not have", err, codes.InvalidArgument, "../..")
 			if _, err := a.ec.CommitState(ctx, &sluicev1.CommitStateRequest{JobId: j.id, Incarnation: inc, BatchTimeUnixNano: math.MinInt64,
 				Reports: map[string][]byte{"a/b/c/d": {0xff}, "": nil, "acc/1/2/x": {1, 2, 3}}}); err != nil {
 				t.Errorf("CommitState with reports no operator takes: %v", err)

@@ -308,7 +308,7 @@ func TestAbuseDriverService(t *testing.T) {
 					"min slots":      {ExecutorId: "e1", Address: "127.0.0.1:1", Slots: math.MinInt32},
 				} {
 					_, err := a.dc.RegisterExecutor(ctx, req)
-					wantCode(t, name, err, codes.InvalidArgument, "slots")
+					wantCode(t, name, err, codes.InvalidArgument, "register: executor")
 				}
 				// Too big for a message: refused by gRPC before the handler.
 				huge := sluicev1.NewDriverClient(a.dial(t, a.coordAddr, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20))))
@@ -771,11 +771,13 @@ func TestAbuseExecutorService(t *testing.T) {
 				for name, req := range map[string]*sluicev1.CommitStateRequest{
 					"unknown job":          {JobId: "job-nope"},
 					"negative incarnation": {JobId: "job-nope", Incarnation: -1, BatchTimeUnixNano: -1},
-					"garbage reports":      {JobId: "job-nope", Incarnation: 1, Reports: map[string][]byte{"x/y": {0xff}}, Snapshot: []string{"../..", ""}},
+					"garbage reports":      {JobId: "job-nope", Incarnation: 1, Reports: map[string][]byte{"x/y": {0xff}}},
 				} {
 					_, err := a.ec.CommitState(ctx, req)
 					wantCode(t, name, err, codes.FailedPrecondition, "job-nope")
 				}
+				_, err := a.ec.CommitState(ctx, &sluicev1.CommitStateRequest{JobId: "job-nope", Incarnation: 1, Snapshot: []string{"../..", ""}})
+				wantCode(t, "garbage snapshot keys", err, codes.InvalidArgument, "../..")
 			})
 
 			t.Run("wrong role", func(t *testing.T) {
