@@ -774,3 +774,169 @@ func checkWindows(t *testing.T, out string, n int) {
 		}
 	}
 }
+
+// The windowed and stateful examples with --checkpoint over a directory,
+// killed with -9 mid-stream and restarted (local: the same command again;
+// cluster: --supervise, the job driver killed, then an executor): the
+// input is saved exactly once, no batch time is skipped, and every window
+// and every state batch equals a plain loop over the saved input.
+func TestSparkCheckpointRestart(t *testing.T) {
+	bins := buildSparkex(t, "checkpointwindows")
+	modes(t, func(t *testing.T, clustered bool) {
+		dir := t.TempDir()
+		in := filepath.Join(dir, "in")
+		if err := os.MkdirAll(in, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "out")
+		args := []string{"--dir=" + in, "--out=" + out}
+		want := map[string]int64{}
+		file := 0
+		write := func(k int) {
+			for range k {
+				text := textFile(uint64(600+file), 40)
+				if file%3 == 0 {
+					text += "hello world\n"
+				}
+				addCounts(want, wordCounts(text))
+				writeAtomic(t, in, fmt.Sprintf("f%02d.txt", file), text)
+				file++
+				time.Sleep(600 * time.Millisecond)
+			}
+		}
+		savedWords := func() int64 {
+			var n int64
+			for _, lines := range savedBatches(t, filepath.Join(out, "in")) {
+				n += int64(len(lines))
+			}
+			return n
+		}
+		var r *runner
+		if !clustered {
+			args = append(args, "--checkpoint="+filepath.Join(dir, "ckpt"))
+			r = runExample(t, false, bins["checkpointwindows"], args...)
+			r.waitStarted()
+			write(4)
+			r.waitFor("the first files counted", func() bool { return savedWords() >= total(want) })
+			write(2) // killed with these possibly in flight
+			r.local.signal(t, syscall.SIGKILL)
+			<-r.local.done
+			write(1) // while the job is down
+			r = &runner{t: t, local: start(t, bins["checkpointwindows"], args...)}
+			r.waitStarted()
+		} else {
+			c := newCluster(t, 2)
+			out, err := c.run(append([]string{"submit", "--supervise", bins["checkpointwindows"], "--"}, append(args, "--checkpoint=ckpt")...)...)
+			if err != nil {
+				t.Fatalf("submit: %v", err)
+			}
+			r = &runner{t: t, c: c, id: strings.TrimSpace(out)}
+			r.waitStarted()
+			write(4)
+			r.waitFor("the first files counted", func() bool { return savedWords() >= total(want) })
+			write(2)
+			if err := syscall.Kill(c.jobDriverPID(r.id), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			write(1)
+			c.driver.waitFor(t, "the job driver restarted", func() bool {
+				return strings.Contains(c.driver.stderr.String(), `msg="job restarted"`)
+			})
+			write(3)
+			r.waitFor("the files so far counted", func() bool { return savedWords() >= total(want) })
+			c.execs[0].signal(t, syscall.SIGKILL)
+		}
+		write(4)
+		r.waitFor("every file counted", func() bool { return savedWords() >= total(want) })
+		time.Sleep(5 * time.Second) // the windows drain
+		r.stop()
+		checkRestartedOutputs(t, out, want)
+	})
+}
+
+func checkRestartedOutputs(t *testing.T, out string, want map[string]int64) {
+	t.Helper()
+	inB := savedBatches(t, filepath.Join(out, "in"))
+	times := sortedTimes(inB)
+	got := map[string]int64{}
+	for _, ms := range times {
+		for _, w := range inB[ms] {
+			got[w]++
+		}
+	}
+	checkCountsEqual(t, "saved input", got, want)
+	for i := 1; i < len(times); i++ {
+		if times[i]-times[i-1] != 1000 {
+			t.Errorf("input batches %d and %d: a batch time is missing", times[i-1], times[i])
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	last := times[len(times)-1]
+	win := func(end, window int64) map[string]int64 {
+		c := map[string]int64{}
+		for ms, lines := range inB {
+			if ms > end-window && ms <= end {
+				for _, w := range lines {
+					c[w]++
+				}
+			}
+		}
+		return c
+	}
+	checkEvery := func(name string, slide int64, f func(end int64) map[string]int64) {
+		t.Helper()
+		saved := savedBatches(t, filepath.Join(out, name))
+		ts := sortedTimes(saved)
+		if len(ts) == 0 {
+			t.Errorf("%s: no output", name)
+			return
+		}
+		for i := 1; i < len(ts); i++ {
+			if ts[i]-ts[i-1] != slide {
+				t.Errorf("%s: outputs at %d and %d, slide %d", name, ts[i-1], ts[i], slide)
+			}
+		}
+		bad := 0
+		for _, ms := range ts {
+			if ms > last {
+				continue
+			}
+			exp := f(ms)
+			g := parseKVLines(t, saved[ms])
+			if !mapsEqual(g, exp) && bad < 3 {
+				bad++
+				t.Errorf("%s at %d (batch %d of %d): %v, want %v", name, ms, (ms-times[0])/1000, len(times), g, exp)
+			}
+		}
+	}
+	checkEvery("rbkw-3-1", 1000, func(end int64) map[string]int64 { return win(end, 3000) })
+	checkEvery("inv-4-2", 2000, func(end int64) map[string]int64 { return win(end, 4000) })
+	checkEvery("totals", 1000, func(end int64) map[string]int64 { return win(end, end-times[0]+1000) })
+	checkEvery("mws-state", 1000, func(end int64) map[string]int64 {
+		c := win(end, end-times[0]+1000)
+		c["hello"]++
+		c["world"]++
+		return c
+	})
+	cbw := savedBatches(t, filepath.Join(out, "cbw-3-1"))
+	for _, ms := range times {
+		exp := strconv.FormatInt(total(win(ms, 3000)), 10)
+		if len(cbw[ms]) != 1 || cbw[ms][0] != exp {
+			t.Errorf("cbw-3-1 at %d: %v, want [%s]", ms, cbw[ms], exp)
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
