@@ -533,80 +533,104 @@ func TestSparkSqlNetworkWordCount(t *testing.T) {
 	})
 }
 
-// RecoverableNetworkWordCount in local mode: --checkpoint, kill -9 after the
-// first text was counted, the same command again, more text. The saved
-// counts hold every word once (the excluded a, b, c dropped); the appended
-// output file has every batch, a replayed batch again with the same counts.
+// RecoverableNetworkWordCount: --checkpoint, the job killed with -9 after
+// the first text was counted (local: the same command again; cluster:
+// --supervise and a relative checkpoint, the job driver killed), then more
+// text. The saved counts hold every word once (the excluded a, b, c
+// dropped, counted by the accumulator); the appended output file has every
+// batch, a replayed batch again with the same counts.
 func TestSparkRecoverableNetworkWordCount(t *testing.T) {
 	bins := buildSparkex(t, "recoverablenetworkwordcount")
 	bin := bins["recoverablenetworkwordcount"]
-	srv := newTextServer(t)
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out", "counts")
-	outputFile := filepath.Join(dir, "counts.txt")
-	args := []string{"--addr=" + srv.addr(), "--checkpoint=" + filepath.Join(dir, "ckpt"), "--output-file=" + outputFile, "--out=" + out}
-	exclude := func(text string) (map[string]int64, int64) {
-		c := wordCounts(text)
-		var dropped int64
-		for _, w := range []string{"a", "b", "c"} {
-			dropped += c[w]
-			delete(c, w)
-		}
-		return c, dropped
-	}
-	text1 := textFile(500, 300) + "a b c a\n"
-	want, dropped1 := exclude(text1)
-	p := start(t, bin, args...)
-	srv.send(t, 1, text1)
-	r := &runner{t: t, local: p}
-	r.waitFor("the first text counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
-	r.waitFor("the dropped words counted", func() bool {
-		return strings.Contains(p.stdout.String(), fmt.Sprintf("Dropped %d word(s) totally", dropped1))
-	})
-	time.Sleep(1200 * time.Millisecond)
-	p.signal(t, syscall.SIGKILL)
-	<-p.done
-
-	p2 := start(t, bin, args...)
-	r2 := &runner{t: t, local: p2}
-	text2 := textFile(501, 300) + "b\n"
-	c2, _ := exclude(text2)
-	addCounts(want, c2)
-	srv.send(t, 2, text2)
-	r2.waitFor("the second text counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
-	time.Sleep(1500 * time.Millisecond)
-	checkCountsEqual(t, "saved counts after a restart", sumSaved(t, out), want)
-	r2.checkNoFailure()
-
-	// The output file: one "Counts at time" line per batch, a replayed
-	// batch possibly twice (at-least-once) but with the same counts.
-	b, err := os.ReadFile(outputFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byTime := map[string]string{}
-	fileCounts := map[string]int64{}
-	lineRE := regexp.MustCompile(`^Counts at time (\d+) \[(.*)\]$`)
-	pairRE := regexp.MustCompile(`\(([^,]+),(\d+)\)`)
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		m := lineRE.FindStringSubmatch(l)
-		if m == nil {
-			t.Fatalf("output file line %q", l)
-		}
-		if prev, ok := byTime[m[1]]; ok {
-			if prev != m[2] {
-				t.Errorf("batch %s written twice with different counts:\n%s\n%s", m[1], prev, m[2])
+	modes(t, func(t *testing.T, clustered bool) {
+		srv := newTextServer(t)
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out", "counts")
+		outputFile := filepath.Join(dir, "counts.txt")
+		args := []string{"--addr=" + srv.addr(), "--output-file=" + outputFile, "--out=" + out}
+		exclude := func(text string) (map[string]int64, int64) {
+			c := wordCounts(text)
+			var dropped int64
+			for _, w := range []string{"a", "b", "c"} {
+				dropped += c[w]
+				delete(c, w)
 			}
-			continue
+			return c, dropped
 		}
-		byTime[m[1]] = m[2]
-		for _, pm := range pairRE.FindAllStringSubmatch(m[2], -1) {
-			n, _ := strconv.ParseInt(pm[2], 10, 64)
-			fileCounts[pm[1]] += n
+		text1 := textFile(500, 300) + "a b c a\n"
+		want, dropped1 := exclude(text1)
+		var r *runner
+		if clustered {
+			c := newCluster(t, 2)
+			o, err := c.run(append([]string{"submit", "--supervise", bin, "--"}, append(args, "--checkpoint=ckpt")...)...)
+			if err != nil {
+				t.Fatalf("submit: %v", err)
+			}
+			r = &runner{t: t, c: c, id: strings.TrimSpace(o)}
+		} else {
+			args = append(args, "--checkpoint="+filepath.Join(dir, "ckpt"))
+			r = runExample(t, false, bin, args...)
 		}
-	}
-	checkCountsEqual(t, "output file (distinct batches)", fileCounts, want)
-	r2.stop()
+		srv.send(t, 1, text1)
+		r.waitFor("the first text counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
+		r.waitFor("the dropped words counted", func() bool {
+			return strings.Contains(r.stdout(), fmt.Sprintf("Dropped %d word(s) totally", dropped1))
+		})
+		time.Sleep(1200 * time.Millisecond)
+		if clustered {
+			if err := syscall.Kill(r.c.jobDriverPID(r.id), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			r.c.driver.waitFor(t, "the job driver restarted", func() bool {
+				return strings.Contains(r.c.driver.stderr.String(), `msg="job restarted"`)
+			})
+			if _, err := os.Stat(filepath.Join(r.c.dir, "state", "jobs", r.id, "ckpt")); err != nil {
+				t.Errorf("the relative checkpoint is not in the job's directory: %v", err)
+			}
+		} else {
+			r.local.signal(t, syscall.SIGKILL)
+			<-r.local.done
+			r = &runner{t: t, local: start(t, bin, args...)}
+		}
+		text2 := textFile(501, 300) + "b\n"
+		c2, _ := exclude(text2)
+		addCounts(want, c2)
+		srv.send(t, 2, text2)
+		r.waitFor("the second text counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
+		time.Sleep(1500 * time.Millisecond)
+		checkCountsEqual(t, "saved counts after a restart", sumSaved(t, out), want)
+		r.checkNoFailure()
+
+		// The output file: one "Counts at time" line per batch, a replayed
+		// batch possibly twice (at-least-once) but with the same counts.
+		b, err := os.ReadFile(outputFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byTime := map[string]string{}
+		fileCounts := map[string]int64{}
+		lineRE := regexp.MustCompile(`^Counts at time (\d+) \[(.*)\]$`)
+		pairRE := regexp.MustCompile(`\(([^,]+),(\d+)\)`)
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			m := lineRE.FindStringSubmatch(l)
+			if m == nil {
+				t.Fatalf("output file line %q", l)
+			}
+			if prev, ok := byTime[m[1]]; ok {
+				if prev != m[2] {
+					t.Errorf("batch %s written twice with different counts:\n%s\n%s", m[1], prev, m[2])
+				}
+				continue
+			}
+			byTime[m[1]] = m[2]
+			for _, pm := range pairRE.FindAllStringSubmatch(m[2], -1) {
+				n, _ := strconv.ParseInt(pm[2], 10, 64)
+				fileCounts[pm[1]] += n
+			}
+		}
+		checkCountsEqual(t, "output file (distinct batches)", fileCounts, want)
+		r.stop()
+	})
 }
 
 // The windowed operators, joins and union over two queues: each output
