@@ -1,0 +1,197 @@
+//go:build unix
+
+package e2e
+
+// Defects found porting Spark Streaming's examples from the README (see
+// spark_examples_test.go). Each test reproduces one and is skipped, so
+// that the file passes; removing its Skip makes it fail on the code it was
+// written against.
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// `nc -lk 9999 < words.txt` with a words.txt whose last line has no
+// newline (or `printf 'a b' | nc -l 9999`): Spark's socketTextStream
+// yields the last line at end of stream (BufferedReader.readLine); Sluice
+// drops it silently when the connection ends.
+func TestSparkDefectSocketDropsUnterminatedLastLine(t *testing.T) {
+	t.Skip("defect: SocketTextStream silently drops a last line without a newline when the server closes the connection")
+	bins := buildSparkex(t, "networkwordcount")
+	srv := newTextServer(t)
+	out := filepath.Join(t.TempDir(), "out", "counts")
+	p := start(t, bins["networkwordcount"], "--addr="+srv.addr(), "--out="+out)
+	srv.send(t, 1, "one two\nthree four")
+	srv.mu.Lock()
+	srv.conns[0].Close() // the server is done: end of stream
+	srv.mu.Unlock()
+	r := &runner{t: t, local: p}
+	r.waitFor("the first line counted", func() bool { return total(sumSaved(t, out)) >= 2 })
+	time.Sleep(2500 * time.Millisecond)
+	checkCountsEqual(t, "saved counts", sumSaved(t, out), map[string]int64{"one": 1, "two": 1, "three": 1, "four": 1})
+	r.stop()
+}
+
+// A malformed address (`--addr=localhost`, a port forgotten, as Spark's
+// socketTextStream(host, port) never needs) is retried forever with a
+// warning every few seconds: the job runs, printing empty batches. An
+// address that cannot be parsed is no transient failure; it should stop
+// the job at start with a usage error (exit 2) naming the flag's value.
+func TestSparkDefectSocketMalformedAddressRetriedForever(t *testing.T) {
+	t.Skip("defect: SocketTextStream with an address without a port (or empty) never fails: the job runs empty batches forever")
+	bins := buildSparkex(t, "networkwordcount")
+	for _, addr := range []string{"localhost", ""} {
+		p := start(t, bins["networkwordcount"], "--addr="+addr)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.signal(t, syscall.SIGKILL)
+			<-p.done
+			t.Fatalf("--addr=%q: still running after 5s:\n%s", addr, tail(p.stderr.String()))
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+			t.Errorf("--addr=%q: exit status 0", addr)
+		}
+	}
+}
+
+// Spark's saveAsTextFiles writes each element's toString: a pair is
+// "(word,4)", as Print shows it here too (the README: "Print shows pairs
+// as (key,value)"). Sluice's SaveAsTextFiles writes fmt's %v, "{word 4}"
+// (a Pair "{2 1}"), which is documented nowhere, differs from Print, and
+// is ambiguous for keys with spaces ("{a b 1}"). A port of a Spark job
+// whose files feed another program breaks.
+func TestSparkDefectSaveAsTextFilesPairFormat(t *testing.T) {
+	t.Skip("defect: SaveAsTextFiles writes a KV as {key value}, not (key,value) as Print and Spark's saveAsTextFiles do")
+	bins := buildSparkex(t, "queuestream")
+	out := filepath.Join(t.TempDir(), "out", "reduced")
+	p := start(t, bins["queuestream"], "--rounds=1", "--out="+out)
+	if code := p.wait(t, progressBound); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	printed := regexp.MustCompile(`(?m)^\(\d,100\)$`).FindAllString(p.stdout.String(), -1)
+	if len(printed) != 10 {
+		t.Fatalf("Print: %d (key,100) lines, want 10:\n%s", len(printed), p.stdout.String())
+	}
+	var saved []string
+	for _, lines := range savedBatches(t, out) {
+		saved = append(saved, lines...)
+	}
+	if len(saved) != 10 {
+		t.Fatalf("saved %d lines, want 10: %v", len(saved), saved)
+	}
+	for _, l := range saved {
+		if !regexp.MustCompile(`^\(\d,100\)$`).MatchString(l) {
+			t.Errorf("saved line %q, want (key,100) as Print shows it", l)
+		}
+	}
+}
+
+// ReduceByKeyAndWindowInv with a nil inverse function (or a Spark user's
+// reduceByKeyAndWindow(f, null, ...)) is accepted when the graph is built
+// (MapWithState with a nil Func is refused at once: "StateSpec.Func is
+// nil"), the job runs, and the first batch that leaves the window fails
+// every task attempt with a nil pointer panic whose site is
+// "reduceByKeyAndWindow@asm_amd64.s:1771", not the user's line.
+func TestSparkDefectInverseWindowNilInverseFailsLate(t *testing.T) {
+	t.Skip("defect: ReduceByKeyAndWindowInv(nil inverse) starts, then fails a batch later with a nil pointer panic naming asm_amd64.s")
+	dir := jobDir(t)
+	writeJob(t, dir, `
+		q := dstream.NewQueue[string](ctx)
+		q.Push("a", "b")
+		pairs := dstream.Map(q.Stream(), func(w string) dstream.KV[string, int] { return dstream.KVOf(w, 1) })
+		dstream.Print(dstream.ReduceByKeyAndWindowInv(pairs, "w", dstream.Sum[int], nil, 2*time.Second, time.Second, nil), 10)
+`)
+	p := start(t, buildJob(t, dir))
+	code := p.wait(t, progressBound)
+	stderr := p.stderr.String()
+	if len(logLinesWithMsg(stderr, "started")) > 0 || code != 2 || !strings.Contains(stderr, "nil") || !strings.Contains(stderr, "main.go:") {
+		t.Errorf("exit %d; want a refusal at start (exit 2) naming the nil inverse function and the user's line:\n%s", code, tail(stderr))
+	}
+}
+
+// Graceful stop (SIGTERM, "Graceful stop on SIGTERM/SIGINT" in the
+// README; the table maps ssc.stop() to ctx.Stop(), "graceful"): lines the
+// socket receiver already read (acknowledged over TCP) but that no batch
+// took yet are dropped, silently, and the job exits 0. Spark's graceful
+// stop (stopGracefully, spark.streaming.stopGracefullyOnShutdown) waits
+// until all received data is processed. At the least the drop should be
+// logged and the README should say so.
+func TestSparkDefectGracefulStopDropsReceivedLines(t *testing.T) {
+	t.Skip("defect: SIGTERM drops socket lines already received but not yet in a batch, silently, exit 0")
+	bins := buildSparkex(t, "networkwordcount")
+	srv := newTextServer(t)
+	out := filepath.Join(t.TempDir(), "out", "counts")
+	p := start(t, bins["networkwordcount"], "--addr="+srv.addr(), "--out="+out)
+	r := &runner{t: t, local: p}
+	r.waitFor("an empty batch", func() bool { return len(savedBatches(t, out)) > 0 })
+	time.Sleep(200 * time.Millisecond) // early in a batch interval
+	srv.send(t, 1, strings.Repeat("one two three\n", 100))
+	r.waitFor("the lines received", func() bool {
+		return strings.Contains(p.stderr.String(), "socket source: connected")
+	})
+	time.Sleep(100 * time.Millisecond)
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, exitBound); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	checkCountsEqual(t, "saved counts after a graceful stop", sumSaved(t, out), map[string]int64{"one": 100, "two": 100, "three": 100})
+}
+
+// jobDir makes a directory for a job program inside the module (under
+// testdata, which ./... skips), removed at the end of the test.
+func jobDir(t *testing.T) string {
+	t.Helper()
+	needProcesses(t)
+	dir, err := os.MkdirTemp("testdata", "defectjob-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// buildJob builds the job program in dir and returns its path.
+func buildJob(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "job")
+	cmd := exec.Command("go", "build", "-o", bin, "./"+dir)
+	cmd.WaitDelay = waitDelay
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// writeJob writes a job program whose build function body is body, into
+// dir (inside the module, so that it builds against this checkout).
+func writeJob(t *testing.T, dir, body string) {
+	t.Helper()
+	src := `package main
+
+import (
+	"time"
+
+	"github.com/sluicehq/sluice/dstream"
+)
+
+var _ = time.Second
+
+func main() {
+	dstream.Run(dstream.Config{AppName: "defect", BatchInterval: time.Second}, func(ctx *dstream.Context) error {
+` + body + `
+		return nil
+	})
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
