@@ -501,7 +501,8 @@ func TestSparkSqlNetworkWordCount(t *testing.T) {
 	modes(t, func(t *testing.T, clustered bool) {
 		srv := newTextServer(t)
 		tables := filepath.Join(t.TempDir(), "tables")
-		r := runExample(t, clustered, bins["sqlnetworkwordcount"], "--addr="+srv.addr(), "--out-dir="+tables)
+		sinkDir := t.TempDir()
+		r := runExample(t, clustered, bins["sqlnetworkwordcount"], "--addr="+srv.addr(), "--out-dir="+tables, "--sink-dir="+sinkDir)
 		want := map[string]int64{}
 		for i := range 3 {
 			text := textFile(uint64(400+i), 200)
@@ -528,6 +529,13 @@ func TestSparkSqlNetworkWordCount(t *testing.T) {
 		r.waitFor("every word in the tables", func() bool { return total(read()) >= total(want) })
 		time.Sleep(1500 * time.Millisecond)
 		checkCountsEqual(t, "tables", read(), want)
+		sunk := map[string]int64{}
+		files, _ := filepath.Glob(filepath.Join(sinkDir, "*.txt"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			addCounts(sunk, wordCounts(string(b)))
+		}
+		checkCountsEqual(t, "ForeachPartition files", sunk, want)
 		r.checkNoFailure()
 		r.stop()
 	})

@@ -18,8 +18,9 @@ import (
 )
 
 var (
-	addr   = flag.String("addr", "localhost:9999", "host:port of the text server")
-	outDir = flag.String("out-dir", "", "directory of the per-batch table files")
+	addr    = flag.String("addr", "localhost:9999", "host:port of the text server")
+	outDir  = flag.String("out-dir", "", "directory of the per-batch table files")
+	sinkDir = flag.String("sink-dir", "", "directory ForeachPartition writes each partition's words to (on the executors)")
 )
 
 func main() {
@@ -57,6 +58,18 @@ func main() {
 			name := filepath.Join(*outDir, fmt.Sprintf("table-%d.txt", b.Time().UnixMilli()))
 			return os.WriteFile(name, []byte(sb.String()), 0o644)
 		})
+		if *sinkDir != "" { // foreachRDD { rdd.foreachPartition { ... } }: a writer per partition
+			dstream.ForeachPartition(words, dstream.Sink[string, *os.File]{
+				Open: func(p dstream.PartitionInfo) (*os.File, error) {
+					return os.Create(filepath.Join(*sinkDir, fmt.Sprintf("%d-%d-%d.txt", p.BatchTime.UnixMilli(), p.Partition, p.Attempt)))
+				},
+				Write: func(f *os.File, w string) error {
+					_, err := fmt.Fprintln(f, w)
+					return err
+				},
+				Close: func(f *os.File, err error) error { return f.Close() },
+			})
+		}
 		return nil
 	})
 }
