@@ -8,6 +8,8 @@ package e2e
 // written against.
 
 import (
+	"bytes"
+	"compress/gzip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,4 +237,103 @@ func TestSparkDefectClusterStateKeysCountsDriverOnly(t *testing.T) {
 		}
 		r.stop()
 	})
+}
+
+// Two jobs on one cluster (two of the examples submitted to the README's
+// cluster): an executor whose slots are busy with the other job's tasks
+// refuses a task (ResourceExhausted, "executor has N slots, all busy"); the
+// job driver classifies that as a lost executor (internal/cluster/codes.go),
+// logs "task's executor lost; retrying elsewhere" about a healthy executor
+// and avoids it for 3 s (backend.go suspect). Each job alone runs its
+// batches within milliseconds of their time; together one falls seconds
+// behind (measured here: scheduling delays of 3 to 7 s with 1 s batches).
+// The README says nothing of jobs sharing executors.
+func TestSparkDefectTwoJobsOnOneClusterFallBehind(t *testing.T) {
+	t.Skip("defect: a busy executor (other job's tasks) is treated as lost and avoided 3 s: two small jobs on one cluster fall seconds behind")
+	bins := buildSparkex(t, "windows")
+	c := newCluster(t, 2)
+	var ids []string
+	for i := range 2 {
+		ids = append(ids, c.submitBinary(bins["windows"], "--out="+filepath.Join(c.dir, "out"+strconv.Itoa(i)), "--batches=8"))
+	}
+	deadline := time.Now().Add(2 * progressBound)
+	for _, id := range ids {
+		for len(logLinesWithMsg(c.jobStderr(id), "batch")) < 12 {
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s: %d batches within %v (1 s batches):\n%s", id, len(logLinesWithMsg(c.jobStderr(id), "batch")), 2*progressBound, tail(c.jobStderr(id)))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, id := range ids {
+		log := c.jobStderr(id)
+		if strings.Contains(log, "all busy") {
+			t.Errorf("job %s: a busy executor was reported lost:\n%s", id, grepLines(log, "all busy", 3))
+		}
+		for _, l := range logLinesWithMsg(log, "batch") {
+			if d, err := time.ParseDuration(l["scheduling_delay"]); err == nil && d > time.Second {
+				t.Errorf("job %s: batch %s scheduled %v late (1 s batches)", id, l["batch"], d)
+			}
+		}
+	}
+}
+
+// grepLines returns up to n lines of s that contain sub.
+func grepLines(s, sub string, n int) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) && len(out) < n {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// A cluster job's driver logs "started ... master=local[*] slots=2" (its
+// own process's defaults) while its tasks run on the cluster's executors
+// with the partition count driver serve gave it (4 here, "parallelism=4" in
+// driver serve's log): a user checking where the job runs reads "local".
+func TestSparkDefectClusterJobLogsLocalMaster(t *testing.T) {
+	t.Skip("defect: a cluster job's started line says master=local[*] slots=<cores of the driver host>")
+	bins := buildSparkex(t, "queuestream")
+	c := newCluster(t, 2)
+	id := c.submitBinary(bins["queuestream"], "--rounds=1", "--out="+filepath.Join(c.dir, "out"))
+	c.driver.waitFor(t, "the started line", func() bool { return len(logLinesWithMsg(c.jobStderr(id), "started")) > 0 })
+	l := logLinesWithMsg(c.jobStderr(id), "started")[0]
+	if strings.HasPrefix(l["master"], "local") || l["slots"] != "4" {
+		t.Errorf("started line: master=%s slots=%s; want the cluster and its 4 slots", l["master"], l["slots"])
+	}
+}
+
+// HdfsWordCount over compressed files: Spark's textFileStream reads files
+// through Hadoop's TextInputFormat, which decompresses by extension (.gz,
+// .bz2, ...). Sluice's TextFileStream reads a .gz file's bytes as text and
+// counts the binary as words, with no warning; the docs say nothing of
+// compression (either decompress, or skip with a warning and skipped_files).
+func TestSparkDefectTextFileStreamCountsGzipBytes(t *testing.T) {
+	t.Skip("defect: TextFileStream reads a .gz file's compressed bytes as lines of text, silently")
+	bins := buildSparkex(t, "hdfswordcount")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	if err := os.MkdirAll(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "counts")
+	r := runExample(t, false, bins["hdfswordcount"], "--dir="+in, "--out="+out)
+	r.waitStarted()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("alpha beta\nalpha\n"))
+	zw.Close()
+	writeAtomic(t, in, "logs.gz", gz.String())
+	writeAtomic(t, in, "plain.txt", "gamma\n")
+	r.waitFor("the plain file counted", func() bool { return sumSaved(t, out)["gamma"] == 1 })
+	time.Sleep(2500 * time.Millisecond)
+	got := sumSaved(t, out)
+	delete(got, "gamma")
+	want := map[string]int64{"alpha": 2, "beta": 1}
+	if len(got) > 0 && !mapsEqual(got, want) {
+		t.Errorf("words counted from logs.gz: %v; want %v (decompressed) or nothing (skipped with a warning)", got, want)
+	}
+	r.stop()
 }
