@@ -974,3 +974,31 @@ func mapsEqual(a, b map[string]int64) bool {
 	}
 	return true
 }
+
+// DirectKafkaWordCount stopped gracefully and started again with the
+// group's committed offsets (no checkpoint): the second run starts where
+// the first one's last batch ended; over both runs every line is counted
+// exactly once.
+func TestSparkDirectKafkaWordCountResumesFromGroup(t *testing.T) {
+	bins := buildSparkex(t, "directkafkawordcount")
+	addr := startDevbroker(t)
+	produceLines(t, addr, 0, 3000, 0)
+	out := filepath.Join(t.TempDir(), "out", "counts")
+	args := []string{"--brokers=" + addr, "--topics=lines", "--group=resume", "--start=committed", "--out=" + out}
+	r := runExample(t, false, bins["directkafkawordcount"], args...)
+	r.waitStarted()
+	produceLines(t, addr, 3000, 1000, 2000)
+	r.waitFor("the first 4000 lines counted", func() bool { return total(sumSaved(t, out)) >= total(referenceCounts(4000)) })
+	r.stop()
+	if err := committedAtEnd(addr, "resume"); err != nil {
+		t.Fatalf("after a graceful stop: %v", err)
+	}
+	produceLines(t, addr, 4000, 2000, 0)
+	r = runExample(t, false, bins["directkafkawordcount"], args...)
+	want := referenceCounts(6000)
+	r.waitFor("every line counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
+	time.Sleep(2500 * time.Millisecond)
+	checkCountsEqual(t, "saved counts over both runs", sumSaved(t, out), want)
+	r.checkNoFailure()
+	r.stop()
+}

@@ -17,6 +17,7 @@ var (
 	topics  = flag.String("topics", "", "topics to read, comma-separated")
 	group   = flag.String("group", "", "consumer group")
 	out     = flag.String("out", "", "prefix of the output directories")
+	from    = flag.String("start", "earliest", "where a new job starts: earliest, or committed (the group's offsets)")
 )
 
 func main() {
@@ -24,12 +25,20 @@ func main() {
 		if *brokers == "" || *topics == "" || *out == "" {
 			return dstream.Usagef("--brokers, --topics and --out are required")
 		}
-		lines, err := kafka.NewValueStream(ctx, kafka.Config{
+		cfg := kafka.Config{
 			Brokers: strings.Split(*brokers, ","),
 			Topics:  strings.Split(*topics, ","),
 			GroupID: *group,
 			Start:   kafka.StartEarliest,
-		}, kafka.String())
+		}
+		switch *from {
+		case "earliest":
+		case "committed":
+			cfg.Start = kafka.StartCommitted
+		default:
+			return dstream.Usagef("--start=%q: use earliest or committed", *from)
+		}
+		lines, err := kafka.NewValueStream(ctx, cfg, kafka.String())
 		if err != nil {
 			return err
 		}
