@@ -1002,3 +1002,35 @@ func TestSparkDirectKafkaWordCountResumesFromGroup(t *testing.T) {
 	r.checkNoFailure()
 	r.stop()
 }
+
+// Several receivers united (the programming guide's "level of parallelism
+// in data receiving"): three socket streams, Union, Repartition,
+// CountByValue; the counts add up to what the three servers sent.
+func TestSparkMultipleReceiversUnion(t *testing.T) {
+	bins := buildSparkex(t, "multireceiver")
+	modes(t, func(t *testing.T, clustered bool) {
+		var srvs []*textServer
+		var addrs []string
+		for range 3 {
+			s := newTextServer(t)
+			srvs = append(srvs, s)
+			addrs = append(addrs, s.addr())
+		}
+		out := filepath.Join(t.TempDir(), "out", "counts")
+		r := runExample(t, clustered, bins["multireceiver"], "--addrs="+strings.Join(addrs, ","), "--out="+out)
+		want := map[string]int64{}
+		for round := range 2 {
+			for i, s := range srvs {
+				text := textFile(uint64(800+10*round+i), 150)
+				addCounts(want, wordCounts(text))
+				s.send(t, 1, text)
+			}
+			time.Sleep(900 * time.Millisecond)
+		}
+		r.waitFor("every word counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
+		time.Sleep(1500 * time.Millisecond)
+		checkCountsEqual(t, "saved counts", sumSaved(t, out), want)
+		r.checkNoFailure()
+		r.stop()
+	})
+}
