@@ -24,6 +24,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // buildSparkex builds the named job programs of testdata/sparkex into a
@@ -481,13 +485,16 @@ func TestSparkDirectKafkaWordCount(t *testing.T) {
 		addr := startDevbroker(t)
 		produceLines(t, addr, 0, 3000, 0)
 		out := filepath.Join(t.TempDir(), "out", "counts")
-		r := runExample(t, clustered, bins["directkafkawordcount"], "--brokers="+addr, "--topics=lines", "--group=dkwc", "--out="+out)
+		r := runExample(t, clustered, bins["directkafkawordcount"], "--brokers="+addr, "--topics=lines", "--group=dkwc", "--out="+out, "--out-topic=counts")
 		r.waitStarted()
 		produceLines(t, addr, 3000, 2000, 2000)
 		want := referenceCounts(5000)
 		r.waitFor("every line counted", func() bool { return total(sumSaved(t, out)) >= total(want) })
 		time.Sleep(2500 * time.Millisecond)
 		checkCountsEqual(t, "saved counts", sumSaved(t, out), want)
+		// The sink: every (word, count) of every batch in topic counts, with
+		// the batch-time header; no task failed, so none written twice.
+		checkCountsEqual(t, "topic counts", readCountsTopic(t, addr, "counts"), want)
 		r.checkNoFailure()
 		r.stop()
 	})
@@ -1033,4 +1040,57 @@ func TestSparkMultipleReceiversUnion(t *testing.T) {
 		r.checkNoFailure()
 		r.stop()
 	})
+}
+
+// readCountsTopic sums the (word, decimal count) records of topic, with
+// franz-go (an independent client); every record must carry the sink's
+// batch-time header, and a (batch, word) pair must appear once.
+func readCountsTopic(t *testing.T, addr, topic string) map[string]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), progressBound)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
+	sum := map[string]int64{}
+	seen := map[string]bool{}
+	var n int64
+	for n < want {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d of %d records of %s: %v", n, want, topic, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			var bt string
+			for _, h := range r.Headers {
+				if h.Key == kafka.HeaderBatchTime {
+					bt = string(h.Value)
+				}
+			}
+			if bt == "" {
+				t.Errorf("record %s/%d@%d has no %s header", r.Topic, r.Partition, r.Offset, kafka.HeaderBatchTime)
+			}
+			k := bt + "/" + string(r.Key)
+			if seen[k] {
+				t.Errorf("batch %s: word %q written twice", bt, r.Key)
+			}
+			seen[k] = true
+			c, err := strconv.ParseInt(string(r.Value), 10, 64)
+			if err != nil {
+				t.Errorf("record value %q", r.Value)
+			}
+			sum[string(r.Key)] += c
+		})
+	}
+	return sum
 }

@@ -13,11 +13,12 @@ import (
 )
 
 var (
-	brokers = flag.String("brokers", "", "Kafka brokers, host:port,...")
-	topics  = flag.String("topics", "", "topics to read, comma-separated")
-	group   = flag.String("group", "", "consumer group")
-	out     = flag.String("out", "", "prefix of the output directories")
-	from    = flag.String("start", "earliest", "where a new job starts: earliest, or committed (the group's offsets)")
+	brokers  = flag.String("brokers", "", "Kafka brokers, host:port,...")
+	topics   = flag.String("topics", "", "topics to read, comma-separated")
+	group    = flag.String("group", "", "consumer group")
+	out      = flag.String("out", "", "prefix of the output directories")
+	outTopic = flag.String("out-topic", "", "also write every batch's counts to this topic (key word, value count), as KafkaWordCountProducer's consumer would read them")
+	from     = flag.String("start", "earliest", "where a new job starts: earliest, or committed (the group's offsets)")
 )
 
 func main() {
@@ -46,6 +47,9 @@ func main() {
 		wordCounts := dstream.ReduceByKey(dstream.Map(words, func(w string) dstream.KV[string, int64] { return dstream.KVOf(w, int64(1)) }), dstream.Sum[int64])
 		dstream.Print(wordCounts, 10)
 		dstream.SaveAsTextFiles(wordCounts, *out, "")
+		if *outTopic != "" {
+			return kafka.WriteKV(wordCounts, kafka.SinkConfig{Brokers: cfg.Brokers, Topic: *outTopic}, kafka.StringEncoder(), kafka.Int64Encoder())
+		}
 		return nil
 	})
 }
