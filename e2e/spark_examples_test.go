@@ -1094,3 +1094,38 @@ func readCountsTopic(t *testing.T, addr, topic string) map[string]int64 {
 	}
 	return sum
 }
+
+// QueueStream in the New + Main style: three RDDs pushed before the start
+// are taken one a batch; the job stops itself; every batch with data counts
+// 100 per key.
+func TestSparkQueueStreamMain(t *testing.T) {
+	bins := buildSparkex(t, "queuestreammain")
+	modes(t, func(t *testing.T, clustered bool) {
+		out := filepath.Join(t.TempDir(), "out", "reduced")
+		t.Setenv("QUEUESTREAM_OUT", out) // the job's processes inherit it (driver serve's environment in a cluster)
+		r := runExample(t, clustered, bins["queuestreammain"])
+		if clustered {
+			r.c.waitJobState(r.id, 2*progressBound, "finished", "failed")
+			if st, _ := r.c.run("status", r.id); !strings.Contains(st, "finished") {
+				t.Fatalf("job status %q, want finished\n%s", st, tail(r.stderr()))
+			}
+		} else if code := r.local.wait(t, 2*progressBound); code != 0 {
+			t.Fatalf("exit status %d, want 0\n%s", code, tail(r.stderr()))
+		}
+		want := map[string]int64{}
+		for k := range 10 {
+			want[strconv.Itoa(k)] = 100
+		}
+		saved := savedBatches(t, out)
+		nonEmpty := 0
+		for _, ms := range sortedTimes(saved) {
+			if len(saved[ms]) > 0 {
+				nonEmpty++
+				checkCountsEqual(t, fmt.Sprintf("batch %d", ms), parseKVLines(t, saved[ms]), want)
+			}
+		}
+		if nonEmpty != 3 {
+			t.Errorf("%d batches with data, want 3", nonEmpty)
+		}
+	})
+}
