@@ -1129,3 +1129,51 @@ func TestSparkQueueStreamMain(t *testing.T) {
 		}
 	})
 }
+
+// StatefulNetworkWordCount with --checkpoint in a cluster (supervised):
+// text A counted and snapshotted, the executor killed with -9, text B sent
+// while the job driver has not yet noticed (its receiver reads it), then
+// the job driver exits 75 and is restarted, and text C goes to the new
+// receiver: the state holds A, B and C exactly, on top of the initial state.
+func TestSparkStatefulNetworkWordCountExecutorKill(t *testing.T) {
+	bins := buildSparkex(t, "statefulnetworkwordcount")
+	srv := newTextServer(t)
+	c := newCluster(t, 2)
+	out := filepath.Join(c.dir, "out")
+	o, err := c.run("submit", "--supervise", bins["statefulnetworkwordcount"], "--", "--addr="+srv.addr(), "--out="+out, "--checkpoint=ckpt", "--checkpoint-interval=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{t: t, c: c, id: strings.TrimSpace(o), restarts: true}
+	lastState := func() map[string]int64 {
+		saved := savedBatches(t, filepath.Join(out, "state"))
+		ts := sortedTimes(saved)
+		if len(ts) == 0 {
+			return nil
+		}
+		return parseKVLines(t, saved[ts[len(ts)-1]])
+	}
+	want := map[string]int64{"hello": 1, "world": 1}
+	a := textFile(900, 200)
+	addCounts(want, wordCounts(a))
+	srv.send(t, 1, a)
+	r.waitFor("A in the state", func() bool { return total(lastState()) >= total(want) })
+	time.Sleep(2500 * time.Millisecond) // a snapshot
+	c.execs[0].signal(t, syscall.SIGKILL)
+	time.Sleep(300 * time.Millisecond)
+	b := textFile(901, 200)
+	addCounts(want, wordCounts(b))
+	srv.send(t, 1, b)
+	c.driver.waitFor(t, "the job driver restarted", func() bool { return strings.Contains(c.driver.stderr.String(), `msg="job restarted"`) })
+	time.Sleep(500 * time.Millisecond)
+	cc := textFile(902, 200)
+	addCounts(want, wordCounts(cc))
+	srv.send(t, 2, cc)
+	deadline := time.Now().Add(40 * time.Second)
+	for total(lastState()) < total(want) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	checkCountsEqual(t, "state", lastState(), want)
+	r.stop()
+}
