@@ -2,8 +2,11 @@ package dstream
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -265,6 +268,34 @@ func (c *Context) fingerprint() ([]checkpoint.Operator, map[string]string) {
 	}
 }
 
+// adoptCheckpointPartitions makes a job that did not choose its partition
+// count (Config.Parallelism, --partitions) resume with the one its
+// checkpoint was written with: its state is partitioned by key, and the
+// default (the task slots, a cluster's slots at submission) may have
+// changed since (a cluster that grew), as Spark's recovered graph keeps its
+// partitioners. It runs before the graph is built, in the driver only.
+func (c *Context) adoptCheckpointPartitions() error {
+	if c.cfg.Checkpoint == "" || c.partitionsChosen || os.Getenv("SLUICE_ROLE") == roleExecutor {
+		return nil
+	}
+	if _, err := os.Stat(c.cfg.Checkpoint); errors.Is(err, fs.ErrNotExist) {
+		return nil // a first run
+	}
+	store, err := checkpoint.Open(checkpoint.Config{Dir: c.cfg.Checkpoint, Logger: c.logger()})
+	if err != nil {
+		return err
+	}
+	m, ok, err := store.LoadMeta()
+	store.Close()
+	if err != nil || !ok || m.Partitions <= 0 || m.Partitions == c.Parallelism() {
+		return err
+	}
+	c.logger().Info("resuming with the checkpoint's partition count", slog.Int("partitions", m.Partitions),
+		slog.Int("default_now", c.Parallelism()), slog.String("checkpoint", c.cfg.Checkpoint))
+	c.cfg.Parallelism = m.Partitions
+	return nil
+}
+
 // openCheckpoint opens the directory and decides where the run starts: the
 // zero time (a new one, or the checkpoint's), and what to restore and
 // replay. It runs before start (the graph is complete, the runtime not
@@ -300,7 +331,7 @@ func (c *Context) openCheckpoint(now time.Time) (zero time.Time, err error) {
 	}
 	if !ok {
 		zero = now.Truncate(c.cfg.BatchInterval)
-		ck.meta = checkpoint.Meta{Job: c.cfg.AppName, Operators: ops, Config: conf, Zero: zero}
+		ck.meta = checkpoint.Meta{Job: c.cfg.AppName, Operators: ops, Config: conf, Zero: zero, Partitions: c.Parallelism()}
 		// The input of batches no metadata mentions is from a run that
 		// completed nothing; it is not replayed.
 		if err := store.DeleteInputThrough(time.Unix(1<<62, 0)); err != nil {
@@ -321,7 +352,7 @@ func (c *Context) openCheckpoint(now time.Time) (zero time.Time, err error) {
 			return fail(fmt.Errorf("dstream: --checkpoint %s: %s was %q, now %q: a restart must keep it (or use another --checkpoint directory)", c.cfg.Checkpoint, k, was, now))
 		}
 	}
-	m.Operators, m.Config = ops, conf
+	m.Operators, m.Config, m.Partitions = ops, conf, c.Parallelism()
 	ck.meta = m
 	zero = m.Zero
 	// The newest readable snapshot no newer than the last completed batch.

@@ -1,6 +1,7 @@
 package dstream_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -401,5 +402,60 @@ func TestCheckpointDirectorySource(t *testing.T) {
 			}
 		}
 		t.Fatalf("per-batch line counts add up to %d, want %d", sum, written)
+	}
+}
+
+// A checkpointed job that does not choose its partition count resumes
+// with the checkpoint's when its default changed (more slots: --master in
+// local mode, a grown cluster), as Spark's recovered graph keeps its
+// partitioners; one that chooses another count (--partitions) is refused,
+// the error naming the count to use.
+func TestCheckpointRestartKeepsItsPartitions(t *testing.T) {
+	dir := t.TempDir()
+	run := func(args ...string) (int, string, int64) {
+		var stderr bytes.Buffer
+		var total int64
+		code := dstream.RunArgs(dstream.Config{AppName: "parts", BatchInterval: 20 * time.Millisecond, Stdout: io.Discard}, append([]string{"--checkpoint=" + dir, "--checkpoint-interval=20ms", "--log-level=info"}, args...), &stderr,
+			func(ctx *dstream.Context) error {
+				kv := dstream.Map(dstream.Rate(ctx, 500), func(v int64) dstream.KV[string, int64] {
+					return dstream.KV[string, int64]{Key: fmt.Sprintf("k%d", v%5), Value: 1}
+				})
+				sums := dstream.UpdateStateByKey(kv, "sums", func(vs []int64, s int64, _ bool) (int64, bool) {
+					for _, v := range vs {
+						s += v
+					}
+					return s, true
+				})
+				batches := 0
+				dstream.ForeachRDD(sums, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
+					vals, err := dstream.Collect(b, r)
+					var n int64
+					for _, kv := range vals {
+						n += kv.Value
+					}
+					total = n
+					if batches++; batches == 5 {
+						ctx.Stop()
+					}
+					return err
+				})
+				return nil
+			})
+		return code, stderr.String(), total
+	}
+	code, stderr, first := run("--master=local[2]")
+	if code != 0 || first == 0 {
+		t.Fatalf("first run: exit %d, %d counted:\n%s", code, first, stderr)
+	}
+	code, stderr, second := run("--master=local[3]")
+	if code != 0 || !strings.Contains(stderr, "resuming with the checkpoint's partition count") || !strings.Contains(stderr, "partitions=2") {
+		t.Fatalf("restart with more slots: exit %d:\n%s", code, stderr)
+	}
+	if second <= first {
+		t.Fatalf("restart: state total %d after %d: it did not resume", second, first)
+	}
+	code, stderr, _ = run("--master=local[2]", "--partitions=3")
+	if code == 0 || !strings.Contains(stderr, "--partitions=2") {
+		t.Fatalf("restart choosing 3 partitions: exit %d, want a refusal naming --partitions=2:\n%s", code, stderr)
 	}
 }

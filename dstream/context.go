@@ -45,7 +45,7 @@ type Config struct {
 	Stdout io.Writer
 	// Allocator allocates every Arrow buffer. Default memory.DefaultAllocator.
 	Allocator memory.Allocator
-	// Checkpoint, if set, is the job's checkpoint directory (local mode):
+	// Checkpoint, if set, is the job's checkpoint directory:
 	// every batch's input is written ahead there, metadata after every
 	// batch, state snapshots every CheckpointInterval, and a run with the
 	// same directory resumes where the last one stopped (checkpoint.go).
@@ -129,10 +129,13 @@ type Context struct {
 	reporters     map[string]func(t time.Time, part int, b []byte) error // by "kind/name"
 	graphErrs     []error                                                // found while the graph was built, reported by Start
 
-	role        string            // "", "driver" or "executor": see cluster.go
-	clusterAddr string            // the coordinator a cluster job's driver registered with
-	backend     scheduler.Backend // the cluster backend in the driver role
-	resolver    *resolver         // the executor role's task resolver
+	role        string // "", "driver" or "executor": see cluster.go
+	clusterAddr string
+	// partitionsChosen: the job set its partition count (Config.Parallelism,
+	// --partitions), which a checkpoint's does not override.
+	partitionsChosen bool              // the coordinator a cluster job's driver registered with
+	backend          scheduler.Backend // the cluster backend in the driver role
+	resolver         *resolver         // the executor role's task resolver
 	// commitRemote commits a batch's state on the executors (driver role).
 	// With snapshot, the holders also send their state to the checkpoint.
 	commitRemote func(ctx context.Context, t time.Time, reports map[string][]byte, snapshot bool) error
@@ -172,6 +175,7 @@ func New(cfg Config) (*Context, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	chosen := cfg.Parallelism > 0 // by the job itself, not the cluster's default
 	if cfg.Parallelism == 0 && os.Getenv("SLUICE_ROLE") != "" {
 		// In a cluster the job's driver fixes the partition count from
 		// the cluster's task slots, and every process of the job gets it,
@@ -180,7 +184,8 @@ func New(cfg Config) (*Context, error) {
 			cfg.Parallelism = n
 		}
 	}
-	c := &Context{cfg: cfg, resources: map[time.Time]*batchResources{}, owned: map[int64]bool{}, inputNodes: map[int64]*sluicev1.InputRef{}}
+	c := &Context{cfg: cfg, resources: map[time.Time]*batchResources{}, owned: map[int64]bool{}, inputNodes: map[int64]*sluicev1.InputRef{},
+		partitionsChosen: chosen}
 	c.flags, c.std = newFlagSet(cfg.AppName, cfg.Master)
 	c.obs = newObserver(c)
 	return c, nil

@@ -23,6 +23,7 @@ type stdFlags struct {
 	logFormat    *string
 	checkpoint   *string
 	ckptInterval *time.Duration
+	partitions   *int
 }
 
 func newFlagSet(app, master string) (*flag.FlagSet, stdFlags) {
@@ -31,9 +32,11 @@ func newFlagSet(app, master string) (*flag.FlagSet, stdFlags) {
 		master:    fs.String("master", master, "where tasks run: local[N] (N slots), local[*] (one per core)"),
 		logLevel:  fs.String("log-level", "info", "log level: debug, info, warn or error"),
 		logFormat: fs.String("log-format", "text", "log format: text or json"),
-		checkpoint: fs.String("checkpoint", "", "checkpoint directory (local mode): input is written ahead, state snapshotted, "+
+		checkpoint: fs.String("checkpoint", "", "checkpoint directory: input is written ahead, state snapshotted, "+
 			"and a run with the same directory resumes where the last one stopped"),
 		ckptInterval: fs.Duration("checkpoint-interval", 0, "how often state is snapshotted, a multiple of the batch interval (default: the smallest multiple of the slides >= 10s)"),
+		partitions: fs.Int("partitions", 0, "partitions of every shuffle and state without its own Partitions option "+
+			"(default: the task slots; in a cluster, the cluster's slots when the job was submitted)"),
 	}
 }
 
@@ -83,6 +86,15 @@ func (c *Context) ParseFlags(args []string, stderr io.Writer) error {
 		return &usageError{fmt.Errorf("--master: %w", err)}
 	}
 	c.cfg.Master = *c.std.master
+	switch n := *c.std.partitions; {
+	case n < 0:
+		return &usageError{fmt.Errorf("--partitions %d: must be > 0", n)}
+	case n > 0 && len(c.streams) > 0 && n != c.Parallelism():
+		// Streams already defined were partitioned by the old count.
+		return &usageError{fmt.Errorf("--partitions %d: the job defined its streams before its flags were parsed (New, then Main); use dstream.Run, or call ParseFlags before defining streams", n)}
+	case n > 0:
+		c.cfg.Parallelism, c.partitionsChosen = n, true
+	}
 	if *c.std.checkpoint != "" {
 		c.cfg.Checkpoint = *c.std.checkpoint
 	}
@@ -222,6 +234,10 @@ func RunArgs(cfg Config, args []string, stderr io.Writer, build func(ctx *Contex
 	if build == nil {
 		fmt.Fprintf(stderr, "%s: dstream.Run: the build function is nil\n", app)
 		return 2
+	}
+	if err := c.adoptCheckpointPartitions(); err != nil {
+		fmt.Fprintf(stderr, "%s: --checkpoint %s: %v\n", app, c.cfg.Checkpoint, err)
+		return 1
 	}
 	if err := callBuild(build, c); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", app, err)

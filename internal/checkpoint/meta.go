@@ -34,6 +34,10 @@ type Meta struct {
 	// Extra holds caller-defined small records (e.g. a cluster job
 	// driver's per-batch Kafka ranges), by name.
 	Extra map[string][]byte `json:"extra,omitempty"`
+	// Partitions is the job's default partition count (state without its
+	// own Partitions option is partitioned so): a restart that does not
+	// choose one resumes with it. 0 in checkpoints written before it.
+	Partitions int `json:"partitions,omitempty"`
 }
 
 // Operator identifies one stateful operator of the graph.
@@ -60,7 +64,7 @@ func Compatible(was, now []Operator) error {
 		case n.Type != o.Type:
 			errs = append(errs, fmt.Errorf("stateful operator %q changed type from %s to %s: its checkpointed state cannot be read as the new type; keep the type, give the new operator another name, or start from another --checkpoint directory", o.Name, o.Type, n.Type))
 		case n.Partitions != o.Partitions:
-			errs = append(errs, fmt.Errorf("stateful operator %q changed from %d to %d partitions: its state is partitioned by key; keep the partition count (Partitions option, --master slots or Config.Parallelism)", o.Name, o.Partitions, n.Partitions))
+			errs = append(errs, fmt.Errorf("stateful operator %q changed from %d to %d partitions: its state is partitioned by key; keep the partition count: run the job with --partitions=%d (in a cluster, after the binary: driver submit ... job -- --partitions=%d), or set the operator's Partitions option or Config.Parallelism", o.Name, o.Partitions, n.Partitions, o.Partitions, o.Partitions))
 		}
 	}
 	return errors.Join(errs...)
