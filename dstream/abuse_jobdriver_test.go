@@ -374,7 +374,10 @@ func TestAbuseJobDriverService(t *testing.T) {
 							<-cctx.Done()
 						}
 						_, err = stream.CloseAndRecv()
-						if c := status.Code(err); c != codes.Canceled && c != codes.DeadlineExceeded {
+						// The server may see the cut as the end of the
+						// stream inside a partition first.
+						if c := status.Code(err); c != codes.Canceled && c != codes.DeadlineExceeded &&
+							!(c == codes.InvalidArgument && strings.Contains(err.Error(), "inside a partition")) {
 							t.Errorf("cut PutState: %v", err)
 						}
 					})

@@ -734,7 +734,9 @@ func (c *Context) onReports(_ *scheduler.Task, reports map[string][]byte) {
 			c.batchReports = map[string][]byte{}
 		}
 		for k, v := range reports {
-			c.batchReports[k] = v
+			if !strings.HasPrefix(k, "stateSize/") { // for the driver alone
+				c.batchReports[k] = v
+			}
 		}
 		c.reportsMu.Unlock()
 	}

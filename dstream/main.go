@@ -147,6 +147,7 @@ func (c *Context) adoptCommandLine() error {
 			}
 		}
 		c.flags.Var(v, f.Name, f.Usage)
+		c.flags.Lookup(f.Name).DefValue = f.DefValue // --help shows the default, not the parsed value
 	})
 	return err
 }
@@ -156,6 +157,22 @@ func (c *Context) adoptCommandLine() error {
 type parsedValue struct{ flag.Value }
 
 func (parsedValue) Set(string) error { return nil }
+
+// String and Get forward to the flag; flag.PrintDefaults calls String on a
+// zero parsedValue too.
+func (p parsedValue) String() string {
+	if p.Value == nil {
+		return ""
+	}
+	return p.Value.String()
+}
+
+func (p parsedValue) Get() any {
+	if g, ok := p.Value.(flag.Getter); ok {
+		return g.Get()
+	}
+	return nil
+}
 
 type parsedBool struct{ parsedValue }
 
@@ -401,32 +418,32 @@ func (c *Context) Run(ctx context.Context) error {
 	go func() { // owned by Run, which waits on genDone
 		defer close(genDone)
 		defer close(batches)
+		// A generated batch is always handed over (its input was cut: a
+		// stop arriving meanwhile must not drop it); only the end of
+		// processing (Run returning, the stop timeout) abandons it.
 		next := c.timerLoop(genCtx, genFrom, func(t time.Time) {
 			b := c.generate(t)
 			select {
 			case batches <- b:
-			case <-genCtx.Done():
+			case <-procCtx.Done():
 			}
 		})
 		// A graceful stop (ctx, not a failed batch) processes what the
 		// receivers took in, as Spark's does: they stop reading, and one
-		// more batch, at the next batch time, takes what they hold.
+		// more batch takes what they hold. It is generated at once, with
+		// the next batch time (early rather than waiting up to an
+		// interval, which the stop timeout would count).
 		if ctx.Err() == nil || !c.quiesceReceivers() {
 			return
 		}
-		c.log.Info("stopping: receivers stopped; the next batch takes what they received", slog.String("batch", fmtTime(next)))
-		select {
-		case <-time.After(time.Until(next)):
-		case <-procCtx.Done():
-			return
-		}
+		c.log.Info("stopping: receivers stopped; one more batch takes what they received", slog.String("batch", fmtTime(next)))
 		b := c.generate(next)
 		select {
 		case batches <- b:
 		case <-procCtx.Done():
 		}
 	}()
-	defer func() { cancelGen(); <-genDone }()
+	defer func() { cancelGen(); cancelProc(); <-genDone }()
 
 	var timedOut atomic.Bool
 	stopTimer := context.AfterFunc(ctx, func() {
@@ -479,7 +496,7 @@ func (c *Context) timerLoop(ctx context.Context, zero time.Time, tick func(t tim
 }
 
 // quiesceReceivers stops every receiver reading (keeping what each holds)
-// and reports whether there was one.
+// and reports whether one holds input no batch took yet.
 func (c *Context) quiesceReceivers() bool {
 	c.mu.Lock()
 	inputs := c.inputs

@@ -93,7 +93,12 @@ func SocketTextStream(ctx *Context, addr string, opts ...SocketOption) *DStream[
 			<-r.done
 		}
 	}
-	in.quiesceFn = quiesce
+	in.quiesceFn = func() bool {
+		quiesce()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.col.n > 0 || len(r.full) > 0
+	}
 	in.stopFn = func() {
 		quiesce()
 		r.mu.Lock()

@@ -20,8 +20,9 @@ type input[T any] struct {
 	startFn func() error
 	stopFn  func()
 	// quiesceFn, set by receivers, stops reading and keeps what was
-	// received for the next cut (a graceful stop's last batch).
-	quiesceFn func()
+	// received for the next cut (a graceful stop's last batch); it
+	// reports whether anything was received since the last cut.
+	quiesceFn func() bool
 	cut       func(t time.Time) ([]arrow.Record, int64, error)
 	index     int // place among the context's inputs
 	op        string
@@ -193,8 +194,7 @@ func (in *input[T]) quiesce() bool {
 	if in.quiesceFn == nil {
 		return false
 	}
-	in.quiesceFn()
-	return true
+	return in.quiesceFn()
 }
 
 // fetched returns partition part of batch t's input in the executor role,

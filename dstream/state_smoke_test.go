@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,8 +91,11 @@ func TestUpdateStateByKeyCallsUpdateOncePerKey(t *testing.T) {
 		nil)
 	var calls []string // one line per batch, sorted
 	var cur []string
+	var mu sync.Mutex // partitions update in parallel
 	st := dstream.UpdateStateByKey(in, "calls", func(vs []int, s int, ok bool) (int, bool) {
+		mu.Lock()
 		cur = append(cur, fmt.Sprintf("%d:%v", len(vs), ok))
+		mu.Unlock()
 		for _, v := range vs {
 			s += v
 		}
@@ -99,6 +103,8 @@ func TestUpdateStateByKeyCallsUpdateOncePerKey(t *testing.T) {
 	})
 	out := dstreamtest.Output(h, st)
 	dstream.ForeachRDD(st, func(b *dstream.Batch, r *rdd.RDD[kvi]) error {
+		mu.Lock()
+		defer mu.Unlock()
 		sort.Strings(cur)
 		calls = append(calls, fmt.Sprint(cur))
 		cur = nil

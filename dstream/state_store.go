@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -33,6 +34,9 @@ type stateStore[K comparable, S any] struct {
 	name  string
 	kc    rdd.Codec[K]
 	parts []*statePart[K, S]
+	// reportSize makes every task report its partition's size after the
+	// batch (a cluster's job process: see stateSizeOf).
+	reportSize bool
 	// restore, if set (a job process in a cluster), is called before every
 	// transaction: it loads the partition from a checkpoint snapshot the
 	// first time (restore.go).
@@ -139,11 +143,12 @@ func (st *stateStore[K, S]) load(init []KV[K, S], at time.Time) {
 
 // txn is one task attempt's view of a partition at batch time t.
 type txn[K comparable, S any] struct {
-	part  int
-	name  string // the store's
-	p     *statePart[K, S]
-	t     time.Time
-	delta *stateDelta[K, S]
+	part   int
+	name   string // the store's
+	report bool   // the store's reportSize
+	p      *statePart[K, S]
+	t      time.Time
+	delta  *stateDelta[K, S]
 	// hint is the committed position after the last one each visited or set
 	// found: UpdateStateByKey sets keys in the order each visits them, so a
 	// set usually finds its key there without a hash lookup.
@@ -165,7 +170,7 @@ func (st *stateStore[K, S]) begin(part int, t time.Time) (*txn[K, S], error) {
 	p.mu.Lock()
 	d := p.newDelta()
 	p.mu.Unlock()
-	return &txn[K, S]{part: part, name: st.name, p: p, t: t, delta: d}, nil
+	return &txn[K, S]{part: part, name: st.name, report: st.reportSize, p: p, t: t, delta: d}, nil
 }
 
 // newDelta returns an empty delta against the current committed state
@@ -338,7 +343,7 @@ func (x *txn[K, S]) finish(tc *rdd.TaskContext) {
 	x.p.mu.Lock()
 	x.p.deltas[x.t] = x.delta
 	x.p.mu.Unlock()
-	if tc != nil {
+	if tc != nil && x.report {
 		// The partition's size as this batch leaves it, for the job
 		// driver's figures: in a cluster the state lives in executors.
 		keys, bytes := x.sizeAfter()
@@ -726,6 +731,7 @@ func (p *statePart[K, S]) bytesLocked() int64 {
 // a cluster's job driver, whose executors hold the state, the sum of what
 // each partition's last task reported (stateSize reports, see finish).
 func stateSizeOf[K comparable, S any](ctx *Context, st *stateStore[K, S]) func() (keys, bytes int64) {
+	st.reportSize = os.Getenv("SLUICE_ROLE") == roleExecutor
 	var mu sync.Mutex
 	reported := map[int][2]int64{}
 	ctx.registerReporter("stateSize/", st.name, func(_ time.Time, part int, b []byte) error {

@@ -18,6 +18,7 @@ import (
 // with a model map after every commit; each visits keys in hash order.
 func TestStateStoreMatchesModel(t *testing.T) {
 	st := newStateStore[string, int64]("model", 3)
+	st.reportSize = true // as in a cluster's job process
 	model := map[string]int64{}
 	r := rand.New(rand.NewPCG(1, 2))
 	key := func() string { return fmt.Sprintf("key-%d", r.IntN(3000)) }

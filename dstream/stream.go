@@ -125,6 +125,6 @@ type inputStream interface {
 	// is called once per batch, in time order, before any RDD at t is built.
 	inputAt(t time.Time) (int64, error)
 	// quiesce stops a receiver reading, keeping what it received for the
-	// next batch, and reports whether the input is a receiver.
+	// next batch, and reports whether it holds input no batch took yet.
 	quiesce() bool
 }

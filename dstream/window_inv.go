@@ -21,9 +21,9 @@ func ReduceByKeyAndWindowInv[K comparable, V any](s *DStream[KV[K, V]], name str
 	window, slide time.Duration, filter func(KV[K, V]) bool, opts ...ShuffleOption) *DStream[KV[K, V]] {
 	switch {
 	case f == nil:
-		panic("dstream: ReduceByKeyAndWindowInv: the reduce function is nil")
+		panic("dstream: ReduceByKeyAndWindowInv at " + callSite() + ": the reduce function is nil")
 	case inv == nil:
-		panic("dstream: ReduceByKeyAndWindowInv: the inverse function is nil; without one, use ReduceByKeyAndWindow")
+		panic("dstream: ReduceByKeyAndWindowInv at " + callSite() + ": the inverse function is nil; without one, use ReduceByKeyAndWindow")
 	}
 	ctx := s.b.ctx
 	slide = windowSlide(s.b, []time.Duration{slide}) // 0: s's slide

@@ -187,8 +187,8 @@ func sortedTimes(m map[int64][]string) []int64 {
 }
 
 // kvLineRE matches a saved KV[K, number] element: SaveAsTextFiles writes
-// elements with fmt's %v, so a KV is "{key value}".
-var kvLineRE = regexp.MustCompile(`^\{(.*) (-?\d+)\}$`)
+// a KV as Print shows it, "(key,value)".
+var kvLineRE = regexp.MustCompile(`^\((.*),(-?\d+)\)$`)
 
 // parseKVLines parses saved KV[string, number] lines into a map; a key seen
 // twice in one batch fails the test.
@@ -198,7 +198,7 @@ func parseKVLines(t *testing.T, lines []string) map[string]int64 {
 	for _, l := range lines {
 		m := kvLineRE.FindStringSubmatch(l)
 		if m == nil {
-			t.Fatalf("output line %q is not {key count}", l)
+			t.Fatalf("output line %q is not (key,count)", l)
 		}
 		if _, dup := out[m[1]]; dup {
 			t.Fatalf("key %q twice in one batch", m[1])
@@ -425,7 +425,7 @@ func TestSparkStatefulNetworkWordCount(t *testing.T) {
 			for _, l := range lines {
 				m := kvLineRE.FindStringSubmatch(l)
 				if m == nil {
-					t.Fatalf("mapped line %q is not {word total}", l)
+					t.Fatalf("mapped line %q is not (word,total)", l)
 				}
 				n, _ := strconv.ParseInt(m[2], 10, 64)
 				emitted[m[1]] = append(emitted[m[1]], n)
@@ -787,12 +787,12 @@ func checkWindows(t *testing.T, out string, n int) {
 	if len(cbw) < len(times) {
 		t.Errorf("cbw-3-1: %d windows for %d batches", len(cbw), len(times))
 	}
-	// join: per batch, and of two 3s windows: {w {countA countB}}.
+	// join: per batch, and of two 3s windows: (w,(countA,countB)).
 	joinWant := func(a, b map[string]int64) []string {
 		var l []string
 		for k, va := range a {
 			if vb, ok := b[k]; ok {
-				l = append(l, fmt.Sprintf("{%s {%d %d}}", k, va, vb))
+				l = append(l, fmt.Sprintf("(%s,(%d,%d))", k, va, vb))
 			}
 		}
 		slices.Sort(l)

@@ -9,7 +9,9 @@ import (
 // Aggregator combines the values of one key: Create starts a combiner from
 // the first value, Merge adds a value to a combiner (map side), Combine merges
 // two combiners (reduce side). Merge and Combine must be associative and
-// commutative, as the order values arrive in is not defined.
+// commutative, as the order values arrive in is not defined, and agree:
+// Combine(c, Create(v)) must equal Merge(c, v), as a map task may pass a
+// value on uncombined (when its keys do not repeat).
 type Aggregator[V, C any] struct {
 	Create  func(V) C
 	Merge   func(C, V) C

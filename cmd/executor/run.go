@@ -158,8 +158,7 @@ func healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return usageError{fmt.Errorf("healthcheck: give --advertise HOST:PORT (as the executor's) or --id: %w", err)}
 		}
-		host, _ := os.Hostname()
-		want = host + "-" + port // the daemon's default id
+		want = cluster.DefaultExecutorID(net.JoinHostPort("", port)) // the daemon's default id
 	}
 	secret, _, err := sf.Load()
 	if errors.Is(err, cluster.ErrNoSecret) {

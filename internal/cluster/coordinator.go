@@ -410,7 +410,7 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}
 	// From here until the job is registered (or the submission fails), a
 	// job of the same binary that ends must not delete the file.
-	sha, started := h.GetSha256(), false
+	sha := h.GetSha256()
 	c.mu.Lock()
 	c.submitting[sha]++
 	c.mu.Unlock()
@@ -420,9 +420,7 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 		if c.submitting[sha]--; c.submitting[sha] <= 0 {
 			delete(c.submitting, sha)
 		}
-		if !started {
-			c.dropBinaryLocked(sha) // unless another job or submission has it
-		}
+		c.dropBinaryLocked(sha) // unless a job that is not over, or another submission, has it
 	}()
 	var got int64
 	err = receiveBinary(path, h.GetSha256(), h.GetSize(), MaxBinaryBytes, func() ([]byte, error) {
@@ -445,12 +443,14 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}
 	id, err := c.startJob(h, path)
 	if err != nil {
-		if errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.EACCES) {
+		switch {
+		case errors.Is(err, syscall.ENOEXEC):
 			return status.Errorf(codes.InvalidArgument, "submit: the binary cannot be executed (%v): submit a program built for this platform (GOOS=%s GOARCH=%s CGO_ENABLED=0 go build)", err, runtime.GOOS, runtime.GOARCH)
+		case errors.Is(err, syscall.EACCES):
+			return status.Errorf(codes.FailedPrecondition, "submit: the coordinator cannot execute binaries in %s (%v): is its state directory on a noexec mount?", filepath.Join(c.cfg.StateDir, "binaries"), err)
 		}
 		return status.Errorf(codes.Internal, "submit: start job: %v", err)
 	}
-	started = true
 	return stream.SendAndClose(&sluicev1.SubmitJobResponse{JobId: id})
 }
 

@@ -94,8 +94,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		return nil, errors.New("cluster: the executor needs the address it is reached at")
 	}
 	if cfg.ID == "" {
-		host, _ := os.Hostname()
-		cfg.ID = host + "-" + cfg.Advertise[strings.LastIndexByte(cfg.Advertise, ':')+1:]
+		cfg.ID = DefaultExecutorID(cfg.Advertise)
 	}
 	if err := checkExecutor(cfg.ID, cfg.Advertise, cfg.Slots); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
@@ -90,4 +91,14 @@ func checkHeader(h *sluicev1.SubmitHeader) error {
 		return invalidArgument("submit: the job's arguments are %d bytes long; at most %d in all", total, maxJobArgsBytes)
 	}
 	return nil
+}
+
+// DefaultExecutorID is an executor's id when --id is not given: the host
+// name and the port it advertises ("executor" for a host without a name).
+func DefaultExecutorID(advertise string) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "executor"
+	}
+	return host + "-" + advertise[strings.LastIndexByte(advertise, ':')+1:]
 }
