@@ -3,9 +3,8 @@
 package e2e
 
 // Defects found porting Spark Streaming's examples from the README (see
-// spark_examples_test.go). Each test reproduces one and is skipped, so
-// that the file passes; removing its Skip makes it fail on the code it was
-// written against.
+// spark_examples_test.go), one test each, each written to fail on the code
+// before its fix (2026-11-30) and kept as a regression test.
 
 import (
 	"bytes"
