@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,5 +51,27 @@ func TestBinaryDeletedWhenItsJobsEndDuringSubmission(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// An executor refuses at startup an id, address or slot count the
+// coordinator would refuse, naming the flag to fix.
+func TestDaemonChecksItsOwnIDAddressAndSlots(t *testing.T) {
+	for _, c := range []struct {
+		cfg  DaemonConfig
+		flag string
+	}{
+		{DaemonConfig{ID: "exec 1", Advertise: "127.0.0.1:2", Slots: 1}, "--id"},
+		{DaemonConfig{ID: strings.Repeat("e", 129), Advertise: "127.0.0.1:2", Slots: 1}, "--id"},
+		{DaemonConfig{ID: "e1", Advertise: "localhost", Slots: 1}, "--advertise"},
+		{DaemonConfig{ID: "e1", Advertise: "127.0.0.1:2", Slots: MaxSlots + 1}, "--slots"},
+	} {
+		c.cfg.DriverAddr, c.cfg.WorkDir = "127.0.0.1:1", t.TempDir()
+		if _, err := NewDaemon(c.cfg); err == nil || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%+v: %v, want a refusal naming %s", c.cfg, err, c.flag)
+		}
+	}
+	if id := DefaultExecutorID("127.0.0.1:7078"); checkID("executor id", id) != nil || !strings.HasSuffix(id, "-7078") {
+		t.Errorf("default id %q", id)
 	}
 }
