@@ -326,6 +326,12 @@ func TestAbuseExecutorIntoAJobProcess(t *testing.T) {
 							err = nil
 						}
 					}
+					// On a loaded machine (CI's race run) an EndJob or
+					// CommitState waiting for the job process the storm's
+					// tasks start may outlive its deadline: it still ends.
+					if status.Code(err) == codes.DeadlineExceeded {
+						err = nil
+					}
 					if err != nil {
 						t.Errorf("concurrent call %d: %v", i, err)
 					}

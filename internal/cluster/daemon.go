@@ -574,7 +574,11 @@ func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateReque
 	d.mu.Unlock()
 	var inc int64
 	if p != nil {
-		<-p.ready
+		select {
+		case <-p.ready: // a process still starting
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		if p.alive() && p.conn != nil {
 			inc = incarnation(epoch, p.gen)
 		}
