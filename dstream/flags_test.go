@@ -185,3 +185,38 @@ func TestParseFlagsAfterTheProgramParsedItsFlags(t *testing.T) {
 		t.Fatalf("n=%d v=%v tags=%v, want 5 true [a b]", *n, *verbose, seen)
 	}
 }
+
+// --partitions sets the job's default partition count before its graph is
+// built; a count <= 0 is a usage error; after streams were defined (New,
+// then Main) it is refused rather than applied to half the graph.
+func TestPartitionsFlag(t *testing.T) {
+	withCommandLine(t, flag.NewFlagSet("job", flag.ContinueOnError))
+	got := 0
+	code := RunArgs(Config{AppName: "job", BatchInterval: time.Second}, []string{"--partitions=5", "--help"}, io.Discard, func(ctx *Context) error {
+		got = ctx.Parallelism()
+		return nil
+	})
+	if code != 0 || got != 0 {
+		t.Fatalf("--help: exit %d, build ran: %v", code, got != 0)
+	}
+	var stderr bytes.Buffer
+	code = RunArgs(Config{AppName: "job", BatchInterval: time.Second}, []string{"--partitions=5", "--master=local[2]"}, &stderr, func(ctx *Context) error {
+		got = ctx.Parallelism()
+		return errors.New("stop here")
+	})
+	if got != 5 {
+		t.Fatalf("Parallelism %d in the build function with --partitions=5 (exit %d: %s)", got, code, stderr.String())
+	}
+	c, err := New(Config{BatchInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ParseFlags([]string{"--partitions=-1"}, io.Discard); !IsUsage(err) {
+		t.Fatalf("--partitions=-1: %v, want a usage error", err)
+	}
+	c, _ = New(Config{BatchInterval: time.Second, Master: "local[2]"})
+	NewQueue[int](c)
+	if err := c.ParseFlags([]string{"--partitions=7"}, io.Discard); !IsUsage(err) || !strings.Contains(err.Error(), "before") {
+		t.Fatalf("--partitions after streams were defined: %v, want a usage error", err)
+	}
+}
