@@ -320,7 +320,9 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		if err != nil {
 			return err
 		}
-		c.resolver.prune = func(ids []int64) { store.RemoveShuffles(env.JobID, ids...) }
+		remover := cluster.NewShuffleRemover(store, env.JobID)
+		defer remover.Wait()
+		c.resolver.prune = remover.Remove
 		srv := grpc.NewServer(srvOpts...)
 		sluicev1.RegisterExecutorServer(srv, cluster.NewTaskServer(cluster.TaskServerConfig{
 			Resolver: c.resolver,

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -251,9 +252,37 @@ func IsFetchFailed(err error) (*FetchFailedError, bool) {
 // packages (rdd and dstream; their tests count as user code), so that an
 // operator can be found in the user's code. It returns "" when there is none.
 func CallSite() string {
-	pcs := make([]uintptr, 24)
-	n := runtime.Callers(2, pcs)
-	frames := runtime.CallersFrames(pcs[:n])
+	var pcs [24]uintptr
+	n := runtime.Callers(2, pcs[:])
+	for _, pc := range pcs[:n] {
+		if site, ok := siteCache.Load(pc); ok {
+			if site != "" {
+				return site.(string)
+			}
+			continue
+		}
+		site := userSiteAt(pc)
+		siteCache.Store(pc, site)
+		if site != "" {
+			return site
+		}
+	}
+	return ""
+}
+
+// siteCache maps a return PC to userSiteAt's answer for it. Every RDD node
+// and every DStream operator names its site, and nodes are made anew for
+// each batch (in the driver and in every executor process): symbolizing
+// the stack each time cost more than the rest of an empty batch in local
+// mode. The PCs are those of code that builds graphs, so the map stays
+// small.
+var siteCache sync.Map
+
+// userSiteAt returns "file:line" of the first frame at return PC pc (with
+// the calls inlined there) that is outside Sluice's API packages, or "" if
+// every one is inside.
+func userSiteAt(pc uintptr) string {
+	frames := runtime.CallersFrames([]uintptr{pc})
 	for {
 		f, more := frames.Next()
 		inAPI := strings.HasPrefix(f.Function, "github.com/sluicehq/sluice/rdd.") ||

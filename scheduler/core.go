@@ -72,8 +72,11 @@ type Task struct {
 	Attempt   int // 0 for the first attempt
 	epoch     int // the stage run's epoch at launch; see stageRun.epoch
 	// Inputs gives, for each shuffle the stage reads, the executor holding
-	// each map partition's output.
-	Inputs map[int64][]string
+	// each map partition's output, and InputNonEmpty each map output's
+	// bitmap of the reduce partitions it has rows for (nil: unknown), so
+	// that the task fetches no empty block.
+	Inputs        map[int64][]string
+	InputNonEmpty map[int64][][]byte
 	// State is the operator state the task reads and writes ("" for none),
 	// and StateAt where that state's partition lives: the task must run on
 	// that executor incarnation (zero Location: anywhere; the first
@@ -127,6 +130,10 @@ type TaskResult struct {
 	// whose executors' caches the driver cannot read reports them, and the
 	// core registers them at the executor.
 	CachedPuts []rdd.BlockRef
+	// BlockNonEmpty is, for a shuffle map task, the bitmap of the reduce
+	// partitions its output has rows for (bit r of byte r/8); nil when the
+	// backend does not know. Tasks reading the output skip empty blocks.
+	BlockNonEmpty []byte
 }
 
 // TaskMetrics are measured by the executor for one task attempt.
@@ -259,6 +266,11 @@ type Core struct {
 	jobs    map[int64]*jobState
 	tasks   map[int64]*Task          // running tasks
 	outputs map[int64]map[int]string // shuffle id -> map partition -> executor
+	// nonEmpty holds, beside outputs, each map output's bitmap of the
+	// reduce partitions it has rows for (TaskResult.BlockNonEmpty; nil:
+	// unknown). It is written with its outputs entry and read only for map
+	// partitions outputs has, so an entry outputs forgot is never read.
+	nonEmpty map[int64]map[int][]byte
 
 	// The registry of executor-held data beside the shuffle outputs:
 	// incarnations is the current incarnation of every executor seen, state
@@ -307,6 +319,7 @@ func NewCore(maxAttempts int, cached func(*rdd.Node) bool) *Core {
 		jobs:         map[int64]*jobState{},
 		tasks:        map[int64]*Task{},
 		outputs:      map[int64]map[int]string{},
+		nonEmpty:     map[int64]map[int][]byte{},
 		incarnations: map[string]int64{},
 		state:        map[string]Location{},
 		lostState:    map[string]*StateLostError{},
@@ -429,10 +442,23 @@ func (c *Core) launch(js *jobState, run *stageRun, part int, acts []Action) []Ac
 			t.Inputs = map[int64][]string{}
 		}
 		locs := make([]string, p.NumTasks)
+		var nonEmpty [][]byte
 		for mp, e := range c.outputs[p.Shuffle.ID] {
 			locs[mp] = e
+			if b := c.nonEmpty[p.Shuffle.ID][mp]; b != nil {
+				if nonEmpty == nil {
+					nonEmpty = make([][]byte, p.NumTasks)
+				}
+				nonEmpty[mp] = b
+			}
 		}
 		t.Inputs[p.Shuffle.ID] = locs
+		if nonEmpty != nil {
+			if t.InputNonEmpty == nil {
+				t.InputNonEmpty = map[int64][][]byte{}
+			}
+			t.InputNonEmpty[p.Shuffle.ID] = nonEmpty
+		}
 	}
 	c.tasks[t.ID] = t
 	run.running[part] = true
@@ -523,6 +549,16 @@ func (c *Core) Completed(res TaskResult) []Action {
 			c.outputs[t.Stage.Shuffle.ID] = outs
 		}
 		outs[t.Partition] = res.Executor
+		ne := c.nonEmpty[t.Stage.Shuffle.ID]
+		if ne == nil {
+			ne = map[int][]byte{}
+			c.nonEmpty[t.Stage.Shuffle.ID] = ne
+		}
+		b := res.BlockNonEmpty
+		if len(b) != (t.Stage.Shuffle.NumReduce+7)/8 {
+			b = nil // not a bitmap of this shuffle: unknown
+		}
+		ne[t.Partition] = b // nil (unknown) replaces an older attempt's
 	} else {
 		var err error
 		if !js.done[t.Partition] {
@@ -854,6 +890,7 @@ func (c *Core) CachedLocations() map[Location]int {
 func (c *Core) RemoveShuffles(ids ...int64) {
 	for _, id := range ids {
 		delete(c.outputs, id)
+		delete(c.nonEmpty, id)
 	}
 	c.planner.forget(ids...)
 }

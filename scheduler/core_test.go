@@ -764,3 +764,36 @@ func TestCoreTaskInputsNameTheExecutorsOfMapOutputs(t *testing.T) {
 	ct.ok("0/0", "e1")
 	ct.expect("result", ct.ok("0/1", "e1"), "done 1 ok")
 }
+
+// Each map output's bitmap of non-empty blocks reaches the tasks that read
+// it, so they skip the empty ones; a bitmap of the wrong size, and the
+// bitmap of an output that was lost and made again without one, are not
+// passed on (the blocks are then fetched).
+func TestCoreTaskInputsCarryNonEmptyBitmaps(t *testing.T) {
+	ct := newCoreTest(t, nil)
+	r, final := oneShuffle(2) // 3 map outputs, 2 reduce partitions
+	sid := r.Node().Deps[0].Shuffle.ID
+	ct.submit(ct.job(final))
+	done := func(key, e string, bitmap []byte) []string {
+		tk := ct.task(key)
+		return ct.completed(TaskResult{TaskID: tk.ID, Executor: e, BlockNonEmpty: bitmap})
+	}
+	done("1/0", "e1", []byte{0b01})
+	done("1/1", "e2", []byte{0b10})
+	ct.expect("maps done", done("1/2", "e3", []byte{1, 2}), "launch 0/0#0", "launch 0/1#0")
+	want := [][]byte{{0b01}, {0b10}, nil}
+	for _, key := range []string{"0/0", "0/1"} {
+		if got := ct.live[key].InputNonEmpty[sid]; !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("%s: bitmaps %v, want %v", key, got, want)
+		}
+	}
+	ct.expect("fetch failure", ct.fail("0/0", fetchFailed(r, 0)), "launch 1/0#0")
+	ct.expect("stale fetch failure", ct.fail("0/1", fetchFailed(r, 0)))
+	ct.expect("map 0 again, no bitmap", done("1/0", "e4", nil), "launch 0/0#0", "launch 0/1#0")
+	want = [][]byte{nil, {0b10}, nil}
+	if got := ct.live["0/0"].InputNonEmpty[sid]; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("after the rerun: bitmaps %v, want %v", got, want)
+	}
+	ct.ok("0/0", "e1")
+	ct.expect("result", ct.ok("0/1", "e1"), "done 1 ok")
+}

@@ -939,7 +939,7 @@ func abuseTaskServer(t *testing.T, secret Secret, mem memory.Allocator) (sluicev
 			}
 			return rdd.Encode(tc.Alloc, final.Codec(), vals), nil
 		}}},
-		Shuffle: func(map[int64][]string) rdd.ShuffleService { return rdd.NewMemShuffle() },
+		Shuffle: func(ShuffleInputs) rdd.ShuffleService { return rdd.NewMemShuffle() },
 		Alloc:   mem,
 	})
 	addr := serve(t, secret.ServerOptions(nil), func(s *grpc.Server) { sluicev1.RegisterExecutorServer(s, ts) })

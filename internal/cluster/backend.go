@@ -472,6 +472,7 @@ func (b *RemoteBackend) run(ctx context.Context, t *scheduler.Task, e *remoteExe
 		return
 	}
 	res.Metrics = scheduler.TaskMetrics{Duration: time.Duration(resp.GetDurationNs()), RecordsRead: resp.GetRecordsRead()}
+	res.BlockNonEmpty = resp.GetBlockNonempty()
 	res.Reports = resp.GetReports()
 	node := func(cb *sluicev1.CachedBlock) (rdd.BlockRef, bool) {
 		o, p := int(cb.GetOrdinal()), int(cb.GetPartition())

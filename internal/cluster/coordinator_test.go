@@ -106,7 +106,7 @@ func TestTaskServerRefusesAnotherGraph(t *testing.T) {
 	}
 	ts := NewTaskServer(TaskServerConfig{
 		Resolver: fixedResolver{Resolved{Final: executorSide.Node(), Func: func(*rdd.TaskContext, int) (arrow.Record, error) { return nil, nil }}},
-		Shuffle:  func(map[int64][]string) rdd.ShuffleService { return rdd.NewMemShuffle() },
+		Shuffle:  func(ShuffleInputs) rdd.ShuffleService { return rdd.NewMemShuffle() },
 		Alloc:    mem,
 	})
 	resp, err := ts.RunTask(context.Background(), req)

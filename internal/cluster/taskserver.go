@@ -29,6 +29,33 @@ func Fingerprint(final *rdd.Node) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// maxNonEmptyBytes bounds the non-empty block bitmaps one task carries per
+// shuffle it reads (one bit per map output and reduce partition: 512
+// partitions on each side). Past it the task fetches every block, empty
+// ones included, as it would without them.
+const maxNonEmptyBytes = 32 << 10
+
+// checkNonEmpty checks a shuffle input's bitmaps of non-empty blocks: none,
+// or one per map location, each empty (unknown) or of the shuffle's
+// (reduce partitions + 7) / 8 bytes.
+func checkNonEmpty(in *sluicev1.ShuffleInput, numReduce int) error {
+	ne := in.GetMapNonempty()
+	if len(ne) == 0 {
+		return nil
+	}
+	if len(ne) != len(in.GetMapLocations()) {
+		return invalidArgument("shuffle %d: %d non-empty block bitmaps for %d map locations: send one per map location, or none",
+			in.GetShuffleId(), len(ne), len(in.GetMapLocations()))
+	}
+	for m, b := range ne {
+		if len(b) != 0 && len(b) != (numReduce+7)/8 {
+			return invalidArgument("shuffle %d: the non-empty block bitmap of map output %d has %d bytes, want %d (one bit per reduce partition of %d) or 0 (unknown)",
+				in.GetShuffleId(), m, len(b), (numReduce+7)/8, numReduce)
+		}
+	}
+	return nil
+}
+
 // Request builds the wire form of a task (without the executor epoch and
 // incarnation, which the backend adds).
 func Request(jobID, binarySHA string, args []string, zero time.Time, t *scheduler.Task) (*sluicev1.TaskRequest, error) {
@@ -55,7 +82,11 @@ func Request(jobID, binarySHA string, args []string, zero time.Time, t *schedule
 			req.StageNode = int32(i)
 			found = true
 		}
-		req.Shuffles = append(req.Shuffles, &sluicev1.ShuffleInput{Ordinal: int32(i), ShuffleId: d.ID, MapLocations: t.Inputs[d.ID]})
+		in := &sluicev1.ShuffleInput{Ordinal: int32(i), ShuffleId: d.ID, MapLocations: t.Inputs[d.ID]}
+		if ne := t.InputNonEmpty[d.ID]; len(ne) == len(in.MapLocations) && len(ne)*((d.NumReduce+7)/8) <= maxNonEmptyBytes {
+			in.MapNonempty = ne
+		}
+		req.Shuffles = append(req.Shuffles, in)
 	}
 	if !found {
 		return nil, fmt.Errorf("cluster: %s: its shuffle is not in the job's lineage", t)
@@ -110,7 +141,7 @@ type TaskServerConfig struct {
 	Resolver Resolver
 	// Shuffle returns the shuffle service of one task: locations gives, by
 	// cluster-wide shuffle id, the executor address of each map output.
-	Shuffle func(locations map[int64][]string) rdd.ShuffleService
+	Shuffle func(in ShuffleInputs) rdd.ShuffleService
 	Blocks  rdd.BlockStore
 	Alloc   memory.Allocator
 	// Wrote, if set, is told of every shuffle map output written, by the
@@ -160,14 +191,20 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 	}
 	deps := scheduler.ShuffleDeps(job.Final)
 	toGlobal := map[int64]int64{}
-	locations := map[int64][]string{}
+	inputs := ShuffleInputs{Locations: map[int64][]string{}, NonEmpty: map[int64][][]byte{}}
 	for _, in := range req.GetShuffles() {
 		o := int(in.GetOrdinal())
 		if o < 0 || o >= len(deps) {
 			return nil, invalidArgument("shuffle ordinal %d out of range [0,%d)", o, len(deps))
 		}
+		if err := checkNonEmpty(in, deps[o].NumReduce); err != nil {
+			return nil, err
+		}
 		toGlobal[deps[o].ID] = in.GetShuffleId()
-		locations[in.GetShuffleId()] = in.GetMapLocations()
+		inputs.Locations[in.GetShuffleId()] = in.GetMapLocations()
+		if ne := in.GetMapNonempty(); len(ne) > 0 {
+			inputs.NonEmpty[in.GetShuffleId()] = ne
+		}
 	}
 	stage := &scheduler.Stage{Node: job.Final, NumTasks: job.Final.Parts}
 	if req.GetShuffleMap() {
@@ -192,15 +229,16 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 		}
 		required[rdd.BlockRef{Node: nodes[o].ID, Part: p}] = true
 	}
+	shuffle := &translatedShuffle{inner: s.cfg.Shuffle(inputs), toGlobal: toGlobal, wrote: func(id int64) {
+		if s.cfg.Wrote != nil {
+			s.cfg.Wrote(bt, id)
+		}
+	}}
 	tc := &rdd.TaskContext{
-		Ctx:   ctx,
-		Alloc: s.cfg.Alloc,
-		Shuffle: &translatedShuffle{inner: s.cfg.Shuffle(locations), toGlobal: toGlobal, wrote: func(id int64) {
-			if s.cfg.Wrote != nil {
-				s.cfg.Wrote(bt, id)
-			}
-		}},
-		Blocks: s.cfg.Blocks,
+		Ctx:     ctx,
+		Alloc:   s.cfg.Alloc,
+		Shuffle: shuffle,
+		Blocks:  s.cfg.Blocks,
 	}
 	if required != nil {
 		tc.Required = func(node int64, part int) bool { return required[rdd.BlockRef{Node: node, Part: part}] }
@@ -215,6 +253,9 @@ func (s *TaskServer) RunTask(ctx context.Context, req *sluicev1.TaskRequest) (*s
 	res := scheduler.RunTask(tc, task)
 	resp.DurationNs, resp.RecordsRead = int64(res.Metrics.Duration), res.Metrics.RecordsRead
 	resp.Reports = res.Reports
+	if req.GetShuffleMap() && res.Err == nil {
+		resp.BlockNonempty = shuffle.nonEmpty
+	}
 	if len(tc.CachedPuts) > 0 {
 		ord := make(map[int64]int32, len(nodes))
 		for i, n := range nodes {
@@ -262,6 +303,7 @@ type translatedShuffle struct {
 	inner    rdd.ShuffleService
 	toGlobal map[int64]int64
 	wrote    func(global int64)
+	nonEmpty []byte // of the map output written (nonEmptyBitmap)
 }
 
 func (t *translatedShuffle) global(id int64) (int64, error) {
@@ -282,10 +324,12 @@ func (t *translatedShuffle) PutMapOutput(id int64, mapPart int, blocks []arrow.R
 		}
 		return err
 	}
+	nonEmpty := nonEmptyBitmap(blocks) // before the store takes the blocks
 	if err := t.inner.PutMapOutput(g, mapPart, blocks); err != nil {
 		return err
 	}
 	t.wrote(g)
+	t.nonEmpty = nonEmpty
 	return nil
 }
 

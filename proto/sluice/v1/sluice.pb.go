@@ -1821,10 +1821,16 @@ func (x *CachedBlock) GetPartition() int32 {
 }
 
 type ShuffleInput struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ordinal       int32                  `protobuf:"varint,1,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
-	ShuffleId     int64                  `protobuf:"varint,2,opt,name=shuffle_id,json=shuffleId,proto3" json:"shuffle_id,omitempty"`
-	MapLocations  []string               `protobuf:"bytes,3,rep,name=map_locations,json=mapLocations,proto3" json:"map_locations,omitempty"` // executor address per map partition
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Ordinal      int32                  `protobuf:"varint,1,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	ShuffleId    int64                  `protobuf:"varint,2,opt,name=shuffle_id,json=shuffleId,proto3" json:"shuffle_id,omitempty"`
+	MapLocations []string               `protobuf:"bytes,3,rep,name=map_locations,json=mapLocations,proto3" json:"map_locations,omitempty"` // executor address per map partition
+	// map_nonempty is, per map partition (same order as map_locations), the
+	// bitmap of reduce partitions its output has rows for (bit r of byte
+	// r/8), as the map task reported it (TaskResponse.block_nonempty); empty
+	// for a map output whose bitmap is unknown. A task reads no block whose
+	// bit is clear. Left out entirely when the bitmaps would be large.
+	MapNonempty   [][]byte `protobuf:"bytes,4,rep,name=map_nonempty,json=mapNonempty,proto3" json:"map_nonempty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1880,6 +1886,13 @@ func (x *ShuffleInput) GetMapLocations() []string {
 	return nil
 }
 
+func (x *ShuffleInput) GetMapNonempty() [][]byte {
+	if x != nil {
+		return x.MapNonempty
+	}
+	return nil
+}
+
 type TaskResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	TaskId             int64                  `protobuf:"varint,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1902,7 +1915,11 @@ type TaskResponse struct {
 	// registry of what each executor holds.
 	CachedPuts []*CachedBlock `protobuf:"bytes,13,rep,name=cached_puts,json=cachedPuts,proto3" json:"cached_puts,omitempty"`
 	// Set when a partition listed in TaskRequest.cached was not there.
-	CacheMissing  *CachedBlock `protobuf:"bytes,14,opt,name=cache_missing,json=cacheMissing,proto3" json:"cache_missing,omitempty"`
+	CacheMissing *CachedBlock `protobuf:"bytes,14,opt,name=cache_missing,json=cacheMissing,proto3" json:"cache_missing,omitempty"`
+	// Shuffle map tasks: the bitmap of the reduce partitions the map output
+	// has rows for (bit r of byte r/8, (reduce partitions + 7) / 8 bytes), so
+	// that reduce tasks skip fetching empty blocks.
+	BlockNonempty []byte `protobuf:"bytes,15,opt,name=block_nonempty,json=blockNonempty,proto3" json:"block_nonempty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2031,6 +2048,13 @@ func (x *TaskResponse) GetCachedPuts() []*CachedBlock {
 func (x *TaskResponse) GetCacheMissing() *CachedBlock {
 	if x != nil {
 		return x.CacheMissing
+	}
+	return nil
+}
+
+func (x *TaskResponse) GetBlockNonempty() []byte {
+	if x != nil {
+		return x.BlockNonempty
 	}
 	return nil
 }
@@ -2531,12 +2555,13 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"partitions\"E\n" +
 	"\vCachedBlock\x12\x18\n" +
 	"\aordinal\x18\x01 \x01(\x05R\aordinal\x12\x1c\n" +
-	"\tpartition\x18\x02 \x01(\x05R\tpartition\"l\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\"\x8f\x01\n" +
 	"\fShuffleInput\x12\x18\n" +
 	"\aordinal\x18\x01 \x01(\x05R\aordinal\x12\x1d\n" +
 	"\n" +
 	"shuffle_id\x18\x02 \x01(\x03R\tshuffleId\x12#\n" +
-	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\"\xf0\x04\n" +
+	"\rmap_locations\x18\x03 \x03(\tR\fmapLocations\x12!\n" +
+	"\fmap_nonempty\x18\x04 \x03(\fR\vmapNonempty\"\x97\x05\n" +
 	"\fTaskResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12!\n" +
@@ -2555,7 +2580,8 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x05fatal\x18\f \x01(\bR\x05fatal\x127\n" +
 	"\vcached_puts\x18\r \x03(\v2\x16.sluice.v1.CachedBlockR\n" +
 	"cachedPuts\x12;\n" +
-	"\rcache_missing\x18\x0e \x01(\v2\x16.sluice.v1.CachedBlockR\fcacheMissing\x1a:\n" +
+	"\rcache_missing\x18\x0e \x01(\v2\x16.sluice.v1.CachedBlockR\fcacheMissing\x12%\n" +
+	"\x0eblock_nonempty\x18\x0f \x01(\fR\rblockNonempty\x1a:\n" +
 	"\fReportsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"A\n" +
