@@ -117,12 +117,12 @@ func (in *input[T]) spillThrough(before time.Time) {
 	}
 }
 
-// residentBatches returns how many batches' records are in memory and how
-// many were spilled to the log (tests).
+// residentBatches returns how many batches' input (records or Go values)
+// is in memory and how many were spilled to the log (tests).
 func (in *input[T]) residentBatches() (inMemory, spilled int) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return len(in.recs), len(in.spill.spilled)
+	return len(in.recs) + len(in.vals), len(in.spill.spilled)
 }
 
 // partAt returns partition part of batch t's input, retained (the caller

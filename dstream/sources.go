@@ -37,6 +37,10 @@ type input[T any] struct {
 	resume       func(b []byte) error
 	mu           sync.Mutex
 	recs         map[time.Time][]arrow.Record // the batches' records in memory
+	// vals holds, instead of records, the batches of a source that keeps
+	// Go values (the queue, in local mode with no checkpoint: setVals),
+	// one slice per partition. Tasks read them with no Arrow copy.
+	vals map[time.Time][][]T
 	// spill is the write-ahead log's part (input_spill.go): with a
 	// checkpoint directory, records of batches older than the resident
 	// span leave recs and are read back from the log when needed.
@@ -69,6 +73,14 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 			})
 		} else {
 			in.mu.Lock()
+			if vs, ok := in.vals[t]; ok {
+				in.mu.Unlock()
+				r = rdd.FromSliceFunc(op, len(vs), func(_ *rdd.TaskContext, part int) ([]T, error) {
+					return in.valsAt(t, part)
+				})
+				r.Node().Site = in.s.b.name[len(op)+1:]
+				return r, nil
+			}
 			recs, ok := in.recs[t]
 			parts, spilled := len(recs), false
 			if !ok {
@@ -103,6 +115,11 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 				delete(in.recs, t)
 			}
 		}
+		for t := range in.vals {
+			if !t.After(before) {
+				delete(in.vals, t)
+			}
+		}
 		in.spillThrough(before)
 	}
 	ctx.mu.Lock()
@@ -131,6 +148,48 @@ func (in *input[T]) releaseDone(t time.Time) {
 		releaseAll(rs)
 		delete(in.recs, t)
 	}
+	delete(in.vals, t)
+}
+
+// keepsValues reports whether a source that can keep its input as Go
+// values should: in local mode (the tasks run in this process) and with no
+// checkpoint (whose write-ahead log stores records). Elsewhere the input
+// is encoded, to be served to executors or logged.
+func (in *input[T]) keepsValues() bool {
+	c := in.s.b.ctx
+	return c.role == "" && c.ckpt == nil
+}
+
+// setVals makes vals, split into partitions, batch t's input.
+func (in *input[T]) setVals(t time.Time, vals []T, parts int) {
+	var ps [][]T
+	if len(vals) > 0 {
+		parts = max(1, min(parts, len(vals)))
+		ps = make([][]T, parts)
+		for p := range ps {
+			ps[p] = vals[p*len(vals)/parts : (p+1)*len(vals)/parts]
+		}
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.vals == nil {
+		in.vals = map[time.Time][][]T{}
+	}
+	in.vals[t] = ps
+}
+
+// valsAt returns partition part of batch t's Go values.
+func (in *input[T]) valsAt(t time.Time, part int) ([]T, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	vs, ok := in.vals[t]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("dstream: the input of %s at %s is no longer remembered", in.s.b.name, fmtTime(t))
+	case part >= len(vs):
+		return nil, fmt.Errorf("dstream: input %s of %s has %d partitions, not %d", in.s.b.name, fmtTime(t), len(vs), part+1)
+	}
+	return vs[part], nil
 }
 
 // recordsAt returns the input of batch t, retained (the caller releases),
@@ -251,6 +310,14 @@ func (in *input[T]) inputAt(t time.Time) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if recs == nil {
+		in.mu.Lock()
+		_, kept := in.vals[t]
+		in.mu.Unlock()
+		if kept {
+			return n, nil // the source kept Go values (setVals)
+		}
+	}
 	in.mu.Lock()
 	in.recs[t] = recs
 	in.mu.Unlock()
@@ -297,7 +364,7 @@ type Queue[T any] struct {
 // NewQueue makes a queue source.
 func NewQueue[T any](ctx *Context) *Queue[T] {
 	q := &Queue[T]{}
-	q.in = newInput[T](ctx, "queue", func(time.Time) ([]arrow.Record, int64, error) {
+	q.in = newInput[T](ctx, "queue", func(t time.Time) ([]arrow.Record, int64, error) {
 		q.mu.Lock()
 		var vals []T
 		switch {
@@ -313,6 +380,12 @@ func NewQueue[T any](ctx *Context) *Queue[T] {
 			q.pending = q.pending[1:]
 		}
 		q.mu.Unlock()
+		if q.in.keepsValues() {
+			// Local mode: the tasks read the pushed values themselves,
+			// as Spark's queueStream gives its RDDs to local tasks.
+			q.in.setVals(t, vals, ctx.Parallelism())
+			return nil, int64(len(vals)), nil
+		}
 		return split(ctx, vals, ctx.Parallelism()), int64(len(vals)), nil
 	})
 	return q
@@ -321,7 +394,9 @@ func NewQueue[T any](ctx *Context) *Queue[T] {
 // TakeAll makes every batch take everything pushed since the last one.
 func (q *Queue[T]) TakeAll() *Queue[T] { q.takeAll = true; return q }
 
-// Push queues the input of one batch.
+// Push queues the input of one batch. The queue keeps vals, not a copy:
+// do not modify them until their batch is done (in local mode without a
+// checkpoint the batch's tasks read them in place).
 func (q *Queue[T]) Push(vals ...T) {
 	q.mu.Lock()
 	q.pending = append(q.pending, vals)

@@ -20,3 +20,23 @@ func FromRecordFunc[T any](op string, c Codec[T], parts int, get func(tc *TaskCo
 		return nil
 	}}
 }
+
+// FromSliceFunc makes a source RDD whose partition part is the Go values
+// get returns: sources that hold their input as Go values (the queue in
+// local mode) give them to the tasks with no Arrow copy in between.
+func FromSliceFunc[T any](op string, parts int, get func(tc *TaskContext, part int) ([]T, error)) *RDD[T] {
+	n := newNode(op, parts)
+	return &RDD[T]{node: n, codec: CodecOf[T](), iter: func(tc *TaskContext, part int, yield func(T) bool) error {
+		vals, err := get(tc, part)
+		if err != nil {
+			return err
+		}
+		tc.RecordsRead += int64(len(vals))
+		for _, v := range vals {
+			if !yield(v) {
+				break
+			}
+		}
+		return nil
+	}}
+}
