@@ -268,6 +268,31 @@ func TestAbuseJobDriverService(t *testing.T) {
 					t.Fatalf("batch 2's input: %d chunks, %v", len(chunks), err)
 				}
 				want := chunks
+				// One partition at a time: exactly that partition's chunks
+				// of the whole batch; a partition out of range is refused.
+				parts := int(chunks[0].GetPartitions())
+				for p := range parts {
+					one, err := drainInput(d.client.FetchInput(ctx, &sluicev1.FetchInputRequest{JobId: "job-1", BatchTimeUnixNano: b2, OnePartition: true, Partition: int32(p)}))
+					var wantData, gotData []byte
+					for _, c := range chunks {
+						if int(c.GetPartition()) == p {
+							wantData = append(wantData, c.GetData()...)
+						}
+					}
+					for _, c := range one {
+						if int(c.GetPartition()) != p || int(c.GetPartitions()) != parts {
+							t.Fatalf("partition %d: a chunk of partition %d of %d", p, c.GetPartition(), c.GetPartitions())
+						}
+						gotData = append(gotData, c.GetData()...)
+					}
+					if err != nil || len(one) == 0 || !one[len(one)-1].GetLast() || !bytes.Equal(gotData, wantData) {
+						t.Fatalf("partition %d alone: %d chunks, %d bytes (want %d), %v", p, len(one), len(gotData), len(wantData), err)
+					}
+				}
+				for name, p := range map[string]int32{"negative": -1, "past the end": int32(parts), "max": math.MaxInt32} {
+					_, err := drainInput(d.client.FetchInput(ctx, &sluicev1.FetchInputRequest{JobId: "job-1", BatchTimeUnixNano: b2, OnePartition: true, Partition: p}))
+					abuseWant(t, "one partition "+name, err, codes.InvalidArgument, "partition")
+				}
 				// Cancelled after the first chunk, never read, many at once.
 				var wg sync.WaitGroup
 				for i := range 64 {

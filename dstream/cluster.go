@@ -388,7 +388,14 @@ func (s *inputServer) FetchInput(req *sluicev1.FetchInputRequest, stream sluicev
 	if len(recs) == 0 {
 		return stream.Send(&sluicev1.InputChunk{Partitions: 0, Last: true})
 	}
+	one := int(req.GetPartition())
+	if req.GetOnePartition() && (one < 0 || one >= len(recs)) {
+		return status.Errorf(codes.InvalidArgument, "partition %d of the input of %s at %s: it has %d", one, c.inputs[i].base().name, fmtTime(t), len(recs))
+	}
 	for p, r := range recs {
+		if req.GetOnePartition() && p != one {
+			continue
+		}
 		var b []byte
 		if r != nil {
 			var err error
@@ -471,8 +478,9 @@ func (c *Context) fetchBroadcast(name string) ([]byte, error) {
 }
 
 // fetchInput gets, in the executor role, one source's input of batch t from
-// the job's driver.
-func (c *Context) fetchInput(ctx context.Context, input int, t time.Time) ([]arrow.Record, int64, error) {
+// the job's driver: partition part of it (the records of the others nil),
+// or every partition when part < 0.
+func (c *Context) fetchInput(ctx context.Context, input int, t time.Time, part int) ([]arrow.Record, int64, error) {
 	addr := c.resolver.driverAddr()
 	if addr == "" {
 		return nil, 0, fmt.Errorf("dstream: no address to fetch the driver's input from")
@@ -485,6 +493,7 @@ func (c *Context) fetchInput(ctx context.Context, input int, t time.Time) ([]arr
 	defer cancel()
 	stream, err := sluicev1.NewJobDriverClient(conn).FetchInput(ctx, &sluicev1.FetchInputRequest{
 		JobId: c.resolver.jobID, Input: int32(input), BatchTimeUnixNano: t.UnixNano(),
+		OnePartition: part >= 0, Partition: int32(max(part, 0)),
 	})
 	if err != nil {
 		return nil, 0, err
@@ -515,7 +524,7 @@ func (c *Context) fetchInput(ctx context.Context, input int, t time.Time) ([]arr
 			recs = make([]arrow.Record, ch.GetPartitions())
 		}
 		p := int(ch.GetPartition())
-		if p < 0 || p >= len(recs) || int(ch.GetPartitions()) != len(recs) {
+		if p < 0 || p >= len(recs) || int(ch.GetPartitions()) != len(recs) || part >= 0 && p != part {
 			return fail(fmt.Errorf("chunk for partition %d of %d", p, ch.GetPartitions()))
 		}
 		buf = append(buf, ch.GetData()...)

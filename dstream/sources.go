@@ -45,9 +45,17 @@ type input[T any] struct {
 	// checkpoint directory, records of batches older than the resident
 	// span leave recs and are read back from the log when needed.
 	spill spill
-	// fetching holds, in the executor role, the fetches of input batches
-	// from the driver in flight, so that concurrent tasks fetch once.
-	fetching map[time.Time]*inputFetch
+	// fetching holds, in the executor role, the fetches of input
+	// partitions from the driver in flight, so that concurrent tasks fetch
+	// each once; got marks the partitions of recs[t] fetched (a nil record
+	// is an empty partition).
+	fetching map[fetchKey]*inputFetch
+	got      map[time.Time][]bool
+}
+
+type fetchKey struct {
+	t    time.Time
+	part int
 }
 
 type inputFetch struct {
@@ -56,7 +64,7 @@ type inputFetch struct {
 }
 
 func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Record, int64, error)) *input[T] {
-	in := &input[T]{op: op, cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[time.Time]*inputFetch{},
+	in := &input[T]{op: op, cut: cut, recs: map[time.Time][]arrow.Record{}, fetching: map[fetchKey]*inputFetch{}, got: map[time.Time][]bool{},
 		spill: spill{logged: map[time.Time]bool{}, spilled: map[time.Time]int{}}}
 	codec := rdd.CodecOf[T]()
 	in.s = newStream(ctx, op, ctx.cfg.BatchInterval, nil, func(t time.Time) (*rdd.RDD[T], error) {
@@ -109,10 +117,9 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 		defer in.mu.Unlock()
 		for t, rs := range in.recs {
 			if !t.After(before) {
-				for _, r := range rs {
-					r.Release()
-				}
+				releaseAll(rs) // nil for empty partitions, and those an executor did not fetch
 				delete(in.recs, t)
+				delete(in.got, t)
 			}
 		}
 		for t := range in.vals {
@@ -257,32 +264,38 @@ func (in *input[T]) quiesce() bool {
 }
 
 // fetched returns partition part of batch t's input in the executor role,
-// retained, fetching the batch from the driver if this process has not yet.
+// retained, fetching that partition from the driver if this process has
+// not yet (each executor fetches the partitions its tasks read, not the
+// whole batch).
 func (in *input[T]) fetched(ctx context.Context, t time.Time, part int) (arrow.Record, error) {
+	key := fetchKey{t, part}
 	for {
 		in.mu.Lock()
 		if recs, ok := in.recs[t]; ok {
-			defer in.mu.Unlock()
 			if part >= len(recs) {
+				in.mu.Unlock()
 				return nil, fmt.Errorf("dstream: input %s of %s has %d partitions, not %d", in.s.b.name, fmtTime(t), len(recs), part+1)
 			}
-			if recs[part] != nil {
-				recs[part].Retain()
+			if in.got[t][part] {
+				defer in.mu.Unlock()
+				if recs[part] != nil {
+					recs[part].Retain()
+				}
+				return recs[part], nil
 			}
-			return recs[part], nil
 		}
-		f := in.fetching[t]
+		f := in.fetching[key]
 		if f == nil {
 			f = &inputFetch{done: make(chan struct{})}
-			in.fetching[t] = f
+			in.fetching[key] = f
 			in.mu.Unlock()
-			recs, _, err := in.s.b.ctx.fetchInput(ctx, in.index, t)
+			recs, _, err := in.s.b.ctx.fetchInput(ctx, in.index, t, part)
 			in.mu.Lock()
 			if err == nil {
-				in.recs[t] = recs
+				err = in.keepFetched(t, part, recs)
 			}
 			f.err = err
-			delete(in.fetching, t)
+			delete(in.fetching, key)
 			close(f.done)
 			in.mu.Unlock()
 			if err != nil {
@@ -300,6 +313,44 @@ func (in *input[T]) fetched(ctx context.Context, t time.Time, part int) (arrow.R
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// keepFetched stores partition part of batch t, fetched with the batch's
+// other partitions nil (in.mu held). A batch with no input at all has no
+// partitions: nothing to keep.
+func (in *input[T]) keepFetched(t time.Time, part int, recs []arrow.Record) error {
+	for p, r := range recs {
+		if p != part && r != nil {
+			r.Release() // not asked for
+		}
+	}
+	if len(recs) == 0 {
+		if _, ok := in.recs[t]; !ok {
+			in.recs[t] = nil
+			in.got[t] = nil
+		}
+		return nil
+	}
+	have, ok := in.recs[t]
+	if !ok {
+		have = make([]arrow.Record, len(recs))
+		in.recs[t] = have
+		in.got[t] = make([]bool, len(recs))
+	}
+	if len(have) != len(recs) {
+		if recs[part] != nil {
+			recs[part].Release()
+		}
+		return fmt.Errorf("dstream: input %s of %s: the driver now says %d partitions, before %d", in.s.b.name, fmtTime(t), len(recs), len(have))
+	}
+	if in.got[t][part] { // a racing fetch kept it first
+		if recs[part] != nil {
+			recs[part].Release()
+		}
+		return nil
+	}
+	have[part], in.got[t][part] = recs[part], true
+	return nil
 }
 
 func (in *input[T]) inputAt(t time.Time) (int64, error) {

@@ -276,8 +276,13 @@ type FetchInputRequest struct {
 	JobId             string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Input             int32                  `protobuf:"varint,2,opt,name=input,proto3" json:"input,omitempty"` // the source's place among the job's sources
 	BatchTimeUnixNano int64                  `protobuf:"varint,3,opt,name=batch_time_unix_nano,json=batchTimeUnixNano,proto3" json:"batch_time_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// With one_partition, only partition's chunks are sent (each chunk still
+	// says how many partitions the batch has): a task fetches the partition
+	// it reads, not the whole batch.
+	OnePartition  bool  `protobuf:"varint,4,opt,name=one_partition,json=onePartition,proto3" json:"one_partition,omitempty"`
+	Partition     int32 `protobuf:"varint,5,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchInputRequest) Reset() {
@@ -327,6 +332,20 @@ func (x *FetchInputRequest) GetInput() int32 {
 func (x *FetchInputRequest) GetBatchTimeUnixNano() int64 {
 	if x != nil {
 		return x.BatchTimeUnixNano
+	}
+	return 0
+}
+
+func (x *FetchInputRequest) GetOnePartition() bool {
+	if x != nil {
+		return x.OnePartition
+	}
+	return false
+}
+
+func (x *FetchInputRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
 	}
 	return 0
 }
@@ -2435,11 +2454,13 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x04part\x18\x04 \x01(\x05R\x04part\"B\n" +
 	"\x15FetchBroadcastRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"q\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xb4\x01\n" +
 	"\x11FetchInputRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\x05R\x05input\x12/\n" +
-	"\x14batch_time_unix_nano\x18\x03 \x01(\x03R\x11batchTimeUnixNano\"r\n" +
+	"\x14batch_time_unix_nano\x18\x03 \x01(\x03R\x11batchTimeUnixNano\x12#\n" +
+	"\rone_partition\x18\x04 \x01(\bR\fonePartition\x12\x1c\n" +
+	"\tpartition\x18\x05 \x01(\x05R\tpartition\"r\n" +
 	"\n" +
 	"InputChunk\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1e\n" +
