@@ -320,9 +320,8 @@ func (c *Context) runCluster(ctx context.Context, env cluster.Env) error {
 		if err != nil {
 			return err
 		}
-		remover := cluster.NewShuffleRemover(store, env.JobID)
-		defer remover.Wait()
-		c.resolver.prune = remover.Remove
+		defer store.WaitRemovals()
+		c.resolver.prune = func(ids []int64) { store.RemoveShufflesLater(env.JobID, ids...) }
 		srv := grpc.NewServer(srvOpts...)
 		sluicev1.RegisterExecutorServer(srv, cluster.NewTaskServer(cluster.TaskServerConfig{
 			Resolver: c.resolver,

@@ -49,6 +49,7 @@ var errFetchIdle = errors.New("shuffle fetch: no data")
 type ShuffleStore struct {
 	dir string
 	mem memory.Allocator
+	rm  removals
 }
 
 // NewShuffleStore returns a store rooted at dir (created if needed).
@@ -78,6 +79,7 @@ func (s *ShuffleStore) Write(job string, shuffle int64, mapPart int, blocks []ar
 	if err := checkID("job id", job); err != nil {
 		return err
 	}
+	s.awaitRemoval(job, shuffle)
 	final := s.mapDir(job, shuffle, mapPart)
 	tmp, err := os.MkdirTemp(filepath.Dir(final), ".tmp-"+strconv.Itoa(mapPart)+"-")
 	if err != nil {
@@ -165,57 +167,94 @@ func (s *ShuffleStore) RemoveShuffles(job string, ids ...int64) {
 	}
 }
 
-// ShuffleRemover deletes a job's finished shuffles in the background, so
-// that a task which notices a batch is done (the first task of the next one)
-// does not wait for the files to go: on loopback, removing the directories
-// of one empty batch took a millisecond or two, on every batch's critical
-// path. At most one goroutine runs, and it deletes in the order asked.
-type ShuffleRemover struct {
-	store   *ShuffleStore
-	job     string
+// removals are the shuffles a store deletes in the background
+// (RemoveShufflesLater): at most one goroutine deletes them, in the order
+// asked, and a write of a shuffle waits until its pending removal is done.
+type removals struct {
 	mu      sync.Mutex
-	pending [][]int64
+	done    sync.Cond // broadcast after each removal
+	pending map[shuffleKey]int
+	queue   []removal
 	running bool
 	wg      sync.WaitGroup
 }
 
-// NewShuffleRemover returns a remover of job's shuffles in store.
-func NewShuffleRemover(store *ShuffleStore, job string) *ShuffleRemover {
-	return &ShuffleRemover{store: store, job: job}
+type shuffleKey struct {
+	job string
+	id  int64
 }
 
-// Remove deletes the shuffles ids soon, without waiting.
-func (r *ShuffleRemover) Remove(ids []int64) {
-	if len(ids) == 0 {
+type removal struct {
+	job string
+	ids []int64
+}
+
+// RemoveShufflesLater deletes the given shuffles of a job soon, without
+// waiting: a task that notices a batch is done (the first task of the next
+// one) need not wait for its files to go (on loopback, removing the
+// directories of one empty batch took a millisecond or two of every
+// batch). A Write of one of these shuffles first waits for its removal: a
+// window recomputing an older batch writes that batch's shuffle id again
+// (the driver forgot its outputs), and a late removal would delete it.
+func (s *ShuffleStore) RemoveShufflesLater(job string, ids ...int64) {
+	if len(ids) == 0 || checkID("job id", job) != nil {
 		return
 	}
+	r := &s.rm
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending = append(r.pending, ids)
+	if r.pending == nil {
+		r.pending = map[shuffleKey]int{}
+		r.done.L = &r.mu
+	}
+	for _, id := range ids {
+		r.pending[shuffleKey{job, id}]++
+	}
+	r.queue = append(r.queue, removal{job, ids})
 	if !r.running {
 		r.running = true
-		r.wg.Go(r.loop)
+		r.wg.Go(func() { s.removeLoop() })
 	}
 }
 
-func (r *ShuffleRemover) loop() {
+func (s *ShuffleStore) removeLoop() {
+	r := &s.rm
 	for {
 		r.mu.Lock()
-		if len(r.pending) == 0 {
+		if len(r.queue) == 0 {
 			r.running = false
 			r.mu.Unlock()
 			return
 		}
-		ids := r.pending[0]
-		r.pending[0] = nil
-		r.pending = r.pending[1:]
+		next := r.queue[0]
+		r.queue[0] = removal{}
+		r.queue = r.queue[1:]
 		r.mu.Unlock()
-		r.store.RemoveShuffles(r.job, ids...)
+		s.RemoveShuffles(next.job, next.ids...)
+		r.mu.Lock()
+		for _, id := range next.ids {
+			k := shuffleKey{next.job, id}
+			if r.pending[k]--; r.pending[k] <= 0 {
+				delete(r.pending, k)
+			}
+		}
+		r.done.Broadcast()
+		r.mu.Unlock()
 	}
 }
 
-// Wait returns once everything asked so far is deleted.
-func (r *ShuffleRemover) Wait() { r.wg.Wait() }
+// awaitRemoval returns once no removal of the shuffle is pending.
+func (s *ShuffleStore) awaitRemoval(job string, id int64) {
+	r := &s.rm
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.pending[shuffleKey{job, id}] > 0 {
+		r.done.Wait()
+	}
+}
+
+// WaitRemovals returns once every removal asked so far is done.
+func (s *ShuffleStore) WaitRemovals() { s.rm.wg.Wait() }
 
 // ShuffleInputs is what a task needs to read the shuffles of its stage:
 // per shuffle, the executor address holding each map output and each map

@@ -123,9 +123,11 @@ func TestCheckNonEmpty(t *testing.T) {
 	}
 }
 
-// The remover deletes what it is asked in the background; Wait returns once
-// it is gone.
-func TestShuffleRemover(t *testing.T) {
+// A store deletes shuffles in the background when asked to later; a write
+// of a shuffle waits for its pending removal (a window rewrites an older
+// batch's shuffle id), so what it writes survives; WaitRemovals returns
+// once everything asked is gone.
+func TestShuffleStoreRemovesLater(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	dir := t.TempDir()
@@ -134,24 +136,39 @@ func TestShuffleRemover(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id := int64(1); id <= 4; id++ {
-		if err := store.Write("job", id, 0, records(t, mem, []string{"x"})); err != nil {
-			t.Fatal(err)
+		for m := range 500 { // many map outputs: the removal takes a while
+			if err := store.Write("job", id, m, records(t, mem, []string{"x"})); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	r := NewShuffleRemover(store, "job")
-	r.Remove(nil)
-	r.Remove([]int64{1, 2})
-	r.Remove([]int64{3})
-	r.Wait()
+	store.RemoveShufflesLater("job")
+	store.RemoveShufflesLater("job", 1, 2)
+	store.RemoveShufflesLater("job", 3)
+	// Shuffle 3 written again at once: after its removal, not undone by it.
+	if err := store.Write("job", 3, 0, records(t, mem, []string{"again"})); err != nil {
+		t.Fatal(err)
+	}
+	store.WaitRemovals()
 	left, err := os.ReadDir(filepath.Join(dir, "job"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 1 || left[0].Name() != "4" {
-		t.Fatalf("left %v, want shuffle 4 only", left)
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
 	}
-	r.Remove([]int64{4}) // a remover is used again after Wait
-	r.Wait()
+	if strings.Join(names, ",") != "3,4" {
+		t.Fatalf("left %v, want shuffles 3 (rewritten) and 4", names)
+	}
+	if b, err := store.Read("job", 3, 0, 0); err != nil || b == nil {
+		t.Fatalf("the rewritten map output: %d bytes, %v", len(b), err)
+	}
+	if _, err := store.Read("job", 3, 1, 0); err == nil {
+		t.Fatal("a map output of shuffle 3 from before its removal survived it")
+	}
+	store.RemoveShufflesLater("job", 3, 4) // the store is used again after WaitRemovals
+	store.WaitRemovals()
 	if left, _ := os.ReadDir(filepath.Join(dir, "job")); len(left) != 0 {
 		t.Fatalf("left %v, want nothing", left)
 	}
