@@ -68,58 +68,38 @@ func TestWordCountByHand(t *testing.T) {
 	}
 }
 
-// BenchmarkWordCountMapSide is the per-record path of WordCount: decode
-// lines from Arrow, split, map to pairs, combine by key, write shuffle
+// BenchmarkWordCountMapSide is the per-record path of WordCount: read lines
+// (decoded from Arrow, or Go values as a queue's input in local mode:
+// FromSliceFunc), split, map to pairs, combine by key, write shuffle
 // blocks. allocs/op must not grow with the number of lines (per batch, not
 // per record): compare the two sizes.
 func BenchmarkWordCountMapSide(b *testing.B) {
-	for _, n := range []int{10_000, 100_000} {
-		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
-			mem := memory.NewGoAllocator()
-			lines := wordgen.New(1).Lines(n)
-			rec := Encode(mem, CodecOf[string](), lines)
-			defer rec.Release()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				tc, done := newTC(mem)
-				src := FromRecords("lines", CodecOf[string](), []arrow.Record{rec})
-				counts := ReduceByKey(Map(FlatMapEmit(src, wordgen.Fields), func(w string) KV[string, int64] {
-					return KV[string, int64]{Key: w, Value: 1}
-				}), func(a, b int64) int64 { return a + b }, 2)
-				if err := counts.Node().Deps[0].Shuffle.WriteMap(tc, 0); err != nil {
-					b.Fatal(err)
+	for _, source := range []string{"arrow", "slice"} {
+		for _, n := range []int{10_000, 100_000} {
+			b.Run(fmt.Sprintf("source=%s/lines=%d", source, n), func(b *testing.B) {
+				mem := memory.NewGoAllocator()
+				lines := wordgen.New(1).Lines(n)
+				rec := Encode(mem, CodecOf[string](), lines)
+				defer rec.Release()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					tc, done := newTC(mem)
+					src := FromRecords("lines", CodecOf[string](), []arrow.Record{rec})
+					if source == "slice" {
+						src = FromSliceFunc("lines", 1, func(*TaskContext, int) ([]string, error) { return lines, nil })
+					}
+					counts := ReduceByKey(Map(FlatMapEmit(src, wordgen.Fields), func(w string) KV[string, int64] {
+						return KV[string, int64]{Key: w, Value: 1}
+					}), func(a, b int64) int64 { return a + b }, 2)
+					if err := counts.Node().Deps[0].Shuffle.WriteMap(tc, 0); err != nil {
+						b.Fatal(err)
+					}
+					done()
 				}
-				done()
-			}
-			b.ReportMetric(float64(n*wordgen.WordsPerLine*b.N)/b.Elapsed().Seconds(), "words/s")
-		})
-	}
-}
-
-// BenchmarkWordCountMapSideFromSlice is BenchmarkWordCountMapSide over Go
-// values (FromSliceFunc, a queue's input in local mode): no decode.
-// allocs/op must not grow with the number of lines either.
-func BenchmarkWordCountMapSideFromSlice(b *testing.B) {
-	for _, n := range []int{10_000, 100_000} {
-		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
-			mem := memory.NewGoAllocator()
-			lines := wordgen.New(1).Lines(n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				tc, done := newTC(mem)
-				src := FromSliceFunc("lines", 1, func(*TaskContext, int) ([]string, error) { return lines, nil })
-				counts := ReduceByKey(Map(FlatMapEmit(src, wordgen.Fields), func(w string) KV[string, int64] {
-					return KV[string, int64]{Key: w, Value: 1}
-				}), func(a, b int64) int64 { return a + b }, 2)
-				if err := counts.Node().Deps[0].Shuffle.WriteMap(tc, 0); err != nil {
-					b.Fatal(err)
-				}
-				done()
-			}
-			b.ReportMetric(float64(n*wordgen.WordsPerLine*b.N)/b.Elapsed().Seconds(), "words/s")
-		})
+				b.ReportMetric(float64(n*wordgen.WordsPerLine*b.N)/b.Elapsed().Seconds(), "words/s")
+			})
+		}
 	}
 }
 
