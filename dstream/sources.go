@@ -51,6 +51,12 @@ type input[T any] struct {
 	// is an empty partition).
 	fetching map[fetchKey]*inputFetch
 	got      map[time.Time][]bool
+	// forgotten is the newest batch time the stream forgot (zero if none):
+	// a fetch of such a batch that finishes late is handed to its task
+	// and not kept.
+	forgotten time.Time
+	// fetchHook, if set (tests), replaces the fetch from the driver.
+	fetchHook func(ctx context.Context, t time.Time, part int) ([]arrow.Record, int64, error)
 }
 
 type fetchKey struct {
@@ -61,6 +67,9 @@ type fetchKey struct {
 type inputFetch struct {
 	done chan struct{}
 	err  error
+	// canceled: the fetch failed because the context of the task that
+	// ran it ended; a task waiting for it fetches again with its own.
+	canceled bool
 }
 
 func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Record, int64, error)) *input[T] {
@@ -115,6 +124,9 @@ func newInput[T any](ctx *Context, op string, cut func(t time.Time) ([]arrow.Rec
 		forget(before)
 		in.mu.Lock()
 		defer in.mu.Unlock()
+		if before.After(in.forgotten) {
+			in.forgotten = before
+		}
 		for t, rs := range in.recs {
 			if !t.After(before) {
 				releaseAll(rs) // nil for empty partitions, and those an executor did not fetch
@@ -289,24 +301,28 @@ func (in *input[T]) fetched(ctx context.Context, t time.Time, part int) (arrow.R
 			f = &inputFetch{done: make(chan struct{})}
 			in.fetching[key] = f
 			in.mu.Unlock()
-			recs, _, err := in.s.b.ctx.fetchInput(ctx, in.index, t, part)
+			recs, _, err := in.fetchInput(ctx, t, part)
 			in.mu.Lock()
+			var own arrow.Record // the partition, when it is not kept
+			var handed bool
 			if err == nil {
-				err = in.keepFetched(t, part, recs)
+				own, handed, err = in.keepFetched(t, part, recs)
 			}
-			f.err = err
+			f.err, f.canceled = err, err != nil && ctx.Err() != nil
 			delete(in.fetching, key)
 			close(f.done)
 			in.mu.Unlock()
-			if err != nil {
-				return nil, err
+			if err != nil || handed {
+				return own, err
 			}
 			continue
 		}
 		in.mu.Unlock()
 		select {
 		case <-f.done:
-			if f.err != nil {
+			// A fetch that ended with its task's context is not this
+			// task's failure: loop and fetch again.
+			if f.err != nil && !f.canceled {
 				return nil, f.err
 			}
 		case <-ctx.Done():
@@ -315,21 +331,39 @@ func (in *input[T]) fetched(ctx context.Context, t time.Time, part int) (arrow.R
 	}
 }
 
+// fetchInput fetches partition part of batch t from the job's driver
+// (fetchHook replaces it in tests).
+func (in *input[T]) fetchInput(ctx context.Context, t time.Time, part int) ([]arrow.Record, int64, error) {
+	if in.fetchHook != nil {
+		return in.fetchHook(ctx, t, part)
+	}
+	return in.s.b.ctx.fetchInput(ctx, in.index, t, part)
+}
+
 // keepFetched stores partition part of batch t, fetched with the batch's
 // other partitions nil (in.mu held). A batch with no input at all has no
-// partitions: nothing to keep.
-func (in *input[T]) keepFetched(t time.Time, part int, recs []arrow.Record) error {
+// partitions: nothing to keep. A batch the stream already forgot (a task
+// that finished fetching after its batch was done) is not kept: the
+// partition is handed to the task alone (own, nil if empty), and nothing
+// else holds it.
+func (in *input[T]) keepFetched(t time.Time, part int, recs []arrow.Record) (own arrow.Record, handed bool, err error) {
 	for p, r := range recs {
 		if p != part && r != nil {
 			r.Release() // not asked for
 		}
+	}
+	if !in.forgotten.IsZero() && !t.After(in.forgotten) {
+		if part >= len(recs) {
+			return nil, false, fmt.Errorf("dstream: input %s of %s has %d partitions, not %d", in.s.b.name, fmtTime(t), len(recs), part+1)
+		}
+		return recs[part], true, nil
 	}
 	if len(recs) == 0 {
 		if _, ok := in.recs[t]; !ok {
 			in.recs[t] = nil
 			in.got[t] = nil
 		}
-		return nil
+		return nil, false, nil
 	}
 	have, ok := in.recs[t]
 	if !ok {
@@ -341,16 +375,16 @@ func (in *input[T]) keepFetched(t time.Time, part int, recs []arrow.Record) erro
 		if recs[part] != nil {
 			recs[part].Release()
 		}
-		return fmt.Errorf("dstream: input %s of %s: the driver now says %d partitions, before %d", in.s.b.name, fmtTime(t), len(recs), len(have))
+		return nil, false, fmt.Errorf("dstream: input %s of %s: the driver now says %d partitions, before %d", in.s.b.name, fmtTime(t), len(recs), len(have))
 	}
 	if in.got[t][part] { // a racing fetch kept it first
 		if recs[part] != nil {
 			recs[part].Release()
 		}
-		return nil
+		return nil, false, nil
 	}
 	have[part], in.got[t][part] = recs[part], true
-	return nil
+	return nil, false, nil
 }
 
 func (in *input[T]) inputAt(t time.Time) (int64, error) {
