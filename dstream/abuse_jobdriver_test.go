@@ -127,8 +127,13 @@ func abuseWant(t *testing.T, what string, err error, want codes.Code, words ...s
 	t.Helper()
 	st, _ := status.FromError(err)
 	if st.Code() != want {
-		t.Errorf("%s: got %v (%q), want %v", what, st.Code(), st.Message(), want)
+		t.Errorf("%s: got %v (%.300q), want %v", what, st.Code(), st.Message(), want)
 		return
+	}
+	// An error names what was wrong without echoing a client's megabytes
+	// back (cluster.Quote).
+	if len(st.Message()) > 2<<10 {
+		t.Errorf("%s: a %d-byte error message %.300q: it echoes the request", what, len(st.Message()), st.Message())
 	}
 	for _, w := range words {
 		if !strings.Contains(strings.ToLower(st.Message()), strings.ToLower(w)) {
@@ -262,7 +267,9 @@ func TestAbuseJobDriverService(t *testing.T) {
 					abuseWant(t, "batch time "+name, err, codes.NotFound, "no longer remembered")
 				}
 				_, err := drainInput(d.client.FetchInput(ctx, &sluicev1.FetchInputRequest{}))
-				abuseWant(t, "empty request", err, codes.NotFound)
+				abuseWant(t, "empty request", err, codes.InvalidArgument, "job id is empty")
+				_, err = drainInput(d.client.FetchInput(ctx, &sluicev1.FetchInputRequest{JobId: strings.Repeat("j", 1<<20), BatchTimeUnixNano: b2}))
+				abuseWant(t, "1 MiB job id", err, codes.NotFound, "not of \"jjj", "(1048576 bytes)")
 				chunks, err := drainInput(d.client.FetchInput(ctx, &sluicev1.FetchInputRequest{JobId: "job-1", BatchTimeUnixNano: b2}))
 				if err != nil || len(chunks) == 0 {
 					t.Fatalf("batch 2's input: %d chunks, %v", len(chunks), err)
@@ -351,12 +358,15 @@ func TestAbuseJobDriverService(t *testing.T) {
 			t.Run("PutState", func(t *testing.T) {
 				// Another job's, or no job's: refused, naming the job.
 				for name, msgs := range map[string][]*sluicev1.StateChunk{
-					"zero fields": {{Last: true}},
 					"another job": {{JobId: "job-2", SnapshotUnixNano: b2, Op: "win", Part: 0, Data: []byte("x"), Last: true}},
 				} {
 					err := putState(ctx, d.client, msgs...)
 					abuseWant(t, name, err, codes.NotFound, "job")
 				}
+				err := putState(ctx, d.client, &sluicev1.StateChunk{Last: true})
+				abuseWant(t, "zero fields", err, codes.InvalidArgument, "job id is empty")
+				err = putState(ctx, d.client, &sluicev1.StateChunk{JobId: "job-1", SnapshotUnixNano: b2, Op: strings.Repeat("o", 1<<20), Data: []byte("x"), Last: true})
+				abuseWant(t, "1 MiB operator name", err, codes.InvalidArgument, "no stateful operator", "(1048576 bytes)")
 				// Malformed parts: refused, naming what is wrong.
 				for name, msgs := range map[string][]*sluicev1.StateChunk{
 					"not Arrow":      {{JobId: "job-1", SnapshotUnixNano: b2, Op: "win", Part: 0, Data: []byte("x"), Last: true}},
@@ -413,7 +423,7 @@ func TestAbuseJobDriverService(t *testing.T) {
 			t.Run("FetchState", func(t *testing.T) {
 				// This job driver restored nothing.
 				_, err := drainState(d.client.FetchState(ctx, &sluicev1.FetchStateRequest{}))
-				abuseWant(t, "no job", err, codes.NotFound, "job")
+				abuseWant(t, "no job", err, codes.InvalidArgument, "job id is empty")
 				for name, req := range map[string]*sluicev1.FetchStateRequest{
 					"batch 3":  {JobId: "job-1", SnapshotUnixNano: d.zero.Add(3 * spillBI).UnixNano(), Op: "win"},
 					"garbage":  {JobId: "job-1", Op: "\x00/..", Part: -1, SnapshotUnixNano: math.MaxInt64},
@@ -459,12 +469,13 @@ func TestAbuseJobDriverService(t *testing.T) {
 			op := strings.SplitN(parts[0].Op, "#", 2)[0]
 			sn := snap.UnixNano()
 			for name, req := range map[string]*sluicev1.FetchStateRequest{
-				"empty":              {},
 				"garbage everywhere": {JobId: "../..", Op: "\x00", Part: math.MinInt32, SnapshotUnixNano: math.MinInt64},
 			} {
 				_, err := drainState(d.client.FetchState(ctx, req))
 				abuseWant(t, name, err, codes.NotFound, "job")
 			}
+			_, err = drainState(d.client.FetchState(ctx, &sluicev1.FetchStateRequest{}))
+			abuseWant(t, "empty", err, codes.InvalidArgument, "job id is empty")
 			for name, req := range map[string]*sluicev1.FetchStateRequest{
 				"another snapshot":  {JobId: "job-1", Op: op, SnapshotUnixNano: sn + 1},
 				"snapshot max":      {JobId: "job-1", Op: op, SnapshotUnixNano: math.MaxInt64},

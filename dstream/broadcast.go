@@ -59,7 +59,7 @@ func (c *Context) broadcastBytes(name string) ([]byte, error) {
 	defer r.mu.Unlock()
 	b, ok := r.values[name]
 	if !ok {
-		return nil, fmt.Errorf("dstream: no broadcast value named %q in this job", name)
+		return nil, fmt.Errorf("dstream: no broadcast value named %s in this job", cluster.Quote(name))
 	}
 	return b, nil
 }

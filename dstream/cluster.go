@@ -348,8 +348,11 @@ type inputServer struct {
 // checkJob refuses a request that names another job: an executor of two
 // jobs must never be served (or write) the wrong one's data.
 func (s *inputServer) checkJob(id string) error {
+	if id == "" {
+		return status.Error(codes.InvalidArgument, "the job id is empty: name the job this driver runs")
+	}
 	if id != s.jobID {
-		return status.Errorf(codes.NotFound, "this is the job driver of job %q, not of %q", s.jobID, id)
+		return status.Errorf(codes.NotFound, "this is the job driver of job %q, not of %s", s.jobID, cluster.Quote(id))
 	}
 	return nil
 }

@@ -348,8 +348,8 @@ func (s *chunkSink) Send(c *sluicev1.InputChunk) error {
 func fetchInputOf(t *testing.T, c *Context, bt time.Time) []string {
 	t.Helper()
 	sink := &chunkSink{}
-	req := &sluicev1.FetchInputRequest{Input: 0, BatchTimeUnixNano: bt.UnixNano()}
-	if err := (&inputServer{c: c}).FetchInput(req, sink); err != nil {
+	req := &sluicev1.FetchInputRequest{JobId: "job-1", Input: 0, BatchTimeUnixNano: bt.UnixNano()}
+	if err := (&inputServer{c: c, jobID: "job-1"}).FetchInput(req, sink); err != nil {
 		t.Fatalf("FetchInput %v: %v", bt, err)
 	}
 	var vals []string

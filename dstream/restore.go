@@ -183,10 +183,10 @@ func (s *inputServer) PutState(stream sluicev1.JobDriver_PutStateServer) error {
 			cur = ch
 		} else if ch.GetOp() != cur.GetOp() || ch.GetPart() != cur.GetPart() || ch.GetSnapshotUnixNano() != cur.GetSnapshotUnixNano() {
 			return status.Errorf(codes.InvalidArgument, "put state: a chunk of partition %d of %s inside partition %d of %s: send each partition's chunks in a row, the last with last=true",
-				ch.GetPart(), ch.GetOp(), cur.GetPart(), cur.GetOp())
+				ch.GetPart(), cluster.Quote(ch.GetOp()), cur.GetPart(), cluster.Quote(cur.GetOp()))
 		}
 		if len(buf)+len(ch.GetData()) > maxStatePartBytes {
-			return status.Errorf(codes.ResourceExhausted, "put state: partition %d of %s is over %d bytes", ch.GetPart(), ch.GetOp(), maxStatePartBytes)
+			return status.Errorf(codes.ResourceExhausted, "put state: partition %d of %s is over %d bytes", ch.GetPart(), cluster.Quote(ch.GetOp()), maxStatePartBytes)
 		}
 		buf = append(buf, ch.GetData()...)
 		if !ch.GetLast() {
@@ -195,10 +195,10 @@ func (s *inputServer) PutState(stream sluicev1.JobDriver_PutStateServer) error {
 		sp := checkpoint.StatePart{Op: ch.GetOp(), Part: int(ch.GetPart()), Data: buf}
 		buf, cur = nil, nil
 		if err := s.c.checkStatePart(sp); err != nil {
-			return status.Errorf(codes.InvalidArgument, "put state %s/%d: %v", sp.Op, sp.Part, err)
+			return status.Errorf(codes.InvalidArgument, "put state %s/%d: %v", cluster.Quote(sp.Op), sp.Part, err)
 		}
 		if err := s.c.putRemotePart(time.Unix(0, ch.GetSnapshotUnixNano()), sp); err != nil {
-			return status.Errorf(codes.FailedPrecondition, "put state %s/%d: %v", sp.Op, sp.Part, err)
+			return status.Errorf(codes.FailedPrecondition, "put state %s/%d: %v", cluster.Quote(sp.Op), sp.Part, err)
 		}
 	}
 }
@@ -215,7 +215,7 @@ func (c *Context) checkStatePart(sp checkpoint.StatePart) error {
 			return cluster.CheckIPC(sp.Data)
 		}
 	}
-	return fmt.Errorf("this job has no stateful operator %q", sp.Op)
+	return fmt.Errorf("this job has no stateful operator %s", cluster.Quote(sp.Op))
 }
 
 // maxStatePartBytes bounds one state partition in transit.
@@ -249,7 +249,7 @@ func (s *inputServer) FetchState(req *sluicev1.FetchStateRequest, stream sluicev
 		}
 	}
 	if !found {
-		return status.Errorf(codes.NotFound, "snapshot %s has no partition %d of %s", fmtTime(time.Unix(0, req.GetSnapshotUnixNano())), req.GetPart(), req.GetOp())
+		return status.Errorf(codes.NotFound, "snapshot %s has no partition %d of %s", fmtTime(time.Unix(0, req.GetSnapshotUnixNano())), req.GetPart(), cluster.Quote(req.GetOp()))
 	}
 	return nil
 }

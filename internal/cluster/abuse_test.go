@@ -185,6 +185,11 @@ func wantCode(t *testing.T, what string, err error, want codes.Code, words ...st
 		t.Errorf("%s: got %v (%q), want %v", what, st.Code(), abbrev(st.Message()), want)
 		return
 	}
+	// An error names what was wrong; it does not echo a client's
+	// megabytes back (Quote).
+	if len(st.Message()) > maxEchoMessage {
+		t.Errorf("%s: a %d-byte error message %q: it echoes the request", what, len(st.Message()), abbrev(st.Message()))
+	}
 	for _, w := range words {
 		if !strings.Contains(strings.ToLower(st.Message()), strings.ToLower(w)) {
 			t.Errorf("%s: %v message %q does not name %q", what, st.Code(), abbrev(st.Message()), w)
@@ -201,6 +206,9 @@ func wantRefused(t *testing.T, what string, err error) {
 		t.Errorf("%s: got %v (%v), want a refusal", what, c, err)
 	}
 }
+
+// maxEchoMessage bounds an error message in answer to abuse.
+const maxEchoMessage = 2 << 10
 
 func abbrev(s string) string {
 	if len(s) > 300 {
@@ -547,14 +555,20 @@ func TestAbuseDriverService(t *testing.T) {
 			})
 
 			t.Run("JobStatus StopJob", func(t *testing.T) {
+				// An id no job can have is InvalidArgument; a well-formed one
+				// of no job NotFound.
 				for name, id := range map[string]string{
-					"empty": "", "unknown": "job-20260101T000000-999", "path": "../../etc", "nul": "a\x00b", "64 KiB": strings.Repeat("j", 64<<10),
+					"empty": "", "path": "../../etc", "nul": "a\x00b", "64 KiB": strings.Repeat("j", 64<<10),
 				} {
 					_, err := a.dc.JobStatus(ctx, &sluicev1.JobStatusRequest{JobId: id})
-					wantCode(t, "JobStatus "+name, err, codes.NotFound, "no job")
+					wantCode(t, "JobStatus "+name, err, codes.InvalidArgument, "job id")
 					_, err = a.dc.StopJob(ctx, &sluicev1.StopJobRequest{JobId: id})
-					wantCode(t, "StopJob "+name, err, codes.NotFound, "no job")
+					wantCode(t, "StopJob "+name, err, codes.InvalidArgument, "job id")
 				}
+				_, err := a.dc.JobStatus(ctx, &sluicev1.JobStatusRequest{JobId: "job-20260101T000000-999"})
+				wantCode(t, "JobStatus unknown", err, codes.NotFound, "no job", "job-20260101T000000-999")
+				_, err = a.dc.StopJob(ctx, &sluicev1.StopJobRequest{JobId: "job-20260101T000000-999"})
+				wantCode(t, "StopJob unknown", err, codes.NotFound, "no job", "job-20260101T000000-999")
 				// A finished job: stopping it again is harmless, many times at once.
 				script := []byte("#!/bin/sh\n# stopped\nexit 0\n")
 				resp, err := submitParts(ctx, a.dc, hdr(&sluicev1.SubmitHeader{Sha256: shaOf(script), Size: int64(len(script)), Platform: here()}), dat(script))
@@ -730,11 +744,15 @@ func TestAbuseExecutorService(t *testing.T) {
 
 			t.Run("KillTask", func(t *testing.T) {
 				for name, req := range map[string]*sluicev1.KillTaskRequest{
-					"empty": {}, "unknown": {JobId: "job-1", TaskId: 1}, "negative": {JobId: "job-1", TaskId: -1},
-					"max": {JobId: "job-1", TaskId: math.MaxInt64}, "bad job": {JobId: "../x", TaskId: 1},
+					"unknown": {JobId: "job-1", TaskId: 1}, "negative": {JobId: "job-1", TaskId: -1},
+					"max": {JobId: "job-1", TaskId: math.MaxInt64},
 				} {
 					_, err := a.ec.KillTask(ctx, req)
 					wantCode(t, name, err, codes.NotFound, "not running")
+				}
+				for _, id := range badIDs {
+					_, err := a.ec.KillTask(ctx, &sluicev1.KillTaskRequest{JobId: id, TaskId: 1})
+					wantCode(t, fmt.Sprintf("job id %q", abbrev(id)), err, codes.InvalidArgument, "job id")
 				}
 			})
 

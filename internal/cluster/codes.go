@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/sluicehq/sluice/scheduler"
@@ -15,6 +16,19 @@ import (
 // may not be, and a message with such a field fails to marshal, losing
 // the whole response.
 func protoString(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// maxEchoBytes bounds what an error message quotes of a client's input.
+const maxEchoBytes = maxIDBytes
+
+// Quote quotes s for an error message that names a client's input, with
+// at most maxEchoBytes of it: a request holding megabytes where an id
+// belongs gets an error that says so without sending them back.
+func Quote(s string) string {
+	if len(s) <= maxEchoBytes {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(strings.ToValidUTF8(s[:maxEchoBytes], "")), len(s))
+}
 
 func invalidArgument(format string, args ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))

@@ -344,8 +344,8 @@ func (c *Coordinator) ListExecutors(context.Context, *sluicev1.ListExecutorsRequ
 }
 
 func (c *Coordinator) binaryPath(sha string) (string, error) {
-	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
-		return "", status.Errorf(codes.InvalidArgument, "binary id %q is not a hex SHA-256", sha)
+	if err := checkSHA(sha); err != nil {
+		return "", err
 	}
 	return filepath.Join(c.cfg.StateDir, "binaries", sha), nil
 }
@@ -859,7 +859,12 @@ func lastLine(path string) string {
 	return protoString(last) // it goes into JobInfo.error
 }
 
+// job returns the job named id: InvalidArgument if id cannot name a job
+// (empty, too long, bad characters), NotFound if no job has it.
 func (c *Coordinator) job(id string) (*jobRec, error) {
+	if err := checkID("job id", id); err != nil {
+		return nil, err
+	}
 	j, ok := c.jobs[id]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "no job %q (see `driver jobs`)", id)

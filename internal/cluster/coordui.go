@@ -53,7 +53,7 @@ func (c *Coordinator) UIHandler(opts ui.Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs/{id}/", u.proxy)
 	mux.HandleFunc("POST /api/v1/jobs/{id}/stop", u.stop)
 	mux.HandleFunc("GET /api/", func(w http.ResponseWriter, r *http.Request) {
-		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no API path %s: see /api/v1/jobs", r.URL.Path))
+		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no API path %s: see /api/v1/jobs", Quote(r.URL.Path)))
 	})
 	mux.Handle("GET /metrics", c.metricsHandler())
 	mux.Handle("GET /", ui.Static())
@@ -153,7 +153,7 @@ func (u *coordUI) jobs(w http.ResponseWriter, r *http.Request) {
 func (u *coordUI) job(w http.ResponseWriter, r *http.Request) {
 	j, info, ok := u.lookup(r.PathValue("id"))
 	if !ok {
-		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q in this cluster (see /api/v1/jobs)", r.PathValue("id")))
+		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %s in this cluster (see /api/v1/jobs)", Quote(r.PathValue("id"))))
 		return
 	}
 	ui.WriteJSON(w, u.summary(r.Context(), j, info))
@@ -163,7 +163,7 @@ func (u *coordUI) job(w http.ResponseWriter, r *http.Request) {
 func (u *coordUI) proxy(w http.ResponseWriter, r *http.Request) {
 	j, info, ok := u.lookup(r.PathValue("id"))
 	if !ok {
-		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q in this cluster (see /api/v1/jobs)", r.PathValue("id")))
+		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %s in this cluster (see /api/v1/jobs)", Quote(r.PathValue("id"))))
 		return
 	}
 	resp, err := u.call(r.Context(), j, r.URL.Path, r.URL.RawQuery)
@@ -192,7 +192,7 @@ func (u *coordUI) proxy(w http.ResponseWriter, r *http.Request) {
 func (u *coordUI) jobExecutors(w http.ResponseWriter, r *http.Request) {
 	j, info, ok := u.lookup(r.PathValue("id"))
 	if !ok {
-		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q in this cluster (see /api/v1/jobs)", r.PathValue("id")))
+		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %s in this cluster (see /api/v1/jobs)", Quote(r.PathValue("id"))))
 		return
 	}
 	resp, err := u.call(r.Context(), j, r.URL.Path, "")
@@ -277,7 +277,7 @@ func (u *coordUI) executors(w http.ResponseWriter, r *http.Request) {
 
 func (u *coordUI) stop(w http.ResponseWriter, r *http.Request) {
 	if _, err := u.c.StopJob(r.Context(), &sluicev1.StopJobRequest{JobId: r.PathValue("id")}); err != nil {
-		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q in this cluster (see /api/v1/jobs)", r.PathValue("id")))
+		ui.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %s in this cluster (see /api/v1/jobs)", Quote(r.PathValue("id"))))
 		return
 	}
 	j, info, _ := u.lookup(r.PathValue("id"))

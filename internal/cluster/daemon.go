@@ -340,8 +340,8 @@ func (p *jobProc) alive() bool {
 // binary returns the path of a job binary, downloading it from the
 // coordinator and checking its SHA-256 before it is ever executed.
 func (d *Daemon) binary(ctx context.Context, sha string) (string, error) {
-	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
-		return "", fmt.Errorf("binary id %q is not a hex SHA-256", sha)
+	if err := checkSHA(sha); err != nil {
+		return "", err
 	}
 	path := filepath.Join(d.cfg.WorkDir, "binaries", sha)
 	d.binMu.Lock()
@@ -546,6 +546,9 @@ func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *job
 // into its job process, whose task context is then done (shuffle fetches
 // and sources stop; a user function runs until it returns).
 func (d *Daemon) KillTask(_ context.Context, req *sluicev1.KillTaskRequest) (*sluicev1.KillTaskResponse, error) {
+	if err := checkID("job id", req.GetJobId()); err != nil {
+		return nil, err
+	}
 	d.mu.Lock()
 	kill := d.killers[killKey(req.GetJobId(), req.GetTaskId())]
 	d.mu.Unlock()
@@ -565,7 +568,7 @@ func (d *Daemon) CommitState(ctx context.Context, req *sluicev1.CommitStateReque
 	for _, key := range req.GetSnapshot() { // "<operator>/<partition>"
 		i := strings.LastIndexByte(key, '/')
 		if n, err := strconv.Atoi(key[i+1:]); i <= 0 || err != nil || n < 0 {
-			return nil, invalidArgument("commit state: snapshot partition %q is not <operator>/<partition>", key)
+			return nil, invalidArgument("commit state: snapshot partition %s is not <operator>/<partition>", Quote(key))
 		}
 	}
 	d.mu.Lock()

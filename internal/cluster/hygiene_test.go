@@ -34,7 +34,7 @@ func testDaemon(t *testing.T) (*Daemon, string) {
 	return d, work
 }
 
-var badIDs = []string{"", ".", "..", "a/b", "../x", "/abs", ".hidden", "a\\b", "a\x00b", strings.Repeat("x", 200)}
+var badIDs = []string{"", ".", "..", "a/b", "../x", "/abs", ".hidden", "a\\b", "a\x00b", strings.Repeat("x", 200), strings.Repeat("x/", 1<<19)}
 
 func TestBadIDsAreRefusedEverywhere(t *testing.T) {
 	d, work := testDaemon(t)

@@ -41,7 +41,7 @@ func isAlnum(c byte) bool {
 // checkSHA refuses anything but a lower-case hex SHA-256.
 func checkSHA(sha string) error {
 	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
-		return invalidArgument("binary id %q is not a hex SHA-256", sha)
+		return invalidArgument("binary id %s is not a hex SHA-256", Quote(sha))
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ func checkExecutor(id, addr string, slots int) error {
 		return fmt.Errorf("%s (set --id)", status.Convert(err).Message())
 	}
 	if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
-		return fmt.Errorf("executor address %q is not host:port (set --advertise)", addr)
+		return fmt.Errorf("executor address %s is not host:port (set --advertise)", Quote(addr))
 	}
 	if slots <= 0 || slots > MaxSlots {
 		return fmt.Errorf("executor slots %d: must be 1 to %d (set --slots)", slots, MaxSlots)
