@@ -391,6 +391,20 @@ func TestAbuseJobDriverService(t *testing.T) {
 				huge := sluicev1.NewJobDriverClient(abuseDial(t, d.addr, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20))))
 				err = putState(ctx, huge, &sluicev1.StateChunk{JobId: "job-1", Op: "win", Data: make([]byte, 9<<20), Last: true})
 				abuseWant(t, "a 9 MiB message", err, codes.ResourceExhausted)
+				// Half a partition, then nothing, the stream open: the
+				// server ends it after the idle limit.
+				func() {
+					defer cluster.SetStreamIdle(300 * time.Millisecond)()
+					stream, err := d.client.PutState(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := stream.Send(&sluicev1.StateChunk{JobId: "job-1", Op: "win", Data: []byte("half")}); err != nil {
+						t.Fatal(err)
+					}
+					err = stream.RecvMsg(new(sluicev1.PutStateResponse)) // the answer, without closing the stream
+					abuseWant(t, "an idle stream", err, codes.DeadlineExceeded, "put state: no message for 300ms", "idle")
+				}()
 				// Cut half-way, never closed, many at once.
 				var wg sync.WaitGroup
 				for i := range 32 {

@@ -165,8 +165,9 @@ func (c *Context) finishRemoteSnapshot(t time.Time) (bool, error) {
 func (s *inputServer) PutState(stream sluicev1.JobDriver_PutStateServer) error {
 	var buf []byte
 	var cur *sluicev1.StateChunk // the first chunk of the partition in progress
+	recv := cluster.IdleRecv(stream.Context(), "put state", stream.Recv)
 	for {
-		ch, err := stream.Recv()
+		ch, err := recv()
 		if err == io.EOF {
 			if len(buf) > 0 {
 				return status.Error(codes.InvalidArgument, "put state: the stream ended inside a partition")

@@ -423,6 +423,37 @@ func TestAbuseDriverService(t *testing.T) {
 				}
 			})
 
+			t.Run("SubmitJob idle", func(t *testing.T) {
+				// A client that sends the header and part of the binary,
+				// then nothing, with its stream open: the server ends the
+				// call after the idle limit (and drops the partial file).
+				defer SetStreamIdle(300 * time.Millisecond)()
+				script := bytes.Repeat([]byte("#"), 4096)
+				for _, msgs := range [][]*sluicev1.SubmitJobRequest{
+					nil, // not even a header
+					{hdr(&sluicev1.SubmitHeader{Name: "idle", Sha256: shaOf(script), Size: int64(len(script)), Platform: here()}), dat(script[:100])},
+				} {
+					stream, err := a.dc.SubmitJob(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, m := range msgs {
+						if err := stream.Send(m); err != nil {
+							t.Fatal(err)
+						}
+					}
+					start := time.Now()
+					err = stream.RecvMsg(new(sluicev1.SubmitJobResponse)) // the answer, without closing the stream
+					wantCode(t, fmt.Sprintf("idle after %d messages", len(msgs)), err, codes.DeadlineExceeded, "submit: no message for 300ms", "idle")
+					if d := time.Since(start); d > 30*time.Second {
+						t.Errorf("the idle stream ended after %v", d)
+					}
+				}
+				if in := incoming(t, filepath.Join(a.state, "binaries")); len(in) > 0 {
+					t.Errorf("partial binaries left: %v", in)
+				}
+			})
+
 			t.Run("SubmitJob", func(t *testing.T) {
 				script := []byte("#!/bin/sh\nexit 0\n")
 				good := &sluicev1.SubmitHeader{Name: "abuse", Sha256: shaOf(script), Size: int64(len(script)), Platform: here()}

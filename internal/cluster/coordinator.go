@@ -381,7 +381,8 @@ func (c *Coordinator) FetchBinary(req *sluicev1.FetchBinaryRequest, stream sluic
 // SubmitJob implements sluicev1.DriverServer: it stores the binary
 // (verified against the header's SHA-256) and starts the job's driver.
 func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
-	first, err := stream.Recv()
+	recv := IdleRecv(stream.Context(), "submit", stream.Recv)
+	first, err := recv()
 	if err == io.EOF {
 		return status.Error(codes.InvalidArgument, "submit: the stream ended before the header: send a SubmitHeader, then the binary's bytes")
 	}
@@ -424,7 +425,7 @@ func (c *Coordinator) SubmitJob(stream sluicev1.Driver_SubmitJobServer) error {
 	}()
 	var got int64
 	err = receiveBinary(path, h.GetSha256(), h.GetSize(), MaxBinaryBytes, func() ([]byte, error) {
-		m, err := stream.Recv()
+		m, err := recv()
 		if err == nil && m.GetHeader() != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "submit: a second header after %d bytes of the binary: send one header, then only data", got)
 		}
