@@ -118,8 +118,8 @@ func TestEmitFusionMatchesUnfused(t *testing.T) {
 				case "flatMap":
 					want = c.r.Node().Deps[0].Parent
 				}
-				if tc.Current() != want {
-					t.Fatalf("%s: blamed %v, want %v", c.name, tc.Current(), want)
+				if tc.CurrentID() != want.ID {
+					t.Fatalf("%s: blamed node %d, want %v (%d)", c.name, tc.CurrentID(), want, want.ID)
 				}
 			}()
 			red.Node().Deps[0].Shuffle.WriteMap(tc, 0)

@@ -10,7 +10,7 @@ func joinWith[K comparable, V, W, U any](a *RDD[KV[K, V]], b *RDD[KV[K, W]], op 
 		func(n *Node) func(*TaskContext, int, func(KV[K, U]) bool) error {
 			return func(tc *TaskContext, part int, yield func(KV[K, U]) bool) error {
 				return cg.Iterate(tc, part, func(kv KV[K, Pair[[]V, []W]]) bool {
-					tc.cur = n
+					tc.cur = n.ID
 					return emit(kv.Key, kv.Value.First, kv.Value.Second, yield)
 				})
 			}

@@ -53,7 +53,7 @@ func Map[T, U any](r *RDD[T], f func(T) U) *RDD[U] {
 				stopped := false
 				return r.push(tc, part, &stopped, func(v T) {
 					if !stopped {
-						tc.cur = n
+						tc.cur = n.ID
 						stopped = !yield(f(v))
 					}
 				})
@@ -61,7 +61,7 @@ func Map[T, U any](r *RDD[T], f func(T) U) *RDD[U] {
 		}
 		return func(tc *TaskContext, part int, yield func(U) bool) error {
 			return r.Iterate(tc, part, func(v T) bool {
-				tc.cur = n
+				tc.cur = n.ID
 				return yield(f(v))
 			})
 		}
@@ -71,7 +71,7 @@ func Map[T, U any](r *RDD[T], f func(T) U) *RDD[U] {
 		out.emit = func(tc *TaskContext, part int, stop *bool, emit func(U)) error {
 			return r.push(tc, part, stop, func(v T) {
 				if !*stop {
-					tc.cur = n
+					tc.cur = n.ID
 					emit(f(v))
 				}
 			})
@@ -85,7 +85,7 @@ func Filter[T any](r *RDD[T], keep func(T) bool) *RDD[T] {
 	return narrow("filter", r, r.codec, func(n *Node) func(*TaskContext, int, func(T) bool) error {
 		return func(tc *TaskContext, part int, yield func(T) bool) error {
 			return r.Iterate(tc, part, func(v T) bool {
-				tc.cur = n
+				tc.cur = n.ID
 				if keep(v) {
 					return yield(v)
 				}
@@ -100,7 +100,7 @@ func FlatMap[T, U any](r *RDD[T], f func(T) []U) *RDD[U] {
 	return narrow("flatMap", r, CodecOf[U](), func(n *Node) func(*TaskContext, int, func(U) bool) error {
 		return func(tc *TaskContext, part int, yield func(U) bool) error {
 			return r.Iterate(tc, part, func(v T) bool {
-				tc.cur = n
+				tc.cur = n.ID
 				for _, u := range f(v) {
 					if !yield(u) {
 						return false
@@ -124,7 +124,7 @@ func FlatMapEmit[T, U any](r *RDD[T], f func(v T, emit func(U))) *RDD[U] {
 				}
 			}
 			return r.Iterate(tc, part, func(v T) bool {
-				tc.cur = n
+				tc.cur = n.ID
 				f(v, emit)
 				return !stopped
 			})
@@ -133,7 +133,7 @@ func FlatMapEmit[T, U any](r *RDD[T], f func(v T, emit func(U))) *RDD[U] {
 	n := out.node
 	out.emit = func(tc *TaskContext, part int, stop *bool, emit func(U)) error {
 		return r.Iterate(tc, part, func(v T) bool {
-			tc.cur = n
+			tc.cur = n.ID
 			f(v, emit)
 			return !*stop
 		})
@@ -147,12 +147,12 @@ func MapPartitions[T, U any](r *RDD[T], f func(in iter.Seq[T]) iter.Seq[U]) *RDD
 	return narrow("mapPartitions", r, CodecOf[U](), func(n *Node) func(*TaskContext, int, func(U) bool) error {
 		return func(tc *TaskContext, part int, yield func(U) bool) error {
 			var err error
-			tc.cur = n
+			tc.cur = n.ID
 			for u := range f(r.Seq(tc, part, &err)) {
 				if !yield(u) {
 					break
 				}
-				tc.cur = n
+				tc.cur = n.ID
 			}
 			return err
 		}

@@ -11,7 +11,7 @@ func MapPartitionsWithContext[T, U any](r *RDD[T], op string, c Codec[U],
 	return narrow(op, r, c, func(n *Node) func(*TaskContext, int, func(U) bool) error {
 		return func(tc *TaskContext, part int, yield func(U) bool) error {
 			var err error
-			tc.cur = n
+			tc.cur = n.ID
 			ferr := f(tc, part, r.Seq(tc, part, &err), yield)
 			if err != nil {
 				return err

@@ -13,14 +13,14 @@ func ReadPlanned[M, T any](op string, plan *RDD[M], read func(tc *TaskContext, m
 			var count int64
 			stopped := false
 			err := plan.Iterate(tc, part, func(m M) bool {
-				tc.cur = n
+				tc.cur = n.ID
 				rerr = read(tc, m, func(v T) bool {
 					count++
 					if !yield(v) {
 						stopped = true
 						return false
 					}
-					tc.cur = n
+					tc.cur = n.ID
 					return true
 				})
 				return rerr == nil && !stopped

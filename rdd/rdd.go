@@ -46,6 +46,7 @@ type Dep struct {
 type ShuffleDep struct {
 	ID        int64
 	Parent    *Node
+	Child     *Node // the node that reads the shuffle (its map side runs in Parent's stage)
 	NumReduce int
 	// WriteMap computes map partition mapPart of Parent and stores its blocks
 	// with tc.Shuffle.
@@ -169,12 +170,17 @@ type TaskContext struct {
 	// task with a *CacheMissError instead of computing it.
 	Required func(node int64, part int) bool
 
-	cur *Node
+	// cur is the ID of the operator whose user function ran last (0:
+	// none). Operators set it for every record, so it is an ID, not a
+	// *Node: a plain store, with no GC write barrier on the per-record
+	// path (measured: about 5% of WordCount's map side).
+	cur int64
 }
 
-// Current returns the operator whose user function ran last: the one to
-// blame for a panic.
-func (tc *TaskContext) Current() *Node { return tc.cur }
+// CurrentID returns the ID of the operator whose user function ran last,
+// the one to blame for a panic (0: none yet). The task's runner finds the
+// node in its stage's lineage (scheduler.RunTask).
+func (tc *TaskContext) CurrentID() int64 { return tc.cur }
 
 // Report sends value to the driver under key with the task's result; a
 // later Report of the same key replaces it. Reports of failed attempts are
@@ -187,7 +193,7 @@ func (tc *TaskContext) Report(key string, value []byte) {
 }
 
 // SetCurrent records that n's user function is about to run.
-func (tc *TaskContext) SetCurrent(n *Node) { tc.cur = n }
+func (tc *TaskContext) SetCurrent(n *Node) { tc.cur = n.ID }
 
 // ShuffleService stores and serves shuffle blocks. Locally it is memory; in
 // a cluster, each executor's disk plus a fetch service.

@@ -152,6 +152,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	outCodec := KVCodec[K, C]{K: kc, V: cc}
 	dep := &ShuffleDep{ID: newID(), Parent: r.node, NumReduce: numParts}
 	n := newNode(op, numParts, Dep{Parent: r.node, Shuffle: dep})
+	dep.Child = n
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
 		return writeShuffle(tc, dep, mapPart, outCodec, func(emit func(int, KV[K, C])) error {
 			m := newCombiner[K, C]()
@@ -171,7 +172,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 			never := false                // the map side reads its whole partition
 			if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
 				err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
-					tc.cur = n
+					tc.cur = n.ID
 					if through {
 						pass(kv.Key, kv.Value)
 					} else if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
@@ -185,7 +186,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 				})
 			} else {
 				err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
-					tc.cur = n
+					tc.cur = n.ID
 					if through {
 						pass(kv.Key, kv.Value)
 					} else if p, added := m.ref(kv.Key); added {
@@ -213,7 +214,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 		release, err := fetchAll(tc, dep, part, func(rec arrow.Record) {
 			if tab := m.tab; tab != nil {
 				ForEach(outCodec, rec, func(kv KV[K, C]) bool {
-					tc.cur = n
+					tc.cur = n.ID
 					if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
 						tab.slots[i].val = kv.Value
 					} else {
@@ -225,7 +226,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 				return
 			}
 			ForEach(outCodec, rec, func(kv KV[K, C]) bool {
-				tc.cur = n
+				tc.cur = n.ID
 				if p, added := m.ref(kv.Key); added {
 					*p = kv.Value
 				} else {
@@ -273,7 +274,7 @@ func MapValues[K comparable, V, W any](r *RDD[KV[K, V]], f func(V) W) *RDD[KV[K,
 		func(n *Node) func(*TaskContext, int, func(KV[K, W]) bool) error {
 			return func(tc *TaskContext, part int, yield func(KV[K, W]) bool) error {
 				return r.Iterate(tc, part, func(kv KV[K, V]) bool {
-					tc.cur = n
+					tc.cur = n.ID
 					return yield(KV[K, W]{Key: kv.Key, Value: f(kv.Value)})
 				})
 			}
@@ -287,6 +288,7 @@ func MapValues[K comparable, V, W any](r *RDD[KV[K, V]], f func(V) W) *RDD[KV[K,
 func Repartition[T any](r *RDD[T], numParts int) *RDD[T] {
 	dep := &ShuffleDep{ID: newID(), Parent: r.node, NumReduce: numParts}
 	n := newNode("repartition", numParts, Dep{Parent: r.node, Shuffle: dep})
+	dep.Child = n
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
 		return writeShuffle(tc, dep, mapPart, r.codec, func(emit func(int, T)) error {
 			next := mapPart % numParts

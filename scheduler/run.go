@@ -22,6 +22,24 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("panic in %s: %v\n%s", e.Op, e.Value, e.Stack)
 }
 
+// blamed returns the node of stage s with the given ID (from
+// TaskContext.CurrentID): one the stage pipelines, or the operator whose
+// map side a shuffle map stage runs. Nil if none (0: no user function ran).
+func blamed(s *Stage, id int64) *rdd.Node {
+	if id == 0 {
+		return nil
+	}
+	if s.Shuffle != nil && s.Shuffle.Child != nil && s.Shuffle.Child.ID == id {
+		return s.Shuffle.Child
+	}
+	for _, n := range Walk(s.Node) {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
 // RunTask runs one task attempt in tc: it writes the map output of a shuffle
 // map task, or computes a result task's partition. A panic in user code is
 // returned as a *PanicError naming the operator.
@@ -31,7 +49,7 @@ func RunTask(tc *rdd.TaskContext, t *Task) (res TaskResult) {
 	defer func() {
 		if v := recover(); v != nil {
 			op := t.Stage.Name()
-			if n := tc.Current(); n != nil {
+			if n := blamed(t.Stage, tc.CurrentID()); n != nil {
 				op = n.String()
 			}
 			res.Err = &PanicError{Op: op, Value: v, Stack: string(debug.Stack())}

@@ -239,6 +239,25 @@ func TestRunTask(t *testing.T) {
 			t.Fatalf("message %q", pe.Error())
 		}
 	})
+	t.Run("panic in a map-side combine", func(t *testing.T) {
+		// The reduce function runs on the map side of the shuffle, in the
+		// map stage, whose pipeline does not hold the reduceByKey node:
+		// the panic still names reduceByKey, not the stage's last map.
+		badSum := func(a, b int) int {
+			if a+b > 1 {
+				panic("overflow")
+			}
+			return a + b
+		}
+		dup := rdd.Generate("gen", 1, func(part int, yield func(string) bool) { yield("k"); yield("k") })
+		red, site := rdd.ReduceByKey(pairsOf(dup), badSum, 1), here()
+		st := PlanStages(red.Node()).Parents[0]
+		res := RunTask(newTC(), &Task{ID: 8, Job: collectJob(red, func(kv) {}), Stage: st, Partition: 0})
+		var pe *PanicError
+		if !errors.As(res.Err, &pe) || pe.Op != "reduceByKey@"+site || pe.Value != "overflow" {
+			t.Fatalf("got %+v", res.Err)
+		}
+	})
 	t.Run("panic outside operators", func(t *testing.T) {
 		stage := PlanStages(src.Node())
 		j := &Job{Final: src.Node(), Func: func(tc *rdd.TaskContext, part int) (arrow.Record, error) {
