@@ -144,6 +144,26 @@ func fetchAll(tc *TaskContext, dep *ShuffleDep, part int, each func(arrow.Record
 	return release, err
 }
 
+// mapSide is the state of one map task of CombineByKey: how often keys
+// repeated so far, whether it stopped combining, and (string keys) its
+// table.
+type mapSide[V, C any] struct {
+	tab     *strTable[C]
+	merge   func(C, V) C
+	hits    int  // records whose key was in the table
+	check   int  // the next number of distinct keys at which to decide
+	through bool // combining stopped: records pass to the shuffle
+}
+
+// grew decides, once the table holds check keys (and at every doubling),
+// whether combining pays: not when most records so far brought a new key.
+func (st *mapSide[V, C]) grew(keys int) {
+	if keys >= st.check {
+		st.through = float64(keys) >= combineSkipRatio*float64(keys+st.hits)
+		st.check *= 2
+	}
+}
+
 // CombineByKey groups the values of each key with agg into numParts
 // partitions, hash-partitioned by key. Values are combined on the map side
 // before the shuffle, so at most one record per key and map task crosses it.
@@ -160,40 +180,40 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 			// brought a new key, the rest pass straight to the shuffle
 			// (adaptive partial aggregation, as in DataFusion and Trino):
 			// the table stops growing, and the reduce side combines.
-			hits, check, through := 0, combineProbeKeys, false
+			st := &mapSide[V, C]{check: combineProbeKeys, merge: agg.Merge, tab: m.tab}
 			pass := func(k K, v V) { emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: agg.Create(v)}) }
-			grew := func(keys int) {
-				if keys >= check {
-					through = float64(keys) >= combineSkipRatio*float64(keys+hits)
-					check *= 2
-				}
-			}
+			nid := n.ID
 			var err error
-			never := false                // the map side reads its whole partition
-			if tab := m.tab; tab != nil { // the hot path: no call between the record and the table
+			never := false     // the map side reads its whole partition
+			if st.tab != nil { // the hot path: no call between the record and the table
+				// What the closure needs after the table's lookup (a call:
+				// Go's registers do not survive it) is behind one pointer.
 				err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
-					tc.cur = n.ID
-					if through {
+					tc.cur = nid
+					if st.through {
 						pass(kv.Key, kv.Value)
-					} else if i, added := tab.slot(*(*string)(unsafe.Pointer(&kv.Key))); added {
-						tab.slots[i].val = agg.Create(kv.Value)
-						grew(len(tab.keys))
-					} else {
-						hits++
-						p := &tab.slots[i].val
-						*p = agg.Merge(*p, kv.Value)
+						return
 					}
+					i, added := st.tab.slot(*(*string)(unsafe.Pointer(&kv.Key)))
+					if !added {
+						st.hits++
+						p := &st.tab.slots[i].val
+						*p = st.merge(*p, kv.Value)
+						return
+					}
+					st.tab.slots[i].val = agg.Create(kv.Value)
+					st.grew(len(st.tab.keys))
 				})
 			} else {
 				err = r.push(tc, mapPart, &never, func(kv KV[K, V]) {
-					tc.cur = n.ID
-					if through {
+					tc.cur = nid
+					if st.through {
 						pass(kv.Key, kv.Value)
 					} else if p, added := m.ref(kv.Key); added {
 						*p = agg.Create(kv.Value)
-						grew(len(m.keys))
+						st.grew(len(m.keys))
 					} else {
-						hits++
+						st.hits++
 						*p = agg.Merge(*p, kv.Value)
 					}
 				})
