@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/sluicehq/sluice/rdd"
@@ -200,5 +202,54 @@ func TestNarrowParents(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(c.want) {
 			t.Errorf("NarrowParents(%s, %d) = %v, want %v", c.n, c.part, got, c.want)
 		}
+	}
+}
+
+// An executor holding a window's cached partitions stops taking tasks (its
+// calls failed: lost, but not yet dropped by the coordinator), so every
+// window task that was to read from it runs elsewhere and finds the old
+// batch's shuffle gone. Found by a fault campaign (e2e, kill -9 of an
+// executor under a 6 s window): each such failure was a setback of its
+// own, the fifth failed the job. The first one forgets every partition
+// that executor holds (as a lost map output forgets all of its executor's
+// outputs), and the others, launched before that setback, do not count.
+func TestCoreUnusableHolderOfManyCachedPartitionsSetsBackOnce(t *testing.T) {
+	ct := newCoreTest(t, nil)
+	var batches []*rdd.RDD[kv]
+	for i := range 6 {
+		b := batchRDD(fmt.Sprintf("b%d", i))
+		ct.runBatch(b, "e1", "e2") // partition 0 on e1, 1 on e2
+		batches = append(batches, b)
+	}
+	w := ct.job(rdd.Union(batches...).Node())
+	ct.submit(w)
+	rs := ct.c.jobs[w.ID].result.ID
+	if n := len(ct.live); n != 12 {
+		t.Fatalf("%d tasks launched, want the window's 12", n)
+	}
+	// The tasks reading e2's partitions (the odd ones) ran on e1 and
+	// computed the lineage: each fails on its batch's deleted shuffle.
+	for i := range batches {
+		key := fmt.Sprintf("%d/%d", rs, 2*i+1)
+		task := ct.task(key)
+		if len(task.Cached) != 1 || task.Cached[0].At.Executor != "e2" {
+			t.Fatalf("task %s reads %v, want one partition on e2", key, task.Cached)
+		}
+		ct.completed(TaskResult{TaskID: task.ID, Executor: "e1", Incarnation: 1, Err: fetchFailed(batches[i], 1)})
+		if d := ct.dones[w.ID]; d.Err != nil {
+			t.Fatalf("after %d fetch failures outside the plan, the job failed: %v", i+1, d.Err)
+		}
+	}
+	if got := ct.c.CachedLocations(); got[Location{"e2", 1}] != 0 {
+		t.Errorf("CachedLocations = %v: e2's partitions are still relied on", got)
+	}
+	// What remains runs: the lineage of e2's partitions, then the window.
+	for len(ct.live) > 0 {
+		for _, key := range slices.Sorted(maps.Keys(ct.live)) {
+			ct.okCached(ct.task(key), "e1", 1)
+		}
+	}
+	if d := ct.dones[w.ID]; d.Job == nil || d.Err != nil {
+		t.Fatalf("window job: %+v", d)
 	}
 }

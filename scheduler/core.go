@@ -620,19 +620,21 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 		if at, ok := c.blocks[b]; ok && at.Executor == res.Executor {
 			delete(c.blocks, b)
 		}
-		return c.setBack(js, t, m, res.Err, acts)
+		return c.replan(js, run, t, m, res.Err, acts)
 	}
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok && !readsShuffle(t.Stage, ff.ShuffleID) {
 		// The task computed the lineage of a cached partition it was to
 		// read from another executor, and that lineage's shuffle output is
-		// gone: those partitions cannot be read from here, so plan their
-		// lineage instead.
+		// gone. The backend sends such a task elsewhere only when the
+		// holder cannot take it (its calls failed, it drains, it is gone):
+		// forget every partition that holder has (as a lost map output
+		// forgets its executor's outputs), and plan their lineage.
 		for _, in := range t.Cached {
 			if in.At.Executor != res.Executor {
-				delete(c.blocks, in.Block)
+				c.forgetBlocksOf(in.At.Executor)
 			}
 		}
-		return c.setBack(js, t, m, res.Err, acts)
+		return c.replan(js, run, t, m, res.Err, acts)
 	}
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok {
 		if t.epoch < run.epoch {
@@ -687,6 +689,33 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 		return c.submitStage(js, t.Stage, acts)
 	}
 	return c.launch(js, run, t.Partition, acts)
+}
+
+// replan sets stage s back (with c.setBack) after a task found that the
+// cached partitions it was planned to read are not there: the stage is
+// planned again around what the registry now holds. A task launched before
+// the stage was last set back (its epoch is older) planned with what was
+// known then: its failure does not count, so that one unusable holder of
+// many partitions is one setback, not one per partition.
+func (c *Core) replan(js *jobState, run *stageRun, t *Task, m *StageMetrics, err error, acts []Action) []Action {
+	if t.epoch < run.epoch {
+		if run.waiting {
+			return acts // relaunched when the stage resumes
+		}
+		return c.submitStage(js, t.Stage, acts)
+	}
+	run.epoch++
+	return c.setBack(js, t, m, err, acts)
+}
+
+// forgetBlocksOf forgets every cached partition executor holds (any
+// incarnation).
+func (c *Core) forgetBlocksOf(executor string) {
+	for b, at := range c.blocks {
+		if at.Executor == executor {
+			delete(c.blocks, b)
+		}
+	}
 }
 
 // forgetOutputsOf forgets every shuffle map output executor holds.
@@ -789,11 +818,7 @@ func (c *Core) seen(executor string, inc int64, acts []Action) []Action {
 
 // drop forgets what executor held and fails the jobs that need its state.
 func (c *Core) drop(executor, reason string, acts []Action) []Action {
-	for b, at := range c.blocks {
-		if at.Executor == executor {
-			delete(c.blocks, b)
-		}
-	}
+	c.forgetBlocksOf(executor)
 	c.forgetOutputsOf(executor)
 	for key, at := range c.state {
 		if at.Executor == executor {
