@@ -107,6 +107,15 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		cfg.Log = slog.Default()
 	}
 	cfg.Log = cfg.Log.With(slog.String("executor", cfg.ID))
+	// Shuffle files left by an earlier daemon on this work directory are
+	// of job processes that died with it: no driver reads them again (it
+	// drops every output of an earlier incarnation), so they go now.
+	if ents, _ := os.ReadDir(filepath.Join(cfg.WorkDir, "shuffle")); len(ents) > 0 {
+		if err := os.RemoveAll(filepath.Join(cfg.WorkDir, "shuffle")); err != nil {
+			return nil, fmt.Errorf("cluster: work directory: remove an earlier executor's shuffle files: %w", err)
+		}
+		cfg.Log.Info("executor: removed an earlier executor's shuffle files", slog.Int("jobs", len(ents)))
+	}
 	for _, d := range []string{"binaries", "jobs", "shuffle"} {
 		if err := os.MkdirAll(filepath.Join(cfg.WorkDir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cluster: work directory: %w", err)
@@ -405,6 +414,7 @@ func (d *Daemon) process(job, bin string, args []string, parallelism int32, atte
 		replaced, p = p, nil
 		delete(d.jobs, job)
 	}
+	died := false
 	if p != nil {
 		select {
 		case <-p.done: // it died: start another
@@ -414,7 +424,7 @@ func (d *Daemon) process(job, bin string, args []string, parallelism int32, atte
 					old.conn.Close()
 				}
 			}(p)
-			p = nil
+			p, died = nil, true
 		default:
 		}
 	}
@@ -423,10 +433,16 @@ func (d *Daemon) process(job, bin string, args []string, parallelism int32, atte
 		p = &jobProc{gen: d.gens[job], attempt: attempt, ready: make(chan struct{}), done: make(chan struct{}), stderr: &tailBuffer{}}
 		d.jobs[job] = p
 		d.mu.Unlock()
-		if replaced != nil {
+		switch {
+		case replaced != nil:
 			stopProc(replaced)
 			d.store.RemoveJob(job)
 			d.cfg.Log.Info("executor: job driver restarted; job process replaced", slog.String("job", job), slog.Int("attempt", int(attempt)))
+		case died:
+			// The new process is a new incarnation: the driver drops
+			// every output of the dead one, and only the dead one knew
+			// which of its shuffle files to delete.
+			d.store.RemoveJob(job)
 		}
 		p.err = d.start(job, bin, args, parallelism, p)
 		close(p.ready)

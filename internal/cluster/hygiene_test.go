@@ -366,3 +366,35 @@ func TestCoordinatorRefusesAChangedBinary(t *testing.T) {
 		t.Fatalf("the state directory holds %v", left)
 	}
 }
+
+// A daemon started again on a work directory (after kill -9: its job
+// processes died with it) deletes the shuffle files the earlier one's job
+// processes wrote: no driver reads an earlier incarnation's output, and
+// only those processes knew which files to delete. Binaries stay.
+func TestDaemonStartRemovesAnEarlierDaemonsShuffleFiles(t *testing.T) {
+	_, work := testDaemon(t)
+	old := filepath.Join(work, "shuffle", "job-1", "42", "0")
+	if err := os.MkdirAll(old, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, "r0.arrow"), []byte("block"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(work, "binaries", strings.Repeat("a", 64))
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewDaemon(DaemonConfig{DriverAddr: "127.0.0.1:1", Advertise: "127.0.0.1:2", WorkDir: work, Slots: 2,
+		Secret: mustSecret(t, "the-right-cluster-secret"), Log: quietLog()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(work, "shuffle", "job-1")); !os.IsNotExist(err) {
+		t.Errorf("the earlier daemon's shuffle files are still there (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(work, "shuffle")); err != nil {
+		t.Errorf("no shuffle directory: %v", err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Errorf("a stored binary went with them: %v", err)
+	}
+}
