@@ -558,3 +558,85 @@ func checkLinesOnce(t *testing.T, out string, files, keys, per int) {
 		t.Errorf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), files*keys*per)
 	}
 }
+
+// TestFaultDefectFrozenJobProcessFailsWindowJob: one executor's job
+// process paused with SIGSTOP for 15 s under a stateless windowed job (no
+// state, no checkpoint: everything can be recomputed from lineage and the
+// driver's input).
+//
+// Expected: the paused process's calls fail (the daemon's keepalive to it
+// gives up after ~11 s), its tasks run elsewhere, the window's older
+// batches it cached are recomputed from their lineage, and the job goes
+// on with every window exact, as it does after kill -9 of an executor.
+//
+// Actual (every run here): the job fails at the first window batch after
+// the calls fail, e.g.
+//
+//	job saveAsTextFiles@main.go:63 of batch ...: stage 15 (shuffle 34, 36 tasks:
+//	union<-reduceByKey<-...) partition 17 failed 5 times, last: rdd: fetch shuffle 16
+//	map output 0: ...: no executor holds it
+//
+// Analysis: the daemon of the paused process keeps heartbeating, so the
+// executor is never lost and the scheduler's registry (Core.blocks) keeps
+// the cached window partitions it holds; the backend only avoids it for
+// 3 s (RemoteBackend.suspect). The window's map stage is planned reading
+// those cached partitions (heldEverywhere), its tasks prefer the paused
+// executor, run elsewhere instead (pick: Prefer avoided) and recompute the
+// cached partitions' lineage, whose shuffle (an older batch's reduceByKey,
+// forgotten by the driver and not planned) has no locations: a
+// FetchFailedError outside the stage's parents. scheduler/core.go's
+// failed(), branch `!readsShuffle(t.Stage, ff.ShuffleID)`, drops that
+// task's cached inputs and calls setBack for every such failure, without
+// the epoch check the parent-shuffle branch below it has: the stage's
+// concurrent tasks failing for the same cause each count one resubmit, and
+// past maxStageResubmits (4) the job fails (all 5 within ~30 ms here).
+func TestFaultDefectFrozenJobProcessFailsWindowJob(t *testing.T) {
+	bin := buildFaultjob(t)
+	c := newCluster(t, 3)
+	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
+	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
+	for _, d := range []string{in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.out = out
+	const files = 150 // 30 s of input
+	fed := make(chan struct{})
+	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	f.id = c.submitBinary(bin, "--dir="+in, "--out="+out, "--state=false", "--window=6s", "--slide=2s")
+	c.driver.waitFor(t, "8 batches", func() bool { return strings.Count(c.jobStderr(f.id), `msg=batch `) >= 8 })
+	pids := jobProcsOf(c.execs[0].cmd.Process.Pid, f.workDir(0))
+	if len(pids) == 0 {
+		t.Fatal("exec0 runs no job process")
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGSTOP of exec0's job process %d for 15 s", pids[0])
+	time.Sleep(15 * time.Second)
+	syscall.Kill(pids[0], syscall.SIGCONT)
+	resumed := time.Now()
+	if _, ok := committedSince(t, filepath.Join(out, "lines"), resumed, 60*time.Second); !ok {
+		st, _ := c.run("status", f.id)
+		t.Fatalf("no batch committed within 60 s after SIGCONT; job status: %s\njob stderr:\n%s", st, tail(c.jobStderr(f.id)))
+	}
+	<-fed
+	deadline := time.Now().Add(60 * time.Second)
+	for countLines(t, filepath.Join(out, "lines")) < files*seqKeys*seqPer && time.Now().Before(deadline) {
+		if st, _ := c.run("status", f.id); strings.Contains(st, "failed") {
+			t.Fatalf("the job failed after one job process was paused for 15 s: %s\njob stderr:\n%s", st, tail(c.jobStderr(f.id)))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(6 * time.Second) // the last windows close
+	if _, err := c.run("stop", f.id); err != nil {
+		t.Fatal(err)
+	}
+	st := c.waitJobState(f.id, 45*time.Second, "finished", "failed")
+	if strings.Contains(st, "failed") {
+		t.Fatalf("the job failed after one job process was paused for 15 s: %s\njob stderr:\n%s", st, tail(c.jobStderr(f.id)))
+	}
+	checkLinesOnce(t, out, files, seqKeys, seqPer)
+	t.Logf("%d windows checked", checkFaultWindows(t, out, 6*time.Second, 2*time.Second))
+}
