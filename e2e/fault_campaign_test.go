@@ -707,3 +707,90 @@ func testWindowJobSurvives(t *testing.T, what string, inject func(f *faultCluste
 	checkLinesOnce(t, out, files, seqKeys, seqPer)
 	t.Logf("%d windows checked", checkFaultWindows(t, out, 6*time.Second, 2*time.Second))
 }
+
+// TestFaultDefectJobProcessKillLeaksShuffleFiles: the stateless window
+// job; exec0's job process killed with -9 four times (the daemon starts a
+// new one at its next task). Then, on an idle stream, every executor
+// should hold only the newest batch's shuffle outputs: a job process
+// deletes a finished batch's shuffles when the next batch's first task
+// arrives (resolver.written -> ShuffleStore.RemoveShufflesLater).
+//
+// Expected: no shuffle directory far older than the newest (the census on
+// an idle stream without faults is one directory per executor).
+//
+// Actual: the shuffle outputs the killed process wrote and had not yet
+// deleted stay until the job ends, e.g. exec2=5 [4 16 19 34 406] after
+// two kills of exec2's job process in TestFaultCampaignStatelessWindow
+// (and [187 446] on one executor in TestFaultCampaignCheckpointed, after
+// a daemon kill -9 within the same job driver attempt). They grow with
+// every job process or daemon death and are only deleted by EndJob.
+//
+// Analysis: the list of shuffles to delete lives only in the job
+// process's memory (dstream/cluster.go resolver.written, filled by
+// TaskServer's Wrote); internal/cluster/daemon.go process() starts a new
+// job process when the old one died (`case <-p.done`) without deleting
+// the job's shuffle directory or telling the new process what the old one
+// wrote (only a new driver attempt calls d.store.RemoveJob), and a daemon
+// started again on the same work directory keeps shuffle/<job>/ as it
+// was. Outputs a later task rewrites under the same id are deleted again;
+// the others are never deleted while the job runs.
+func TestFaultDefectJobProcessKillLeaksShuffleFiles(t *testing.T) {
+	bin := buildFaultjob(t)
+	c := newCluster(t, 3)
+	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
+	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
+	for _, d := range []string{in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.out = out
+	const files = 100
+	fed := make(chan struct{})
+	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	f.id = c.submitBinary(bin, "--dir="+in, "--out="+out, "--state=false", "--window=6s", "--slide=2s")
+	c.driver.waitFor(t, "4 batches", func() bool { return strings.Count(c.jobStderr(f.id), `msg=batch `) >= 4 })
+	for k := range 4 {
+		var pids []int
+		c.driver.waitFor(t, "exec0's job process", func() bool {
+			pids = jobProcsOf(c.execs[0].cmd.Process.Pid, f.workDir(0))
+			return len(pids) > 0
+		})
+		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("kill -9 #%d of exec0's job process %d", k+1, pids[0])
+		if _, ok := committedSince(t, filepath.Join(out, "lines"), time.Now(), 60*time.Second); !ok {
+			t.Fatalf("no batch after kill %d", k+1)
+		}
+		time.Sleep(time.Duration(1500+f.rng.IntN(2000)) * time.Millisecond)
+	}
+	<-fed
+	time.Sleep(8 * time.Second) // idle batches: finished batches' shuffles are deleted
+	if st, _ := c.run("status", f.id); !strings.Contains(st, "running") {
+		t.Fatalf("the job is not running: %s", st)
+	}
+	census := f.shuffleCensus("on the idle stream after the kills")
+	var newest int64
+	for _, ids := range census {
+		for _, id := range ids {
+			newest = max(newest, id)
+		}
+	}
+	for i, ids := range census {
+		var stale []int64
+		for _, id := range ids {
+			if id < newest-20 { // over 4 batches older than the newest
+				stale = append(stale, id)
+			}
+		}
+		if len(stale) > 0 {
+			t.Errorf("exec%d still holds %d shuffle directories of finished batches %v (newest shuffle %d): nothing deletes them before the job ends", i, len(stale), stale, newest)
+		}
+	}
+	if _, err := c.run("stop", f.id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitJobState(f.id, 45*time.Second, "finished")
+	f.checkCleanAfterStop()
+}
