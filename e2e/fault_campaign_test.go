@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,33 +37,18 @@ import (
 //
 // SLUICE_FAULT_SEED=N replays a campaign's order of faults and pauses.
 
-var (
-	faultjobOnce sync.Once
-	faultjobBin  string
-	faultjobErr  error
-)
-
-// buildFaultjob builds e2e/testdata/faultjob once per test binary.
+// buildFaultjob builds e2e/testdata/faultjob into the test's temporary
+// directory (go's build cache makes the builds after the first quick).
 func buildFaultjob(t *testing.T) string {
 	t.Helper()
 	needProcesses(t)
-	faultjobOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-faultjob-")
-		if err != nil {
-			faultjobErr = err
-			return
-		}
-		faultjobBin = filepath.Join(dir, "faultjob")
-		cmd := exec.Command("go", "build", "-o", faultjobBin, "./testdata/faultjob")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			faultjobErr = fmt.Errorf("build faultjob: %v\n%s", err, out)
-		}
-	})
-	if faultjobErr != nil {
-		t.Fatal(faultjobErr)
+	bin := filepath.Join(t.TempDir(), "faultjob")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/faultjob")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build faultjob: %v\n%s", err, out)
 	}
-	return faultjobBin
+	return bin
 }
 
 func faultRNG(t *testing.T) *rand.Rand {
