@@ -455,11 +455,10 @@ func (f *faultCluster) checkShuffleBound(census [][]int64) {
 
 // TestFaultCampaignStatelessWindow: the same input without state or
 // checkpoint (a window only, whose older batches' shuffles are recomputed
-// after a loss and rewritten under their old ids) under kill -9 of job
-// processes and SIGSTOP of executor daemons (the other two executor
-// faults fail this job: see the TestFaultDefect tests below). The job driver is never
-// killed (without a checkpoint it cannot resume), so the job runs on:
-// every line exactly once in the lines sink, every window exact.
+// after a loss and rewritten under their old ids) under kill -9 and
+// SIGSTOP of executor daemons and of job processes. The job driver is
+// never killed (without a checkpoint it cannot resume), so the job runs
+// on: every line exactly once in the lines sink, every window exact.
 func TestFaultCampaignStatelessWindow(t *testing.T) {
 	bin := buildFaultjob(t)
 	c := newCluster(t, 3)
@@ -476,10 +475,7 @@ func TestFaultCampaignStatelessWindow(t *testing.T) {
 	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
 	f.id = c.submitBinary(bin, "--dir="+in, "--out="+out, "--state=false", "--window=6s", "--slide=2s")
 	c.driver.waitFor(t, "a few batches", func() bool { return strings.Count(c.jobStderr(f.id), `msg=batch `) >= 3 })
-	// No SIGSTOP of a job process and no kill -9 of a daemon here: each
-	// fails this job (TestFaultDefectFrozenJobProcessFailsWindowJob,
-	// TestFaultDefectExecutorKillFailsWindowJob).
-	recov := f.campaign([]string{"kill -9 job process", "SIGSTOP executor"}, 2, "lines")
+	recov := f.campaign([]string{"kill -9 executor", "kill -9 job process", "SIGSTOP executor", "SIGSTOP job process"}, 1, "lines")
 	t.Logf("faults %q; from each fault's end to the next committed batch: %v s", f.faults, recov)
 	<-fed
 	// All input read: the lines sink has every line.
@@ -549,40 +545,24 @@ func checkLinesOnce(t *testing.T, out string, files, keys, per int) {
 	}
 }
 
-// TestFaultDefectFrozenJobProcessFailsWindowJob: one executor's job
-// process paused with SIGSTOP for 15 s under a stateless windowed job (no
-// state, no checkpoint: everything can be recomputed from lineage and the
-// driver's input).
+// TestFaultFrozenJobProcessWindowJobGoesOn: one executor's job process
+// paused with SIGSTOP for 15 s under a stateless windowed job (no state,
+// no checkpoint: everything can be recomputed from lineage and the
+// driver's input). The paused process's calls fail (the daemon's
+// keepalive to it gives up after ~11 s), its tasks run elsewhere, the
+// window's older batches it cached are recomputed from their lineage, and
+// the job goes on with every window exact.
 //
-// Expected: the paused process's calls fail (the daemon's keepalive to it
-// gives up after ~11 s), its tasks run elsewhere, the window's older
-// batches it cached are recomputed from their lineage, and the job goes
-// on with every window exact, as it does after kill -9 of an executor.
-//
-// Actual (2 of the 3 runs here; timing-dependent: it needs a window batch
-// to start while the paused executor still holds registered cached
-// partitions and is avoided): the job fails at the first window batch
-// after the calls fail, e.g.
-//
-//	job saveAsTextFiles@main.go:63 of batch ...: stage 15 (shuffle 34, 36 tasks:
-//	union<-reduceByKey<-...) partition 17 failed 5 times, last: rdd: fetch shuffle 16
-//	map output 0: ...: no executor holds it
-//
-// Analysis: the daemon of the paused process keeps heartbeating, so the
-// executor is never lost and the scheduler's registry (Core.blocks) keeps
-// the cached window partitions it holds; the backend only avoids it for
-// 3 s (RemoteBackend.suspect). The window's map stage is planned reading
-// those cached partitions (heldEverywhere), its tasks prefer the paused
-// executor, run elsewhere instead (pick: Prefer avoided) and recompute the
-// cached partitions' lineage, whose shuffle (an older batch's reduceByKey,
-// forgotten by the driver and not planned) has no locations: a
-// FetchFailedError outside the stage's parents. scheduler/core.go's
-// failed(), branch `!readsShuffle(t.Stage, ff.ShuffleID)`, drops that
-// task's cached inputs and calls setBack for every such failure, without
-// the epoch check the parent-shuffle branch below it has: the stage's
-// concurrent tasks failing for the same cause each count one resubmit, and
-// past maxStageResubmits (4) the job fails (all 5 within ~30 ms here).
-func TestFaultDefectFrozenJobProcessFailsWindowJob(t *testing.T) {
+// Found by this campaign: the job failed ("partition 17 failed 5 times,
+// last: rdd: fetch shuffle 16 map output 0: ... no executor holds it").
+// Its daemon kept heartbeating, so the scheduler kept the cached window
+// partitions it held registered; each window task that was to read one ran
+// elsewhere, recomputed its lineage, found the older batch's shuffle gone,
+// and counted one setback of the stage (scheduler/core.go failed(), the
+// fetch failure outside the plan): the fifth failed the job. Now the first
+// forgets every partition of that holder and the others do not count
+// (TestCoreUnusableHolderOfManyCachedPartitionsSetsBackOnce).
+func TestFaultFrozenJobProcessWindowJobGoesOn(t *testing.T) {
 	testWindowJobSurvives(t, "one job process was paused for 15 s", func(f *faultCluster) {
 		pids := jobProcsOf(f.execs[0].cmd.Process.Pid, f.workDir(0))
 		if len(pids) == 0 {
@@ -597,29 +577,15 @@ func TestFaultDefectFrozenJobProcessFailsWindowJob(t *testing.T) {
 	})
 }
 
-// TestFaultDefectExecutorKillFailsWindowJob: the same stateless windowed
+// TestFaultExecutorKillsWindowJobGoesOn: the same stateless windowed
 // job, executor daemons killed with -9 (their job processes die with them)
-// one after the other, each started again 5 s later.
-//
-// Expected: the job goes on, recomputing what the executor held (as
-// TestClusterSurvivesExecutorKill shows for a job without a window).
-//
-// Actual (seen in TestFaultCampaignStatelessWindow's campaign, seed
-// 1796048547994997074, fault 3): the job fails at once with the same
-// error as above ("... partition 20 failed 5
-// times, last: rdd: fetch shuffle 163 map output 0: ...: no executor
-// holds it").
-//
-// Analysis: the same path. The job driver's calls to the killed executor
-// fail at once ("connection refused": ErrExecutorLost, the executor
-// avoided for 3 s), but the scheduler forgets what it held only when the
-// coordinator drops it (three missed 1 s heartbeats, seen by the
-// backend's 500 ms poll): meanwhile its cached window partitions are still
-// registered, the window's tasks run elsewhere and recompute them, and
-// each one's FetchFailedError on the unplanned older shuffle is one more
-// setBack in core.go failed() (`!readsShuffle` branch, no epoch check);
-// the fifth fails the job.
-func TestFaultDefectExecutorKillFailsWindowJob(t *testing.T) {
+// one after the other, each started again 5 s later: the job goes on,
+// recomputing what the executors held. It failed the same way as above
+// (seen in TestFaultCampaignStatelessWindow, seed 1796048547994997074):
+// the job driver's calls to a killed executor fail at once and it is
+// avoided, but the scheduler forgets what it held only when the
+// coordinator drops it, 3-4 s later.
+func TestFaultExecutorKillsWindowJobGoesOn(t *testing.T) {
 	testWindowJobSurvives(t, "executor daemons were killed with -9", func(f *faultCluster) {
 		// Three kills, each started again 5 s later: a daemon started
 		// again at once re-registers (a new epoch) and is dropped at once,
@@ -694,33 +660,20 @@ func testWindowJobSurvives(t *testing.T, what string, inject func(f *faultCluste
 	t.Logf("%d windows checked", checkFaultWindows(t, out, 6*time.Second, 2*time.Second))
 }
 
-// TestFaultDefectJobProcessKillLeaksShuffleFiles: the stateless window
-// job; exec0's job process killed with -9 four times (the daemon starts a
-// new one at its next task). Then, on an idle stream, every executor
-// should hold only the newest batch's shuffle outputs: a job process
-// deletes a finished batch's shuffles when the next batch's first task
-// arrives (resolver.written -> ShuffleStore.RemoveShufflesLater).
+// TestFaultJobProcessKillLeavesNoShuffleFiles: the stateless window job;
+// exec0's job process killed with -9 four times (the daemon starts a new
+// one at its next task). Then, on an idle stream, every executor holds
+// only the newest batch's shuffle outputs: a job process deletes a
+// finished batch's shuffles when the next batch's first task arrives
+// (resolver.written -> ShuffleStore.RemoveShufflesLater).
 //
-// Expected: no shuffle directory far older than the newest (the census on
-// an idle stream without faults is one directory per executor).
-//
-// Actual: the shuffle outputs the killed process wrote and had not yet
-// deleted stay until the job ends, e.g. exec2=5 [4 16 19 34 406] after
-// two kills of exec2's job process in TestFaultCampaignStatelessWindow
-// (and [187 446] on one executor in TestFaultCampaignCheckpointed, after
-// a daemon kill -9 within the same job driver attempt). They grow with
-// every job process or daemon death and are only deleted by EndJob.
-//
-// Analysis: the list of shuffles to delete lives only in the job
-// process's memory (dstream/cluster.go resolver.written, filled by
-// TaskServer's Wrote); internal/cluster/daemon.go process() starts a new
-// job process when the old one died (`case <-p.done`) without deleting
-// the job's shuffle directory or telling the new process what the old one
-// wrote (only a new driver attempt calls d.store.RemoveJob), and a daemon
-// started again on the same work directory keeps shuffle/<job>/ as it
-// was. Outputs a later task rewrites under the same id are deleted again;
-// the others are never deleted while the job runs.
-func TestFaultDefectJobProcessKillLeaksShuffleFiles(t *testing.T) {
+// Found by this campaign: the outputs a killed process wrote and had not
+// yet deleted stayed until the job ended (e.g. exec2=5 [4 16 19 34 406]),
+// as only that process knew them. Now the daemon deletes the job's shuffle
+// directory when it starts a process after one died (a new incarnation:
+// the driver drops the dead one's outputs), and a daemon started on an
+// earlier one's work directory deletes its shuffle files.
+func TestFaultJobProcessKillLeavesNoShuffleFiles(t *testing.T) {
 	bin := buildFaultjob(t)
 	c := newCluster(t, 3)
 	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
