@@ -1,0 +1,211 @@
+//go:build unix
+
+package e2e
+
+// Claims of README.md checked with real processes, from an audit that
+// followed the README as a new user would (2026-11-30). A test named
+// TestReadmeDefect... checks a claim that does not hold today: it fails
+// until the code or the README changes. The others check claims that no
+// other test checked.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/ui"
+)
+
+// buildTestdata builds one job of e2e/testdata into a temporary directory.
+func buildTestdata(t *testing.T, name string) string {
+	t.Helper()
+	needProcesses(t)
+	bin := filepath.Join(t.TempDir(), name)
+	build := exec.Command("go", "build", "-o", bin, "./testdata/"+name)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+// README, "What works today": "Static datasets (`dstream.Parallelize`,
+// `dstream.TextFile`) joined, cogrouped or united with a stream of any
+// slide in one call", and "every operator ... run[s] in a cluster". No
+// other test runs a Dataset in a cluster. datasetjob joins a rate stream
+// with a Parallelize dataset and left-outer-joins a TextFile dataset; in a
+// cluster every batch must print what the local run prints.
+func TestReadmeClusterStaticDatasets(t *testing.T) {
+	bin := buildTestdata(t, "datasetjob")
+	blocklist := filepath.Join(t.TempDir(), "blocklist.txt")
+	if err := os.WriteFile(blocklist, []byte("u2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := localReferenceOf(t, bin, 4, "--blocklist="+blocklist)
+	line := regexp.MustCompile(`^u0/ann/false=[78] u1/bob/false=[78] u2/cy/true=[78]$`)
+	for i, l := range want {
+		if !line.MatchString(l) {
+			t.Fatalf("local batch %d: %q, want the joined counts", i+1, l)
+		}
+	}
+	c := newCluster(t, 2)
+	id := c.submitBinary(bin, "--blocklist="+blocklist)
+	c.waitBatches(id, 4)
+	checkAgainst(t, batches(c.jobStdout(id)), want)
+}
+
+// README, "Watching a job": the batch API's `inputs[]` holds "`stream`,
+// `records`, `attrs`: the figures of the batch log line", and the batch
+// page shows "each input stream's records". For the directory source (and
+// the rate, socket and queue sources) inputs is empty: only planned
+// sources (Kafka) describe their input, though the dir source's batch log
+// line carries skipped_files and skipped_lines.
+//
+//	wordcount --source=dir --dir=IN --ui=14042; printf 'a b c\n' > IN/x.txt
+//	curl 127.0.0.1:14042/api/v1/jobs/wordcount/batches/<id of that batch>  # "inputs":[]
+func TestReadmeDefectBatchInputsOfDirSource(t *testing.T) {
+	needProcesses(t)
+	in := t.TempDir()
+	p := start(t, wordcountBin, "--source=dir", "--dir="+in, "--ui=127.0.0.1:0", "--master=local[2]")
+	p.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(p.stderr.String()) })
+	base := uiURLRE.FindStringSubmatch(p.stderr.String())[1]
+	writeAtomic(t, in, "x.txt", "a b c\nd e\n")
+	jobURL := base + "/api/v1/jobs/wordcount"
+	var b ui.Batch
+	p.waitFor(t, "a batch with input in the API", func() bool {
+		var page ui.BatchPage
+		getAPI(t, jobURL+"/batches?limit=1000", &page)
+		for _, x := range page.Batches {
+			if x.InputRecords > 0 {
+				b = x
+				return true
+			}
+		}
+		return false
+	})
+	var d ui.BatchDetail
+	getAPI(t, fmt.Sprintf("%s/batches/%d", jobURL, b.ID), &d)
+	if len(d.Inputs) != 1 {
+		t.Fatalf("batch %d read %d records, but its inputs are %+v: want the directory stream with its records and the log line's skipped_files/skipped_lines", b.ID, b.InputRecords, d.Inputs)
+	}
+	if d.Inputs[0].Records != b.InputRecords {
+		t.Errorf("inputs[0].records %d, batch inputRecords %d", d.Inputs[0].Records, b.InputRecords)
+	}
+	attrs := fmt.Sprint(d.Inputs[0].Attrs)
+	for _, k := range []string{"skipped_files", "skipped_lines"} {
+		if !strings.Contains(attrs, k) {
+			t.Errorf("inputs[0].attrs %s: no %s, which the batch log line has", attrs, k)
+		}
+	}
+}
+
+// README, "The cluster's UI": "`/api/v1/jobs` lists the cluster's jobs
+// (id, name, state, uptime, batches done and failed, ...)". Once a job has
+// ended, its row says batchesDone 0 whatever it ran, and its uptimeMs
+// keeps growing with the wall clock (coordUI.summary: time.Since(start)
+// for a job that is over).
+//
+//	driver serve ... --ui :14040; driver submit ... bin/wordcount; (5 s) driver stop ... JOB
+//	curl 127.0.0.1:14040/api/v1/jobs   # "state":"finished",...,"uptimeMs":15060,"batchesDone":0
+//	(3 s later)                          # "uptimeMs":18263
+func TestReadmeDefectClusterJobsListFinishedJob(t *testing.T) {
+	c := newClusterWith(t, 1, "--ui=127.0.0.1:0")
+	c.driver.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(c.driver.stderr.String()) })
+	base := uiURLRE.FindStringSubmatch(c.driver.stderr.String())[1]
+	id := c.submit("--lines-per-second=2000")
+	c.waitBatches(id, 3)
+	ran := len(batches(c.jobStdout(id)))
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	row := func() ui.Job {
+		var jobs []ui.Job
+		getAPI(t, base+"/api/v1/jobs", &jobs)
+		for _, j := range jobs {
+			if j.ID == id {
+				return j
+			}
+		}
+		t.Fatalf("/api/v1/jobs does not list %s: %+v", id, jobs)
+		return ui.Job{}
+	}
+	c.driver.waitFor(t, "the job finished", func() bool { return row().State == "finished" })
+	first := row()
+	time.Sleep(2 * time.Second)
+	second := row()
+	if second.UptimeMs > first.UptimeMs+500 {
+		t.Errorf("the finished job's uptime grows: %d ms, 2 s later %d ms", first.UptimeMs, second.UptimeMs)
+	}
+	if second.BatchesDone < int64(ran) {
+		t.Errorf("the finished job ran %d batches; /api/v1/jobs says batchesDone %d", ran, second.BatchesDone)
+	}
+}
+
+// README, "A cluster on one machine": "In an empty directory of a
+// checkout ... go build -o bin/ ./cmd/driver ./cmd/executor
+// ./examples/wordcount". Those are paths relative to the checkout's root:
+// in an empty directory (inside the checkout or not) the build fails with
+// "directory not found". TestReadmeCluster makes its directory look like a
+// checkout (go.mod and symlinks) before running the line.
+func TestReadmeDefectClusterRecipeInAnEmptyDirectory(t *testing.T) {
+	needProcesses(t)
+	cmds := readmeClusterCommands(t)
+	if len(cmds) == 0 || !strings.HasPrefix(cmds[0], "go build") {
+		t.Fatalf("the README's cluster section no longer starts with go build: %q", cmds)
+	}
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty directory of the checkout, removed at the end.
+	dir, err := os.MkdirTemp(repo, ".readme-empty-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cmd := exec.Command("bash", "-c", cmds[0])
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("in an empty directory of the checkout, %q: %v\n%s", cmds[0], err, out)
+	}
+}
+
+// README, Quick start: "`--source=dir --dir=/tmp/in` (each new file in
+// exactly one batch)". A file written in place (`cp`, an editor, `cat >`)
+// is read once, as it is at the batch that finds it: what is written later
+// is never read, with no warning. The package docs say files must appear
+// atomically (written elsewhere, then renamed in); the README does not.
+//
+//	wordcount --source=dir --dir=IN &
+//	printf 'a\n' > IN/f.txt; sleep 2.5; printf 'b\n' >> IN/f.txt   # b is never counted
+func TestReadmeDefectDirSourceFileWrittenInPlace(t *testing.T) {
+	needProcesses(t)
+	in := t.TempDir()
+	p := start(t, wordcountBin, "--source=dir", "--dir="+in, "--master=local[2]")
+	p.waitFor(t, "the first batch", func() bool { return strings.Contains(p.stderr.String(), "msg=batch") })
+	f, err := os.Create(filepath.Join(in, "f.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("alpha\n")
+	p.waitFor(t, "alpha counted", func() bool { return strings.Contains(p.stdout.String(), "alpha=1") })
+	f.WriteString("omega\n") // the rest of the file, as a slow writer adds it
+	f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !strings.Contains(p.stdout.String(), "omega=1") {
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t, exitBound)
+	if !strings.Contains(p.stdout.String(), "omega=1") {
+		t.Fatalf("the file's second line was never read (the README does not say files must be renamed into the directory):\n%s", p.stdout.String())
+	}
+}
+
