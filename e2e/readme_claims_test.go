@@ -208,4 +208,3 @@ func TestReadmeDefectDirSourceFileWrittenInPlace(t *testing.T) {
 		t.Fatalf("the file's second line was never read (the README does not say files must be renamed into the directory):\n%s", p.stdout.String())
 	}
 }
-
