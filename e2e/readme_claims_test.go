@@ -208,3 +208,36 @@ func TestReadmeDefectDirSourceFileWrittenInPlace(t *testing.T) {
 		t.Fatalf("the file's second line was never read (the README does not say files must be renamed into the directory):\n%s", p.stdout.String())
 	}
 }
+
+// README, "What runs where in a cluster": "the jobs a `ForeachRDD`
+// function runs (`Collect`, `CountRDD`, ...) must be over the RDD it is
+// given ...; otherwise the batch fails with an error saying so." No other
+// test runs such a job in a cluster. datasetjob --derived collects
+// rdd.Map(r, ...) inside its ForeachRDD function: locally that works, in a
+// cluster the batch must fail naming the fix, and the job with it.
+func TestReadmeClusterForeachRDDOverADerivedRDDFails(t *testing.T) {
+	bin := buildTestdata(t, "datasetjob")
+	blocklist := filepath.Join(t.TempDir(), "blocklist.txt")
+	if err := os.WriteFile(blocklist, []byte("u2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if local := localReferenceOf(t, bin, 2, "--blocklist="+blocklist, "--derived"); len(local) < 2 {
+		t.Fatalf("local run: %q", local)
+	}
+	c := newCluster(t, 1)
+	id := c.submitBinary(bin, "--blocklist="+blocklist, "--derived")
+	c.driver.waitFor(t, "the job failed", func() bool {
+		out, _ := c.run("status", id)
+		return strings.Contains(out, ": failed")
+	})
+	stderr := c.jobStderr(id)
+	if len(logLinesWithMsg(stderr, "batch failed")) == 0 {
+		t.Fatalf("no batch failed line in the job's log:\n%s", tail(stderr))
+	}
+	if !strings.Contains(stderr, "build it in the stream graph") {
+		t.Errorf("the job's log does not say what to do:\n%s", tail(stderr))
+	}
+	if n := len(batches(c.jobStdout(id))); n != 0 {
+		t.Errorf("the job printed %d batches over a derived RDD", n)
+	}
+}

@@ -24,6 +24,9 @@ import (
 var (
 	table = flag.String("blocklist", "", "text file: one blocked user id a line (absolute path)")
 	rate  = flag.Int64("rate", 30, "records per second")
+	// --derived collects an RDD built inside the ForeachRDD function, which
+	// the README says fails a batch in a cluster "with an error saying so".
+	derived = flag.Bool("derived", false, "collect an RDD derived inside the output function")
 )
 
 func main() {
@@ -49,6 +52,9 @@ func main() {
 		})
 		counts := dstream.CountByValue(rows)
 		dstream.ForeachRDD(counts, func(b *dstream.Batch, r *rdd.RDD[dstream.KV[string, int64]]) error {
+			if *derived {
+				r = rdd.Map(r, func(kv dstream.KV[string, int64]) dstream.KV[string, int64] { return kv })
+			}
 			all, err := dstream.Collect(b, r)
 			if err != nil {
 				return err
