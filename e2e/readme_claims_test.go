@@ -280,3 +280,42 @@ func TestReadmeDefectDemoSectionSaysStateLossFailsTheJob(t *testing.T) {
 		}
 	}
 }
+
+// README, "Recovery in a cluster": "Without `--checkpoint`, a restarted
+// job driver of a job with state refuses to run (it would start from
+// empty state) and the job fails saying so." No other test restarts the
+// driver of a stateful job without a checkpoint. statejob is submitted
+// with --supervise and no --checkpoint; its job driver is killed with -9;
+// driver serve starts it again (attempt 2), which must refuse, and the job
+// must end failed with the reason, never print a batch from empty state.
+func TestReadmeClusterRestartedStatefulJobWithoutCheckpointFails(t *testing.T) {
+	c := newCluster(t, 2)
+	out, err := c.run("submit", "--supervise", statejobBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out)
+	c.waitBatches(id, 2)
+	if err := syscall.Kill(c.jobDriverPID(id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := len(batches(c.jobStdout(id)))
+	c.driver.waitFor(t, "the job failed", func() bool {
+		out, _ := c.run("status", id)
+		return strings.Contains(out, ": failed")
+	})
+	if !strings.Contains(c.jobStderr(id), "without --checkpoint") {
+		t.Errorf("the job's log does not say why the restart refused:\n%s", tail(c.jobStderr(id)))
+	}
+	if ended := regexp.MustCompile(`msg="job ended" .*job=` + regexp.QuoteMeta(id) + ` .*state=failed.*without --checkpoint`); !ended.MatchString(c.driver.stderr.String()) {
+		t.Errorf("driver serve's log has no failed end naming the cause:\n%s", tail(c.driver.stderr.String()))
+	}
+	if m := regexp.MustCompile(`msg="job restarted" .*job=` + regexp.QuoteMeta(id) + `.*`).FindString(c.driver.stderr.String()); m == "" {
+		t.Errorf("driver serve did not restart the job driver:\n%s", tail(c.driver.stderr.String()))
+	} else {
+		t.Log(m)
+	}
+	if n := len(batches(c.jobStdout(id))); n > killed+1 {
+		t.Errorf("%d batches printed after the kill: the restarted driver ran", n-killed)
+	}
+}
