@@ -319,3 +319,34 @@ func TestReadmeClusterRestartedStatefulJobWithoutCheckpointFails(t *testing.T) {
 		t.Errorf("%d batches printed after the kill: the restarted driver ran", n-killed)
 	}
 }
+
+// README, "Checkpoints": the state of every stateful operator is written
+// "every `--checkpoint-interval` (default: the smallest multiple of the
+// slides that is at least 10 s)". No test runs a job on the default.
+// statejob's slides are all 1 s, so its snapshots must be 10 s apart.
+func TestReadmeCheckpointIntervalDefault(t *testing.T) {
+	needProcesses(t)
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	p := start(t, statejobBin, "--checkpoint="+dir, "--master=local[2]")
+	p.waitFor(t, "23 batches", func() bool {
+		seen := map[time.Time]bool{}
+		for _, b := range batchTimes(p.stdout.String()) {
+			seen[b] = true
+		}
+		return len(seen) >= 23
+	})
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, exitBound); code != 0 {
+		t.Fatalf("exit %d after SIGTERM", code)
+	}
+	snaps := ckptSnapshots(t, dir)
+	if len(snaps) < 2 {
+		t.Fatalf("%d snapshots after 23 batches, want at least 2 (one every 10 s): %v", len(snaps), snaps)
+	}
+	t.Logf("snapshots (newest first): %v", snaps)
+	for i := 1; i < len(snaps); i++ {
+		if d := snaps[i-1].Sub(snaps[i]); d != 10*time.Second {
+			t.Errorf("snapshots %s and %s are %v apart, want the default 10 s", snaps[i].UTC().Format(time.TimeOnly), snaps[i-1].UTC().Format(time.TimeOnly), d)
+		}
+	}
+}
