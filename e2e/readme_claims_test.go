@@ -350,3 +350,26 @@ func TestReadmeCheckpointIntervalDefault(t *testing.T) {
 		}
 	}
 }
+
+// README, "What works today", cluster mode: "every operator, stateful ones
+// and event time included, ... run[s] in a cluster". The other process
+// tests run wordcount's, the windows, joins and state of the Spark
+// examples and statejob; opsjob runs the rest of the feature list's
+// operators (filter, mapPartitions, reduce, groupByKey, combineByKey,
+// mapValues, cogroup, rightOuterJoin, fullOuterJoin, transformWith,
+// reduceByWindow, groupByKeyAndWindow, countByWindow, Partitions(n)) over
+// a deterministic rate source. Every line of the first 5 batches in a
+// cluster of 2 executors (4 partitions) must equal the local run's (2).
+func TestReadmeClusterEveryOperator(t *testing.T) {
+	bin := buildTestdata(t, "opsjob")
+	const perBatch, n = 14, 5
+	want := localReferenceOf(t, bin, perBatch*n, "--master=local[2]")
+	c := newCluster(t, 2)
+	id := c.submitBinary(bin)
+	c.waitBatches(id, perBatch*n)
+	got := batches(c.jobStdout(id))
+	if len(got) < perBatch*n || len(want) < perBatch*n {
+		t.Fatalf("%d lines in the cluster, %d local; want %d", len(got), len(want), perBatch*n)
+	}
+	checkAgainst(t, got[:perBatch*n], want[:perBatch*n])
+}
