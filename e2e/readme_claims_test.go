@@ -253,6 +253,7 @@ func TestReadmeClusterForeachRDDOverADerivedRDDFails(t *testing.T) {
 // and deploy/compose_test.go fails, never skips, when the job fails after
 // the kill.
 func TestReadmeDefectDemoSectionSaysStateLossFailsTheJob(t *testing.T) {
+	needProcesses(t) // like every e2e test: -short runs none
 	read := func(path string) string {
 		b, err := os.ReadFile(path)
 		if err != nil {
