@@ -374,3 +374,25 @@ func TestReadmeClusterEveryOperator(t *testing.T) {
 	}
 	checkAgainst(t, got[:perBatch*n], want[:perBatch*n])
 }
+
+// README, "The cluster's UI": "A job submitted with its own `--ui`
+// (`driver submit bin/job -- --ui=:4041`) also serves it from its driver
+// process", the same API as the coordinator's. The job's own API says the
+// job runs on master "local[*]" (its process's default flag value), while
+// its log line says master="cluster HOST:PORT" and the coordinator's API
+// says "cluster"; the demo's job UI on port 4040 shows "local[*]" too.
+//
+//	driver submit ... bin/wordcount -- --ui=127.0.0.1:14051
+//	curl 127.0.0.1:14051/api/v1/jobs          # "master":"local[*]"
+//	curl 127.0.0.1:14050/api/v1/jobs/JOB      # (driver serve --ui) "master":"cluster"
+func TestReadmeDefectClusterJobOwnUISaysLocalMaster(t *testing.T) {
+	c := newCluster(t, 1)
+	id := c.submit("--ui=127.0.0.1:0", "--lines-per-second=2000")
+	c.driver.waitFor(t, "the job driver's web UI line", func() bool { return uiURLRE.MatchString(c.jobStderr(id)) })
+	base := uiURLRE.FindStringSubmatch(c.jobStderr(id))[1]
+	var j ui.Job
+	getAPI(t, base+"/api/v1/jobs/"+id, &j)
+	if strings.HasPrefix(j.Master, "local") {
+		t.Errorf("the cluster job's own API says master %q; its log says %q", j.Master, regexp.MustCompile(`master="[^"]*"`).FindString(c.jobStderr(id)))
+	}
+}
