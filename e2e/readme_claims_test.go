@@ -396,3 +396,30 @@ func TestReadmeDefectClusterJobOwnUISaysLocalMaster(t *testing.T) {
 		t.Errorf("the cluster job's own API says master %q; its log says %q", j.Master, regexp.MustCompile(`master="[^"]*"`).FindString(c.jobStderr(id)))
 	}
 }
+
+// README, "What works today": "Graceful stop ...: the batches already
+// generated finish, and the socket receiver stops reading and one more
+// batch (at the next batch time) processes the lines it had received", and
+// `driver stop` "stops the job". The other tests check it in local mode
+// (TestSparkDefectGracefulStopDropsReceivedLines); here the same lines
+// reach a cluster job's receiver, which runs in its job driver, just
+// before `driver stop`: every one must be counted in the saved output.
+func TestReadmeClusterGracefulStopProcessesReceivedLines(t *testing.T) {
+	bins := buildSparkex(t, "networkwordcount")
+	srv := newTextServer(t)
+	c := newCluster(t, 2)
+	out := filepath.Join(c.dir, "out", "counts")
+	id := c.submitBinary(bins["networkwordcount"], "--addr="+srv.addr(), "--out="+out)
+	c.driver.waitFor(t, "a saved batch", func() bool { return len(savedBatches(t, out)) > 0 })
+	time.Sleep(200 * time.Millisecond) // early in a batch interval
+	srv.send(t, 1, strings.Repeat("one two three\n", 100))
+	time.Sleep(100 * time.Millisecond)
+	if _, err := c.run("stop", id); err != nil {
+		t.Fatal(err)
+	}
+	c.driver.waitFor(t, "the job finished", func() bool {
+		out, _ := c.run("status", id)
+		return strings.Contains(out, ": finished")
+	})
+	checkCountsEqual(t, "saved counts after driver stop", sumSaved(t, out), map[string]int64{"one": 100, "two": 100, "three": 100})
+}
