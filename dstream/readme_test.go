@@ -152,3 +152,31 @@ func TestReadmeIntroCompiles(t *testing.T) {
 		t.Fatalf("the README's introduction does not compile: %v\n%s\n%s", err, out, src)
 	}
 }
+
+// The README's command for the whole suite is the one CI runs: the e2e
+// package takes longer than go test's default 10-minute limit, so a
+// command without -timeout (as the README once gave) fails there.
+func TestReadmeTestCommandIsCIs(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "Run the whole test suite")
+	if !ok {
+		t.Fatal(`README.md no longer says "Run the whole test suite"`)
+	}
+	m := regexp.MustCompile(`(?m)^    (go test[^\n]*)$`).FindStringSubmatch(after)
+	if m == nil {
+		t.Fatal("no indented go test command after \"Run the whole test suite\"")
+	}
+	ci, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m[1]) + `$`).Match(ci) {
+		t.Errorf("the README's test command %q is not a line of .ci/run", m[1])
+	}
+	if !strings.Contains(m[1], "-timeout") {
+		t.Errorf("the README's test command %q has no -timeout: the e2e package runs past the 10-minute default", m[1])
+	}
+}

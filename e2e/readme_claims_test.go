@@ -147,68 +147,6 @@ func TestReadmeDefectClusterJobsListFinishedJob(t *testing.T) {
 	}
 }
 
-// README, "A cluster on one machine": "In an empty directory of a
-// checkout ... go build -o bin/ ./cmd/driver ./cmd/executor
-// ./examples/wordcount". Those are paths relative to the checkout's root:
-// in an empty directory (inside the checkout or not) the build fails with
-// "directory not found". TestReadmeCluster makes its directory look like a
-// checkout (go.mod and symlinks) before running the line.
-func TestReadmeDefectClusterRecipeInAnEmptyDirectory(t *testing.T) {
-	needProcesses(t)
-	cmds := readmeClusterCommands(t)
-	if len(cmds) == 0 || !strings.HasPrefix(cmds[0], "go build") {
-		t.Fatalf("the README's cluster section no longer starts with go build: %q", cmds)
-	}
-	repo, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An empty directory of the checkout, removed at the end.
-	dir, err := os.MkdirTemp(repo, ".readme-empty-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	cmd := exec.Command("bash", "-c", cmds[0])
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("in an empty directory of the checkout, %q: %v\n%s", cmds[0], err, out)
-	}
-}
-
-// README, Quick start: "`--source=dir --dir=/tmp/in` (each new file in
-// exactly one batch)". A file written in place (`cp`, an editor, `cat >`)
-// is read once, as it is at the batch that finds it: what is written later
-// is never read, with no warning. The package docs say files must appear
-// atomically (written elsewhere, then renamed in); the README does not.
-//
-//	wordcount --source=dir --dir=IN &
-//	printf 'a\n' > IN/f.txt; sleep 2.5; printf 'b\n' >> IN/f.txt   # b is never counted
-func TestReadmeDefectDirSourceFileWrittenInPlace(t *testing.T) {
-	needProcesses(t)
-	in := t.TempDir()
-	p := start(t, wordcountBin, "--source=dir", "--dir="+in, "--master=local[2]")
-	p.waitFor(t, "the first batch", func() bool { return strings.Contains(p.stderr.String(), "msg=batch") })
-	f, err := os.Create(filepath.Join(in, "f.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("alpha\n")
-	p.waitFor(t, "alpha counted", func() bool { return strings.Contains(p.stdout.String(), "alpha=1") })
-	f.WriteString("omega\n") // the rest of the file, as a slow writer adds it
-	f.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && !strings.Contains(p.stdout.String(), "omega=1") {
-		time.Sleep(100 * time.Millisecond)
-	}
-	p.signal(t, syscall.SIGTERM)
-	p.wait(t, exitBound)
-	if !strings.Contains(p.stdout.String(), "omega=1") {
-		t.Fatalf("the file's second line was never read (the README does not say files must be renamed into the directory):\n%s", p.stdout.String())
-	}
-}
-
 // README, "What runs where in a cluster": "the jobs a `ForeachRDD`
 // function runs (`Collect`, `CountRDD`, ...) must be over the RDD it is
 // given ...; otherwise the batch fails with an error saying so." No other
@@ -242,17 +180,13 @@ func TestReadmeClusterForeachRDDOverADerivedRDDFails(t *testing.T) {
 	}
 }
 
-// README, "The demo on a small cluster": "Until cluster state recovery
-// lands (issue 7/11), an executor that held operator state takes that
-// state with it, and the job stops with an error saying so ... (`driver
-// jobs` shows it `failed`)", and its test is "skipped, naming the cause,
-// when the job fails because the executor held operator state". Both are
-// stale: the demo job is submitted with --checkpoint and --supervise
-// (deploy/docker-compose.yml), so the job driver is restarted and restores
-// the state (README, "Recovery in a cluster"; TestClusterExecutorKillRecoversState),
-// and deploy/compose_test.go fails, never skips, when the job fails after
-// the kill.
-func TestReadmeDefectDemoSectionSaysStateLossFailsTheJob(t *testing.T) {
+// README, "The demo on a small cluster": the demo job is submitted with
+// --checkpoint and --supervise (deploy/docker-compose.yml), so a killed
+// executor's state is restored and deploy/compose_test.go fails, never
+// skips, when the job fails after the kill. The section once said the job
+// stops with an error and the test skips (before cluster state recovery):
+// those sentences must not come back while the compose file says so.
+func TestReadmeDemoSectionMatchesTheComposeJob(t *testing.T) {
 	needProcesses(t) // like every e2e test: -short runs none
 	read := func(path string) string {
 		b, err := os.ReadFile(path)
