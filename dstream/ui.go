@@ -1,6 +1,7 @@
 package dstream
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,8 +124,12 @@ func (s uiSource) Job() ui.Job {
 	h := c.History()
 	cnt := h.Counters()
 	keys, bytes := c.StateSize()
+	master := c.cfg.Master
+	if c.role == roleDriver { // a cluster job, as its "started" log line says
+		master = "cluster " + c.clusterAddr
+	}
 	j := ui.Job{
-		ID: s.id(), Name: c.cfg.AppName, State: "running", Master: c.cfg.Master,
+		ID: s.id(), Name: c.cfg.AppName, State: "running", Master: master,
 		StartTime: since, UptimeMs: time.Since(since).Milliseconds(),
 		BatchIntervalMs: c.cfg.BatchInterval.Milliseconds(),
 		BatchesDone:     cnt.BatchesDone, BatchesFailed: cnt.BatchesFailed,
@@ -218,11 +223,44 @@ func toUIBatch(r BatchRecord) ui.Batch {
 }
 
 // serveClusterUI serves, in the driver role of a cluster job, the job's
-// API on the unix socket the coordinator names (SLUICE_UI_SOCKET): the
-// coordinator's `driver serve --ui` proxies everything below
-// /api/v1/jobs/JOB to it. The socket is the owner's only (0600) and asks
-// for the cluster secret too.
+// API for the coordinator (serveClusterAPI); its stop writes the job's
+// last summary where the coordinator names (SLUICE_JOB_SUMMARY), which
+// the coordinator's API shows once the job's driver is gone.
 func (c *Context) serveClusterUI(log *slog.Logger) (stop func(), err error) {
+	stopAPI, err := c.serveClusterAPI(log)
+	if err != nil {
+		return nil, err
+	}
+	summary := os.Getenv(cluster.SummaryEnv)
+	return func() {
+		stopAPI()
+		if summary != "" {
+			// The coordinator shows these figures once this process is gone.
+			if err := writeSummary(summary, uiSource{c}.Job()); err != nil {
+				log.Warn("job summary for the coordinator", slog.Any("err", err))
+			}
+		}
+	}, nil
+}
+
+// writeSummary writes j as JSON to path, whole or not at all.
+func writeSummary(path string, j ui.Job) error {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// serveClusterAPI serves the job's API on the unix socket the coordinator
+// names (SLUICE_UI_SOCKET): the coordinator's `driver serve --ui` proxies
+// everything below /api/v1/jobs/JOB to it. The socket is the owner's only
+// (0600) and asks for the cluster secret too.
+func (c *Context) serveClusterAPI(log *slog.Logger) (stop func(), err error) {
 	path := os.Getenv(cluster.UISocketEnv)
 	if path == "" {
 		return func() {}, nil

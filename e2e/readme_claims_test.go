@@ -107,14 +107,10 @@ func TestReadmeDefectBatchInputsOfDirSource(t *testing.T) {
 
 // README, "The cluster's UI": "`/api/v1/jobs` lists the cluster's jobs
 // (id, name, state, uptime, batches done and failed, ...)". Once a job has
-// ended, its row says batchesDone 0 whatever it ran, and its uptimeMs
-// keeps growing with the wall clock (coordUI.summary: time.Since(start)
-// for a job that is over).
-//
-//	driver serve ... --ui :14040; driver submit ... bin/wordcount; (5 s) driver stop ... JOB
-//	curl 127.0.0.1:14040/api/v1/jobs   # "state":"finished",...,"uptimeMs":15060,"batchesDone":0
-//	(3 s later)                          # "uptimeMs":18263
-func TestReadmeDefectClusterJobsListFinishedJob(t *testing.T) {
+// ended, its row keeps the figures its driver process wrote when it
+// exited (SLUICE_JOB_SUMMARY), and its uptime stops. (Found by a README
+// audit: the row said batchesDone 0, and uptimeMs grew with the clock.)
+func TestReadmeClusterJobsListFinishedJob(t *testing.T) {
 	c := newClusterWith(t, 1, "--ui=127.0.0.1:0")
 	c.driver.waitFor(t, "the web UI line", func() bool { return uiURLRE.MatchString(c.driver.stderr.String()) })
 	base := uiURLRE.FindStringSubmatch(c.driver.stderr.String())[1]
@@ -311,15 +307,10 @@ func TestReadmeClusterEveryOperator(t *testing.T) {
 
 // README, "The cluster's UI": "A job submitted with its own `--ui`
 // (`driver submit bin/job -- --ui=:4041`) also serves it from its driver
-// process", the same API as the coordinator's. The job's own API says the
-// job runs on master "local[*]" (its process's default flag value), while
-// its log line says master="cluster HOST:PORT" and the coordinator's API
-// says "cluster"; the demo's job UI on port 4040 shows "local[*]" too.
-//
-//	driver submit ... bin/wordcount -- --ui=127.0.0.1:14051
-//	curl 127.0.0.1:14051/api/v1/jobs          # "master":"local[*]"
-//	curl 127.0.0.1:14050/api/v1/jobs/JOB      # (driver serve --ui) "master":"cluster"
-func TestReadmeDefectClusterJobOwnUISaysLocalMaster(t *testing.T) {
+// process". Its API names the cluster as the job's master, as its log line
+// does (master="cluster HOST:PORT"), not its process's default flag value
+// "local[*]" (found by a README audit).
+func TestReadmeClusterJobOwnUISaysClusterMaster(t *testing.T) {
 	c := newCluster(t, 1)
 	id := c.submit("--ui=127.0.0.1:0", "--lines-per-second=2000")
 	c.driver.waitFor(t, "the job driver's web UI line", func() bool { return uiURLRE.MatchString(c.jobStderr(id)) })

@@ -114,6 +114,7 @@ type jobRec struct {
 	persist sync.Mutex
 	// uiSocket is where the job's driver serves its API (coordui.go).
 	uiSocket string
+	summary  string // where its driver writes its last summary (SummaryPath)
 	uiOnce   sync.Once
 	ui       *http.Client
 }
@@ -181,7 +182,8 @@ func (c *Coordinator) recover() error {
 			info: &sluicev1.JobInfo{JobId: r.ID, Name: r.Name, State: r.State, Sha256: r.SHA256, StartedUnixMs: r.StartedUnixMs,
 				Error: r.Error, Attempt: int32(r.Attempt), Supervise: r.Supervise, Parallelism: int32(r.Parallelism)},
 			done: make(chan struct{}), path: path, args: r.Args, parallelism: r.Parallelism,
-			uiSocket: UISocketPath(filepath.Join(c.cfg.StateDir, "jobs", r.ID)), wake: make(chan struct{}, 1),
+			uiSocket: UISocketPath(filepath.Join(c.cfg.StateDir, "jobs", r.ID)), summary: SummaryPath(filepath.Join(c.cfg.StateDir, "jobs", r.ID)),
+			wake: make(chan struct{}, 1),
 		}
 		for _, ms := range r.RestartsUnixMs {
 			j.restarts = append(j.restarts, time.UnixMilli(ms))
@@ -491,7 +493,7 @@ func (c *Coordinator) startJob(h *sluicev1.SubmitHeader, path string) (string, e
 		info: &sluicev1.JobInfo{JobId: id, Name: name, State: "starting", Sha256: h.GetSha256(), StartedUnixMs: time.Now().UnixMilli(),
 			Attempt: 1, Supervise: h.GetSupervise(), Parallelism: int32(par)},
 		done: make(chan struct{}), path: path, args: h.GetArgs(), parallelism: par,
-		uiSocket: UISocketPath(dir), wake: make(chan struct{}, 1),
+		uiSocket: UISocketPath(dir), summary: SummaryPath(dir), wake: make(chan struct{}, 1),
 	}
 	// The record comes first: a coordinator that dies after the start
 	// still knows the job.
@@ -564,6 +566,7 @@ func (c *Coordinator) launch(j *jobRec, restart bool) (*proc, error) {
 			"SLUICE_BINARY_SHA256="+j.info.GetSha256(),
 			AttemptEnv+"="+strconv.Itoa(attempt),
 			UISocketEnv+"="+j.uiSocket,
+			SummaryEnv+"="+j.summary,
 		)
 		p.cmd.Env = append(p.cmd.Env, c.cfg.Secret.Env(c.cfg.SecretFile)...)
 		dieWithParent(p.cmd)

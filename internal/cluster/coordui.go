@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -116,8 +117,29 @@ func (u *coordUI) summary(ctx context.Context, j *jobRec, info *sluicev1.JobInfo
 	started := time.UnixMilli(info.GetStartedUnixMs()).UTC()
 	base := ui.Job{ID: info.GetJobId(), Name: info.GetName(), State: info.GetState(), Master: "cluster",
 		StartTime: started, UptimeMs: time.Since(started).Milliseconds(), Error: info.GetError()}
+	over := info.GetState() == "finished" || info.GetState() == "failed"
+	if fi, err := os.Stat(filepath.Join(filepath.Dir(j.summary), "stderr.log")); over && err == nil {
+		// Its uptime stopped with its last driver process's last word.
+		base.UptimeMs = max(0, fi.ModTime().Sub(started).Milliseconds())
+	}
 	if info.GetState() != "running" && info.GetState() != "stopping" {
-		return base // starting, restarting, or over
+		// Starting, restarting, or over: the figures of its last driver
+		// process, as it wrote them when it exited (none if it was killed).
+		b, err := os.ReadFile(j.summary)
+		fi, serr := os.Stat(j.summary)
+		var last ui.Job
+		if err != nil || serr != nil || json.Unmarshal(b, &last) != nil || last.ID != base.ID {
+			return base
+		}
+		last.Name, last.State, last.Master, last.Error, last.StartTime = base.Name, base.State, base.Master, base.Error, base.StartTime
+		if over {
+			// Its uptime stopped when its last process wrote the file.
+			last.UptimeMs = max(0, fi.ModTime().Sub(started).Milliseconds())
+		} else {
+			last.UptimeMs = base.UptimeMs
+		}
+		last.PendingBatches = 0
+		return last
 	}
 	resp, err := u.call(ctx, j, "/api/v1/jobs/"+info.GetJobId(), "")
 	if err != nil {

@@ -14,6 +14,15 @@ import (
 // unix socket, reachable only by the user running the cluster.
 const UISocketEnv = "SLUICE_UI_SOCKET"
 
+// SummaryEnv names the environment variable that tells a job's driver
+// process where to write the job's last summary (the API's job, as JSON)
+// when it exits, for the coordinator to show once the process is gone.
+const SummaryEnv = "SLUICE_JOB_SUMMARY"
+
+// SummaryPath returns where the driver of the job whose driver runs in dir
+// writes its last summary.
+func SummaryPath(dir string) string { return filepath.Join(dir, "summary.json") }
+
 // UISocketPath returns the UI socket of the job whose driver runs in dir:
 // dir/ui.sock, or a socket in the temporary directory named by a hash of
 // that path when it is too long for a unix socket.
