@@ -360,7 +360,7 @@ type BatchInfo struct {
 	ProcessingTime  time.Duration // running the batch's jobs
 	TotalDelay      time.Duration // from batch time to the end of processing
 	Jobs            []scheduler.JobMetrics
-	Inputs          []InputInfo // what planned sources put into the batch
+	Inputs          []InputInfo // what each input stream put into the batch (as Spark's streamIdToInputInfo)
 }
 
 // Tasks returns how many tasks of the batch's jobs succeeded (a partition
@@ -379,6 +379,7 @@ func (b BatchInfo) Tasks() int {
 type batch struct {
 	time   time.Time
 	input  int64
+	inputs []InputInfo // what each source that does not describe itself (a planned source does) put in
 	jobs   []*outputJob
 	genErr error
 }
@@ -436,6 +437,9 @@ func (c *Context) generate(t time.Time) *batch {
 				b.genErr = errors.Join(b.genErr, fmt.Errorf("input %s at %s: %w", in.base().name, fmtTime(t), err))
 			}
 			b.input += n
+			if p, ok := in.(interface{ describesItself() bool }); !ok || !p.describesItself() {
+				b.inputs = append(b.inputs, InputInfo{Stream: in.base().name, Records: n})
+			}
 		}
 		if c.ckpt != nil && b.genErr == nil {
 			if err := c.logInput(t); err != nil {
@@ -527,7 +531,12 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 			}
 		}
 	}
-	info.Inputs = c.hooks.inputs(b.time) // after the jobs: with their tasks' source counts
+	// What each source put in: the skipped input of those that skip some
+	// (the directory source), then the planned sources' own descriptions,
+	// after the jobs (with their tasks' source counts).
+	skipped := c.describeSkipped(b)
+	planned := c.hooks.inputs(b.time)
+	info.Inputs = append(b.inputs, planned...)
 	end := time.Now()
 	info.ProcessingTime = end.Sub(start)
 	info.TotalDelay = info.SchedulingDelay + info.ProcessingTime
@@ -549,8 +558,8 @@ func (c *Context) process(ctx context.Context, b *batch, scheduled time.Time) (B
 		}
 		attrs = append(attrs, slog.Int("cached_partitions", n))
 	}
-	attrs = append(attrs, c.inputAttrs(b.time)...) // skipped input: source_files.go
-	attrs = append(attrs, c.hooks.attrs(info.Inputs)...)
+	attrs = append(attrs, skipped...) // skipped input: source_files.go
+	attrs = append(attrs, c.hooks.attrs(planned)...)
 	if err != nil {
 		// The error itself is returned to the caller, which reports it.
 		c.log.Error("batch failed", attrs...)

@@ -233,26 +233,25 @@ func (f *skipFigures) take(t time.Time) (files, lines int64) {
 	return files, lines
 }
 
-// InputSkipped returns what the job's sources skipped in batch t (files
-// that could not be read, lines longer than the limit) and forgets it.
-// The batch log line reports them through inputAttrs.
-func (c *Context) inputSkipped(t time.Time) (files, lines int64, any bool) {
-	for _, s := range c.streams {
-		if s.skipped != nil {
-			f, l := s.skipped(t)
-			files += f
-			lines += l
-			any = true
+// describeSkipped adds to b's input descriptions what each source that
+// skips input (files that could not be read, lines longer than the limit)
+// skipped in the batch, and forgets it; it returns the batch log line's
+// sums (none when the job has no such source).
+func (c *Context) describeSkipped(b *batch) []any {
+	var files, lines int64
+	some := false
+	for i := range b.inputs {
+		in := &b.inputs[i]
+		for _, s := range c.streams {
+			if s.skipped == nil || s.name != in.Stream {
+				continue
+			}
+			f, l := s.skipped(b.time)
+			in.Attrs = append(in.Attrs, slog.Int64("skipped_files", f), slog.Int64("skipped_lines", l))
+			files, lines, some = files+f, lines+l, true
 		}
 	}
-	return files, lines, any
-}
-
-// inputAttrs are the batch log line's figures about skipped input, for the
-// sources that skip any (none when the job has no such source).
-func (c *Context) inputAttrs(t time.Time) []any {
-	files, lines, ok := c.inputSkipped(t)
-	if !ok {
+	if !some {
 		return nil
 	}
 	return []any{slog.Int64("skipped_files", files), slog.Int64("skipped_lines", lines)}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -261,5 +263,50 @@ func TestTextFileStreamGzip(t *testing.T) {
 	}
 	if line := j.lastBatchLine(); !strings.Contains(line, "skipped_files=1") {
 		t.Fatalf("batch line: %s (want skipped_files=1, the file that is not gzip)", line)
+	}
+}
+
+// Every input stream is described in the batch's Inputs (as Spark's
+// streamIdToInputInfo): its name, its records, and for the directory
+// source what it skipped, the figures of the batch log line. (Before, only
+// planned sources were; found by a README audit of the batch API.)
+func TestBatchInputsDescribeEverySource(t *testing.T) {
+	dir := t.TempDir()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	ctx, err := dstream.New(dstream.Config{AppName: "inputs", BatchInterval: time.Hour, Master: "local[2]", Allocator: mem,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ctx.Stop(); mem.AssertSize(t, 0) }()
+	files := dstream.TextFileStream(ctx, dir, dstream.MaxLineBytes(4))
+	q := dstream.NewQueue[string](ctx)
+	dstream.Print(dstream.Union(files, q.Stream()), 1)
+	zero := time.Now().Truncate(time.Hour)
+	if err := ctx.StartManual(zero); err != nil {
+		t.Fatal(err)
+	}
+	put(t, dir, "a.txt", "ab\nabcdefg\ncd\n")
+	q.Push("x", "y", "z", "w")
+	info, err := ctx.RunBatch(context.Background(), zero.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Inputs) != 2 {
+		t.Fatalf("Inputs = %+v, want the directory and the queue", info.Inputs)
+	}
+	byOp := map[string]dstream.InputInfo{}
+	for _, in := range info.Inputs {
+		byOp[strings.SplitN(in.Stream, "@", 2)[0]] = in
+	}
+	d, qi := byOp["textFileStream"], byOp["queue"]
+	if d.Records != 2 || qi.Records != 4 || info.InputRecords != 6 {
+		t.Errorf("records: directory %d, queue %d, batch %d; want 2, 4, 6 (%+v)", d.Records, qi.Records, info.InputRecords, info.Inputs)
+	}
+	if got := fmt.Sprint(d.Attrs); got != "[skipped_files=0 skipped_lines=1]" {
+		t.Errorf("the directory's attrs %s, want what it skipped", got)
+	}
+	if len(qi.Attrs) != 0 {
+		t.Errorf("the queue's attrs %v, want none", qi.Attrs)
 	}
 }

@@ -162,7 +162,7 @@ func NewPlannedStream[M, T any](c *Context, src PlannedSource[M, T]) *DStream[T]
 		return recs, plan.Records, nil
 	})
 	in.startFn = src.Start
-	in.planned = true
+	in.planned = true // describesItself
 	if src.Resume != nil {
 		// The write-ahead record of a batch (checkpoint.go) carries, after
 		// the parts, the plan's record count and Next.

@@ -541,3 +541,8 @@ func (r *rateInput) start() error                     { return nil }
 func (r *rateInput) stop()                            {}
 func (r *rateInput) quiesce() bool                    { return false }
 func (r *rateInput) inputAt(time.Time) (int64, error) { return r.perBatch, nil }
+
+// describesItself reports whether the input describes its batches itself
+// (a planned source, through the batch hooks): the batch does not list it
+// again.
+func (in *input[T]) describesItself() bool { return in.planned }

@@ -62,14 +62,13 @@ func TestReadmeClusterStaticDatasets(t *testing.T) {
 
 // README, "Watching a job": the batch API's `inputs[]` holds "`stream`,
 // `records`, `attrs`: the figures of the batch log line", and the batch
-// page shows "each input stream's records". For the directory source (and
-// the rate, socket and queue sources) inputs is empty: only planned
-// sources (Kafka) describe their input, though the dir source's batch log
-// line carries skipped_files and skipped_lines.
+// page shows "each input stream's records", for every source. (Found by a
+// README audit: only planned sources (Kafka) were listed, though the dir
+// source's batch log line carries skipped_files and skipped_lines.)
 //
 //	wordcount --source=dir --dir=IN --ui=14042; printf 'a b c\n' > IN/x.txt
 //	curl 127.0.0.1:14042/api/v1/jobs/wordcount/batches/<id of that batch>  # "inputs":[]
-func TestReadmeDefectBatchInputsOfDirSource(t *testing.T) {
+func TestReadmeBatchInputsOfDirSource(t *testing.T) {
 	needProcesses(t)
 	in := t.TempDir()
 	p := start(t, wordcountBin, "--source=dir", "--dir="+in, "--ui=127.0.0.1:0", "--master=local[2]")
