@@ -23,7 +23,7 @@ type fetchBlockStream struct {
 }
 
 func (s *fetchBlockStream) Send(*sluicev1.Chunk) error { s.chunks++; return nil }
-func (s *fetchBlockStream) Context() context.Context  { return context.Background() }
+func (s *fetchBlockStream) Context() context.Context   { return context.Background() }
 
 // When a job's process has died, the next RunTask of the job starts a new
 // one and first deletes the job's whole shuffle directory (883fc03,
