@@ -104,10 +104,34 @@ func (s *ShuffleStore) Write(job string, shuffle int64, mapPart int, blocks []ar
 			return err
 		}
 	}
-	if err := os.RemoveAll(final); err != nil {
+	if err := s.removeDir(final); err != nil { // a retry replaces the output
+		os.RemoveAll(tmp)
 		return err
 	}
 	return os.Rename(tmp, final)
+}
+
+// removeDir deletes dir so that no reader sees it partly deleted: it is
+// first moved into a new directory of the store's own (a rename, atomic),
+// so a reader finds either all of it or nothing (NotFound: a fetch
+// failure, and the output is computed again), then deleted. Deleted in
+// place, a map output's block files went before its directory, and a
+// fetch in between was served an empty block: rows lost, silently (found
+// by a review). Processes sharing the store's directory get distinct
+// names (MkdirTemp).
+func (s *ShuffleStore) removeDir(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	trash, err := os.MkdirTemp(s.dir, ".trash-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(trash)
+	if err := os.Rename(dir, filepath.Join(trash, "x")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // errNoMapOutput reports a map output this store does not have.
@@ -154,7 +178,7 @@ func (s *ShuffleStore) RemoveJob(job string) error {
 	if err := checkID("job id", job); err != nil {
 		return err
 	}
-	return os.RemoveAll(filepath.Join(s.dir, job))
+	return s.removeDir(filepath.Join(s.dir, job))
 }
 
 // RemoveShuffles deletes the given shuffles of a job.
@@ -163,7 +187,7 @@ func (s *ShuffleStore) RemoveShuffles(job string, ids ...int64) {
 		return
 	}
 	for _, id := range ids {
-		os.RemoveAll(filepath.Join(s.dir, job, strconv.FormatInt(id, 10)))
+		s.removeDir(filepath.Join(s.dir, job, strconv.FormatInt(id, 10)))
 	}
 }
 
@@ -391,6 +415,12 @@ func (t *taskShuffle) Fetch(ctx context.Context, shuffle int64, numMaps, reduceP
 			return failed(fmt.Sprintf("from %s: %v", locs[m], err))
 		}
 		if len(b) == 0 {
+			if m < len(nonEmpty) && reducePart >= 0 && reducePart/8 < len(nonEmpty[m]) {
+				// Its map task reported rows for this block (the bit is
+				// known and set, or the block was skipped above): no data
+				// is a lost output, not an empty one.
+				return failed(fmt.Sprintf("from %s: no data for a block its map task reported rows in", locs[m]))
+			}
 			continue
 		}
 		rec, err := DecodeIPC(b, t.store.mem)

@@ -83,6 +83,10 @@ func TestShuffleSkipsBlocksReportedEmpty(t *testing.T) {
 		{"unknown bitmap", addr, nil, 0, 0, 1, false},
 		{"reduce partition past the bitmap", addr, bitmap, 9, 0, 1, false},
 		{"block with rows of a lost executor", "", bitmap, 1, 0, 0, true},
+		// The map task reported rows for reduce 0, but the executor
+		// answers with none (its files deleted under the fetch): a lost
+		// output, never an empty block (found by a review).
+		{"no data for a block with rows", addr, []byte{0b011}, 0, 0, 1, true},
 	} {
 		rows, calls, err := fetch(c.loc, c.bitmap, c.reduce)
 		if c.fetchFailedOK {

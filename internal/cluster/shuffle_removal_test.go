@@ -26,19 +26,18 @@ func (s *fetchBlockStream) Send(*sluicev1.Chunk) error { s.chunks++; return nil 
 func (s *fetchBlockStream) Context() context.Context   { return context.Background() }
 
 // When a job's process has died, the next RunTask of the job starts a new
-// one and first deletes the job's whole shuffle directory (883fc03,
-// Daemon.process). The driver does not know yet: until a task result
-// carries the new incarnation, reduce tasks on other executors keep
-// fetching the dead process's map outputs from this daemon's Shuffle
-// service, which serves them from that directory. A fetch must then either
-// get the block or fail (NotFound: a fetch failure, the map output is
-// recomputed). But os.RemoveAll unlinks the block files before their
-// directory, and ShuffleStore.Open calls a block file that is missing while
-// its map output's directory is there an *empty block*: FetchBlock answers
-// OK with no data, and the reduce task silently drops that block's rows
-// (taskShuffle.Fetch does not hold the answer against the map output's
-// non-empty bitmap either).
-func TestReview2DeadJobProcessRestartServesDeletedBlocksAsEmpty(t *testing.T) {
+// one and first deletes the job's whole shuffle directory (Daemon.process).
+// The driver does not know yet: until a task result carries the new
+// incarnation, reduce tasks on other executors keep fetching the dead
+// process's map outputs from this daemon's Shuffle service. A fetch must
+// either get the block or fail (NotFound: a fetch failure, the map output
+// is recomputed), never be answered OK with no data: ShuffleStore.Open
+// calls a block file that is missing while its map output's directory is
+// there an empty block. Found by a review: os.RemoveAll unlinked the block
+// files before their directory; now a removal renames the directory away
+// first (ShuffleStore.removeDir), and taskShuffle.Fetch holds an empty
+// answer against the map output's non-empty bitmap too.
+func TestDeadJobProcessRestartNeverServesDeletedBlocksAsEmpty(t *testing.T) {
 	d, work := testDaemon(t)
 	const job, shuffle, blocks = "job-1", 7, 4000
 	dir := filepath.Join(work, "shuffle", job, strconv.Itoa(shuffle), "0")
