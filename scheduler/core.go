@@ -625,13 +625,20 @@ func (c *Core) failed(js *jobState, run *stageRun, t *Task, res TaskResult, m *S
 	if ff, ok := rdd.IsFetchFailed(res.Err); ok && !readsShuffle(t.Stage, ff.ShuffleID) {
 		// The task computed the lineage of a cached partition it was to
 		// read from another executor, and that lineage's shuffle output is
-		// gone. The backend sends such a task elsewhere only when the
-		// holder cannot take it (its calls failed, it drains, it is gone):
-		// forget every partition that holder has (as a lost map output
-		// forgets its executor's outputs), and plan their lineage.
+		// gone: plan the lineage instead. When the task ran away from the
+		// executor it preferred (the holder of most of its inputs), the
+		// backend found that holder unable to take it (its calls failed,
+		// it drains, it is gone): forget every partition it holds, as a
+		// lost map output forgets all of its executor's outputs, or each
+		// of its partitions costs a setback of its own. Otherwise only the
+		// partitions this task could not read.
 		for _, in := range t.Cached {
-			if in.At.Executor != res.Executor {
+			switch {
+			case in.At.Executor == res.Executor:
+			case in.At.Executor == t.Prefer.Executor:
 				c.forgetBlocksOf(in.At.Executor)
+			default:
+				delete(c.blocks, in.Block)
 			}
 		}
 		return c.replan(js, run, t, m, res.Err, acts)
