@@ -388,6 +388,25 @@ func (f *faultCluster) shuffleCensus(when string) [][]int64 {
 	return all
 }
 
+// startFaultJob starts a cluster of 3 executors with the fault job's input
+// and output directories, and feeds files files of known lines into the
+// input (fed is closed when all are there); the caller submits the job.
+func startFaultJob(t *testing.T, files int) (f *faultCluster, in, out string, fed chan struct{}) {
+	t.Helper()
+	c := newCluster(t, 3)
+	f = &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
+	in, out = filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
+	for _, d := range []string{in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.out = out
+	fed = make(chan struct{})
+	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	return f, in, out, fed
+}
+
 // TestFaultCampaignCheckpointed: a supervised job with --checkpoint
 // (lines, UpdateStateByKey state and a 4 s window sliding every 2 s, all
 // committed with SaveAsTextFiles) under two of each fault: kill -9 of an
@@ -397,19 +416,10 @@ func (f *faultCluster) shuffleCensus(when string) [][]int64 {
 // exact, no batch time or slide skipped, the job never stuck, and nothing
 // left on the executors once the job is stopped.
 func TestFaultCampaignCheckpointed(t *testing.T) {
-	bin := buildFaultjob(t)
-	c := newCluster(t, 3)
-	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
-	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
-	for _, d := range []string{in, out} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.out = out
 	const files = 400 // 80 s of input
-	fed := make(chan struct{})
-	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	bin := buildFaultjob(t)
+	f, in, out, fed := startFaultJob(t, files)
+	c := f.cluster
 	res, err := c.run("submit", "--supervise", bin, "--", "--dir="+in, "--out="+out, "--checkpoint=ckpt", "--checkpoint-interval=2s")
 	if err != nil {
 		t.Fatal(err)
@@ -460,19 +470,10 @@ func (f *faultCluster) checkShuffleBound(census [][]int64) {
 // never killed (without a checkpoint it cannot resume), so the job runs
 // on: every line exactly once in the lines sink, every window exact.
 func TestFaultCampaignStatelessWindow(t *testing.T) {
-	bin := buildFaultjob(t)
-	c := newCluster(t, 3)
-	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
-	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
-	for _, d := range []string{in, out} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.out = out
 	const files = 300
-	fed := make(chan struct{})
-	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	bin := buildFaultjob(t)
+	f, in, out, fed := startFaultJob(t, files)
+	c := f.cluster
 	f.id = c.submitBinary(bin, "--dir="+in, "--out="+out, "--state=false", "--window=6s", "--slide=2s")
 	c.driver.waitFor(t, "a few batches", func() bool { return strings.Count(c.jobStderr(f.id), `msg=batch `) >= 3 })
 	recov := f.campaign([]string{"kill -9 executor", "kill -9 job process", "SIGSTOP executor", "SIGSTOP job process"}, 1, "lines")
@@ -612,19 +613,10 @@ func TestFaultExecutorKillsWindowJobGoesOn(t *testing.T) {
 // is full, and checks the job goes on: every line exactly once, every
 // window exact.
 func testWindowJobSurvives(t *testing.T, what string, inject func(f *faultCluster)) {
-	bin := buildFaultjob(t)
-	c := newCluster(t, 3)
-	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
-	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
-	for _, d := range []string{in, out} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.out = out
 	const files = 150 // 30 s of input
-	fed := make(chan struct{})
-	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	bin := buildFaultjob(t)
+	f, in, out, fed := startFaultJob(t, files)
+	c := f.cluster
 	f.id = c.submitBinary(bin, "--dir="+in, "--out="+out, "--state=false", "--window=6s", "--slide=2s")
 	c.driver.waitFor(t, "8 batches", func() bool { return strings.Count(c.jobStderr(f.id), `msg=batch `) >= 8 })
 	inject(f)
@@ -674,19 +666,10 @@ func testWindowJobSurvives(t *testing.T, what string, inject func(f *faultCluste
 // the driver drops the dead one's outputs), and a daemon started on an
 // earlier one's work directory deletes its shuffle files.
 func TestFaultJobProcessKillLeavesNoShuffleFiles(t *testing.T) {
-	bin := buildFaultjob(t)
-	c := newCluster(t, 3)
-	f := &faultCluster{cluster: c, t: t, rng: faultRNG(t)}
-	in, out := filepath.Join(c.dir, "in"), filepath.Join(c.dir, "out")
-	for _, d := range []string{in, out} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.out = out
 	const files = 100
-	fed := make(chan struct{})
-	go seqjob.Feed(in, files, seqKeys, seqPer, 200*time.Millisecond, fed)
+	bin := buildFaultjob(t)
+	f, in, out, fed := startFaultJob(t, files)
+	c := f.cluster
 	f.id = c.submitBinary(bin, "--dir="+in, "--out="+out, "--state=false", "--window=6s", "--slide=2s")
 	c.driver.waitFor(t, "4 batches", func() bool { return strings.Count(c.jobStderr(f.id), `msg=batch `) >= 4 })
 	for k := range 4 {
