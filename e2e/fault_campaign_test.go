@@ -527,23 +527,7 @@ func checkLinesOnce(t *testing.T, out string, files, keys, per int) {
 			t.Errorf("lines batches %d then %d: a batch is missing", times[i-1], times[i])
 		}
 	}
-	lost, dups := 0, 0
-	for fi := range files {
-		for k := range keys {
-			for j := range per {
-				switch seen[fmt.Sprintf("k%d %d", k, fi*per+j+1)] {
-				case 0:
-					lost++
-				case 1:
-				default:
-					dups++
-				}
-			}
-		}
-	}
-	if lost > 0 || dups > 0 || len(seen) != files*keys*per {
-		t.Errorf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), files*keys*per)
-	}
+	seqjob.CheckOnce(t, seen, files, keys, per)
 }
 
 // TestFaultFrozenJobProcessWindowJobGoesOn: one executor's job process

@@ -176,6 +176,15 @@ func Check(t *testing.T, out string, interval time.Duration, files, keys, per in
 			}
 		}
 	}
+	CheckOnce(t, seen, files, keys, per)
+	return len(times)
+}
+
+// CheckOnce fails t unless seen (how often each line reached the lines
+// sink) holds every line Feed wrote for files, keys and per exactly once,
+// and nothing else.
+func CheckOnce(t testing.TB, seen map[string]int, files, keys, per int) {
+	t.Helper()
 	dups, lost := 0, 0
 	for f := range files {
 		for k := range keys {
@@ -193,7 +202,6 @@ func Check(t *testing.T, out string, interval time.Duration, files, keys, per in
 	if total := files * keys * per; dups > 0 || lost > 0 || len(seen) != total {
 		t.Errorf("lines sink: %d lost, %d duplicated, %d distinct (want %d)", lost, dups, len(seen), total)
 	}
-	return len(times)
 }
 
 // Produce writes the same input as Feed to a Kafka topic with franz-go (a
