@@ -161,7 +161,7 @@ func clusterJobTimes(dir string, n, slots int, jobArgs ...string) (time.Duration
 	}
 	var id string
 	for try := 0; ; try++ {
-		args := append([]string{"submit", "--master", addr, "--secret-file", secret, filepath.Join(dir, "wordcount"), "--"}, jobArgs...)
+		args := append([]string{"submit", "--master", addr, "--secret-file", secret, "--min-executors", "2", filepath.Join(dir, "wordcount"), "--"}, jobArgs...)
 		b, err := exec.CommandContext(ctx, filepath.Join(dir, "driver"), args...).Output()
 		if err == nil {
 			id = strings.TrimSpace(string(b))

@@ -93,6 +93,17 @@ func (c *cluster) submitBinary(bin string, args ...string) string {
 	return strings.TrimSpace(out)
 }
 
+// submitNoWait submits the wordcount job without waiting for an executor
+// (--min-executors 0).
+func (c *cluster) submitNoWait(args ...string) string {
+	c.t.Helper()
+	out, err := c.run(append([]string{"submit", "--min-executors", "0", wordcountBin, "--"}, args...)...)
+	if err != nil {
+		c.t.Fatalf("submit: %v", err)
+	}
+	return strings.TrimSpace(out)
+}
+
 func (c *cluster) jobStdout(id string) string {
 	b, _ := os.ReadFile(filepath.Join(c.dir, "state", "jobs", id, "stdout.log"))
 	return string(b)
@@ -264,7 +275,7 @@ func TestClusterRejectsWrongSecret(t *testing.T) {
 	}
 	e := c.addExecutor(bad)
 	e.waitFor(t, "a refused registration", func() bool { return strings.Contains(e.stderr.String(), "different cluster secret") })
-	id := c.submit(jobArgs...)
+	id := c.submitNoWait(jobArgs...)
 	time.Sleep(3 * time.Second)
 	if strings.Contains(e.stderr.String(), "job process started") || strings.Contains(e.stderr.String(), "registered") {
 		t.Fatalf("an executor with the wrong secret got work:\n%s", e.stderr.String())
@@ -281,7 +292,7 @@ func TestClusterRejectsWrongSecret(t *testing.T) {
 
 func TestClusterRefusesTamperedBinary(t *testing.T) {
 	c := newCluster(t, 0)
-	id := c.submit(jobArgs...)
+	id := c.submitNoWait(jobArgs...)
 	// Tamper with the stored binary before any executor fetched it.
 	bins, _ := filepath.Glob(filepath.Join(c.dir, "state", "binaries", "*"))
 	var stored string

@@ -125,12 +125,9 @@ func TestReadmeCluster(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
+			// As in a script: the next line runs at once, while this
+			// process starts (submit waits for the driver and executors).
 			bg, bgOut = append(bg, cmd), append(bgOut, out)
-			ready := "driver serving"
-			if strings.Contains(l, "executor") {
-				ready = "executor: registered"
-			}
-			waitUntil(t, l, func() bool { return strings.Contains(out.String(), ready) })
 			continue
 		}
 		cmd := shell(ctx, dir, line, env)
@@ -174,6 +171,17 @@ func TestReadmeCluster(t *testing.T) {
 		}
 		return false
 	})
+	// --min-executors 2: the job has both executors' slots, 2 partitions,
+	// so every batch's directory holds two part files.
+	saved, _ := filepath.Glob(filepath.Join(dir, "out", "counts-*"))
+	for _, d := range saved {
+		if strings.Contains(d, "_temporary") {
+			continue
+		}
+		if parts, _ := filepath.Glob(filepath.Join(d, "part-*")); len(parts) != 2 || filepath.Base(parts[1]) != "part-00001" {
+			t.Errorf("%s holds %v; want part-00000 and part-00001 (2 partitions)", d, parts)
+		}
+	}
 	// Stopping the job as the README says; it ends and leaves its logs.
 	stop := "bin/driver stop --master 127.0.0.1:" + ports["7077"] + " --secret-file secret " + jobID
 	if out, err := shell(ctx, dir, stop, env).CombinedOutput(); err != nil || !strings.Contains(string(out), jobID) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -109,10 +110,15 @@ func TestSubmitRefusesWhatIsNoProgram(t *testing.T) {
 	}
 }
 
-// countingDriver takes submissions and counts their bytes.
+// countingDriver takes submissions and counts their bytes; it lists one
+// executor.
 type countingDriver struct {
 	sluicev1.UnimplementedDriverServer
 	got atomic.Int64
+}
+
+func (d *countingDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRequest) (*sluicev1.ListExecutorsResponse, error) {
+	return &sluicev1.ListExecutorsResponse{Executors: []*sluicev1.ExecutorInfo{{ExecutorId: "e1", Slots: 2}}}, nil
 }
 
 func (d *countingDriver) SubmitJob(s sluicev1.Driver_SubmitJobServer) error {

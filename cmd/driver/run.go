@@ -22,6 +22,8 @@ import (
 	"github.com/sluicehq/sluice/internal/cluster"
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
 )
 
 type usageError struct{ error }
@@ -57,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		err = serve(ctx, args[1:], stdout, stderr)
 	case "submit", "jobs", "status", "stop", "healthcheck":
-		err = client(ctx, args[0], args[1:], stdout)
+		err = client(ctx, args[0], args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		for _, cmd := range []string{"serve", "submit", "jobs"} {
@@ -90,6 +92,8 @@ type clientFlags struct {
 	interval         *time.Duration
 	batches          *int
 	unlessRunning    *bool
+	minExecutors     *int
+	wait             *time.Duration
 	sec              cluster.SecurityFlags
 }
 
@@ -120,7 +124,10 @@ func flagSet(cmd string) (*flag.FlagSet, any) {
 		batches:  fs.Int("batches", 10, "status: the last batches to show"),
 		unlessRunning: fs.Bool("unless-running", false,
 			"submit: if a job of this name is running already, print its id and submit nothing (for a submit step that may run again)"),
-		sec: cluster.AddSecurityFlags(fs),
+		minExecutors: fs.Int("min-executors", 1,
+			"submit: wait until at least this many executors (not draining) are registered before submitting: a job's default partition count is the slots registered when it starts, fixed for its life. 0: do not wait"),
+		wait: fs.Duration("wait", time.Minute, "submit: how long --min-executors waits before giving up"),
+		sec:  cluster.AddSecurityFlags(fs),
 	}
 }
 
@@ -220,12 +227,15 @@ func advertised(a net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
-func client(ctx context.Context, cmd string, args []string, stdout io.Writer) error {
+func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
 	fs, f := flagSet(cmd)
 	flags := f.(clientFlags)
 	master, name, sf, unlessRunning := flags.master, flags.name, flags.sec, flags.unlessRunning
 	if err := parse(fs, args, stdout); err != nil {
 		return err
+	}
+	if *flags.minExecutors < 0 || *flags.wait < 0 {
+		return usageError{fmt.Errorf("submit: --min-executors=%d and --wait=%v must be >= 0", *flags.minExecutors, *flags.wait)}
 	}
 	secret, _, err := loadSecret(sf)
 	if err != nil {
@@ -266,7 +276,9 @@ func client(ctx context.Context, cmd string, args []string, stdout io.Writer) er
 				}
 			}
 		}
-		id, err := submit(ctx, dc, rest[0], *name, jobArgs, *flags.supervise)
+		id, err := submit(ctx, dc, rest[0], *name, jobArgs, *flags.supervise, func() error {
+			return waitExecutors(watchCtx, dc, *master, *flags.minExecutors, *flags.wait, stderr)
+		})
 		if err != nil {
 			return err
 		}
@@ -346,10 +358,56 @@ func writeJobs(w io.Writer, jobs []*sluicev1.JobInfo) error {
 	return tw.Flush()
 }
 
+// waitExecutors polls the coordinator every 200 ms until at least n
+// executors that are not draining are registered, or wait has passed; a
+// driver that cannot be reached yet (Unavailable: just started beside its
+// executors, as in a script) is polled again too. A job
+// takes its default partition count from the slots registered when it
+// starts, for its whole life: submitted right after its executors were
+// started, it would get the slots of those that happened to be registered.
+func waitExecutors(ctx context.Context, dc sluicev1.DriverClient, master string, n int, wait time.Duration, stderr io.Writer) error {
+	if n <= 0 {
+		return nil
+	}
+	deadline := time.Now().Add(wait)
+	for said := false; ; {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := dc.ListExecutors(lctx, &sluicev1.ListExecutorsRequest{})
+		cancel()
+		unavailable := grpcstatus.Code(err) == codes.Unavailable // a driver still starting
+		if err != nil && (!unavailable || !time.Now().Before(deadline)) {
+			return fmt.Errorf("submit: list the executors of the driver at %s: %w", master, err)
+		}
+		live := 0
+		for _, e := range resp.GetExecutors() {
+			if !e.GetDraining() {
+				live++
+			}
+		}
+		if live >= n {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("submit: %d executor(s) registered with the driver at %s after waiting %v; --min-executors=%d: start executors (executor --driver %s ...), wait longer (--wait), or lower --min-executors",
+				live, master, wait, n, master)
+		}
+		if !said {
+			fmt.Fprintf(stderr, "submit: waiting up to %v for %d executor(s) to register (%d now)\n", wait, n, live)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(200*time.Millisecond, time.Until(deadline))):
+		}
+	}
+}
+
 // submit streams a job binary to the driver. The file is checked (size,
 // kind) before anything is read, hashed in one streaming pass, and sent in
-// chunks: it is never held in memory whole.
-func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string, supervise bool) (string, error) {
+// chunks: it is never held in memory whole. ready runs between the checks
+// and the upload.
+func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string, supervise bool, ready func() error) (string, error) {
 	f, size, err := openJobBinary(path)
 	if err != nil {
 		return "", err
@@ -365,6 +423,9 @@ func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, ar
 	goos, goarch := platform(path)
 	if name == "" {
 		name = filepath.Base(path)
+	}
+	if err := ready(); err != nil {
+		return "", err
 	}
 	stream, err := dc.SubmitJob(ctx)
 	if err != nil {

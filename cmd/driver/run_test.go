@@ -19,6 +19,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"serve", "--state-dir", t.TempDir()}, "--secret-file is required"},
 		{[]string{"serve", "--no-such"}, "flag provided but not defined"},
 		{[]string{"submit", "--insecure"}, "which job binary"},
+		{[]string{"submit", "--insecure", "--min-executors", "-1", "job"}, "--min-executors=-1 and --wait=1m0s must be >= 0"},
+		{[]string{"submit", "--insecure", "--wait", "-1s", "job"}, "--wait=-1s must be >= 0"},
 		{[]string{"status", "--insecure"}, "give one job id"},
 		{[]string{"jobs", "--secret-file", "/nonexistent/secret"}, "cluster secret"},
 		{[]string{"serve", "--listen", "127.0.0.1:0", "--state-dir", t.TempDir(), "--insecure", "--ui", "0.0.0.0:0"}, "binds beyond loopback"},

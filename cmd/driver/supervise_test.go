@@ -43,6 +43,10 @@ var restartedJobs = []*sluicev1.JobInfo{
 	{JobId: "job-x-2", Name: "again", State: "running", Attempt: 3, Supervise: true},
 }
 
+func (d *headerDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRequest) (*sluicev1.ListExecutorsResponse, error) {
+	return &sluicev1.ListExecutorsResponse{Executors: []*sluicev1.ExecutorInfo{{ExecutorId: "e1", Slots: 2}}}, nil
+}
+
 func (d *headerDriver) ListJobs(context.Context, *sluicev1.ListJobsRequest) (*sluicev1.ListJobsResponse, error) {
 	return &sluicev1.ListJobsResponse{Jobs: restartedJobs}, nil
 }

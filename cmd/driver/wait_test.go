@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/cluster"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+	"google.golang.org/grpc"
+)
+
+// growingDriver lists the executors of lists[i] on its i-th ListExecutors
+// call (the last one from then on) and records the listings seen before
+// each submission.
+type growingDriver struct {
+	countingDriver
+	mu       sync.Mutex
+	lists    [][]*sluicev1.ExecutorInfo
+	calls    int
+	atSubmit []int // calls made before each submission
+}
+
+func (d *growingDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRequest) (*sluicev1.ListExecutorsResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.lists[min(d.calls, len(d.lists)-1)]
+	d.calls++
+	return &sluicev1.ListExecutorsResponse{Executors: l}, nil
+}
+
+func (d *growingDriver) SubmitJob(s sluicev1.Driver_SubmitJobServer) error {
+	d.mu.Lock()
+	d.atSubmit = append(d.atSubmit, d.calls)
+	d.mu.Unlock()
+	return d.countingDriver.SubmitJob(s)
+}
+
+func serveDriver(t *testing.T, d sluicev1.DriverServer) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(cluster.Insecure().ServerOptions(nil)...)
+	sluicev1.RegisterDriverServer(srv, d)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// submit waits for --min-executors executors that are not draining before
+// it sends the binary (a job's default partition count is the slots
+// registered when it starts), gives up after --wait naming what it saw,
+// and does not wait with --min-executors 0.
+func TestSubmitWaitsForExecutors(t *testing.T) {
+	job := filepath.Join(t.TempDir(), "job")
+	os.WriteFile(job, []byte("\x7fELF then some bytes"), 0o755)
+	one := &sluicev1.ExecutorInfo{ExecutorId: "e1", Slots: 1}
+	two := &sluicev1.ExecutorInfo{ExecutorId: "e2", Slots: 1}
+	draining := &sluicev1.ExecutorInfo{ExecutorId: "e3", Slots: 1, Draining: true}
+	growing := [][]*sluicev1.ExecutorInfo{nil, {one}, {one, draining}, {one, draining}, {one, two, draining}}
+
+	t.Run("waits", func(t *testing.T) {
+		d := &growingDriver{lists: growing}
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"submit", "--insecure", "--master", serveDriver(t, d), "--min-executors", "2", job}, &out, &errOut)
+		if err != nil || strings.TrimSpace(out.String()) != "job-1" {
+			t.Fatalf("submit: %v, printed %q", err, out.String())
+		}
+		if len(d.atSubmit) != 1 || d.atSubmit[0] != 5 {
+			t.Errorf("submitted after %v listings, want once after 5 (the first with two executors not draining)", d.atSubmit)
+		}
+		if !strings.Contains(errOut.String(), "waiting up to 1m0s for 2 executor(s) to register (0 now)") {
+			t.Errorf("stderr: %q", errOut.String())
+		}
+	})
+	t.Run("default waits for one", func(t *testing.T) {
+		d := &growingDriver{lists: growing}
+		if err := run(context.Background(), []string{"submit", "--insecure", "--master", serveDriver(t, d), job}, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+			t.Fatal(err)
+		}
+		if len(d.atSubmit) != 1 || d.atSubmit[0] != 2 {
+			t.Errorf("submitted after %v listings, want once after 2", d.atSubmit)
+		}
+	})
+	t.Run("gives up", func(t *testing.T) {
+		d := &growingDriver{lists: [][]*sluicev1.ExecutorInfo{{one, draining}}}
+		addr := serveDriver(t, d)
+		err := run(context.Background(), []string{"submit", "--insecure", "--master", addr, "--min-executors", "2", "--wait", "500ms", job}, &bytes.Buffer{}, &bytes.Buffer{})
+		want := "submit: 1 executor(s) registered with the driver at " + addr + " after waiting 500ms; --min-executors=2"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("got %v, want %q", err, want)
+		}
+		if len(d.atSubmit) != 0 || d.calls < 2 {
+			t.Errorf("%d submissions after %d listings; want none, after polling", len(d.atSubmit), d.calls)
+		}
+	})
+	t.Run("zero does not wait", func(t *testing.T) {
+		d := &growingDriver{lists: [][]*sluicev1.ExecutorInfo{nil}}
+		if err := run(context.Background(), []string{"submit", "--insecure", "--master", serveDriver(t, d), "--min-executors", "0", job}, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+			t.Fatal(err)
+		}
+		if len(d.atSubmit) != 1 || d.calls != 0 {
+			t.Errorf("%v submissions after %d listings; want one, without listing", d.atSubmit, d.calls)
+		}
+	})
+}
+
+// A driver that does not answer yet (started in the same script) is
+// polled again until --wait, as executors that have not registered are.
+func TestSubmitWaitsForADriverStarting(t *testing.T) {
+	job := filepath.Join(t.TempDir(), "job")
+	os.WriteFile(job, []byte("\x7fELF then some bytes"), 0o755)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() {
+		done <- run(context.Background(), []string{"submit", "--insecure", "--master", addr, "--wait", "20s", job}, &out, &bytes.Buffer{})
+	}()
+	time.Sleep(700 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("submit ended before the driver listened: %v", err)
+	default:
+	}
+	lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	srv := grpc.NewServer(cluster.Insecure().ServerOptions(nil)...)
+	d := &growingDriver{lists: [][]*sluicev1.ExecutorInfo{{{ExecutorId: "e1", Slots: 1}}}}
+	sluicev1.RegisterDriverServer(srv, d)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	if err := <-done; err != nil || strings.TrimSpace(out.String()) != "job-1" {
+		t.Fatalf("submit: %v, printed %q", err, out.String())
+	}
+	// Without waiting, an unreachable driver fails at once.
+	err = run(context.Background(), []string{"submit", "--insecure", "--master", "127.0.0.1:1", "--wait", "0s", job}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "list the executors of the driver at 127.0.0.1:1") {
+		t.Fatalf("unreachable driver, --wait 0s: %v", err)
+	}
+}
