@@ -405,9 +405,14 @@ func (s *inputServer) FetchInput(req *sluicev1.FetchInputRequest, stream sluicev
 				return status.Errorf(codes.Internal, "encode input: %v", err)
 			}
 		}
+		size := int64(len(b))
 		for first := true; first || len(b) > 0; first = false {
 			n := min(len(b), cluster.ChunkBytes)
-			if err := stream.Send(&sluicev1.InputChunk{Partition: int32(p), Partitions: int32(len(recs)), Data: b[:n], Last: n == len(b)}); err != nil {
+			ch := &sluicev1.InputChunk{Partition: int32(p), Partitions: int32(len(recs)), Data: b[:n], Last: n == len(b)}
+			if first {
+				ch.Size = size
+			}
+			if err := stream.Send(ch); err != nil {
 				return err
 			}
 			b = b[n:]
@@ -482,6 +487,10 @@ func (c *Context) fetchBroadcast(name string) ([]byte, error) {
 // fetchInput gets, in the executor role, one source's input of batch t from
 // the job's driver: partition part of it (the records of the others nil),
 // or every partition when part < 0.
+// maxInputPrealloc bounds the buffer fetchInput allocates for a partition
+// from the size its first chunk announces.
+const maxInputPrealloc = 256 << 20
+
 func (c *Context) fetchInput(ctx context.Context, input int, t time.Time, part int) ([]arrow.Record, int64, error) {
 	addr := c.resolver.driverAddr()
 	if addr == "" {
@@ -510,7 +519,7 @@ func (c *Context) fetchInput(ctx context.Context, input int, t time.Time, part i
 		return nil, 0, fmt.Errorf("dstream: fetch input %d of %s from the driver: %w", input, fmtTime(t), err)
 	}
 	var buf []byte
-	var n int64
+	var want, n int64 // the partition's announced size; rows
 	for {
 		ch, err := stream.Recv()
 		if err == io.EOF {
@@ -529,9 +538,21 @@ func (c *Context) fetchInput(ctx context.Context, input int, t time.Time, part i
 		if p < 0 || p >= len(recs) || int(ch.GetPartitions()) != len(recs) || part >= 0 && p != part {
 			return fail(fmt.Errorf("chunk for partition %d of %d", p, ch.GetPartitions()))
 		}
+		if buf == nil {
+			want = ch.GetSize()
+			if want > int64(len(ch.GetData())) {
+				// Announced on the first chunk: one allocation of the
+				// payload, not a doubling buffer (at most
+				// maxInputPrealloc; a larger one grows as it comes).
+				buf = make([]byte, 0, min(want, maxInputPrealloc))
+			}
+		}
 		buf = append(buf, ch.GetData()...)
 		if !ch.GetLast() {
 			continue
+		}
+		if want > 0 && int64(len(buf)) != want {
+			return fail(fmt.Errorf("partition %d: %d bytes, its first chunk announced %d", p, len(buf), want))
 		}
 		if len(buf) > 0 {
 			rec, err := cluster.DecodeIPC(buf, c.cfg.Allocator)

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"time"
 
 	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/array"
 	"github.com/apache/arrow/go/v15/arrow/ipc"
 	"github.com/apache/arrow/go/v15/arrow/memory"
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
@@ -355,6 +357,7 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // EncodeIPC writes a record as a framed Arrow IPC stream.
 func EncodeIPC(rec arrow.Record, mem memory.Allocator) ([]byte, error) {
 	var buf bytes.Buffer
+	buf.Grow(ipcSize(rec)) // one allocation, not a doubling and copying buffer
 	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(mem))
 	if err := w.Write(rec); err != nil {
 		w.Close()
@@ -370,6 +373,43 @@ func EncodeIPC(rec arrow.Record, mem memory.Allocator) ([]byte, error) {
 	copy(tr[12:], ipcMagic)
 	buf.Write(tr[:])
 	return buf.Bytes(), nil
+}
+
+// ipcSize is about the bytes of rec's IPC stream: the part of each
+// column's buffers its rows use (a column may be a slice of a larger
+// array), padded, plus room for the schema and record metadata and the
+// trailer. Types it does not know add nothing: the buffer grows for them.
+func ipcSize(rec arrow.Record) int {
+	n := 1<<10 + 64*int(rec.NumCols())
+	for _, c := range rec.Columns() {
+		n += arrayBytes(c)
+	}
+	return n
+}
+
+func arrayBytes(a arrow.Array) int {
+	rows := a.Len()
+	n := (rows+7)/8 + 16 // validity bitmap, padding
+	if rows == 0 {
+		return n
+	}
+	switch a := a.(type) {
+	case *array.String:
+		o := a.ValueOffsets() // rows+1 offsets
+		return n + 4*len(o) + int(o[len(o)-1]-o[0])
+	case *array.Binary:
+		o := a.ValueOffsets()
+		return n + 4*len(o) + int(o[len(o)-1]-o[0])
+	case *array.Struct:
+		for i := 0; i < a.NumField(); i++ {
+			n += arrayBytes(a.Field(i))
+		}
+		return n
+	}
+	if fw, ok := a.DataType().(arrow.FixedWidthDataType); ok {
+		return n + rows*fw.BitWidth()/8
+	}
+	return 0
 }
 
 // CheckIPC checks the frame of an EncodeIPC payload (trailer, length and
@@ -390,10 +430,19 @@ func CheckIPC(b []byte) error {
 	return nil
 }
 
-// DecodeIPC reads the single record of a framed Arrow IPC stream; the
-// caller releases it. Malformed, truncated or corrupted input is an error,
-// never a panic.
-func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
+// DecodeIPC reads the single record of a framed Arrow IPC stream into
+// buffers from mem; the caller releases it. Malformed, truncated or
+// corrupted input is an error, never a panic. Each buffer is copied once,
+// from b into mem (Arrow's reader copies it out of the message body; its
+// stream reader would first copy every body out of b); the record does not
+// refer to b.
+func DecodeIPC(b []byte, mem memory.Allocator) (arrow.Record, error) {
+	return decodeIPC(b, func(payload []byte) (*ipc.Reader, error) {
+		return ipc.NewReaderFromMessageReader(&sliceMessages{b: payload, refs: 1}, ipc.WithAllocator(mem))
+	})
+}
+
+func decodeIPC(b []byte, reader func(payload []byte) (*ipc.Reader, error)) (rec arrow.Record, err error) {
 	if err := CheckIPC(b); err != nil {
 		return nil, err
 	}
@@ -403,7 +452,7 @@ func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
 			rec, err = nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %v", v)
 		}
 	}()
-	r, err := ipc.NewReader(bytes.NewReader(payload), ipc.WithAllocator(mem))
+	r, err := reader(payload)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: malformed Arrow IPC payload: %w", err)
 	}
@@ -417,4 +466,67 @@ func DecodeIPC(b []byte, mem memory.Allocator) (rec arrow.Record, err error) {
 	rec = r.Record()
 	rec.Retain()
 	return rec, nil
+}
+
+// sliceMessages reads the messages of an Arrow IPC stream held in memory,
+// each message's metadata and body a slice of b (ipc's own message reader
+// copies every body into a new buffer). As that reader's, a message is
+// valid until the next call.
+type sliceMessages struct {
+	b    []byte
+	msg  *ipc.Message
+	refs int64
+}
+
+func (m *sliceMessages) Message() (*ipc.Message, error) {
+	if m.msg != nil {
+		m.msg.Release()
+		m.msg = nil
+	}
+	word := func() (uint32, error) {
+		if len(m.b) < 4 {
+			return 0, fmt.Errorf("arrow/ipc: stream cut after %d bytes of a message prefix", len(m.b))
+		}
+		v := binary.LittleEndian.Uint32(m.b)
+		m.b = m.b[4:]
+		return v, nil
+	}
+	if len(m.b) == 0 {
+		return nil, io.EOF
+	}
+	n, err := word()
+	if err != nil {
+		return nil, err
+	}
+	if n == 0xFFFFFFFF { // continuation marker, then the length
+		if n, err = word(); err != nil {
+			return nil, err
+		}
+	}
+	if n == 0 {
+		return nil, io.EOF // end of stream
+	}
+	if uint64(n) > uint64(len(m.b)) {
+		return nil, fmt.Errorf("arrow/ipc: message metadata of %d bytes, %d left", n, len(m.b))
+	}
+	meta := memory.NewBufferBytes(m.b[:n])
+	m.b = m.b[n:]
+	head := ipc.NewMessage(meta, memory.NewBufferBytes(nil))
+	bodyLen := head.BodyLen()
+	head.Release()
+	if bodyLen < 0 || bodyLen > int64(len(m.b)) {
+		return nil, fmt.Errorf("arrow/ipc: message body of %d bytes, %d left", bodyLen, len(m.b))
+	}
+	m.msg = ipc.NewMessage(meta, memory.NewBufferBytes(m.b[:bodyLen]))
+	m.b = m.b[bodyLen:]
+	return m.msg, nil
+}
+
+func (m *sliceMessages) Retain() { m.refs++ }
+
+func (m *sliceMessages) Release() {
+	if m.refs--; m.refs == 0 && m.msg != nil {
+		m.msg.Release()
+		m.msg = nil
+	}
 }

@@ -353,11 +353,14 @@ func (x *FetchInputRequest) GetPartition() int32 {
 // InputChunk carries part of one partition's framed Arrow IPC record; the
 // chunks of a partition come in order, the last one with last set.
 type InputChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Partitions    int32                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"` // how many the batch has (0: no input at all)
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
-	Last          bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Partition  int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partitions int32                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"` // how many the batch has (0: no input at all)
+	Data       []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Last       bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	// The partition's payload bytes in all, on its first chunk: the reader
+	// allocates them once.
+	Size          int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +421,13 @@ func (x *InputChunk) GetLast() bool {
 		return x.Last
 	}
 	return false
+}
+
+func (x *InputChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
 }
 
 type Chunk struct {
@@ -2460,7 +2470,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x05input\x18\x02 \x01(\x05R\x05input\x12/\n" +
 	"\x14batch_time_unix_nano\x18\x03 \x01(\x03R\x11batchTimeUnixNano\x12#\n" +
 	"\rone_partition\x18\x04 \x01(\bR\fonePartition\x12\x1c\n" +
-	"\tpartition\x18\x05 \x01(\x05R\tpartition\"r\n" +
+	"\tpartition\x18\x05 \x01(\x05R\tpartition\"\x86\x01\n" +
 	"\n" +
 	"InputChunk\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1e\n" +
@@ -2468,7 +2478,8 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"partitions\x18\x02 \x01(\x05R\n" +
 	"partitions\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
-	"\x04last\x18\x04 \x01(\bR\x04last\"\x1b\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\x1b\n" +
 	"\x05Chunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"6\n" +
 	"\bPlatform\x12\x12\n" +
