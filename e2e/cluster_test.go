@@ -214,6 +214,10 @@ func TestClusterWordCountMatchesLocal(t *testing.T) {
 		if !strings.Contains(e.stderr.String(), "job process started") {
 			t.Errorf("executor %d ran no task:\n%s", i, tail(e.stderr.String()))
 		}
+		// The job process's own log lines are in the executor's stderr.
+		if !regexp.MustCompile(`(?m)^time=\S+ level=INFO msg="cluster: serving tasks" job=` + regexp.QuoteMeta(id) + ` role=executor `).MatchString(e.stderr.String()) {
+			t.Errorf("executor %d's stderr has no log line of the job's process:\n%s", i, tail(e.stderr.String()))
+		}
 	}
 	if out, err := c.run("stop", id); err != nil || !strings.Contains(out, "stopping") {
 		t.Fatalf("stop: %q %v", out, err)

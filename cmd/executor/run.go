@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/cluster"
@@ -115,10 +116,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		adv = net.JoinHostPort(host, port)
 	}
+	// The daemon's log and its job processes' lines share stderr, a line
+	// (one Write) at a time.
+	out := &lockedWriter{w: stderr}
 	d, err := cluster.NewDaemon(cluster.DaemonConfig{
 		ID: *id, DriverAddr: *driver, Advertise: adv, WorkDir: work, Slots: *slots,
 		Secret: secret, SecretFile: secretFile, DrainGrace: *drain, OrphanGrace: *orphan,
-		Log: slog.New(slog.NewTextHandler(stderr, nil)).With(slog.String("role", "executor")),
+		Log:    slog.New(slog.NewTextHandler(out, nil)).With(slog.String("role", "executor")),
+		JobLog: out,
 	})
 	if err != nil {
 		return err
@@ -188,4 +193,16 @@ func healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	return fmt.Errorf("healthcheck: the driver at %s does not list executor %s (registered: %d executors)", *driver, want, len(resp.GetExecutors()))
+}
+
+// lockedWriter serializes Writes.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,6 +42,11 @@ type DaemonConfig struct {
 	// processes and job data are deleted. Default DefaultOrphanGrace.
 	OrphanGrace time.Duration
 	Log         *slog.Logger
+	// JobLog receives the stderr of the job processes, whole lines (their
+	// log lines name the job and role=executor), as a Spark executor's
+	// stderr holds its tasks' logs. Nil: only the last lines are kept, for
+	// the error of a process that died.
+	JobLog io.Writer
 }
 
 // Daemon is an executor: it registers with the coordinator, runs each job's
@@ -500,11 +506,18 @@ func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *job
 	}
 	os.Remove(p.socket)
 	var cmd *exec.Cmd
+	var lines *lineWriter
+	if d.cfg.JobLog != nil {
+		lines = &lineWriter{w: d.cfg.JobLog}
+	}
 	for try := 1; ; try++ {
 		cmd = exec.Command(bin, args...)
 		cmd.Dir = dir
 		cmd.Stdout = io.Discard
 		cmd.Stderr = p.stderr
+		if lines != nil {
+			cmd.Stderr = io.MultiWriter(p.stderr, lines)
+		}
 		cmd.Env = append(os.Environ(),
 			"SLUICE_ROLE=executor",
 			"SLUICE_JOB_ID="+job,
@@ -530,6 +543,9 @@ func (d *Daemon) start(job, bin string, args []string, parallelism int32, p *job
 	p.cmd = cmd
 	go func() { // owned by the job process; stopJobs waits on done
 		cmd.Wait()
+		if lines != nil {
+			lines.flush() // a last line without its newline
+		}
 		close(p.done)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
@@ -661,6 +677,46 @@ func stopProc(p *jobProc) {
 }
 
 // tailBuffer keeps the end of a process's stderr for error messages.
+// lineWriter passes what a process writes on to w a whole line at a time
+// (a line over maxLogLine goes in pieces), so that the lines of processes
+// writing at once do not interleave within a line.
+type lineWriter struct {
+	w    io.Writer
+	part []byte
+}
+
+const maxLogLine = 64 << 10
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			l.part = append(l.part, b...)
+			if len(l.part) >= maxLogLine {
+				l.flush()
+			}
+			break
+		}
+		if len(l.part) > 0 {
+			l.part = append(l.part, b[:i+1]...)
+			l.w.Write(l.part)
+			l.part = l.part[:0]
+		} else {
+			l.w.Write(b[:i+1])
+		}
+		b = b[i+1:]
+	}
+	return n, nil // the process's output never fails for want of a log
+}
+
+func (l *lineWriter) flush() {
+	if len(l.part) > 0 {
+		l.w.Write(append(l.part, '\n'))
+		l.part = l.part[:0]
+	}
+}
+
 type tailBuffer struct {
 	mu  sync.Mutex
 	buf []byte
