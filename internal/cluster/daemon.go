@@ -69,6 +69,7 @@ type Daemon struct {
 	gens     map[string]int64              // job processes started, by job
 	killers  map[string]context.CancelFunc // running tasks by "job/task"
 	binMu    sync.Mutex                    // serializes binary downloads
+	lock     *os.File                      // holds the work directory (lockWorkDir)
 	contact  contact                       // when the driver last answered
 	idle     *sync.Cond
 }
@@ -113,6 +114,16 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		cfg.Log = slog.Default()
 	}
 	cfg.Log = cfg.Log.With(slog.String("executor", cfg.ID))
+	lock, err := lockWorkDir(cfg.WorkDir)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok && lock != nil {
+			lock.Close()
+		}
+	}()
 	// Shuffle files left by an earlier daemon on this work directory are
 	// of job processes that died with it: no driver reads them again (it
 	// drops every output of an earlier incarnation), so they go now.
@@ -131,15 +142,27 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}, gens: map[string]int64{}, killers: map[string]context.CancelFunc{}}
+	d := &Daemon{cfg: cfg, pool: NewPool(cfg.Secret.DialOptions()...), store: store, jobs: map[string]*jobProc{}, gens: map[string]int64{},
+		killers: map[string]context.CancelFunc{}, lock: lock}
 	d.idle = sync.NewCond(&d.mu)
+	ok = true
 	return d, nil
+}
+
+// Close releases the work directory (Run does when it returns), for a
+// daemon that is not run.
+func (d *Daemon) Close() {
+	if d.lock != nil {
+		d.lock.Close()
+		d.lock = nil
+	}
 }
 
 // Run serves on lis and keeps the executor registered until ctx is done;
 // then it drains: no new tasks, running ones finish, shuffle blocks stay
 // available for DrainGrace, and the job processes are stopped.
 func (d *Daemon) Run(ctx context.Context, lis net.Listener) error {
+	defer d.Close()
 	conn, err := d.pool.Conn(d.cfg.DriverAddr)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -372,7 +373,8 @@ func TestCoordinatorRefusesAChangedBinary(t *testing.T) {
 // processes wrote: no driver reads an earlier incarnation's output, and
 // only those processes knew which files to delete. Binaries stay.
 func TestDaemonStartRemovesAnEarlierDaemonsShuffleFiles(t *testing.T) {
-	_, work := testDaemon(t)
+	first, work := testDaemon(t)
+	first.Close() // it died (the kernel drops its lock)
 	old := filepath.Join(work, "shuffle", "job-1", "42", "0")
 	if err := os.MkdirAll(old, 0o755); err != nil {
 		t.Fatal(err)
@@ -384,10 +386,12 @@ func TestDaemonStartRemovesAnEarlierDaemonsShuffleFiles(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewDaemon(DaemonConfig{DriverAddr: "127.0.0.1:1", Advertise: "127.0.0.1:2", WorkDir: work, Slots: 2,
-		Secret: mustSecret(t, "the-right-cluster-secret"), Log: quietLog()}); err != nil {
+	d, err := NewDaemon(DaemonConfig{DriverAddr: "127.0.0.1:1", Advertise: "127.0.0.1:2", WorkDir: work, Slots: 2,
+		Secret: mustSecret(t, "the-right-cluster-secret"), Log: quietLog()})
+	if err != nil {
 		t.Fatal(err)
 	}
+	d.Close()
 	if _, err := os.Stat(filepath.Join(work, "shuffle", "job-1")); !os.IsNotExist(err) {
 		t.Errorf("the earlier daemon's shuffle files are still there (%v)", err)
 	}
@@ -397,4 +401,36 @@ func TestDaemonStartRemovesAnEarlierDaemonsShuffleFiles(t *testing.T) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Errorf("a stored binary went with them: %v", err)
 	}
+}
+
+// A second executor on a work directory in use is refused, naming the
+// process that holds it, and deletes nothing of the first's; once the
+// first let it go, it starts.
+func TestDaemonRefusesAWorkDirectoryInUse(t *testing.T) {
+	first, work := testDaemon(t)
+	defer first.Close()
+	block := filepath.Join(work, "shuffle", "job-1", "42", "0", "r0.arrow")
+	if err := os.MkdirAll(filepath.Dir(block), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(block, []byte("block"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DaemonConfig{DriverAddr: "127.0.0.1:1", Advertise: "127.0.0.1:3", WorkDir: work, Slots: 2,
+		Secret: mustSecret(t, "the-right-cluster-secret"), Log: quietLog()}
+	_, err := NewDaemon(cfg)
+	want := fmt.Sprintf("work directory %s is in use by another executor (process %d holds %s): give each executor its own --work-dir",
+		work, os.Getpid(), filepath.Join(work, "executor.lock"))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a second daemon on %s: %v; want %q", work, err, want)
+	}
+	if _, err := os.Stat(block); err != nil {
+		t.Fatalf("the refused daemon deleted the first's shuffle files: %v", err)
+	}
+	first.Close()
+	second, err := NewDaemon(cfg)
+	if err != nil {
+		t.Fatalf("after the first let go: %v", err)
+	}
+	second.Close()
 }
