@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -269,6 +270,32 @@ func TestClusterMembership(t *testing.T) {
 	c.waitBatches(id, n+2)
 	checkAgainst(t, batches(c.jobStdout(id)), want)
 	checkNoGap(t, c.jobStdout(id))
+}
+
+// A second executor process started on a running executor's work
+// directory exits at once, naming the holder, and the first keeps its
+// shuffle files and runs the job on.
+func TestClusterSecondExecutorOnAWorkDirIsRefused(t *testing.T) {
+	c := newCluster(t, 1)
+	id := c.submit(jobArgs...)
+	c.waitBatches(id, 2)
+	work := filepath.Join(c.dir, "exec0")
+	shuffles := func() []string { m, _ := filepath.Glob(filepath.Join(work, "shuffle", id, "*")); return m }
+	c.driver.waitFor(t, "shuffle files on the executor", func() bool { return len(shuffles()) > 0 })
+	second := start(t, executorBin, "--driver", c.addr, "--listen", "127.0.0.1:0", "--work-dir", work,
+		"--slots", "2", "--secret-file", c.secret, "--id", "intruder")
+	if code := second.wait(t, 20*time.Second); code == 0 {
+		t.Fatalf("the second executor on %s exited 0", work)
+	}
+	want := "work directory " + work + " is in use by another executor (process " + strconv.Itoa(c.execs[0].cmd.Process.Pid) + " holds"
+	if !strings.Contains(second.stderr.String(), want) {
+		t.Fatalf("second executor's stderr:\n%s\nwant %q", second.stderr.String(), want)
+	}
+	if len(shuffles()) == 0 {
+		t.Fatal("the refused executor deleted the first's shuffle files")
+	}
+	n := len(batches(c.jobStdout(id)))
+	c.waitBatches(id, n+2)
 }
 
 func TestClusterRejectsWrongSecret(t *testing.T) {
