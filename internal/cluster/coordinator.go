@@ -878,7 +878,7 @@ func (c *Coordinator) job(id string) (*jobRec, error) {
 
 func cloneJob(j *jobRec) *sluicev1.JobInfo {
 	i := j.info
-	return &sluicev1.JobInfo{JobId: i.JobId, Name: i.Name, State: i.State, Sha256: i.Sha256, StartedUnixMs: i.StartedUnixMs, Error: i.Error, Batches: i.Batches,
+	return &sluicev1.JobInfo{JobId: i.JobId, Name: i.Name, State: i.State, Sha256: i.Sha256, StartedUnixMs: i.StartedUnixMs, Error: i.Error,
 		Attempt: i.Attempt, Supervise: i.Supervise, Parallelism: i.Parallelism}
 }
 

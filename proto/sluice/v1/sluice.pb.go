@@ -1204,7 +1204,6 @@ type JobInfo struct {
 	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	StartedUnixMs int64                  `protobuf:"varint,5,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	Batches       int64                  `protobuf:"varint,7,opt,name=batches,proto3" json:"batches,omitempty"`
 	Attempt       int32                  `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"` // the job driver's process count: 1, then 2 after a restart, ...
 	Supervise     bool                   `protobuf:"varint,9,opt,name=supervise,proto3" json:"supervise,omitempty"`
 	Parallelism   int32                  `protobuf:"varint,10,opt,name=parallelism,proto3" json:"parallelism,omitempty"` // the job's partition count, kept across restarts
@@ -1282,13 +1281,6 @@ func (x *JobInfo) GetError() string {
 		return x.Error
 	}
 	return ""
-}
-
-func (x *JobInfo) GetBatches() int64 {
-	if x != nil {
-		return x.Batches
-	}
-	return 0
 }
 
 func (x *JobInfo) GetAttempt() int32 {
@@ -2526,7 +2518,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x10JobStatusRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"'\n" +
 	"\x0eStopJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x94\x02\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x89\x02\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2534,11 +2526,10 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12&\n" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x18\n" +
-	"\abatches\x18\a \x01(\x03R\abatches\x12\x18\n" +
 	"\aattempt\x18\b \x01(\x05R\aattempt\x12\x1c\n" +
 	"\tsupervise\x18\t \x01(\bR\tsupervise\x12 \n" +
 	"\vparallelism\x18\n" +
-	" \x01(\x05R\vparallelism\"\x16\n" +
+	" \x01(\x05R\vparallelismJ\x04\b\a\x10\bR\abatches\"\x16\n" +
 	"\x14ListExecutorsRequest\"N\n" +
 	"\x15ListExecutorsResponse\x125\n" +
 	"\texecutors\x18\x01 \x03(\v2\x17.sluice.v1.ExecutorInfoR\texecutors\"\xc3\x01\n" +
