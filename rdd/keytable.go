@@ -131,12 +131,21 @@ type strSlot[C any] struct {
 
 const strTableMinLog = 6
 
-func newStrTable[C any]() *strTable[C] {
+func newStrTable[C any]() *strTable[C] { return newStrTableFor[C](0) }
+
+// newStrTableFor returns a table that holds keys keys without growing.
+func newStrTableFor[C any](keys int) *strTable[C] {
+	log := uint(strTableMinLog)
+	for 1<<log < 2*keys { // at most half full, as probe keeps it
+		log++
+	}
 	return &strTable[C]{
-		slots: make([]strSlot[C], 1<<strTableMinLog),
-		tags:  make([]uint8, 1<<strTableMinLog),
-		pos:   make([]uint32, 1<<strTableMinLog),
-		shift: 64 - strTableMinLog,
+		slots: make([]strSlot[C], 1<<log),
+		tags:  make([]uint8, 1<<log),
+		pos:   make([]uint32, 1<<log),
+		shift: 64 - log,
+		keys:  make([]string, 0, keys),
+		order: make([]uint32, 0, keys),
 	}
 }
 

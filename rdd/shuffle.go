@@ -1,6 +1,8 @@
 package rdd
 
 import (
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/apache/arrow/go/v15/arrow"
@@ -40,12 +42,62 @@ type combiner[K comparable, C any] struct {
 	vals []C // with idx
 }
 
-func newCombiner[K comparable, C any]() *combiner[K, C] {
+// newCombiner returns a combiner that holds keys keys without growing.
+func newCombiner[K comparable, C any](keys int) *combiner[K, C] {
 	var zero K
 	if _, ok := any(zero).(string); ok {
-		return &combiner[K, C]{tab: newStrTable[C]()}
+		return &combiner[K, C]{tab: newStrTableFor[C](keys)}
 	}
-	return &combiner[K, C]{idx: make(map[K]int32)}
+	return &combiner[K, C]{idx: make(map[K]int32, keys), keys: make([]K, 0, keys), vals: make([]C, 0, keys)}
+}
+
+// size is the number of keys.
+func (m *combiner[K, C]) size() int {
+	if m.tab != nil {
+		return len(m.tab.keys)
+	}
+	return len(m.keys)
+}
+
+// keyHints remembers, by operator and call site (Node.String, as
+// "reduceByKey@main.go:62"), how many keys the last map and reduce tasks
+// of that operator held in this process, so that the next batch's tables
+// start that large instead of doubling up to it (every doubling moves
+// every key: at 100k distinct keys a seventh of a map task's time). Its
+// entries are the program's operator sites: bounded by the code.
+var keyHints sync.Map // string -> *keyHint
+
+type keyHint struct{ mapSide, reduceSide atomic.Int64 }
+
+// maxKeyHint bounds a hinted table (a hint is only a start: it grows on).
+const maxKeyHint = 1 << 22
+
+// hintOf returns the hint of n's operator, or nil for a node without a
+// call site.
+func hintOf(n *Node) *keyHint {
+	if n.Site == "" {
+		return nil
+	}
+	name := n.String()
+	if h, ok := keyHints.Load(name); ok {
+		return h.(*keyHint)
+	}
+	h, _ := keyHints.LoadOrStore(name, &keyHint{})
+	return h.(*keyHint)
+}
+
+// start returns the keys a table of side should start with.
+func (h *keyHint) start(side *atomic.Int64) int {
+	if h == nil {
+		return 0
+	}
+	return int(min(side.Load(), maxKeyHint))
+}
+
+func (h *keyHint) keep(side *atomic.Int64, keys int) {
+	if h != nil {
+		side.Store(int64(keys))
+	}
 }
 
 // ref returns k's combiner and whether k is new, in which case the caller
@@ -175,7 +227,8 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	dep.Child = n
 	dep.WriteMap = func(tc *TaskContext, mapPart int) error {
 		return writeShuffle(tc, dep, mapPart, outCodec, func(emit func(int, KV[K, C])) error {
-			m := newCombiner[K, C]()
+			hint := hintOf(n)
+			m := newCombiner[K, C](hint.start(&hint.mapSide))
 			// Combining pays when keys repeat. When most records so far
 			// brought a new key, the rest pass straight to the shuffle
 			// (adaptive partial aggregation, as in DataFusion and Trino):
@@ -221,6 +274,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 			if err != nil {
 				return err
 			}
+			hint.keep(&hint.mapSide, m.size())
 			m.each(func(k K, c C) bool {
 				emit(partitionOf(kc.Hash(k), numParts), KV[K, C]{Key: k, Value: c})
 				return true
@@ -230,7 +284,8 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 	}
 	out := &RDD[KV[K, C]]{node: n, codec: outCodec}
 	out.iter = func(tc *TaskContext, part int, yield func(KV[K, C]) bool) error {
-		m := newCombiner[K, C]()
+		hint := hintOf(n)
+		m := newCombiner[K, C](hint.start(&hint.reduceSide))
 		release, err := fetchAll(tc, dep, part, func(rec arrow.Record) {
 			if tab := m.tab; tab != nil {
 				ForEach(outCodec, rec, func(kv KV[K, C]) bool {
@@ -259,6 +314,7 @@ func CombineByKey[K comparable, V, C any](r *RDD[KV[K, V]], op string, agg Aggre
 		if err != nil {
 			return err
 		}
+		hint.keep(&hint.reduceSide, m.size())
 		m.each(func(k K, c C) bool { return yield(KV[K, C]{Key: k, Value: c}) })
 		return nil
 	}
@@ -350,7 +406,7 @@ func CoGroup[K comparable, V, W any](a *RDD[KV[K, V]], b *RDD[KV[K, W]], numPart
 	n := newNode("cogroup", numParts, depA, depB)
 	out := &RDD[KV[K, Pair[[]V, []W]]]{node: n, codec: outCodec}
 	out.iter = func(tc *TaskContext, part int, yield func(KV[K, Pair[[]V, []W]]) bool) error {
-		m := newCombiner[K, Pair[[]V, []W]]()
+		m := newCombiner[K, Pair[[]V, []W]](0)
 		relA, err := fetchAll(tc, depA.Shuffle, part, func(rec arrow.Record) {
 			ForEach(ca, rec, func(kv KV[K, []V]) bool {
 				m.add(kv.Key, func() Pair[[]V, []W] { return Pair[[]V, []W]{First: kv.Value} },

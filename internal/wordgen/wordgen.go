@@ -48,6 +48,12 @@ func New(seed uint64) *Generator {
 	return &Generator{vocab: Vocabulary(VocabularySize), r: rand.New(rand.NewPCG(seed, 7))}
 }
 
+// NewSized returns a generator drawing from the first vocab words of the
+// vocabulary (Vocabulary(vocab)).
+func NewSized(seed uint64, vocab int) *Generator {
+	return &Generator{vocab: Vocabulary(vocab), r: rand.New(rand.NewPCG(seed, 7))}
+}
+
 // Line returns the next line.
 func (g *Generator) Line() string {
 	g.buf.Reset()
