@@ -260,7 +260,18 @@ func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Wr
 		if len(jobArgs) > 0 && jobArgs[0] == "--" {
 			jobArgs = jobArgs[1:]
 		}
+		waited := false
+		ready := func() error { // once: before --unless-running asks, or the upload
+			if waited {
+				return nil
+			}
+			waited = true
+			return waitExecutors(watchCtx, dc, *master, *flags.minExecutors, *flags.wait, stderr)
+		}
 		if *unlessRunning {
+			if err := ready(); err != nil { // a driver still starting too
+				return err
+			}
 			jobName := *name
 			if jobName == "" {
 				jobName = filepath.Base(rest[0])
@@ -276,9 +287,7 @@ func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Wr
 				}
 			}
 		}
-		id, err := submit(ctx, dc, rest[0], *name, jobArgs, *flags.supervise, func() error {
-			return waitExecutors(watchCtx, dc, *master, *flags.minExecutors, *flags.wait, stderr)
-		})
+		id, err := submit(ctx, dc, rest[0], *name, jobArgs, *flags.supervise, ready)
 		if err != nil {
 			return err
 		}

@@ -153,3 +153,45 @@ func TestSubmitWaitsForADriverStarting(t *testing.T) {
 		t.Fatalf("unreachable driver, --wait 0s: %v", err)
 	}
 }
+
+// closingListener closes the first connection it accepts, as a driver's
+// port does while it is still starting (the client sees Unavailable), and
+// hands on the next ones.
+type closingListener struct {
+	net.Listener
+	closed bool
+}
+
+func (l *closingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.closed {
+			return c, err
+		}
+		l.closed = true
+		c.Close()
+	}
+}
+
+// submit --unless-running (a submit step run again by a script) also waits
+// for a driver that is still starting, before it asks which jobs run.
+func TestSubmitUnlessRunningWaitsForADriverStarting(t *testing.T) {
+	job := filepath.Join(t.TempDir(), "demo")
+	os.WriteFile(job, []byte("\x7fELF then some bytes"), 0o755)
+	for _, tc := range []struct{ state, want string }{{"running", "job-0"}, {"failed", "job-1"}} {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(cluster.Insecure().ServerOptions(nil)...)
+		d := &listingDriver{name: "demo", state: tc.state}
+		sluicev1.RegisterDriverServer(srv, d)
+		go srv.Serve(&closingListener{Listener: lis})
+		var out bytes.Buffer
+		err = run(context.Background(), []string{"submit", "--insecure", "--master", lis.Addr().String(), "--wait", "30s", "--unless-running", job}, &out, &bytes.Buffer{})
+		srv.Stop()
+		if err != nil || strings.TrimSpace(out.String()) != tc.want {
+			t.Errorf("a job %s, the driver's first connection closed: %v, printed %q; want %s", tc.state, err, out.String(), tc.want)
+		}
+	}
+}
