@@ -35,6 +35,10 @@ func (d *growingDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRe
 	return &sluicev1.ListExecutorsResponse{Executors: l}, nil
 }
 
+func (d *growingDriver) ListJobs(context.Context, *sluicev1.ListJobsRequest) (*sluicev1.ListJobsResponse, error) {
+	return &sluicev1.ListJobsResponse{}, nil
+}
+
 func (d *growingDriver) SubmitJob(s sluicev1.Driver_SubmitJobServer) error {
 	d.mu.Lock()
 	d.atSubmit = append(d.atSubmit, d.calls)
@@ -192,6 +196,28 @@ func TestSubmitUnlessRunningWaitsForADriverStarting(t *testing.T) {
 		srv.Stop()
 		if err != nil || strings.TrimSpace(out.String()) != tc.want {
 			t.Errorf("a job %s, the driver's first connection closed: %v, printed %q; want %s", tc.state, err, out.String(), tc.want)
+		}
+	}
+}
+
+// The time a client call may take (clientTimeout) starts after the wait
+// for executors: executors that came late in a long --wait did not leave
+// the upload, or --unless-running's listing, a deadline already passed.
+func TestSubmitCallsGetTheirTimeAfterTheWait(t *testing.T) {
+	defer func(d time.Duration) { clientTimeout = d }(clientTimeout)
+	clientTimeout = 2 * time.Second
+	job := filepath.Join(t.TempDir(), "demo")
+	os.WriteFile(job, []byte("\x7fELF then some bytes"), 0o755)
+	// 15 listings without an executor: 14 polls 200 ms apart, longer
+	// than clientTimeout.
+	lists := make([][]*sluicev1.ExecutorInfo, 16)
+	lists[15] = []*sluicev1.ExecutorInfo{{ExecutorId: "e1", Slots: 1}}
+	for _, args := range [][]string{{job}, {"--unless-running", job}} {
+		d := &growingDriver{lists: lists}
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"submit", "--insecure", "--master", serveDriver(t, d)}, args...), &out, &bytes.Buffer{})
+		if err != nil || strings.TrimSpace(out.String()) != "job-1" || len(d.atSubmit) != 1 || d.atSubmit[0] != 16 {
+			t.Errorf("submit %v, an executor after 16 listings: %v, printed %q, submitted after %v listings", args, err, out.String(), d.atSubmit)
 		}
 	}
 }
