@@ -227,6 +227,10 @@ func advertised(a net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
+// clientTimeout bounds a client command's calls to the driver (for submit:
+// from the end of its wait for executors).
+var clientTimeout = 5 * time.Minute
+
 func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
 	fs, f := flagSet(cmd)
 	flags := f.(clientFlags)
@@ -248,7 +252,7 @@ func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Wr
 	defer conn.Close()
 	dc := sluicev1.NewDriverClient(conn)
 	watchCtx := ctx // status --watch runs until the job ends
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, clientTimeout)
 	defer cancel()
 	rest := fs.Args()
 	switch cmd {
@@ -260,12 +264,25 @@ func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Wr
 		if len(jobArgs) > 0 && jobArgs[0] == "--" {
 			jobArgs = jobArgs[1:]
 		}
+		waited := false
+		ready := func() error { // once: before --unless-running asks, or the upload
+			if waited {
+				return nil
+			}
+			waited = true
+			return waitExecutors(watchCtx, dc, *master, *flags.minExecutors, *flags.wait, stderr)
+		}
 		if *unlessRunning {
+			if err := ready(); err != nil { // a driver still starting too
+				return err
+			}
 			jobName := *name
 			if jobName == "" {
 				jobName = filepath.Base(rest[0])
 			}
-			resp, err := dc.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+			lctx, cancel := context.WithTimeout(watchCtx, clientTimeout) // from the end of the wait
+			defer cancel()
+			resp, err := dc.ListJobs(lctx, &sluicev1.ListJobsRequest{})
 			if err != nil {
 				return err
 			}
@@ -276,9 +293,7 @@ func client(ctx context.Context, cmd string, args []string, stdout, stderr io.Wr
 				}
 			}
 		}
-		id, err := submit(ctx, dc, rest[0], *name, jobArgs, *flags.supervise, func() error {
-			return waitExecutors(watchCtx, dc, *master, *flags.minExecutors, *flags.wait, stderr)
-		})
+		id, err := submit(watchCtx, dc, rest[0], *name, jobArgs, *flags.supervise, ready)
 		if err != nil {
 			return err
 		}
@@ -406,7 +421,7 @@ func waitExecutors(ctx context.Context, dc sluicev1.DriverClient, master string,
 // submit streams a job binary to the driver. The file is checked (size,
 // kind) before anything is read, hashed in one streaming pass, and sent in
 // chunks: it is never held in memory whole. ready runs between the checks
-// and the upload.
+// and the upload, which has clientTimeout from then.
 func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string, supervise bool, ready func() error) (string, error) {
 	f, size, err := openJobBinary(path)
 	if err != nil {
@@ -427,6 +442,8 @@ func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, ar
 	if err := ready(); err != nil {
 		return "", err
 	}
+	ctx, cancel := context.WithTimeout(ctx, clientTimeout) // from the end of the wait
+	defer cancel()
 	stream, err := dc.SubmitJob(ctx)
 	if err != nil {
 		return "", err

@@ -35,6 +35,10 @@ func (d *growingDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRe
 	return &sluicev1.ListExecutorsResponse{Executors: l}, nil
 }
 
+func (d *growingDriver) ListJobs(context.Context, *sluicev1.ListJobsRequest) (*sluicev1.ListJobsResponse, error) {
+	return &sluicev1.ListJobsResponse{}, nil
+}
+
 func (d *growingDriver) SubmitJob(s sluicev1.Driver_SubmitJobServer) error {
 	d.mu.Lock()
 	d.atSubmit = append(d.atSubmit, d.calls)
@@ -151,5 +155,69 @@ func TestSubmitWaitsForADriverStarting(t *testing.T) {
 	err = run(context.Background(), []string{"submit", "--insecure", "--master", "127.0.0.1:1", "--wait", "0s", job}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "list the executors of the driver at 127.0.0.1:1") {
 		t.Fatalf("unreachable driver, --wait 0s: %v", err)
+	}
+}
+
+// closingListener closes the first connection it accepts, as a driver's
+// port does while it is still starting (the client sees Unavailable), and
+// hands on the next ones.
+type closingListener struct {
+	net.Listener
+	closed bool
+}
+
+func (l *closingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.closed {
+			return c, err
+		}
+		l.closed = true
+		c.Close()
+	}
+}
+
+// submit --unless-running (a submit step run again by a script) also waits
+// for a driver that is still starting, before it asks which jobs run.
+func TestSubmitUnlessRunningWaitsForADriverStarting(t *testing.T) {
+	job := filepath.Join(t.TempDir(), "demo")
+	os.WriteFile(job, []byte("\x7fELF then some bytes"), 0o755)
+	for _, tc := range []struct{ state, want string }{{"running", "job-0"}, {"failed", "job-1"}} {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(cluster.Insecure().ServerOptions(nil)...)
+		d := &listingDriver{name: "demo", state: tc.state}
+		sluicev1.RegisterDriverServer(srv, d)
+		go srv.Serve(&closingListener{Listener: lis})
+		var out bytes.Buffer
+		err = run(context.Background(), []string{"submit", "--insecure", "--master", lis.Addr().String(), "--wait", "30s", "--unless-running", job}, &out, &bytes.Buffer{})
+		srv.Stop()
+		if err != nil || strings.TrimSpace(out.String()) != tc.want {
+			t.Errorf("a job %s, the driver's first connection closed: %v, printed %q; want %s", tc.state, err, out.String(), tc.want)
+		}
+	}
+}
+
+// The time a client call may take (clientTimeout) starts after the wait
+// for executors: executors that came late in a long --wait did not leave
+// the upload, or --unless-running's listing, a deadline already passed.
+func TestSubmitCallsGetTheirTimeAfterTheWait(t *testing.T) {
+	defer func(d time.Duration) { clientTimeout = d }(clientTimeout)
+	clientTimeout = 2 * time.Second
+	job := filepath.Join(t.TempDir(), "demo")
+	os.WriteFile(job, []byte("\x7fELF then some bytes"), 0o755)
+	// 15 listings without an executor: 14 polls 200 ms apart, longer
+	// than clientTimeout.
+	lists := make([][]*sluicev1.ExecutorInfo, 16)
+	lists[15] = []*sluicev1.ExecutorInfo{{ExecutorId: "e1", Slots: 1}}
+	for _, args := range [][]string{{job}, {"--unless-running", job}} {
+		d := &growingDriver{lists: lists}
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"submit", "--insecure", "--master", serveDriver(t, d)}, args...), &out, &bytes.Buffer{})
+		if err != nil || strings.TrimSpace(out.String()) != "job-1" || len(d.atSubmit) != 1 || d.atSubmit[0] != 16 {
+			t.Errorf("submit %v, an executor after 16 listings: %v, printed %q, submitted after %v listings", args, err, out.String(), d.atSubmit)
+		}
 	}
 }

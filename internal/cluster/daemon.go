@@ -699,25 +699,32 @@ func stopProc(p *jobProc) {
 	}
 }
 
-// tailBuffer keeps the end of a process's stderr for error messages.
 // lineWriter passes what a process writes on to w a whole line at a time
 // (a line over maxLogLine goes in pieces), so that the lines of processes
 // writing at once do not interleave within a line.
 type lineWriter struct {
 	w    io.Writer
 	part []byte
+	cut  bool // the last piece passed on was of a long line, ended for its length
 }
 
 const maxLogLine = 64 << 10
 
 func (l *lineWriter) Write(b []byte) (int, error) {
 	n := len(b)
+	if l.cut && len(b) > 0 {
+		l.cut = false
+		if b[0] == '\n' {
+			b = b[1:] // the long line's end: its last piece has its newline
+		}
+	}
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			l.part = append(l.part, b...)
 			if len(l.part) >= maxLogLine {
 				l.flush()
+				l.cut = true
 			}
 			break
 		}
@@ -740,6 +747,7 @@ func (l *lineWriter) flush() {
 	}
 }
 
+// tailBuffer keeps the end of a process's stderr for error messages.
 type tailBuffer struct {
 	mu  sync.Mutex
 	buf []byte

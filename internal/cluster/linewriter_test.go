@@ -59,7 +59,27 @@ func TestLineWriterPassesWholeLines(t *testing.T) {
 	l := &lineWriter{w: long}
 	l.Write(bytes.Repeat([]byte("x"), maxLogLine+10))
 	l.Write([]byte("\n"))
-	if got := strings.Join(long.writes, ""); len(long.writes) != 2 || !strings.HasSuffix(long.writes[0], "\n") || strings.Count(got, "x") != maxLogLine+10 {
+	if got := strings.Join(long.writes, ""); len(long.writes) != 1 || !strings.HasSuffix(long.writes[0], "\n") || strings.Count(got, "x") != maxLogLine+10 {
 		t.Errorf("a long line: %d writes", len(long.writes))
+	}
+}
+
+// A line passed on in pieces for its length ends at its newline: the
+// newline does not make an empty line of its own; the next lines are whole.
+func TestLineWriterLongLineMakesNoEmptyLine(t *testing.T) {
+	out := &recordingWriter{}
+	l := &lineWriter{w: out}
+	l.Write(bytes.Repeat([]byte("x"), maxLogLine))
+	l.Write([]byte("\nnext\n\n"))
+	l.Write(bytes.Repeat([]byte("y"), maxLogLine+1))
+	l.Write([]byte("yy\n"))
+	want := []string{strings.Repeat("x", maxLogLine) + "\n", "next\n", "\n", strings.Repeat("y", maxLogLine+1) + "\n", "yy\n"}
+	if len(out.writes) != len(want) {
+		t.Fatalf("%d writes, want %d", len(out.writes), len(want))
+	}
+	for i, w := range want {
+		if out.writes[i] != w {
+			t.Errorf("write %d: %d bytes %.20q, want %d bytes %.20q", i, len(out.writes[i]), out.writes[i], len(w), w)
+		}
 	}
 }
