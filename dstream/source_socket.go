@@ -2,6 +2,7 @@ package dstream
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -285,18 +286,22 @@ func cutAt(lens []int64, n, per int64) []piece {
 // piecesEnd is when the last of parts slots ends, each taking the next
 // piece in order when it is free, a piece taking its lines in time.
 func piecesEnd(ps []piece, parts int64) int64 {
-	free := make([]int64, parts)
+	free := make(endHeap, min(parts, int64(len(ps)))) // the slots' ends; those never used end at 0
 	for _, p := range ps {
-		k := 0
-		for i := range free {
-			if free[i] < free[k] {
-				k = i
-			}
-		}
-		free[k] += p.hi - p.lo
+		free[0] += p.hi - p.lo // the slot that is free first
+		heap.Fix(&free, 0)
 	}
-	return slices.Max(free)
+	return slices.Max(append(free, 0))
 }
+
+// endHeap is a min-heap of the times slots are free.
+type endHeap []int64
+
+func (h endHeap) Len() int           { return len(h) }
+func (h endHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h endHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *endHeap) Push(any)          { panic("endHeap: fixed size") }
+func (h *endHeap) Pop() any          { panic("endHeap: fixed size") }
 
 // appendLines adds the complete lines of buf to the chunks and returns the
 // bytes consumed (up to the last newline).

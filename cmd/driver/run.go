@@ -423,6 +423,16 @@ func waitExecutors(ctx context.Context, dc sluicev1.DriverClient, master string,
 // chunks: it is never held in memory whole. ready runs between the checks
 // and the upload, which has clientTimeout from then.
 func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, args []string, supervise bool, ready func() error) (string, error) {
+	// Checked before the wait, read after it: a binary rebuilt meanwhile
+	// is sent as it is then.
+	f, _, err := openJobBinary(path)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	if err := ready(); err != nil {
+		return "", err
+	}
 	f, size, err := openJobBinary(path)
 	if err != nil {
 		return "", err
@@ -438,9 +448,6 @@ func submit(ctx context.Context, dc sluicev1.DriverClient, path, name string, ar
 	goos, goarch := platform(path)
 	if name == "" {
 		name = filepath.Base(path)
-	}
-	if err := ready(); err != nil {
-		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, clientTimeout) // from the end of the wait
 	defer cancel()

@@ -24,7 +24,8 @@ type growingDriver struct {
 	mu       sync.Mutex
 	lists    [][]*sluicev1.ExecutorInfo
 	calls    int
-	atSubmit []int // calls made before each submission
+	atSubmit []int  // calls made before each submission
+	onList   func() // called at each listing, if set
 }
 
 func (d *growingDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRequest) (*sluicev1.ListExecutorsResponse, error) {
@@ -32,6 +33,9 @@ func (d *growingDriver) ListExecutors(context.Context, *sluicev1.ListExecutorsRe
 	defer d.mu.Unlock()
 	l := d.lists[min(d.calls, len(d.lists)-1)]
 	d.calls++
+	if d.onList != nil {
+		d.onList()
+	}
 	return &sluicev1.ListExecutorsResponse{Executors: l}, nil
 }
 
@@ -219,5 +223,23 @@ func TestSubmitCallsGetTheirTimeAfterTheWait(t *testing.T) {
 		if err != nil || strings.TrimSpace(out.String()) != "job-1" || len(d.atSubmit) != 1 || d.atSubmit[0] != 16 {
 			t.Errorf("submit %v, an executor after 16 listings: %v, printed %q, submitted after %v listings", args, err, out.String(), d.atSubmit)
 		}
+	}
+}
+
+// A binary rebuilt while submit waits for executors is sent as it is
+// after the wait: its hash and its bytes agree (the driver refuses a
+// mismatch), and the new bytes are what arrives.
+func TestSubmitSendsTheBinaryAsItIsAfterTheWait(t *testing.T) {
+	job := filepath.Join(t.TempDir(), "job")
+	os.WriteFile(job, []byte("\x7fELF the first build"), 0o755)
+	rebuilt := []byte("\x7fELF the second build, a longer one")
+	d := &growingDriver{lists: [][]*sluicev1.ExecutorInfo{nil, {{ExecutorId: "e1", Slots: 1}}}}
+	d.onList = func() { os.WriteFile(job, rebuilt, 0o755) }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"submit", "--insecure", "--master", serveDriver(t, d), job}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatalf("submit of a binary rebuilt during the wait: %v", err)
+	}
+	if got := d.got.Load(); got != int64(len(rebuilt)) {
+		t.Errorf("the driver received %d bytes, want the rebuilt binary's %d", got, len(rebuilt))
 	}
 }

@@ -126,6 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		JobLog: out,
 	})
 	if err != nil {
+		lis.Close()
 		return err
 	}
 	return d.Run(ctx, lis)

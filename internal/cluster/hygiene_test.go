@@ -32,6 +32,7 @@ func testDaemon(t *testing.T) (*Daemon, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(d.Close)
 	return d, work
 }
 

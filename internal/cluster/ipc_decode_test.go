@@ -124,3 +124,37 @@ func TestDecodeIPCRefusesBrokenStreams(t *testing.T) {
 		t.Fatalf("metadata length past the end: %v", err)
 	}
 }
+
+// A well-framed stream whose record metadata claims a buffer larger than
+// the payload (each byte of that message set to 0x08 in turn: a length's
+// fifth byte so set claims 32 GiB and more) is an error; Arrow's loader
+// asked for the claimed size first, and the process died out of memory.
+func TestDecodeIPCRefusesBuffersLargerThanThePayload(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	rec := rdd.Encode(mem, rdd.CodecOf[rdd.KV[string, int64]](), []rdd.KV[string, int64]{{Key: "a", Value: 1}, {Key: "bc", Value: 2}})
+	defer rec.Release()
+	b, err := EncodeIPC(rec, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := b[:len(b)-ipcTrailer]
+	// The schema message: continuation, length, metadata, no body.
+	second := 8 + int(binary.LittleEndian.Uint32(payload[4:]))
+	metaLen := int(binary.LittleEndian.Uint32(payload[second+4:]))
+	refused := 0
+	for p := second + 8; p < second+8+metaLen; p++ {
+		bad := append([]byte(nil), payload...)
+		bad[p] = 0x08
+		r, err := DecodeIPC(frame(bad), mem)
+		if err == nil {
+			r.Release()
+			continue
+		}
+		if strings.Contains(err.Error(), "in a payload of") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no damaged buffer length was refused: does the sweep still reach them?")
+	}
+}

@@ -431,15 +431,44 @@ func CheckIPC(b []byte) error {
 }
 
 // DecodeIPC reads the single record of a framed Arrow IPC stream into
-// buffers from mem; the caller releases it. Malformed, truncated or
-// corrupted input is an error, never a panic. Each buffer is copied once,
+// buffers from mem; the caller releases it. Bytes cut or damaged on the
+// way are an error, never a panic (the frame's length and CRC), and so is
+// a stream whose buffers claim more bytes than the payload holds (Arrow's
+// loader asks for a buffer's size before it checks it against the body).
+// A well-framed stream is otherwise trusted to be what EncodeIPC writes:
+// its peers are authenticated (Arrow's schema reader, for one, allocates
+// whatever field count the metadata says). Each buffer is copied once,
 // from b into mem (Arrow's reader copies it out of the message body; its
 // stream reader would first copy every body out of b); the record does not
 // refer to b.
 func DecodeIPC(b []byte, mem memory.Allocator) (arrow.Record, error) {
 	return decodeIPC(b, func(payload []byte) (*ipc.Reader, error) {
-		return ipc.NewReaderFromMessageReader(&sliceMessages{b: payload, refs: 1}, ipc.WithAllocator(mem))
+		bounded := &boundedAlloc{Allocator: mem, max: len(payload) + 64} // Arrow rounds sizes up to 64 bytes
+		return ipc.NewReaderFromMessageReader(&sliceMessages{b: payload, refs: 1}, ipc.WithAllocator(bounded))
 	})
+}
+
+// boundedAlloc refuses (panics, which decodeIPC recovers) a buffer larger
+// than max, the payload it is decoded from.
+type boundedAlloc struct {
+	memory.Allocator
+	max int
+}
+
+func (a *boundedAlloc) Allocate(n int) []byte {
+	a.check(n)
+	return a.Allocator.Allocate(n)
+}
+
+func (a *boundedAlloc) Reallocate(n int, b []byte) []byte {
+	a.check(n)
+	return a.Allocator.Reallocate(n, b)
+}
+
+func (a *boundedAlloc) check(n int) {
+	if n > a.max {
+		panic(fmt.Sprintf("a buffer of %d bytes in a payload of %d", n, a.max-64))
+	}
 }
 
 func decodeIPC(b []byte, reader func(payload []byte) (*ipc.Reader, error)) (rec arrow.Record, err error) {
